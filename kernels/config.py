@@ -1,0 +1,90 @@
+"""Which implementation each op uses: an explicit argument handed to every network.
+
+The defaults are MindSpore's own kernels. Graph export for ONNX needs other variants because
+MindSpore's ONNX exporter has no GroupNorm, Erf or PadV3 and writes wrong pads for convolutions
+with non-uniform padding (measured with MindSpore 2.10.0); ``KernelConfig.onnx()`` picks
+variants that export. Every variant has a NumPy reference and a parity test (tests/test_kernels.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+GroupNormKind = Literal["native", "decomposed", "layernorm"]
+GeluKind = Literal["erf", "poly", "onnx_erf"]
+AttentionKind = Literal["bmm", "ascend_fa"]
+TemporalConvKind = Literal["conv3d", "conv2d"]
+PadKind = Literal["pad", "concat"]
+ComputeDtype = Literal["fp32", "fp16", "bf16"]
+
+GROUP_NORM_KINDS = ("native", "decomposed", "layernorm")
+GELU_KINDS = ("erf", "poly", "onnx_erf")
+ATTENTION_KINDS = ("bmm", "ascend_fa")
+TEMPORAL_CONV_KINDS = ("conv3d", "conv2d")
+PAD_KINDS = ("pad", "concat")
+COMPUTE_DTYPES = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Op variants and the compute precision of matmul / conv work.
+
+    group_norm:  native      mindspore.ops.group_norm
+                 decomposed  reshape + mean / variance (exports to ONNX as primitive ops)
+                 layernorm   reshape to (N, G, ·) + LayerNorm without affine, then the
+                             per-channel affine (exports; one fused op per norm)
+    gelu:        erf         exact GELU with MindSpore's erf (SVD's GEGLU and ViT-H use exact GELU)
+                 poly        erf by Abramowitz–Stegun 7.1.26 (|error| ≤ 1.5e-7), exports anywhere
+                 onnx_erf    export-only: traces erf as ONNX ``Acos`` (which MindSpore exports);
+                             the ONNX post-pass renames every Acos node to Erf. The in-memory
+                             cell is NOT numerically GELU; use only for tracing an ONNX graph.
+    attention:   bmm         batched matmul → softmax (float32) → batched matmul
+                 ascend_fa   MindSpore's FlashAttentionScore (Ascend only; cannot run on CPU)
+    single_token_cross_attention:
+                 SVD's cross-attention context is one token; softmax over one key is exactly
+                 1, so attention(q, k, v) = v and to_q / to_k are skipped. Exact, not approximate.
+    temporal_conv: conv3d    Conv3d with a (k,1,1) kernel
+                 conv2d      the same as Conv2d (k,1) over (C, T, H·W) with zero frames
+                             concatenated in time (exports to ONNX)
+    pad:         pad         ops.pad for the VAE encoder's asymmetric downsampling pad
+                 concat      zeros concatenated (exports to ONNX)
+    compute_dtype: precision of matmul and convolution inputs; norms, softmax and residual
+                 sums stay float32.
+    """
+
+    group_norm: GroupNormKind = "native"
+    gelu: GeluKind = "erf"
+    attention: AttentionKind = "bmm"
+    single_token_cross_attention: bool = False
+    temporal_conv: TemporalConvKind = "conv3d"
+    pad: PadKind = "pad"
+    compute_dtype: ComputeDtype = "fp32"
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("group_norm", GROUP_NORM_KINDS), ("gelu", GELU_KINDS),
+                              ("attention", ATTENTION_KINDS),
+                              ("temporal_conv", TEMPORAL_CONV_KINDS), ("pad", PAD_KINDS),
+                              ("compute_dtype", COMPUTE_DTYPES)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"KernelConfig.{name} = {value!r}: expected one of "
+                                 f"{', '.join(allowed)}")
+
+    @classmethod
+    def reference(cls) -> "KernelConfig":
+        """MindSpore's own kernels, the exact sgm computation."""
+        return cls()
+
+    @classmethod
+    def mindir(cls, compute_dtype: ComputeDtype = "fp32") -> "KernelConfig":
+        """Fast MindIR graphs: the exact single-token shortcut, native kernels elsewhere."""
+        return cls(single_token_cross_attention=True, compute_dtype=compute_dtype)
+
+    @classmethod
+    def onnx(cls, compute_dtype: ComputeDtype = "fp32") -> "KernelConfig":
+        """Variants that MindSpore's ONNX exporter can write."""
+        return cls(group_norm="layernorm", gelu="onnx_erf", single_token_cross_attention=True,
+                   temporal_conv="conv2d", pad="concat", compute_dtype=compute_dtype)
+
+    def with_(self, **changes: object) -> "KernelConfig":
+        return replace(self, **changes)

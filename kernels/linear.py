@@ -1,0 +1,150 @@
+"""Linear and convolution cells with Stability's parameter names and a compute precision.
+
+Weights are stored in float32 (the checkpoint's values); with ``compute_dtype`` fp16/bf16 the
+inputs and weights are cast for the matmul / convolution and the result is returned in float32,
+so norms, softmax and residual sums stay float32.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import HeUniform, Uniform, initializer
+from mindspore.ops import operations as P
+
+from .config import ComputeDtype, PadKind, TemporalConvKind
+
+MS_DTYPES = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
+
+
+def ms_dtype(compute_dtype: ComputeDtype) -> ms.Type:
+    return MS_DTYPES[compute_dtype]
+
+
+def _init_weight(shape: tuple, fan_in: int) -> Parameter:
+    # torch's default (kaiming uniform, a=√5) bound: 1/√fan_in. Random init only matters for
+    # tests and benchmarks; real weights come from a checkpoint.
+    return Parameter(initializer(Uniform(1.0 / math.sqrt(max(fan_in, 1))), shape, ms.float32),
+                     name="weight")
+
+
+def _init_bias(n: int, fan_in: int) -> Parameter:
+    return Parameter(initializer(Uniform(1.0 / math.sqrt(max(fan_in, 1))), (n,), ms.float32),
+                     name="bias")
+
+
+class Linear(nn.Cell):
+    """y = x·Wᵀ + b over the last axis; weight (out, in) as in torch."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 compute_dtype: ComputeDtype = "fp32") -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = _init_weight((out_features, in_features), in_features)
+        self.has_bias = bias
+        self.bias = _init_bias(out_features, in_features) if bias else None
+        self.dtype = ms_dtype(compute_dtype)
+        self.matmul = P.MatMul(transpose_b=True)
+
+    def construct(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.in_features).astype(self.dtype)  # (N, in)
+        y = self.matmul(flat, self.weight.astype(self.dtype)).astype(ms.float32)
+        if self.has_bias:
+            y = y + self.bias
+        return y.reshape(lead + (self.out_features,))
+
+
+class Conv2d(nn.Cell):
+    """2-D convolution with symmetric padding; weight (out, in, k, k)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, bias: bool = True, compute_dtype: ComputeDtype = "fp32") -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        fan_in = in_channels * kernel_size * kernel_size
+        self.weight = _init_weight((out_channels, in_channels, kernel_size, kernel_size), fan_in)
+        self.has_bias = bias
+        self.bias = _init_bias(out_channels, fan_in) if bias else None
+        self.dtype = ms_dtype(compute_dtype)
+        self.conv = P.Conv2D(out_channel=out_channels, kernel_size=kernel_size,
+                             pad_mode="pad" if padding else "valid", pad=padding, stride=stride)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.forward_conv(x)
+
+    def forward_conv(self, x: Tensor) -> Tensor:
+        y = self.conv(x.astype(self.dtype), self.weight.astype(self.dtype)).astype(ms.float32)
+        if self.has_bias:
+            y = y + self.bias.reshape(1, -1, 1, 1)
+        return y
+
+
+class TemporalConv(nn.Cell):
+    """Convolution over frames only: sgm's Conv3d with kernel (k, 1, 1), padding (k//2, 0, 0).
+
+    Input and output (B, C, T, P) with P = H·W pixels. Weight keeps the checkpoint's 5-D shape
+    (out, in, k, 1, 1).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 kind: TemporalConvKind = "conv3d", compute_dtype: ComputeDtype = "fp32") -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.kind = kind
+        fan_in = in_channels * kernel_size
+        self.weight = _init_weight((out_channels, in_channels, kernel_size, 1, 1), fan_in)
+        self.bias = _init_bias(out_channels, fan_in)
+        self.dtype = ms_dtype(compute_dtype)
+        half = kernel_size // 2
+        self.conv3d = P.Conv3D(out_channel=out_channels, kernel_size=(kernel_size, 1, 1),
+                               pad_mode="pad", pad=(half, half, 0, 0, 0, 0))
+        self.conv2d = P.Conv2D(out_channel=out_channels, kernel_size=(kernel_size, 1),
+                               pad_mode="valid")
+
+    def construct(self, x: Tensor) -> Tensor:
+        b, c, t, p = x.shape
+        x = x.astype(self.dtype)
+        w = self.weight.astype(self.dtype)
+        if self.kind == "conv3d":
+            y = self.conv3d(x.reshape(b, c, t, p, 1), w).reshape(b, self.out_channels, t, p)
+        else:
+            half = self.kernel_size // 2
+            zeros = ops.zeros((b, c, half, p), x.dtype)
+            padded = ops.concat((zeros, x, zeros), 2)  # (B, C, T + 2·half, P)
+            y = self.conv2d(padded, w.reshape(self.out_channels, self.in_channels,
+                                              self.kernel_size, 1))
+        return y.astype(ms.float32) + self.bias.reshape(1, -1, 1, 1)
+
+
+def pad_bottom_right(x: Tensor, kind: PadKind) -> Tensor:
+    """Zero-pad one row at the bottom and one column at the right of (N, C, H, W) (the sgm VAE
+    encoder's downsampling pad)."""
+    if kind == "pad":
+        return ops.pad(x, (0, 1, 0, 1))
+    n, c, h, w = x.shape
+    x = ops.concat((x, ops.zeros((n, c, h, 1), x.dtype)), 3)
+    return ops.concat((x, ops.zeros((n, c, 1, w + 1), x.dtype)), 2)
+
+
+def upsample_nearest2x(x: Tensor) -> Tensor:
+    """Nearest-neighbour ×2 (torch F.interpolate(scale_factor=2, mode="nearest"))."""
+    h, w = x.shape[-2:]
+    return ops.ResizeNearestNeighbor((2 * h, 2 * w))(x)
+
+
+def temporal_conv_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """x (B, C, T, P), weight (O, C, k, 1, 1) → (B, O, T, P), zero padding k//2 in time."""
+    k = weight.shape[2]
+    half = k // 2
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (half, half), (0, 0)))
+    t = x.shape[2]
+    out = np.zeros((x.shape[0], weight.shape[0], t, x.shape[3]))
+    for i in range(k):
+        out += np.einsum("oc,bctp->botp", weight[:, :, i, 0, 0], xp[:, :, i:i + t])
+    return out + bias.reshape(1, -1, 1, 1)

@@ -1,0 +1,302 @@
+"""Graph backends and the manifest-checked graph wrapper.
+
+A backend turns one graph file of the artifact into a callable ``run(inputs) -> outputs``
+(inputs: name → float32 array in manifest order; outputs: arrays in manifest order).
+``CheckedGraph`` wraps any such callable, so every call is checked by name, shape and dtype
+against the manifest and timed. Backend libraries are imported only when chosen:
+
+- ``onnxruntime``: the ONNX graphs, CPU (or CUDA when that provider is installed).
+- ``mindspore``: the MindIR graphs through ``mindspore.load`` + ``nn.GraphCell``; the device
+  and mode are whatever MindSpore's context holds (the CLI leaves MindSpore's defaults).
+- ``lite``: the MindIR graphs through MindSpore Lite. MindSpore Lite publishes no wheel for
+  Python 3.11, so this path could not be run here: it follows the documented
+  ``mindspore_lite.Model.build_from_file`` / ``predict`` API and is untested. Choosing it
+  without the package gives a clear BackendError.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from svdeploy.errors import BackendError, InputError, ManifestError
+from svdeploy.manifest import GraphEntry, Manifest, read_manifest
+
+# Graph file format each backend runs.
+BACKEND_FORMATS: Dict[str, str] = {"onnxruntime": "onnx", "mindspore": "mindir", "lite": "mindir"}
+BACKENDS: Tuple[str, ...] = tuple(BACKEND_FORMATS)
+# Order of the automatic choice: the first backend whose graphs the artifact holds and whose
+# library imports. To be revised from svd-bench measurements.
+BACKEND_PREFERENCE: Tuple[str, ...] = ("onnxruntime", "mindspore", "lite")
+_BACKEND_MODULES: Dict[str, str] = {"onnxruntime": "onnxruntime", "mindspore": "mindspore",
+                                    "lite": "mindspore_lite"}
+_INSTALL_HINTS: Dict[str, str] = {
+    "onnxruntime": "install it with `pip install onnxruntime` (or svdeploy[onnx])",
+    "mindspore": "install it with `pip install mindspore`",
+    "lite": "MindSpore Lite publishes wheels only for some Python versions and platforms (none "
+            "for Python 3.11); install mindspore-lite where it exists, or choose --backend "
+            "mindspore or onnxruntime",
+}
+
+GraphOutputs = Union[Mapping[str, np.ndarray], Sequence[np.ndarray], np.ndarray]
+GraphFn = Callable[[Dict[str, np.ndarray]], GraphOutputs]
+
+
+# ---------------------------------------------------------------------------------------------
+# The checked wrapper
+# ---------------------------------------------------------------------------------------------
+class CheckedGraph:
+    """A graph callable that enforces its manifest entry on every call and keeps timings.
+
+    Call it with keyword arrays, ``graph(sample=..., c_noise=...)``; it returns a dict of the
+    outputs by manifest name.
+    """
+
+    def __init__(self, entry: GraphEntry, run: GraphFn, backend: str = "injected") -> None:
+        self.entry = entry
+        self.backend = backend
+        self._run = run
+        self.calls = 0
+        self.seconds = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    def check_inputs(self, inputs: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+        expected = [s.name for s in self.entry.inputs]
+        missing = [n for n in expected if n not in inputs]
+        unexpected = sorted(n for n in inputs if n not in expected)
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append("missing " + ", ".join(repr(n) for n in missing))
+            if unexpected:
+                parts.append("unexpected " + ", ".join(repr(n) for n in unexpected))
+            raise InputError(f"graph {self.name!r}: {'; '.join(parts)} input(s); expected exactly "
+                             f"{', '.join(expected)}")
+        ordered: Dict[str, np.ndarray] = {}
+        for spec in self.entry.inputs:
+            value = inputs[spec.name]
+            if not isinstance(value, np.ndarray):
+                raise InputError(f"graph {self.name!r} input {spec.name!r}: got "
+                                 f"{type(value).__name__}, expected a numpy array")
+            if value.dtype != np.dtype(spec.dtype):
+                raise InputError(f"graph {self.name!r} input {spec.name!r}: dtype {value.dtype}, "
+                                 f"expected {spec.dtype}")
+            if tuple(value.shape) != tuple(spec.shape):
+                raise InputError(f"graph {self.name!r} input {spec.name!r}: shape "
+                                 f"{tuple(value.shape)}, expected {tuple(spec.shape)}")
+            ordered[spec.name] = np.ascontiguousarray(value)
+        return ordered
+
+    def check_outputs(self, raw: GraphOutputs) -> Dict[str, np.ndarray]:
+        specs = self.entry.outputs
+        if isinstance(raw, Mapping):
+            missing = [s.name for s in specs if s.name not in raw]
+            if missing:
+                raise BackendError(f"graph {self.name!r} returned outputs {sorted(raw)}; expected "
+                                   f"{', '.join(s.name for s in specs)}")
+            values = [raw[s.name] for s in specs]
+        else:
+            values = [raw] if isinstance(raw, np.ndarray) else list(raw)
+            if len(values) != len(specs):
+                raise BackendError(f"graph {self.name!r} returned {len(values)} outputs; the manifest "
+                                   f"lists {len(specs)} ({', '.join(s.name for s in specs)})")
+        result: Dict[str, np.ndarray] = {}
+        for spec, value in zip(specs, values):
+            value = np.asarray(value)
+            if tuple(value.shape) != tuple(spec.shape) or value.dtype != np.dtype(spec.dtype):
+                raise BackendError(f"graph {self.name!r} output {spec.name!r}: got {value.dtype} "
+                                   f"{tuple(value.shape)}, the manifest records {spec.dtype} "
+                                   f"{tuple(spec.shape)}")
+            result[spec.name] = value
+        return result
+
+    def __call__(self, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
+        ordered = self.check_inputs(inputs)
+        start = time.perf_counter()
+        try:
+            raw = self._run(ordered)
+        except (InputError, ManifestError, BackendError):
+            raise
+        except Exception as exc:  # a backend's own error: name the graph and the backend
+            raise BackendError(f"graph {self.name!r} failed in backend {self.backend!r}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
+        return self.check_outputs(raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing a backend
+# ---------------------------------------------------------------------------------------------
+def import_backend(backend: str) -> Any:
+    """Import the library of ``backend`` or raise a BackendError saying how to get it."""
+    if backend not in BACKEND_FORMATS:
+        raise BackendError(f"backend {backend!r} is unknown; expected one of {', '.join(BACKENDS)}")
+    module = _BACKEND_MODULES[backend]
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendError(f"backend {backend!r} needs the Python package {module!r}, which is not "
+                           f"installed or does not import ({exc}); {_INSTALL_HINTS[backend]}") from None
+
+
+def backend_importable(backend: str) -> bool:
+    try:
+        import_backend(backend)
+    except BackendError:
+        return False
+    return True
+
+
+def choose_backend(manifest: Manifest, requested: Optional[str] = None) -> str:
+    """The requested backend after checking it can run this artifact, or the first of
+    ``BACKEND_PREFERENCE`` that the artifact's formats and this machine allow."""
+    formats = manifest.formats()
+    if requested is not None:
+        if requested not in BACKEND_FORMATS:
+            raise BackendError(f"backend {requested!r} is unknown; expected one of "
+                               f"{', '.join(BACKENDS)}")
+        fmt = BACKEND_FORMATS[requested]
+        if fmt not in formats:
+            usable = [b for b in BACKENDS if BACKEND_FORMATS[b] in formats]
+            raise BackendError(f"backend {requested!r} runs {fmt} graphs, but the artifact holds "
+                               f"only {', '.join(formats)} graphs; use one of {', '.join(usable)}")
+        import_backend(requested)
+        return requested
+    for backend in BACKEND_PREFERENCE:
+        if BACKEND_FORMATS[backend] in formats and backend_importable(backend):
+            return backend
+    raise BackendError(f"no installed backend can run this artifact ({', '.join(formats)} graphs); "
+                       "install onnxruntime (for onnx) or mindspore (for mindir)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders, one per backend
+# ---------------------------------------------------------------------------------------------
+def _as_output_list(outputs: Any) -> List[Any]:
+    return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+
+
+def _load_onnxruntime(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn:
+    ort = import_backend("onnxruntime")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: keeps the progress bar readable
+    wanted = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    providers = [p for p in ort.get_available_providers() if p in wanted] or None
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    graph_inputs = {i.name: i for i in session.get_inputs()}
+    expected = [s.name for s in entry.inputs]
+    if sorted(graph_inputs) != sorted(expected):
+        # Inputs are fed by name, so a graph with other names cannot be run safely.
+        raise BackendError(f"{path.name}: the ONNX graph's inputs are {sorted(graph_inputs)}, the "
+                           f"manifest lists {expected}")
+    for spec in entry.inputs:
+        dims = graph_inputs[spec.name].shape
+        static = [d if isinstance(d, int) else None for d in dims]
+        if len(static) != len(spec.shape) or any(d is not None and d != s
+                                                 for d, s in zip(static, spec.shape)):
+            raise BackendError(f"{path.name}: ONNX input {spec.name!r} has shape {list(dims)}, the "
+                               f"manifest records {list(spec.shape)}")
+    if len(session.get_outputs()) != len(entry.outputs):
+        raise BackendError(f"{path.name}: the ONNX graph has {len(session.get_outputs())} outputs, "
+                           f"the manifest lists {len(entry.outputs)}")
+
+    def run(inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        # Outputs are taken by position: exporters name them freely.
+        return session.run(None, inputs)
+
+    return run
+
+
+def _load_mindspore(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn:
+    ms = import_backend("mindspore")
+    cell = ms.nn.GraphCell(ms.load(str(path)))
+    names = [s.name for s in entry.inputs]
+
+    def run(inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        # A MindIR graph takes its inputs by position, in the manifest's order.
+        outputs = cell(*[ms.Tensor(inputs[n]) for n in names])
+        return [o.asnumpy() for o in _as_output_list(outputs)]
+
+    return run
+
+
+def _load_lite(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn:
+    # Untested: MindSpore Lite cannot be installed on this project's Python (see module doc).
+    mslite = import_backend("lite")
+    context = mslite.Context()
+    context.target = ["ascend"] if manifest.target.lower() == "ascend" else ["cpu"]
+    model = mslite.Model()
+    model.build_from_file(str(path), mslite.ModelType.MINDIR, context)
+    names = [s.name for s in entry.inputs]
+
+    def run(inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        tensors = model.get_inputs()
+        for tensor, name in zip(tensors, names):
+            tensor.set_data_from_numpy(inputs[name])
+        return [t.get_data_to_numpy() for t in model.predict(tensors)]
+
+    return run
+
+
+_LOADERS: Dict[str, Callable[[GraphEntry, Path, Manifest], GraphFn]] = {
+    "onnxruntime": _load_onnxruntime, "mindspore": _load_mindspore, "lite": _load_lite,
+}
+
+
+def required_graph_names(manifest: Manifest) -> List[str]:
+    names = ["image_encoder", "vae_encoder", "unet", "vae_decoder"]
+    if manifest.num_frames % manifest.decode_chunk_size:
+        names.append("vae_decoder_tail")
+    return names
+
+
+def load_graph(entry: GraphEntry, path: Path, backend: str, manifest: Manifest) -> CheckedGraph:
+    try:
+        run = _LOADERS[backend](entry, path, manifest)
+    except (BackendError, ManifestError):
+        raise
+    except Exception as exc:
+        raise BackendError(f"backend {backend!r} cannot load {str(path)!r} ({entry.name}): "
+                           f"{type(exc).__name__}: {exc}") from exc
+    return CheckedGraph(entry, run, backend=backend)
+
+
+@dataclass
+class LoadedArtifact:
+    directory: Path
+    manifest: Manifest
+    backend: str
+    graphs: Dict[str, CheckedGraph]
+    load_seconds: float = 0.0
+    graph_load_seconds: Dict[str, float] = field(default_factory=dict)
+
+
+def load_artifact(directory: Union[str, Path], backend: Optional[str] = None,
+                  verify_hashes: bool = True) -> LoadedArtifact:
+    """Read the manifest, pick the backend, verify the hashes of the graphs it will run and
+    load them, each wrapped in a CheckedGraph."""
+    start = time.perf_counter()
+    directory = Path(directory)
+    # First pass without hashing: only the chosen backend's files are hashed below.
+    manifest = read_manifest(directory, verify_hashes=False, formats=[])
+    chosen = choose_backend(manifest, backend)
+    fmt = BACKEND_FORMATS[chosen]
+    manifest = read_manifest(directory, verify_hashes=verify_hashes, formats=[fmt])
+    graphs: Dict[str, CheckedGraph] = {}
+    load_seconds: Dict[str, float] = {}
+    for name in required_graph_names(manifest):
+        entry = manifest.graph(name, fmt)
+        t0 = time.perf_counter()
+        graphs[name] = load_graph(entry, directory / entry.file, chosen, manifest)
+        load_seconds[name] = time.perf_counter() - t0
+    return LoadedArtifact(directory=directory, manifest=manifest, backend=chosen, graphs=graphs,
+                          load_seconds=time.perf_counter() - start, graph_load_seconds=load_seconds)

@@ -1,0 +1,442 @@
+"""``VideoPipeline``: image → video over the four exported graphs (DESIGN.md §4).
+
+Everything between the graph calls is NumPy here: preprocessing, the two random draws,
+the Karras schedule, guidance, Euler steps, chunked decoding and clipping. The graphs come
+either from an artifact directory (``VideoPipeline.load``) or, for tests and embedding,
+from any callables injected with a manifest (``VideoPipeline(manifest, graphs)``).
+"""
+from __future__ import annotations
+
+import math
+import secrets
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+from tqdm import tqdm
+
+from svdeploy.config import SamplingConfig
+from svdeploy.errors import BackendError, InputError, ManifestError
+from svdeploy.manifest import Manifest
+
+from .backends import CheckedGraph, GraphFn, load_artifact, required_graph_names
+from .guidance import apply_guidance, guidance_scales, split_guidance_batch
+from .preprocess import CLIP_SIZE, ImageSource, clip_pixel_values, prepare_image, vae_encoder_input
+from .schedule import edm_preconditioning, euler_step, initial_noise_scale, karras_sigmas
+from .video import frames_to_uint8
+
+SAMPLING_KEYS = ("fps", "motion_bucket_id", "noise_aug_strength", "min_guidance_scale",
+                 "max_guidance_scale", "num_inference_steps")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SamplingParams:
+    """The resolved parameters of one run (caller's values, else the artifact's defaults)."""
+
+    fps: int
+    motion_bucket_id: int
+    noise_aug_strength: float
+    min_guidance_scale: float
+    max_guidance_scale: float
+    num_inference_steps: int
+    guidance: bool              # True when the U-Net runs [uncond, cond] and scales apply
+
+
+def _integer(name: str, value: Any, low: int, high: Optional[int], source: str) -> int:
+    integral = isinstance(value, (int, np.integer)) or (
+        isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer())
+    expected = f"an integer in {low}..{high}" if high is not None else f"an integer ≥ {low}"
+    if isinstance(value, bool) or not integral or value < low or (high is not None and value > high):
+        raise InputError(f"{name} = {value!r}{source}: expected {expected}")
+    return int(value)
+
+
+def _number(name: str, value: Any, low: float, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value < low:
+        raise InputError(f"{name} = {value!r}{source}: expected a finite number ≥ {low}")
+    return float(value)
+
+
+def resolve_sampling_params(manifest: Manifest, **given: Any) -> SamplingParams:
+    """Fill the caller's ``None`` values from ``manifest.defaults`` (then from svdeploy's
+    SamplingConfig), check every value, and settle guidance for the artifact's batching."""
+    unknown = sorted(set(given) - set(SAMPLING_KEYS))
+    if unknown:
+        raise InputError(f"unknown sampling parameter(s) {', '.join(unknown)}; expected "
+                         f"{', '.join(SAMPLING_KEYS)}")
+    fallback = SamplingConfig()
+    values: Dict[str, Any] = {}
+    sources: Dict[str, str] = {}
+    for key in SAMPLING_KEYS:
+        if given.get(key) is not None:
+            values[key], sources[key] = given[key], ""
+        elif key in manifest.defaults and manifest.defaults[key] is not None:
+            values[key], sources[key] = manifest.defaults[key], " (the artifact's default)"
+        else:
+            values[key], sources[key] = getattr(fallback, key), " (svdeploy's default)"
+    fps = _integer("fps", values["fps"], 1, None, sources["fps"])
+    motion = _integer("motion_bucket_id", values["motion_bucket_id"], 0, 255,
+                      sources["motion_bucket_id"])
+    steps = _integer("num_inference_steps", values["num_inference_steps"], 1, None,
+                     sources["num_inference_steps"])
+    aug = _number("noise_aug_strength", values["noise_aug_strength"], 0.0,
+                  sources["noise_aug_strength"])
+    g_min = _number("min_guidance_scale", values["min_guidance_scale"], 0.0,
+                    sources["min_guidance_scale"])
+    g_max = _number("max_guidance_scale", values["max_guidance_scale"], 0.0,
+                    sources["max_guidance_scale"])
+    if g_min > g_max:
+        raise InputError(f"min_guidance_scale = {g_min} is above max_guidance_scale = {g_max}: "
+                         "expected min ≤ max")
+    guidance = manifest.guidance_batch == 2
+    if not guidance:
+        # The U-Net graph has no unconditional half, so scales other than 1 cannot be honoured.
+        for key, value in (("min_guidance_scale", g_min), ("max_guidance_scale", g_max)):
+            if sources[key] == "" and value != 1.0:
+                raise InputError(
+                    f"{key} = {value}: this artifact was exported without classifier-free guidance "
+                    "(guidance_batch 1), so the guidance scales must be 1.0; re-export with cfg "
+                    "to use guidance")
+        g_min = g_max = 1.0  # defaults of a CFG preset do not apply here
+    return SamplingParams(fps=fps, motion_bucket_id=motion, noise_aug_strength=aug,
+                          min_guidance_scale=g_min, max_guidance_scale=g_max,
+                          num_inference_steps=steps, guidance=guidance)
+
+
+def _noise_array(name: str, value: Any, shape: Tuple[int, ...]) -> np.ndarray:
+    array = np.asarray(value)
+    if tuple(array.shape) != tuple(shape):
+        raise InputError(f"{name} has shape {tuple(array.shape)}: expected {tuple(shape)}")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InputError(f"{name} has dtype {array.dtype}: expected float32 standard-normal values")
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"{name} contains NaN or Inf: expected finite standard-normal values")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _resolve_seed(seed: Any) -> int:
+    if seed is None:
+        return secrets.randbits(32)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed = {seed!r}: expected a non-negative integer or None")
+    return int(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Result
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class GenerationResult:
+    frames: np.ndarray                  # (F, H, W, 3) float32 in [0, 1], before rounding
+    params: SamplingParams
+    seed: Optional[int]                 # None when both noise arrays were given
+    backend: str
+    timings: Dict[str, Any]
+    image: Dict[str, Any] = field(default_factory=dict)  # input size and crop box
+
+    @property
+    def frames_uint8(self) -> np.ndarray:
+        return frames_to_uint8(self.frames)
+
+    def metadata(self) -> Dict[str, Any]:
+        """JSON-ready description of the run (parameters, seed, backend, timings)."""
+        return {"parameters": asdict(self.params), "seed": self.seed, "backend": self.backend,
+                "image_info": self.image, "timings": self.timings,
+                "frames": list(self.frames.shape)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline
+# ---------------------------------------------------------------------------------------------
+class VideoPipeline:
+    """Stable Video Diffusion image-to-video over exported static-shape graphs.
+
+    ``graphs`` maps each graph name of the artifact contract (image_encoder, vae_encoder,
+    unet, vae_decoder, and vae_decoder_tail when frames % decode_chunk_size ≠ 0) to a
+    callable taking a dict of input arrays and returning its outputs (dict, list or array).
+    Each is wrapped so every call is checked against the manifest entry of ``graph_format``
+    (default: the manifest's only format, or its first one).
+    """
+
+    def __init__(self, manifest: Manifest, graphs: Mapping[str, Union[GraphFn, CheckedGraph]], *,
+                 backend: str = "injected", graph_format: Optional[str] = None,
+                 artifact_dir: Optional[Union[str, Path]] = None, load_seconds: float = 0.0) -> None:
+        manifest.validate()
+        self.manifest = manifest
+        self.backend = backend
+        self.artifact_dir = Path(artifact_dir) if artifact_dir is not None else None
+        self.load_seconds = load_seconds
+        fmt = graph_format or manifest.formats()[0]
+        self.graphs: Dict[str, CheckedGraph] = {}
+        for name in required_graph_names(manifest):
+            if name not in graphs:
+                raise ManifestError(f"no callable given for graph {name!r}; expected "
+                                    f"{', '.join(required_graph_names(manifest))}")
+            graph = graphs[name]
+            self.graphs[name] = graph if isinstance(graph, CheckedGraph) else CheckedGraph(
+                manifest.graph(name, fmt), graph, backend=backend)
+        self._check_contract()
+
+    @classmethod
+    def load(cls, artifact_dir: Union[str, Path], backend: Optional[str] = None,
+             verify_hashes: bool = True) -> "VideoPipeline":
+        """Open an artifact: manifest checks, backend choice, sha256 verification, graph load."""
+        loaded = load_artifact(artifact_dir, backend=backend, verify_hashes=verify_hashes)
+        return cls(loaded.manifest, loaded.graphs, backend=loaded.backend,
+                   artifact_dir=loaded.directory, load_seconds=loaded.load_seconds)
+
+    # -- shapes ------------------------------------------------------------------------------
+    @property
+    def num_frames(self) -> int:
+        return self.manifest.num_frames
+
+    @property
+    def image_shape(self) -> Tuple[int, int, int, int]:
+        return (1, 3, self.manifest.height, self.manifest.width)
+
+    @property
+    def latent_shape(self) -> Tuple[int, int, int, int, int]:
+        return (1, *self.manifest.latent_shape)
+
+    def _check_contract(self) -> None:
+        """Refuse a manifest whose graph specs disagree with its own sizes (ARCHITECTURE.md)."""
+        m = self.manifest
+        frames, channels, lat_h, lat_w = m.latent_shape
+        batch, chunk = m.guidance_batch, m.decode_chunk_size
+        embed = self.graphs["image_encoder"].entry.outputs
+        context_dim = embed[0].shape[-1] if embed else -1
+        expected = {
+            "image_encoder": ({"pixel_values": (1, 3, CLIP_SIZE, CLIP_SIZE)},
+                              {"image_embeds": (1, 1, context_dim)}),
+            "vae_encoder": ({"image": self.image_shape}, {"latent": (1, channels, lat_h, lat_w)}),
+            "unet": ({"sample": (batch * frames, 2 * channels, lat_h, lat_w), "c_noise": (1,),
+                      "context": (batch, 1, context_dim), "time_ids": (batch, 3)},
+                     {"v": (batch * frames, channels, lat_h, lat_w)}),
+            "vae_decoder": ({"z": (chunk, channels, lat_h, lat_w)},
+                            {"frames": (chunk, 3, m.height, m.width)}),
+        }
+        if frames % chunk:
+            tail = frames % chunk
+            expected["vae_decoder_tail"] = ({"z": (tail, channels, lat_h, lat_w)},
+                                            {"frames": (tail, 3, m.height, m.width)})
+        for name, (inputs, outputs) in expected.items():
+            entry = self.graphs[name].entry
+            got_inputs = {s.name: tuple(s.shape) for s in entry.inputs}
+            got_outputs = {s.name: tuple(s.shape) for s in entry.outputs}
+            if got_inputs != inputs or got_outputs != outputs:
+                raise ManifestError(
+                    f"manifest graph {name!r} declares inputs {got_inputs} and outputs "
+                    f"{got_outputs}; for {frames} frames of {m.height}×{m.width}, latents "
+                    f"{channels}×{lat_h}×{lat_w}, guidance batch {batch} and decode chunk {chunk} "
+                    f"the contract expects inputs {inputs} and outputs {outputs}")
+            bad = [s for s in list(entry.inputs) + list(entry.outputs) if s.dtype != "float32"]
+            if bad:
+                raise ManifestError(f"manifest graph {name!r}: tensor {bad[0].name!r} is "
+                                    f"{bad[0].dtype}; graph inputs and outputs must be float32")
+
+    # -- running -----------------------------------------------------------------------------
+    def __call__(self, image: ImageSource, fps: Optional[int] = None,
+                 motion_bucket_id: Optional[int] = None, noise_aug_strength: Optional[float] = None,
+                 min_guidance_scale: Optional[float] = None, max_guidance_scale: Optional[float] = None,
+                 num_inference_steps: Optional[int] = None, seed: Optional[int] = None,
+                 image_noise: Optional[np.ndarray] = None, latents: Optional[np.ndarray] = None,
+                 progress: bool = True) -> np.ndarray:
+        """Generate a video; returns uint8 frames (F, H, W, 3). See ``generate``."""
+        return self.generate(image, fps=fps, motion_bucket_id=motion_bucket_id,
+                             noise_aug_strength=noise_aug_strength,
+                             min_guidance_scale=min_guidance_scale,
+                             max_guidance_scale=max_guidance_scale,
+                             num_inference_steps=num_inference_steps, seed=seed,
+                             image_noise=image_noise, latents=latents,
+                             progress=progress).frames_uint8
+
+    def generate(self, image: ImageSource, fps: Optional[int] = None,
+                 motion_bucket_id: Optional[int] = None, noise_aug_strength: Optional[float] = None,
+                 min_guidance_scale: Optional[float] = None, max_guidance_scale: Optional[float] = None,
+                 num_inference_steps: Optional[int] = None, seed: Optional[int] = None,
+                 image_noise: Optional[np.ndarray] = None, latents: Optional[np.ndarray] = None,
+                 progress: bool = True) -> GenerationResult:
+        """Generate a video and return float frames in [0, 1] with parameters and timings.
+
+        Parameters left ``None`` come from the artifact's defaults. Random draws follow
+        DESIGN.md §4: ``numpy.random.default_rng(seed)`` gives ``image_noise`` (1, 3, H, W)
+        first, then ``latents`` (1, F, C, h, w), both standard normal. A given array replaces
+        its draw; the draws still happen in order, so giving only ``image_noise`` keeps the
+        seed's latents. ``image`` is a path, a PIL image or an (H, W[, C]) array.
+
+        Guidance: an artifact exported with CFG always runs [uncond, cond] and applies
+        ``v_u + g_f·(v_c − v_u)`` (sgm's LinearPredictionGuider), for any scales; when every
+        g_f is 1 the conditional prediction is used as is, which equals diffusers' run without
+        CFG. (diffusers also drops guidance whenever max_guidance_scale ≤ 1; we do not, so
+        scales below 1 keep their meaning.) An artifact without CFG accepts only scales of
+        1.0 from the caller and ignores guidance defaults.
+        """
+        start = time.perf_counter()
+        params = resolve_sampling_params(
+            self.manifest, fps=fps, motion_bucket_id=motion_bucket_id,
+            noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
+            max_guidance_scale=max_guidance_scale, num_inference_steps=num_inference_steps)
+        given_image_noise = None if image_noise is None else _noise_array(
+            "image_noise", image_noise, self.image_shape)
+        given_latents = None if latents is None else _noise_array(
+            "latents", latents, self.latent_shape)
+        both_given = given_image_noise is not None and given_latents is not None
+        used_seed = None if both_given else _resolve_seed(seed)
+        if both_given:
+            draws = (given_image_noise, given_latents)
+        else:
+            rng = np.random.default_rng(used_seed)
+            drawn_image_noise = rng.standard_normal(self.image_shape, dtype=np.float32)
+            drawn_latents = rng.standard_normal(self.latent_shape, dtype=np.float32)
+            draws = (drawn_image_noise if given_image_noise is None else given_image_noise,
+                     drawn_latents if given_latents is None else given_latents)
+        noise_for_image, noise_for_latents = draws
+
+        calls_before = {n: (g.calls, g.seconds) for n, g in self.graphs.items()}
+        timings: Dict[str, Any] = {}
+
+        t0 = time.perf_counter()
+        prepared = prepare_image(image, self.manifest.height, self.manifest.width)
+        timings["preprocess_s"] = time.perf_counter() - t0
+
+        steps = params.num_inference_steps
+        chunks = self._decode_chunks()
+        with tqdm(total=steps + len(chunks), desc="denoise", unit="call", file=sys.stderr,
+                  disable=not progress, dynamic_ncols=True) as bar:
+            t0 = time.perf_counter()
+            context, image_latent = self._encode(prepared.pixels, noise_for_image, params)
+            timings["encode_s"] = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            final, per_step = self._denoise(noise_for_latents[0], context, image_latent, params, bar)
+            timings["denoise_s"] = time.perf_counter() - t0
+            timings["per_step_s"] = per_step
+
+            t0 = time.perf_counter()
+            bar.set_description("decode")
+            decoded = self._decode(final, chunks, bar)
+            timings["decode_s"] = time.perf_counter() - t0
+
+        frames = np.clip(decoded * np.float32(0.5) + np.float32(0.5), 0.0, 1.0)
+        frames = np.ascontiguousarray(frames.transpose(0, 2, 3, 1), dtype=np.float32)
+        timings["graphs"] = {
+            n: {"calls": g.calls - calls_before[n][0], "seconds": g.seconds - calls_before[n][1]}
+            for n, g in self.graphs.items()}
+        timings["end_to_end_s"] = time.perf_counter() - start
+        image_info = {"source_height": prepared.source_size[0],
+                      "source_width": prepared.source_size[1],
+                      "crop_box": list(prepared.crop_box) if prepared.crop_box else None}
+        return GenerationResult(frames=frames, params=params, seed=used_seed, backend=self.backend,
+                                timings=timings, image=image_info)
+
+    # -- stages ------------------------------------------------------------------------------
+    def _encode(self, pixels: np.ndarray, image_noise: np.ndarray,
+                params: SamplingParams) -> Tuple[np.ndarray, np.ndarray]:
+        """CLIP embedding → U-Net context (B, 1, D); VAE latent of the noised image (1, C, h, w)."""
+        embeds = self.graphs["image_encoder"](pixel_values=clip_pixel_values(pixels))["image_embeds"]
+        latent = self.graphs["vae_encoder"](
+            image=vae_encoder_input(pixels, image_noise, params.noise_aug_strength))["latent"]
+        for name, value in (("image_encoder", embeds), ("vae_encoder", latent)):
+            if not np.all(np.isfinite(value)):
+                raise BackendError(f"graph {name!r} returned NaN or Inf; stopping before sampling")
+        if self.manifest.guidance_batch == 2:
+            # [uncond, cond]: the unconditional half sees a zero embedding and a zero latent.
+            context = np.concatenate([np.zeros_like(embeds), embeds])
+        else:
+            context = embeds
+        return np.ascontiguousarray(context, dtype=np.float32), latent
+
+    def _unet_image_channels(self, image_latent: np.ndarray) -> np.ndarray:
+        """The constant second half of the U-Net input channels, (B·F, C, h, w)."""
+        frames = self.num_frames
+        cond = np.repeat(image_latent, frames, axis=0)
+        if self.manifest.guidance_batch == 2:
+            return np.concatenate([np.zeros_like(cond), cond])
+        return cond
+
+    def _denoise(self, noise: np.ndarray, context: np.ndarray, image_latent: np.ndarray,
+                 params: SamplingParams, bar: tqdm) -> Tuple[np.ndarray, List[float]]:
+        unet = self.graphs["unet"]
+        batch, frames = self.manifest.guidance_batch, self.num_frames
+        sched = self.manifest.scheduler
+        sigmas = karras_sigmas(params.num_inference_steps, sched["sigma_min"], sched["sigma_max"],
+                               sched["rho"])
+        scales = guidance_scales(params.min_guidance_scale, params.max_guidance_scale, frames)
+        time_ids = np.repeat(np.array([[params.fps - 1, params.motion_bucket_id,
+                                        params.noise_aug_strength]], np.float32), batch, axis=0)
+        image_channels = self._unet_image_channels(image_latent)
+        latents = (noise * np.float32(initial_noise_scale(sigmas))).astype(np.float32)
+        per_step: List[float] = []
+        steps = params.num_inference_steps
+        for i in range(steps):
+            t0 = time.perf_counter()
+            sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+            pre = edm_preconditioning(sigma)
+            scaled = (latents * np.float32(pre.c_in)).astype(np.float32)
+            noisy = np.concatenate([scaled] * batch) if batch > 1 else scaled
+            sample = np.concatenate([noisy, image_channels], axis=1)
+            v = unet(sample=sample, c_noise=np.array([pre.c_noise], np.float32), context=context,
+                     time_ids=time_ids)["v"]
+            if batch == 2:
+                v_uncond, v_cond = split_guidance_batch(v, batch, frames)
+                v = apply_guidance(v_uncond, v_cond, scales)
+            latents = euler_step(latents, v, sigma, sigma_next)
+            if not np.all(np.isfinite(latents)):
+                raise BackendError(
+                    f"the latents hold NaN or Inf after step {i + 1} of {steps} (sigma {sigma:.6g}); "
+                    "the unet graph returned invalid values, so the run stops here")
+            per_step.append(time.perf_counter() - t0)
+            bar.update(1)
+        return latents, per_step
+
+    def _decode_chunks(self) -> List[Tuple[int, int, str]]:
+        """(start, stop, graph) per decode call: full chunks, then the tail graph for the rest."""
+        frames, chunk = self.num_frames, self.manifest.decode_chunk_size
+        spans = []
+        for begin in range(0, frames, chunk):
+            stop = min(begin + chunk, frames)
+            spans.append((begin, stop, "vae_decoder" if stop - begin == chunk else "vae_decoder_tail"))
+        return spans
+
+    def _decode(self, latents: np.ndarray, chunks: List[Tuple[int, int, str]], bar: tqdm) -> np.ndarray:
+        inverse_scale = np.float32(1.0 / self.manifest.scheduler["scaling_factor"])
+        z = (latents * inverse_scale).astype(np.float32)
+        pieces = []
+        for begin, stop, graph in chunks:
+            pieces.append(self.graphs[graph](z=np.ascontiguousarray(z[begin:stop]))["frames"])
+            bar.update(1)
+        return np.concatenate(pieces, axis=0)
+
+
+def load_noise_file(path: Union[str, Path], image_shape: Tuple[int, ...],
+                    latent_shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
+    """Read ``image_noise`` and ``latents`` from an .npz file and check their shapes."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"noise file {str(path)!r} does not exist; expected an .npz file with "
+                         "arrays image_noise and latents")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise InputError(f"noise file {str(path)!r} holds a single array; expected an .npz "
+                                 "file with arrays image_noise and latents")
+            missing = [k for k in ("image_noise", "latents") if k not in data.files]
+            if missing:
+                raise InputError(f"noise file {str(path)!r} lacks array(s) {', '.join(missing)}; it "
+                                 f"holds {', '.join(data.files) or 'nothing'}; expected image_noise "
+                                 f"{tuple(image_shape)} and latents {tuple(latent_shape)}")
+            image_noise, latents = data["image_noise"], data["latents"]
+    except InputError:
+        raise
+    except Exception as exc:  # not a zip / npy, damaged, pickled objects
+        raise InputError(f"noise file {str(path)!r} is not a readable .npz file ({exc})") from None
+    where = f"noise file {str(path)!r}: "
+    return (_noise_array(where + "image_noise", image_noise, image_shape),
+            _noise_array(where + "latents", latents, latent_shape))

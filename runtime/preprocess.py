@@ -1,0 +1,310 @@
+"""Image loading and the two conditioning branches (DESIGN.md §4).
+
+Input images of any common kind become float32 RGB in [0, 1] at the exported size:
+
+- EXIF orientation is applied (the picture is used the way a viewer shows it).
+- Transparent images (RGBA, LA, palette with transparency) are composited on WHITE: a
+  transparent background then reads as a plain white studio backdrop instead of the black
+  that dropping the alpha channel would usually reveal.
+- Grayscale, palette, CMYK and other modes are converted to RGB; 16-bit images keep their
+  full precision (divided by 65535, never truncated to 8 bits first).
+- A size other than the export's is center-cropped to the exported aspect ratio (the
+  largest centered box, whole pixels: no stretching, no padding), then scaled with a
+  Lanczos filter evaluated in float32, so no 8-bit rounding happens in between. An image
+  that already has the exported size is not touched, which keeps parity with diffusers
+  exact. (diffusers instead stretches the VAE input to H×W and gives CLIP the original.)
+
+Both branches then read this one H×W image (as sgm's sampling script does): the CLIP branch
+resizes it to 224×224 with diffusers' antialiased bicubic, the VAE branch adds the noise
+augmentation. The CLIP resize is written as two small matrices (one per axis) that fold
+the Gaussian blur with its reflect padding and the bicubic interpolation together.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from svdeploy.errors import InputError
+
+CLIP_SIZE = 224
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float64)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float64)
+BICUBIC_A = -0.75  # PyTorch's bicubic convolution constant (Keys' cubic with A = -0.75)
+
+ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and colour conversion
+# ---------------------------------------------------------------------------------------------
+def load_image(path: Union[str, os.PathLike]) -> Image.Image:
+    """Open and fully decode an image file, with EXIF orientation applied."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"image {str(path)!r} does not exist")
+    if not path.is_file():
+        raise InputError(f"image {str(path)!r} is not a file; expected an image file (PNG, JPEG, ...)")
+    try:
+        with Image.open(path) as opened:
+            opened.load()  # decode now, so truncation shows up here and not later
+            image = ImageOps.exif_transpose(opened)
+            image.load()
+    except UnidentifiedImageError:
+        raise InputError(f"image {str(path)!r} is not an image file Pillow can read; expected PNG, "
+                         "JPEG, WebP, BMP, TIFF or another Pillow format") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"image {str(path)!r} is too large to decode safely ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"image {str(path)!r} is truncated or damaged ({exc}); expected a complete "
+                         "image file") from None
+    return image
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    alpha = rgba[..., 3:4]
+    return rgba[..., :3] * alpha + (1.0 - alpha)
+
+
+def pil_to_rgb_float(image: Image.Image) -> np.ndarray:
+    """A decoded PIL image (EXIF already applied) → float32 (H, W, 3) in [0, 1]."""
+    mode = image.mode
+    if mode == "P":
+        mode_to = "RGBA" if "transparency" in image.info else "RGB"
+        return pil_to_rgb_float(image.convert(mode_to))
+    if mode in _ALPHA_MODES:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+        return _composite_on_white(rgba).astype(np.float32)
+    if mode in _SIXTEEN_BIT_MODES:
+        # 16-bit grayscale (PNG, TIFF); Pillow hands it out as I;16* or 32-bit "I".
+        gray = np.clip(np.asarray(image, dtype=np.float64) / 65535.0, 0.0, 1.0)
+        return np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
+    if mode == "F":
+        # A float image has no agreed range; we read it as [0, 1] and clip.
+        gray = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if mode != "RGB":
+        image = image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    return np.asarray(image, dtype=np.float32) / np.float32(255.0)
+
+
+def array_to_rgb_float(array: np.ndarray) -> np.ndarray:
+    """An (H, W), (H, W, 1|3|4) array → float32 (H, W, 3) in [0, 1].
+
+    uint8 is read as 0..255, uint16 as 0..65535, floats must already lie in [0, 1].
+    """
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or min(array.shape[:2]) < 1:
+        raise InputError(f"image array of shape {array.shape}: expected (H, W), (H, W, 1), "
+                         "(H, W, 3) or (H, W, 4)")
+    if array.dtype == np.uint8:
+        x = array.astype(np.float32) / np.float32(255.0)
+    elif array.dtype == np.uint16:
+        x = (array.astype(np.float64) / 65535.0).astype(np.float32)
+    elif np.issubdtype(array.dtype, np.floating):
+        x = array.astype(np.float32)
+        if not np.all(np.isfinite(x)) or x.min() < 0.0 or x.max() > 1.0:
+            raise InputError(f"float image array has values in [{np.nanmin(x):.4g}, "
+                             f"{np.nanmax(x):.4g}]: expected finite values in [0, 1]")
+    else:
+        raise InputError(f"image array dtype {array.dtype}: expected uint8, uint16 or float in [0, 1]")
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    elif x.shape[-1] == 4:
+        x = _composite_on_white(x)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def to_rgb_float(source: ImageSource) -> np.ndarray:
+    """A path, PIL image or array → float32 (H, W, 3) in [0, 1] (EXIF applied for images)."""
+    if isinstance(source, np.ndarray):
+        return array_to_rgb_float(source)
+    if isinstance(source, Image.Image):
+        try:
+            source.load()
+            oriented = ImageOps.exif_transpose(source)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InputError(f"image {source!r} cannot be decoded ({exc})") from None
+        return pil_to_rgb_float(oriented)
+    if isinstance(source, (str, os.PathLike)):
+        return pil_to_rgb_float(load_image(source))
+    raise InputError(f"image of type {type(source).__name__}: expected a file path, a PIL image "
+                     "or a numpy array")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting to the exported size
+# ---------------------------------------------------------------------------------------------
+def center_crop_box(src_height: int, src_width: int, height: int,
+                    width: int) -> Tuple[int, int, int, int]:
+    """The largest centered (left, top, right, bottom) pixel box of the target aspect ratio.
+
+    Whole pixels: the resize then sees only pixels inside the box (a fractional box would
+    let the filter read the cropped-away border), at the cost of < 1 pixel of aspect error.
+    """
+    target_aspect = width / height
+    if src_width / src_height > target_aspect:  # too wide: crop left and right
+        crop_w = min(src_width, max(1, int(round(src_height * target_aspect))))
+        left = (src_width - crop_w) // 2
+        return (left, 0, left + crop_w, src_height)
+    crop_h = min(src_height, max(1, int(round(src_width / target_aspect))))  # too tall or equal
+    top = (src_height - crop_h) // 2
+    return (0, top, src_width, top + crop_h)
+
+
+def fit_to_size(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Center-crop float RGB (H', W', 3) to the target aspect and scale it to
+    (height, width, 3) with Lanczos in float32; identity if the size already matches."""
+    src_h, src_w = rgb.shape[:2]
+    if (src_h, src_w) == (height, width):
+        return rgb
+    left, top, right, bottom = center_crop_box(src_h, src_w, height, width)
+    cropped = rgb[top:bottom, left:right]
+    channels = []
+    for c in range(cropped.shape[-1]):
+        plane = Image.fromarray(np.ascontiguousarray(cropped[..., c], dtype=np.float32))  # mode "F"
+        channels.append(np.asarray(plane.resize((width, height), Image.Resampling.LANCZOS),
+                                   dtype=np.float32))
+    # Lanczos rings slightly past the input range at hard edges.
+    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
+
+
+@dataclass
+class PreparedImage:
+    pixels: np.ndarray                 # (1, 3, H, W) float32 in [0, 1]
+    source_size: Tuple[int, int]       # (height, width) of the input, after EXIF rotation
+    crop_box: Optional[Tuple[int, int, int, int]]  # (left, top, right, bottom); None if untouched
+
+
+def prepare_image(source: ImageSource, height: int, width: int) -> PreparedImage:
+    """Load ``source`` and bring it to the exported (height, width), NCHW float32 in [0, 1]."""
+    rgb = to_rgb_float(source)
+    src_h, src_w = rgb.shape[:2]
+    fitted = fit_to_size(rgb, height, width)
+    box = None if (src_h, src_w) == (height, width) else center_crop_box(src_h, src_w, height, width)
+    pixels = np.ascontiguousarray(fitted.transpose(2, 0, 1)[None], dtype=np.float32)
+    return PreparedImage(pixels=pixels, source_size=(src_h, src_w), crop_box=box)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLIP branch: antialiased bicubic resize + normalisation
+# ---------------------------------------------------------------------------------------------
+def _reflect_index(index: np.ndarray, length: int) -> np.ndarray:
+    """Mirror indices into 0..length-1 without repeating the edge sample ('reflect' padding)."""
+    if length == 1:
+        return np.zeros_like(index)
+    period = 2 * (length - 1)
+    folded = np.mod(index, period)
+    return np.where(folded < length, folded, period - folded)
+
+
+def gaussian_kernel(size: int, sigma: float) -> np.ndarray:
+    """Normalised 1-D Gaussian taps centred on the middle tap (half-pixel shift if even)."""
+    offsets = np.arange(size, dtype=np.float64) - size // 2
+    if size % 2 == 0:
+        offsets = offsets + 0.5
+    taps = np.exp(-offsets ** 2 / (2.0 * sigma ** 2))
+    return taps / taps.sum()
+
+
+def blur_matrix(length: int, sigma: float, size: int) -> np.ndarray:
+    """(length, length) operator of a Gaussian blur with reflect padding along one axis."""
+    taps = gaussian_kernel(size, sigma)
+    front = (size - 1) // 2
+    rows = np.arange(length)[:, None]
+    sources = _reflect_index(rows - front + np.arange(size)[None, :], length)
+    matrix = np.zeros((length, length), np.float64)
+    np.add.at(matrix, (np.broadcast_to(rows, sources.shape), sources), taps[None, :])
+    return matrix
+
+
+def _cubic_weights(t: np.ndarray, a: float = BICUBIC_A) -> np.ndarray:
+    """Keys cubic convolution weights of the 4 neighbours at offsets -1, 0, 1, 2 → (n, 4)."""
+    def near(x: np.ndarray) -> np.ndarray:   # |x| ≤ 1
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+
+    def far(x: np.ndarray) -> np.ndarray:    # 1 < |x| < 2
+        return ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+
+    return np.stack([far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)], axis=-1)
+
+
+def bicubic_matrix(in_length: int, out_length: int) -> np.ndarray:
+    """(out, in) operator of bicubic interpolation with align_corners=True along one axis.
+
+    Source positions are computed in float32 as PyTorch does for float32 tensors; border
+    neighbours are clamped to the edge sample.
+    """
+    if out_length > 1:
+        scale = np.float32(in_length - 1) / np.float32(out_length - 1)
+    else:
+        scale = np.float32(0.0)
+    source = np.arange(out_length, dtype=np.float32) * scale
+    base = np.floor(source)
+    weights = _cubic_weights((source - base).astype(np.float64))
+    base = base.astype(np.int64)
+    matrix = np.zeros((out_length, in_length), np.float64)
+    rows = np.arange(out_length)
+    for k in range(4):
+        cols = np.clip(base - 1 + k, 0, in_length - 1)
+        np.add.at(matrix, (rows, cols), weights[:, k])
+    return matrix
+
+
+def antialias_sigma_and_size(in_length: int, out_length: int) -> Tuple[float, int]:
+    """Blur sigma and (odd) kernel size for resizing one axis, as diffusers chooses them."""
+    sigma = max((in_length / out_length - 1.0) / 2.0, 0.001)
+    size = int(max(2.0 * 2.0 * sigma, 3.0))
+    if size % 2 == 0:
+        size += 1
+    return sigma, size
+
+
+def resize_axis_matrix(in_length: int, out_length: int) -> np.ndarray:
+    """Blur-then-bicubic operator (out, in) for one axis."""
+    sigma, size = antialias_sigma_and_size(in_length, out_length)
+    return bicubic_matrix(in_length, out_length) @ blur_matrix(in_length, sigma, size)
+
+
+def resize_antialiased(x: np.ndarray, size: Tuple[int, int] = (CLIP_SIZE, CLIP_SIZE)) -> np.ndarray:
+    """Resize (N, C, H, W) to (N, C, *size) like diffusers' ``_resize_with_antialiasing``:
+    a separable Gaussian blur (sigma from the scale factor, reflect padding), then bicubic
+    A = -0.75 with align_corners=True. Computed in float64, returned as float64."""
+    if x.ndim != 4:
+        raise InputError(f"resize_antialiased: input of shape {x.shape}: expected (N, C, H, W)")
+    rows = resize_axis_matrix(x.shape[-2], size[0])
+    cols = resize_axis_matrix(x.shape[-1], size[1])
+    return np.einsum("oh,nchw,pw->ncop", rows, x.astype(np.float64), cols, optimize=True)
+
+
+def clip_pixel_values(pixels: np.ndarray) -> np.ndarray:
+    """(1, 3, H, W) in [0, 1] → the image encoder's (1, 3, 224, 224) CLIP-normalised input.
+
+    The resize works on [-1, 1] values, as in sgm and diffusers."""
+    resized = resize_antialiased(pixels.astype(np.float64) * 2.0 - 1.0)
+    x01 = (resized + 1.0) / 2.0
+    normalised = (x01 - CLIP_MEAN[None, :, None, None]) / CLIP_STD[None, :, None, None]
+    return np.ascontiguousarray(normalised, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# VAE branch
+# ---------------------------------------------------------------------------------------------
+def vae_encoder_input(pixels: np.ndarray, image_noise: np.ndarray,
+                      noise_aug_strength: float) -> np.ndarray:
+    """``2·x01 − 1 + aug·noise`` in float32, the VAE encoder's input (1, 3, H, W)."""
+    if pixels.shape != image_noise.shape:
+        raise InputError(f"image_noise has shape {tuple(image_noise.shape)}: expected "
+                         f"{tuple(pixels.shape)}, the shape of the image")
+    if not math.isfinite(noise_aug_strength):
+        raise InputError(f"noise_aug_strength = {noise_aug_strength}: expected a finite number")
+    signed = pixels.astype(np.float32) * np.float32(2.0) - np.float32(1.0)
+    return (signed + np.float32(noise_aug_strength) * image_noise.astype(np.float32)).astype(np.float32)
