@@ -11,10 +11,10 @@ import math
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
-from mindspore.common.initializer import HeUniform, Uniform, initializer
+from mindspore.common.initializer import Uniform, initializer
 from mindspore.ops import operations as P
 
-from .config import ComputeDtype, PadKind, TemporalConvKind
+from .config import ComputeDtype, ConvKind, PadKind, TemporalConvKind
 
 MS_DTYPES = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
 
@@ -62,25 +62,71 @@ class Conv2d(nn.Cell):
     """2-D convolution with symmetric padding; weight (out, in, k, k)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, bias: bool = True, compute_dtype: ComputeDtype = "fp32") -> None:
+                 padding: int = 0, bias: bool = True, compute_dtype: ComputeDtype = "fp32",
+                 kind: ConvKind = "native") -> None:
         super().__init__()
+        self.in_channels = in_channels
         self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
         fan_in = in_channels * kernel_size * kernel_size
         self.weight = _init_weight((out_channels, in_channels, kernel_size, kernel_size), fan_in)
         self.has_bias = bias
         self.bias = _init_bias(out_channels, fan_in) if bias else None
         self.dtype = ms_dtype(compute_dtype)
-        self.conv = P.Conv2D(out_channel=out_channels, kernel_size=kernel_size,
-                             pad_mode="pad" if padding else "valid", pad=padding, stride=stride)
+        # k² shifted windows for small kernels; a non-overlapping patch conv (stride = kernel,
+        # e.g. CLIP's patch embedding) is a reshape + GEMM instead
+        self.patchify = kind == "im2col" and kernel_size > 1 and stride == kernel_size and not padding
+        self.im2col = kind == "im2col" and 1 < kernel_size <= 3 and not self.patchify
+        self.matmul = P.MatMul(transpose_b=True)
+        # attributes as tuples: MindSpore's ONNX exporter fails on integer ones
+        self.conv = P.Conv2D(out_channel=out_channels, kernel_size=(kernel_size, kernel_size),
+                             pad_mode="pad" if padding else "valid", pad=(padding,) * 4,
+                             stride=(stride, stride))
+        self.pointwise = P.Conv2D(out_channel=out_channels, kernel_size=(1, 1), stride=(1, 1))
 
     def construct(self, x: Tensor) -> Tensor:
         return self.forward_conv(x)
 
     def forward_conv(self, x: Tensor) -> Tensor:
-        y = self.conv(x.astype(self.dtype), self.weight.astype(self.dtype)).astype(ms.float32)
+        x = x.astype(self.dtype)
+        w = self.weight.astype(self.dtype)
+        if self.patchify:
+            y = self._patch_conv(x, w)
+        elif self.im2col:
+            y = self.pointwise(self._columns(x), self._column_weight(w))
+        else:
+            y = self.conv(x, w)
+        y = y.astype(ms.float32)
         if self.has_bias:
             y = y + self.bias.reshape(1, -1, 1, 1)
         return y
+
+    def _columns(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) → (N, k²·C, Ho, Wo): the k² shifted (strided) windows on channels."""
+        k, s, p = self.kernel_size, self.stride, self.padding
+        if p:
+            x = ops.pad(x, (p, p, p, p))
+        h, w = x.shape[2], x.shape[3]
+        ho = (h - k) // s + 1
+        wo = (w - k) // s + 1
+        return ops.concat([x[:, :, i // k:i // k + s * (ho - 1) + 1:s,
+                             i % k:i % k + s * (wo - 1) + 1:s] for i in range(k * k)], 1)
+
+    def _patch_conv(self, x: Tensor, w: Tensor) -> Tensor:
+        n, c, h, wd = x.shape
+        k = self.kernel_size
+        gh, gw = h // k, wd // k
+        x = x[:, :, :gh * k, :gw * k].reshape(n, c, gh, k, gw, k)
+        x = x.transpose(0, 2, 4, 1, 3, 5).reshape(n * gh * gw, c * k * k)  # one row per patch
+        y = self.matmul(x, w.reshape(self.out_channels, c * k * k))       # (N·gh·gw, O)
+        return y.reshape(n, gh, gw, self.out_channels).transpose(0, 3, 1, 2)
+
+    def _column_weight(self, w: Tensor) -> Tensor:
+        # (O, C, k, k) → (O, k, k, C) → (O, k²·C, 1, 1), matching the window order of _columns
+        k = self.kernel_size
+        return w.transpose(0, 2, 3, 1).reshape(self.out_channels, k * k * self.in_channels, 1, 1)
 
 
 class TemporalConv(nn.Cell):
@@ -91,12 +137,14 @@ class TemporalConv(nn.Cell):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 kind: TemporalConvKind = "conv3d", compute_dtype: ComputeDtype = "fp32") -> None:
+                 kind: TemporalConvKind = "conv3d", compute_dtype: ComputeDtype = "fp32",
+                 conv_kind: ConvKind = "native") -> None:
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
         self.kind = kind
+        self.im2col = conv_kind == "im2col"
         fan_in = in_channels * kernel_size
         self.weight = _init_weight((out_channels, in_channels, kernel_size, 1, 1), fan_in)
         self.bias = _init_bias(out_channels, fan_in)
@@ -105,13 +153,23 @@ class TemporalConv(nn.Cell):
         self.conv3d = P.Conv3D(out_channel=out_channels, kernel_size=(kernel_size, 1, 1),
                                pad_mode="pad", pad=(half, half, 0, 0, 0, 0))
         self.conv2d = P.Conv2D(out_channel=out_channels, kernel_size=(kernel_size, 1),
-                               pad_mode="valid")
+                               pad_mode="valid", stride=(1, 1))
+        self.pointwise = P.Conv2D(out_channel=out_channels, kernel_size=(1, 1), stride=(1, 1))
 
     def construct(self, x: Tensor) -> Tensor:
         b, c, t, p = x.shape
         x = x.astype(self.dtype)
         w = self.weight.astype(self.dtype)
-        if self.kind == "conv3d":
+        if self.im2col:
+            half = self.kernel_size // 2
+            zeros = ops.zeros((b, c, half, p), x.dtype)
+            padded = ops.concat((zeros, x, zeros), 2)
+            cols = ops.concat([padded[:, :, i:i + t] for i in range(self.kernel_size)], 1)
+            # (O, C, k, 1, 1) → (O, k, C) → (O, k·C, 1, 1), window order as in cols
+            wk = w.reshape(self.out_channels, self.in_channels, self.kernel_size)
+            wk = wk.transpose(0, 2, 1).reshape(self.out_channels, -1, 1, 1)
+            y = self.pointwise(cols, wk)
+        elif self.kind == "conv3d":
             y = self.conv3d(x.reshape(b, c, t, p, 1), w).reshape(b, self.out_channels, t, p)
         else:
             half = self.kernel_size // 2

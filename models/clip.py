@@ -94,7 +94,7 @@ class ImageEncoder(nn.Cell):
         grid = cfg.image_size // cfg.patch_size
         scale = cfg.width ** -0.5
         self.conv1 = Conv2d(3, cfg.width, cfg.patch_size, stride=cfg.patch_size, bias=False,
-                            compute_dtype=kernels.compute_dtype)
+                            compute_dtype=kernels.compute_dtype, kind=kernels.conv)
         self.class_embedding = Parameter(initializer(Normal(scale), (cfg.width,), ms.float32),
                                          name="class_embedding")
         self.positional_embedding = Parameter(

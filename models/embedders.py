@@ -1,7 +1,7 @@
 """Conditioning embedders with no weights (sgm ``ConcatTimestepEmbedderND``)."""
 from __future__ import annotations
 
-from mindspore import Tensor, ops
+from mindspore import Tensor
 
 from .layers import timestep_embedding
 

@@ -7,7 +7,6 @@ from typing import Optional
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
-from mindspore.common.initializer import Normal, initializer
 
 from svdeploy.kernels.activation import gelu
 from svdeploy.kernels.attention import attention

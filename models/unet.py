@@ -31,13 +31,13 @@ class ResBlock(nn.Cell):
         cd = kernels.compute_dtype
         self.in_layers = nn.CellList([GroupNorm(GROUPS, channels, eps, kernels.group_norm),
                                       nn.SiLU(), Conv2d(channels, out_channels, 3, padding=1,
-                                                        compute_dtype=cd)])
+                                                        compute_dtype=cd, kind=kernels.conv)])
         self.emb_layers = nn.CellList([nn.SiLU(), Linear(emb_channels, out_channels,
                                                          compute_dtype=cd)])
         self.out_layers = nn.CellList([GroupNorm(GROUPS, out_channels, eps, kernels.group_norm),
                                        nn.SiLU(), nn.Dropout(p=0.0),
                                        Conv2d(out_channels, out_channels, 3, padding=1,
-                                              compute_dtype=cd)])
+                                              compute_dtype=cd, kind=kernels.conv)])
         self.has_skip = channels != out_channels
         self.skip_connection = (Conv2d(channels, out_channels, 1, compute_dtype=cd)
                                 if self.has_skip else None)
@@ -66,14 +66,15 @@ class TemporalResBlock(nn.Cell):
         kind = kernels.temporal_conv
         self.in_layers = nn.CellList([GroupNorm(GROUPS, channels, eps, kernels.group_norm),
                                       nn.SiLU(), TemporalConv(channels, channels, kernel_size,
-                                                              kind, cd)])
+                                                              kind, cd, kernels.conv)])
         self.has_emb = emb_channels > 0
         self.emb_layers = (nn.CellList([nn.SiLU(), Linear(emb_channels, channels,
                                                           compute_dtype=cd)])
                            if self.has_emb else None)
         self.out_layers = nn.CellList([GroupNorm(GROUPS, channels, eps, kernels.group_norm),
                                        nn.SiLU(), nn.Dropout(p=0.0),
-                                       TemporalConv(channels, channels, kernel_size, kind, cd)])
+                                       TemporalConv(channels, channels, kernel_size, kind, cd,
+                                                    kernels.conv)])
 
     def construct(self, x: Tensor, emb: Optional[Tensor]) -> Tensor:
         """x: (B, C, T, P); emb: (B·T, E) or None."""
@@ -170,7 +171,7 @@ class Downsample(nn.Cell):
     def __init__(self, channels: int, kernels: KernelConfig) -> None:
         super().__init__()
         self.op = Conv2d(channels, channels, 3, stride=2, padding=1,
-                         compute_dtype=kernels.compute_dtype)
+                         compute_dtype=kernels.compute_dtype, kind=kernels.conv)
 
     def construct(self, x: Tensor, emb: Tensor, context: Tensor, num_frames: int) -> Tensor:
         return self.op(x)
@@ -179,7 +180,8 @@ class Downsample(nn.Cell):
 class Upsample(nn.Cell):
     def __init__(self, channels: int, kernels: KernelConfig) -> None:
         super().__init__()
-        self.conv = Conv2d(channels, channels, 3, padding=1, compute_dtype=kernels.compute_dtype)
+        self.conv = Conv2d(channels, channels, 3, padding=1, compute_dtype=kernels.compute_dtype,
+                           kind=kernels.conv)
 
     def construct(self, x: Tensor, emb: Tensor, context: Tensor, num_frames: int) -> Tensor:
         return self.conv(upsample_nearest2x(x))
@@ -231,7 +233,8 @@ class VideoUNet(nn.Cell):
             return VideoResBlock(ch, emb_dim, out, cfg, kernels)
 
         blocks: List[nn.Cell] = [EmbedSequential([InputConv(cfg.in_channels, mc, 3, padding=1,
-                                                            compute_dtype=cd)])]
+                                                            compute_dtype=cd,
+                                                            kind=kernels.conv)])]
         skip_channels = [mc]
         ch = mc
         ds = 1
@@ -266,7 +269,7 @@ class VideoUNet(nn.Cell):
 
         self.out = nn.CellList([GroupNorm(GROUPS, ch, cfg.resblock_eps, kernels.group_norm),
                                 nn.SiLU(), Conv2d(mc, cfg.out_channels, 3, padding=1,
-                                                  compute_dtype=cd)])
+                                                  compute_dtype=cd, kind=kernels.conv)])
 
     def construct(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor,
                   num_frames: int) -> Tensor:

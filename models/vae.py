@@ -22,6 +22,12 @@ from .unet import TemporalResBlock, frames_to_time_major, time_major_to_frames
 AE_EPS = 1e-6
 
 
+def _conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+          padding: int = 0, *, kernels: KernelConfig) -> Conv2d:
+    return Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                  compute_dtype=kernels.compute_dtype, kind=kernels.conv)
+
+
 def _silu(x: Tensor) -> Tensor:
     return x * ops.sigmoid(x)
 
@@ -31,13 +37,12 @@ class ResnetBlock(nn.Cell):
 
     def __init__(self, in_channels: int, out_channels: int, kernels: KernelConfig) -> None:
         super().__init__()
-        cd = kernels.compute_dtype
         self.norm1 = GroupNorm(GROUPS, in_channels, AE_EPS, kernels.group_norm)
-        self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1, compute_dtype=cd)
+        self.conv1 = _conv(in_channels, out_channels, 3, padding=1, kernels=kernels)
         self.norm2 = GroupNorm(GROUPS, out_channels, AE_EPS, kernels.group_norm)
-        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1, compute_dtype=cd)
+        self.conv2 = _conv(out_channels, out_channels, 3, padding=1, kernels=kernels)
         self.has_shortcut = in_channels != out_channels
-        self.nin_shortcut = (Conv2d(in_channels, out_channels, 1, compute_dtype=cd)
+        self.nin_shortcut = (_conv(in_channels, out_channels, 1, kernels=kernels)
                              if self.has_shortcut else None)
 
     def construct(self, x: Tensor) -> Tensor:
@@ -80,12 +85,11 @@ class AttnBlock(nn.Cell):
 
     def __init__(self, channels: int, kernels: KernelConfig) -> None:
         super().__init__()
-        cd = kernels.compute_dtype
         self.norm = GroupNorm(GROUPS, channels, AE_EPS, kernels.group_norm)
-        self.q = Conv2d(channels, channels, 1, compute_dtype=cd)
-        self.k = Conv2d(channels, channels, 1, compute_dtype=cd)
-        self.v = Conv2d(channels, channels, 1, compute_dtype=cd)
-        self.proj_out = Conv2d(channels, channels, 1, compute_dtype=cd)
+        self.q = _conv(channels, channels, 1, kernels=kernels)
+        self.k = _conv(channels, channels, 1, kernels=kernels)
+        self.v = _conv(channels, channels, 1, kernels=kernels)
+        self.proj_out = _conv(channels, channels, 1, kernels=kernels)
         self.attention_kind = kernels.attention
         self.dtype = self.q.dtype
 
@@ -120,7 +124,7 @@ class Downsample(nn.Cell):
 
     def __init__(self, channels: int, kernels: KernelConfig) -> None:
         super().__init__()
-        self.conv = Conv2d(channels, channels, 3, stride=2, compute_dtype=kernels.compute_dtype)
+        self.conv = _conv(channels, channels, 3, stride=2, kernels=kernels)
         self.pad_kind = kernels.pad
 
     def construct(self, x: Tensor) -> Tensor:
@@ -130,7 +134,7 @@ class Downsample(nn.Cell):
 class Upsample(nn.Cell):
     def __init__(self, channels: int, kernels: KernelConfig) -> None:
         super().__init__()
-        self.conv = Conv2d(channels, channels, 3, padding=1, compute_dtype=kernels.compute_dtype)
+        self.conv = _conv(channels, channels, 3, padding=1, kernels=kernels)
 
     def construct(self, x: Tensor) -> Tensor:
         return self.conv(upsample_nearest2x(x))
@@ -154,8 +158,7 @@ class Encoder(nn.Cell):
 
     def __init__(self, cfg: VAEConfig, kernels: KernelConfig) -> None:
         super().__init__()
-        cd = kernels.compute_dtype
-        self.conv_in = Conv2d(cfg.in_channels, cfg.ch, 3, padding=1, compute_dtype=cd)
+        self.conv_in = _conv(cfg.in_channels, cfg.ch, 3, padding=1, kernels=kernels)
         in_mult = (1,) + tuple(cfg.ch_mult)
         stages = []
         block_in = cfg.ch
@@ -171,7 +174,7 @@ class Encoder(nn.Cell):
         self.down = nn.CellList(stages)
         self.mid = MidBlock(block_in, kernels)
         self.norm_out = GroupNorm(GROUPS, block_in, AE_EPS, kernels.group_norm)
-        self.conv_out = Conv2d(block_in, 2 * cfg.z_channels, 3, padding=1, compute_dtype=cd)
+        self.conv_out = _conv(block_in, 2 * cfg.z_channels, 3, padding=1, kernels=kernels)
 
     def construct(self, x: Tensor) -> Tensor:
         h = self.conv_in(x)
@@ -192,8 +195,7 @@ class VAEEncoder(nn.Cell):
         super().__init__()
         self.embed_dim = cfg.embed_dim
         self.encoder = Encoder(cfg, kernels)
-        self.quant_conv = Conv2d(2 * cfg.z_channels, 2 * cfg.embed_dim, 1,
-                                 compute_dtype=kernels.compute_dtype)
+        self.quant_conv = _conv(2 * cfg.z_channels, 2 * cfg.embed_dim, 1, kernels=kernels)
 
     def construct(self, x: Tensor) -> Tensor:
         moments = self.quant_conv(self.encoder(x))
@@ -207,9 +209,10 @@ class AE3DConv(Conv2d):
     def __init__(self, in_channels: int, out_channels: int, video_kernel_size: int,
                  kernels: KernelConfig) -> None:
         super().__init__(in_channels, out_channels, 3, padding=1,
-                         compute_dtype=kernels.compute_dtype)
+                         compute_dtype=kernels.compute_dtype, kind=kernels.conv)
         self.time_mix_conv = TemporalConv(out_channels, out_channels, video_kernel_size,
-                                          kernels.temporal_conv, kernels.compute_dtype)
+                                          kernels.temporal_conv, kernels.compute_dtype,
+                                          kernels.conv)
 
     def construct(self, x: Tensor, num_frames: int) -> Tensor:
         x = self.forward_conv(x)
@@ -255,9 +258,8 @@ class VideoDecoder(nn.Cell):
 
     def __init__(self, cfg: VAEConfig, kernels: KernelConfig = KernelConfig()) -> None:
         super().__init__()
-        cd = kernels.compute_dtype
         block_in = cfg.ch * cfg.ch_mult[-1]
-        self.conv_in = Conv2d(cfg.z_channels, block_in, 3, padding=1, compute_dtype=cd)
+        self.conv_in = _conv(cfg.z_channels, block_in, 3, padding=1, kernels=kernels)
         self.mid = VideoMidBlock(block_in, cfg, kernels)
         stages: List[nn.Cell] = [None] * len(cfg.ch_mult)  # type: ignore[list-item]
         for level in reversed(range(len(cfg.ch_mult))):

@@ -209,7 +209,7 @@ class Manifest:
             if key in seen:
                 raise ManifestError(f"{where}: graph {g.name}.{g.format} is listed twice")
             seen.add(key)
-        for fmt in self.formats():
+        for fmt in self.formats() if not self.extra.get("partial") else ():
             missing = [n for n in REQUIRED_GRAPHS if (n, fmt) not in seen]
             if self.num_frames % self.decode_chunk_size and ("vae_decoder_tail", fmt) not in seen:
                 missing.append("vae_decoder_tail")

@@ -1,0 +1,366 @@
+"""``export_artifact``: trace the four SVD networks into static-shape graphs, check each
+written graph against the in-memory network, and write a complete artifact directory.
+
+The artifact is assembled in a hidden temporary sibling directory and renamed into place only
+when every graph was written and validated, so a failed or killed export leaves nothing that
+looks like an artifact.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from svdeploy import __version__
+from svdeploy.config import ModelConfig
+from svdeploy.errors import ExportError
+from svdeploy.kernels.config import KernelConfig
+from svdeploy.manifest import (FORMAT_VERSION, MANIFEST_NAME, GraphEntry, Manifest, sha256_file,
+                               write_manifest)
+
+from .specs import ExportSettings, GraphSpec, graph_specs, resolve_settings
+
+PathLike = Union[str, os.PathLike]
+
+
+def export_kernels(fmt: str, settings: ExportSettings) -> KernelConfig:
+    """The op variants traced into a graph of format ``fmt``."""
+    if fmt == "onnx":
+        return KernelConfig.onnx(settings.dtype)
+    if settings.target == "ascend":
+        # Ascend's converter fuses attention / norms itself; keep MindSpore's own ops.
+        return KernelConfig(single_token_cross_attention=True, compute_dtype=settings.dtype)
+    # MindSpore on CPU: GEMM-based convolutions and LayerNorm-based GroupNorm are its fast paths
+    return KernelConfig(group_norm="layernorm", single_token_cross_attention=True, conv="im2col",
+                        compute_dtype=settings.dtype)
+
+
+# The float32 network every graph is checked against. Convolutions use the im2col variant only
+# because MindSpore's CPU 3×3 convolution runs at ~1 GFLOP/s; tests/test_kernels.py checks it
+# against MindSpore's native convolution and a NumPy reference.
+REFERENCE_KERNELS = KernelConfig(conv="im2col")
+
+
+@dataclass
+class GraphReport:
+    name: str
+    format: str
+    file: str
+    bytes: int
+    export_seconds: float
+    parity_max_rel_error: Optional[float]
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.parity_max_rel_error is None or self.parity_max_rel_error <= self.tolerance
+
+
+@dataclass
+class ExportResult:
+    directory: Path
+    manifest: Manifest
+    reports: List[GraphReport] = field(default_factory=list)
+    seconds: float = 0.0
+    ascend_commands: Dict[str, str] = field(default_factory=dict)
+
+    def table(self) -> str:
+        rows = [f"{'graph':18s} {'format':6s} {'MB':>9s} {'export s':>9s} {'max rel err':>12s}"]
+        for r in self.reports:
+            err = "-" if r.parity_max_rel_error is None else f"{r.parity_max_rel_error:.2e}"
+            rows.append(f"{r.name:18s} {r.format:6s} {r.bytes / 1e6:9.1f} {r.export_seconds:9.1f} "
+                        f"{err:>12s}")
+        return "\n".join(rows)
+
+
+def _random_inputs(spec: GraphSpec, cfg: ModelConfig, rng: np.random.Generator) -> List[np.ndarray]:
+    """Inputs in the ranges the runtime feeds (DESIGN.md §4)."""
+    arrays = []
+    for t in spec.inputs:
+        if t.name == "image":
+            a = rng.uniform(-1.0, 1.0, t.shape)
+        elif t.name == "c_noise":
+            a = np.full(t.shape, 0.25 * np.log(rng.uniform(0.5, 20.0)))
+        elif t.name == "time_ids":
+            a = np.tile(np.array([[6.0, 127.0, 0.02]]), (t.shape[0], 1))
+        elif t.name == "z":
+            a = rng.standard_normal(t.shape) / cfg.vae.scale_factor
+        else:
+            a = rng.standard_normal(t.shape)
+        arrays.append(a.astype(np.float32))
+    return arrays
+
+
+def _wrap(spec: GraphSpec, net):  # -> nn.Cell
+    from .cells import ImageEncoderGraph, UNetGraph, VAEDecoderGraph, VAEEncoderGraph
+
+    if spec.network == "image_encoder":
+        return ImageEncoderGraph(net)
+    if spec.network == "vae_encoder":
+        return VAEEncoderGraph(net)
+    if spec.network == "unet":
+        return UNetGraph(net, spec.frames)
+    return VAEDecoderGraph(net, spec.frames)
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """‖actual − expected‖₂ / ‖expected‖₂ (inf if actual has NaN/Inf)."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    if actual.shape != expected.shape:
+        raise ExportError(f"graph output shape {actual.shape} differs from the network's "
+                          f"{expected.shape}")
+    if not np.all(np.isfinite(actual)):
+        return float("inf")
+    denom = np.linalg.norm(expected)
+    return float(np.linalg.norm(actual - expected) / (denom if denom > 0 else 1.0))
+
+
+def _run_written_graph(path: Path, fmt: str, inputs: Sequence[np.ndarray],
+                       names: Sequence[str]) -> List[np.ndarray]:
+    if fmt == "mindir":
+        import mindspore as ms
+        from mindspore import nn
+
+        cell = nn.GraphCell(ms.load(str(path)))
+        out = cell(*[ms.Tensor(a) for a in inputs])
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        return [o.asnumpy() for o in outs]
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ExportError("validating ONNX graphs needs onnxruntime (pip install 'svdeploy[onnx]'), "
+                          "or pass --no-validate") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return list(session.run(None, dict(zip(names, inputs))))
+
+
+def _written_files(directory: Path, stem: str, fmt: str) -> Tuple[str, List[str]]:
+    """(graph file, external weight files) that ms.export / the ONNX pass produced."""
+    if fmt == "onnx":
+        main = f"{stem}.onnx"
+        data = f"{main}.data"
+        return main, [data] if (directory / data).exists() else []
+    if (directory / f"{stem}.mindir").exists():
+        return f"{stem}.mindir", []
+    # Above 1 GB of parameters MindSpore writes <stem>_graph.mindir + <stem>_variables/data_N.
+    main = f"{stem}_graph.mindir"
+    if not (directory / main).exists():
+        raise ExportError(f"mindspore.export wrote no {stem}.mindir or {main} in {directory}")
+    var_dir = directory / f"{stem}_variables"
+    files = sorted(str(p.relative_to(directory)) for p in var_dir.iterdir()) if var_dir.is_dir() else []
+    return main, files
+
+
+def _load_network(name: str, cfg: ModelConfig, weights: Path, kernels: KernelConfig):
+    from svdeploy.models.build import build_network
+    from svdeploy.models.keys import NETWORK_PREFIXES
+    from svdeploy.models.loading import load_into_cell
+
+    net = build_network(name, cfg, kernels)  # type: ignore[arg-type]
+    load_into_cell(net, weights, NETWORK_PREFIXES[name], strict=True)
+    net.set_train(False)
+    return net
+
+
+def _share_parameters(target, source) -> None:
+    """Give ``target`` the parameter values of ``source`` (same names by construction)."""
+    values = dict(source.parameters_and_names())
+    for name, param in target.parameters_and_names():
+        param.set_data(values[name])
+
+
+def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Optional[int] = None,
+                    height: Optional[int] = None, width: Optional[int] = None,
+                    guidance: bool = True, decode_chunk_size: Optional[int] = None,
+                    formats: Sequence[str] = ("mindir",), dtype: str = "fp32",
+                    target: str = "cpu", graphs: Optional[Sequence[str]] = None,
+                    validate: bool = True, overwrite: bool = False, seed: int = 0,
+                    progress: bool = True,
+                    log: Callable[[str], None] = lambda _msg: None) -> ExportResult:
+    """Export an svdeploy checkpoint directory (svd-convert / svd-train output) to ``out_dir``."""
+    from svdeploy.models.loading import read_checkpoint_dir
+
+    started = time.perf_counter()
+    cfg, weights = read_checkpoint_dir(Path(checkpoint_dir))
+    settings = resolve_settings(cfg, frames=frames, height=height, width=width,
+                                guidance=guidance, decode_chunk_size=decode_chunk_size,
+                                formats=formats, dtype=dtype, target=target, graphs=graphs,
+                                validate=validate, seed=seed)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {str(out)!r} exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"--out {str(out)!r} exists and is not empty; pass --overwrite to "
+                          "replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        result = _export_into(tmp, cfg, weights, settings, progress, log)
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result.directory = out
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSettings,
+                 progress: bool, log: Callable[[str], None]) -> ExportResult:
+    from tqdm import tqdm
+
+    specs = graph_specs(cfg, settings)
+    rng = np.random.default_rng(settings.seed)
+    entries: List[GraphEntry] = []
+    reports: List[GraphReport] = []
+    failures: List[str] = []
+    networks = list(dict.fromkeys(s.network for s in specs))
+    bar = tqdm(total=len(specs) * len(settings.formats), desc="export", unit="graph",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for network in networks:
+            net_specs = [s for s in specs if s.network == network]
+            reference = (_load_network(network, cfg, weights, REFERENCE_KERNELS)
+                         if settings.validate else None)
+            expected: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
+            if reference is not None:
+                for spec in net_specs:
+                    import mindspore as ms
+
+                    inputs = _random_inputs(spec, cfg, rng)
+                    out = _wrap(spec, reference)(*[ms.Tensor(a) for a in inputs])
+                    outs = out if isinstance(out, (tuple, list)) else [out]
+                    expected[spec.name] = (inputs, [o.asnumpy() for o in outs])
+            for fmt in settings.formats:
+                kernels = export_kernels(fmt, settings)
+                if reference is not None:
+                    from svdeploy.models.build import build_network
+
+                    net = build_network(network, cfg, kernels)  # type: ignore[arg-type]
+                    _share_parameters(net, reference)
+                    net.set_train(False)
+                else:
+                    net = _load_network(network, cfg, weights, kernels)
+                for spec in net_specs:
+                    bar.set_description(f"export {spec.name}.{fmt}")
+                    entry, report = _export_graph(tmp, spec, fmt, net, settings,
+                                                  expected.get(spec.name))
+                    entries.append(entry)
+                    reports.append(report)
+                    if not report.passed:
+                        failures.append(f"{spec.name}.{fmt}: max relative error "
+                                        f"{report.parity_max_rel_error:.3e} > tolerance "
+                                        f"{report.tolerance:.0e}")
+                    log(f"{spec.name}.{fmt}: {report.bytes / 1e6:.1f} MB in "
+                        f"{report.export_seconds:.1f} s, max rel err "
+                        f"{'-' if report.parity_max_rel_error is None else f'{report.parity_max_rel_error:.2e}'}")
+                    bar.update(1)
+                del net
+                gc.collect()
+            del reference
+            gc.collect()
+    finally:
+        bar.close()
+    if failures:
+        raise ExportError("exported graphs differ from the network beyond tolerance: "
+                          + "; ".join(failures))
+    manifest = _build_manifest(cfg, settings, entries)
+    commands: Dict[str, str] = {}
+    if settings.target == "ascend":
+        from .ascend import write_ascend_files
+
+        commands = write_ascend_files(tmp, [e for e in entries if e.format == "mindir"],
+                                      settings.dtype)
+        manifest.extra["ascend_commands"] = commands
+    write_manifest(manifest, tmp)
+    return ExportResult(directory=tmp, manifest=manifest, reports=reports,
+                        ascend_commands=commands)
+
+
+def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSettings,
+                  expected: Optional[Tuple[List[np.ndarray], List[np.ndarray]]]
+                  ) -> Tuple[GraphEntry, GraphReport]:
+    import mindspore as ms
+
+    cell = _wrap(spec, net)
+    dummy = [ms.Tensor(np.zeros(t.shape, np.float32)) for t in spec.inputs]
+    started = time.perf_counter()
+    try:
+        ms.export(cell, *dummy, file_name=str(tmp / spec.file_stem),
+                  file_format="ONNX" if fmt == "onnx" else "MINDIR")
+    except (RuntimeError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"mindspore.export of {spec.name} as {fmt} failed: {first}") from exc
+    if fmt == "onnx":
+        from .onnx_passes import rewrite_onnx
+
+        rewrite_onnx(tmp / f"{spec.file_stem}.onnx", [t.name for t in spec.inputs],
+                     [t.name for t in spec.outputs])
+    seconds = time.perf_counter() - started
+    main, external = _written_files(tmp, spec.file_stem, fmt)
+    error: Optional[float] = None
+    if expected is not None:
+        inputs, wanted = expected
+        got = _run_written_graph(tmp / main, fmt, inputs, [t.name for t in spec.inputs])
+        if len(got) != len(wanted):
+            raise ExportError(f"{main}: {len(got)} outputs, the network has {len(wanted)}")
+        error = max(relative_error(g, w) for g, w in zip(got, wanted))
+    size = (tmp / main).stat().st_size + sum((tmp / f).stat().st_size for f in external)
+    extra: Dict[str, object] = {"frames": spec.frames} if spec.frames else {}
+    if external:
+        extra["external_files"] = [{"file": f, "sha256": sha256_file(tmp / f)} for f in external]
+    entry = GraphEntry(
+        name=spec.name, format=fmt, file=main, inputs=list(spec.inputs),
+        outputs=list(spec.outputs), sha256=sha256_file(tmp / main),
+        parity_max_rel_error=error, parity_tolerance=settings.tolerance,
+        export_seconds=round(seconds, 3), dtype=settings.dtype, extra=extra)
+    report = GraphReport(spec.name, fmt, main, size, seconds, error, settings.tolerance)
+    return entry, report
+
+
+def _build_manifest(cfg: ModelConfig, s: ExportSettings, entries: List[GraphEntry]) -> Manifest:
+    f = cfg.vae.downsample_factor
+    sampling = cfg.sampling
+    return Manifest(
+        format_version=FORMAT_VERSION, toolkit_version=__version__, variant=cfg.variant,
+        height=s.height, width=s.width, num_frames=s.num_frames,
+        latent_shape=(s.num_frames, cfg.latent_channels, s.height // f, s.width // f),
+        cfg=s.cfg, guidance_batch=s.guidance_batch, decode_chunk_size=s.decode_chunk_size,
+        dtype=s.dtype, target=s.target,
+        scheduler={"sigma_min": cfg.scheduler.sigma_min, "sigma_max": cfg.scheduler.sigma_max,
+                   "rho": cfg.scheduler.rho, "scaling_factor": cfg.vae.scale_factor},
+        defaults={"fps": sampling.fps, "motion_bucket_id": sampling.motion_bucket_id,
+                  "noise_aug_strength": sampling.noise_aug_strength,
+                  "min_guidance_scale": sampling.min_guidance_scale,
+                  "max_guidance_scale": sampling.max_guidance_scale if s.cfg else 1.0,
+                  "num_inference_steps": sampling.num_inference_steps},
+        graphs=entries,
+        extra={"validated": s.validate,
+               # an export of a subset of the networks (e.g. --graph unet) cannot be run
+               "partial": set(s.graphs) != {"image_encoder", "vae_encoder", "unet", "vae_decoder"}},
+    )
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished temporary directory to ``out`` (replacing an old one last)."""
+    if not (tmp / MANIFEST_NAME).is_file():  # pragma: no cover - defensive
+        raise ExportError("internal error: the export has no manifest")
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+__all__ = ["export_artifact", "ExportResult", "GraphReport", "relative_error", "export_kernels",
+           "REFERENCE_KERNELS"]
