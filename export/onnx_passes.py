@@ -1,40 +1,193 @@
 """Rewrites applied to the ONNX file MindSpore writes, before it is hashed and validated.
 
-MindSpore 2.10's ONNX exporter has no Erf, so the ``onnx_erf`` GELU kernel traces erf as
-``Acos`` (an op it can export and that no SVD network otherwise uses); here every Acos node
-becomes ``Erf``. Graph outputs are renamed to the contract names. Validation against the
-in-memory network checks the result, so a missed rewrite cannot go unnoticed.
+- Erf: MindSpore 2.10's ONNX exporter has no Erf, so the ``onnx_erf`` GELU kernel traces erf as
+  ``Acos`` (an op it can export and that no SVD network otherwise uses); every Acos becomes Erf.
+- LayerNorm: the exporter writes LayerNorm as ReduceMean → Sub → ReduceSumSquare → Div → Add(ε)
+  → Sqrt → Div → Mul(γ) → Add(β), which ONNX Runtime does not recognise; each such chain over
+  the last axis becomes one ``LayerNormalization`` node (ONNX Runtime implements it at every
+  opset). GroupNorm (the ``layernorm`` kernel) benefits too.
+- Gemm bias: ``Gemm(A, B)`` followed by ``Add(bias)`` with a 1-D constant bias becomes
+  ``Gemm(A, B, bias)``.
+- Output names: renamed to the graph contract's names.
+
+Validation against the in-memory network checks the rewritten file, so a wrong rewrite cannot
+go unnoticed.
 """
 from __future__ import annotations
 
 import os
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Dict, List, Sequence
 
 from svdeploy.errors import ExportError
 
 ERF_STAND_IN = "Acos"
-# protobuf's hard limit; larger models keep their weights in an external data file
-PROTOBUF_LIMIT = 2 ** 31 - 1
+PROTOBUF_LIMIT = 2 ** 31 - 1  # larger models keep their weights in an external data file
 
 
-def rewrite_onnx(path: Path, input_names: Sequence[str], output_names: Sequence[str]) -> int:
-    """Rewrite ``path`` in place; returns the number of Erf nodes restored."""
-    import onnx
+@dataclass
+class PassStats:
+    erf: int = 0
+    layer_norm: int = 0
+    gemm_bias: int = 0
 
-    model = onnx.load(str(path))
-    graph = model.graph
-    restored = 0
-    for node in graph.node:
-        if node.op_type == ERF_STAND_IN:
-            node.op_type = "Erf"
-            restored += 1
-    inputs = [i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}]
-    if list(inputs) != list(input_names):
-        raise ExportError(f"{path.name}: ONNX inputs {inputs} differ from the contract "
-                          f"{list(input_names)}")
+
+class _Graph:
+    """Producer / consumer index over an ONNX graph (rebuilt after each pass)."""
+
+    def __init__(self, graph) -> None:  # onnx.GraphProto
+        self.graph = graph
+        self.producer: Dict[str, object] = {}
+        self.consumers: Dict[str, List[object]] = defaultdict(list)
+        for node in graph.node:
+            for out in node.output:
+                self.producer[out] = node
+            for inp in node.input:
+                self.consumers[inp].append(node)
+        self.outputs = {o.name for o in graph.output}
+        self.constants = {t.name: t for t in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant":
+                for attr in node.attribute:
+                    if attr.name == "value":
+                        self.constants[node.output[0]] = attr.t
+
+    def only_consumer(self, name: str, op_type: str):
+        users = self.consumers.get(name, [])
+        if len(users) == 1 and users[0].op_type == op_type and name not in self.outputs:
+            return users[0]
+        return None
+
+    def constant_array(self, name: str):
+        from onnx import numpy_helper
+
+        # a Cast of a constant is still constant (MindSpore casts parameters to the compute dtype)
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Cast":
+            name = node.input[0]
+        tensor = self.constants.get(name)
+        return None if tensor is None else numpy_helper.to_array(tensor)
+
+
+def _attr(node, name: str):
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return None
+
+
+def _fuse_layer_norm(graph) -> int:
+    from onnx import helper
+
+    g = _Graph(graph)
+    ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
+             for vi in list(graph.value_info) + list(graph.input)
+             if vi.type.tensor_type.HasField("shape")}
+    remove: List[object] = []
+    insert: Dict[int, object] = {}
+    index = {id(n): i for i, n in enumerate(graph.node)}
+    for mean in list(graph.node):
+        if mean.op_type != "ReduceMean":
+            continue
+        axes = _attr(mean, "axes")
+        if axes is None or len(axes) != 1 or _attr(mean, "keepdims") == 0:
+            continue
+        x = mean.input[0]
+        sub = g.only_consumer(mean.output[0], "Sub")
+        if sub is None or sub.input[0] != x:
+            continue
+        users = g.consumers.get(sub.output[0], [])
+        sqsum = next((u for u in users if u.op_type == "ReduceSumSquare"), None)
+        div2 = next((u for u in users if u.op_type == "Div" and u.input[0] == sub.output[0]), None)
+        if sqsum is None or div2 is None or len(users) != 2 or _attr(sqsum, "axes") != axes:
+            continue
+        div1 = g.only_consumer(sqsum.output[0], "Div")
+        add_eps = div1 and g.only_consumer(div1.output[0], "Add")
+        sqrt = add_eps and g.only_consumer(add_eps.output[0], "Sqrt")
+        if sqrt is None or div2.input[1] != sqrt.output[0]:
+            continue
+        mul = g.only_consumer(div2.output[0], "Mul")
+        add_beta = mul and g.only_consumer(mul.output[0], "Add")
+        if add_beta is None:
+            continue
+        eps = g.constant_array(add_eps.input[1])
+        count = g.constant_array(div1.input[1])
+        if eps is None or eps.size != 1 or count is None or count.size != 1:
+            continue
+        gamma = mul.input[1] if mul.input[0] == div2.output[0] else mul.input[0]
+        beta = add_beta.input[1] if add_beta.input[0] == mul.output[0] else add_beta.input[0]
+        # LayerNormalization normalises the trailing axes from `axis` on: only fuse a reduction
+        # over the last axis (rank known from shape inference)
+        rank = ranks.get(x)
+        if rank is None or int(axes[0]) not in (-1, rank - 1):
+            continue
+        node = helper.make_node("LayerNormalization", [x, gamma, beta], [add_beta.output[0]],
+                                axis=-1, epsilon=float(eps.reshape(-1)[0]),
+                                name=(mean.name or "ln") + "/fused_layer_norm")
+        chain = [mean, sub, sqsum, div1, add_eps, sqrt, div2, mul, add_beta]
+        remove.extend(chain)
+        insert[index[id(add_beta)]] = node
+    if not remove:
+        return 0
+    removed = {id(n) for n in remove}
+    kept = []
+    for i, n in enumerate(graph.node):
+        if i in insert:
+            kept.append(insert[i])
+        if id(n) not in removed:
+            kept.append(n)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(insert)
+
+
+def _fuse_gemm_bias(graph) -> int:
+    g = _Graph(graph)
+    fused = 0
+    drop = set()
+    for gemm in list(graph.node):
+        if gemm.op_type != "Gemm" or len(gemm.input) != 2:
+            continue
+        add = g.only_consumer(gemm.output[0], "Add")
+        if add is None:
+            continue
+        bias = add.input[1] if add.input[0] == gemm.output[0] else add.input[0]
+        arr = g.constant_array(bias)
+        if arr is None or arr.ndim != 1:
+            continue
+        gemm.input.append(bias)
+        gemm.output[0] = add.output[0]
+        drop.add(id(add))
+        fused += 1
+    if fused:
+        kept = [n for n in graph.node if id(n) not in drop]
+        del graph.node[:]
+        graph.node.extend(kept)
+    return fused
+
+
+def _prune(graph) -> None:
+    """Drop nodes whose outputs nobody reads and initializers no node uses (left by fusion)."""
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(list(graph.node)):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    used = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(used)
+
+
+def _rename_outputs(graph, output_names: Sequence[str], where: str) -> None:
     if len(graph.output) != len(output_names):
-        raise ExportError(f"{path.name}: {len(graph.output)} ONNX outputs, expected "
+        raise ExportError(f"{where}: {len(graph.output)} ONNX outputs, expected "
                           f"{len(output_names)} ({', '.join(output_names)})")
     for out, name in zip(graph.output, output_names):
         old = out.name
@@ -48,6 +201,33 @@ def rewrite_onnx(path: Path, input_names: Sequence[str], output_names: Sequence[
                 if value == old:
                     node.input[i] = name
         out.name = name
+
+
+def rewrite_onnx(path: Path, input_names: Sequence[str], output_names: Sequence[str],
+                 fuse: bool = True) -> PassStats:
+    """Rewrite ``path`` in place (temporary file, then rename)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    stats = PassStats()
+    for node in graph.node:
+        if node.op_type == ERF_STAND_IN:
+            node.op_type = "Erf"
+            stats.erf += 1
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in initializers]
+    if list(inputs) != list(input_names):
+        raise ExportError(f"{path.name}: ONNX inputs {inputs} differ from the contract "
+                          f"{list(input_names)}")
+    _rename_outputs(graph, output_names, path.name)
+    if fuse and model.ByteSize() < PROTOBUF_LIMIT:
+        # shape inference gives the ranks the LayerNorm fusion needs (in-memory proto < 2 GB)
+        model = onnx.shape_inference.infer_shapes(model)
+        graph = model.graph
+        stats.layer_norm = _fuse_layer_norm(graph)
+        stats.gemm_bias = _fuse_gemm_bias(graph)
+        _prune(graph)
     tmp = path.with_name(path.name + ".tmp")
     if model.ByteSize() > PROTOBUF_LIMIT:
         onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -55,4 +235,7 @@ def rewrite_onnx(path: Path, input_names: Sequence[str], output_names: Sequence[
     else:
         onnx.save_model(model, str(tmp))
     os.replace(tmp, path)
-    return restored
+    return stats
+
+
+__all__ = ["rewrite_onnx", "PassStats"]

