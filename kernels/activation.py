@@ -16,7 +16,8 @@ _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
 
 def erf_poly(x: Tensor) -> Tensor:
-    """erf from exp, mul, add and div only (every op exports to ONNX); |error| ≤ 1.5e-7."""
+    """erf from exp, mul, add and div only (every op exports to ONNX). |error| ≤ 1.5e-7 in exact
+    arithmetic; measured 1.5e-6 in float32 with MindSpore's CPU exp."""
     ax = ops.abs(x)
     t = ops.div(1.0, 1.0 + _AS_P * ax)
     poly = t * (_AS_A[0] + t * (_AS_A[1] + t * (_AS_A[2] + t * (_AS_A[3] + t * _AS_A[4]))))
