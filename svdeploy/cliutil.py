@@ -35,4 +35,9 @@ def setup_mindspore(mode: str = "graph") -> None:
     import mindspore as ms
 
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
-    ms.set_device("CPU")
+    try:
+        ms.set_device("CPU")
+    except RuntimeError:
+        # the device can only be chosen before MindSpore's runtime starts; a CLI invoked inside
+        # a process that already ran MindSpore (tests, notebooks) keeps that process's device
+        pass
