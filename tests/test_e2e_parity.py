@@ -1,0 +1,92 @@
+"""End to end against diffusers: a tiny diffusers SVD pipeline, and the same weights through
+svd-convert (its diffusers folder) → svd-export → svd-run --noise with the same two random
+arrays, give the same frames, for both backends, with CFG on and off, several steps and a
+decode chunk smaller than the frame count."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+torch = pytest.importorskip("torch")  # test extra, installed in CI
+import mindspore as ms  # noqa: E402
+
+from svdeploy.export import export_artifact  # noqa: E402
+from svdeploy.models.convert import convert_checkpoint  # noqa: E402
+from svdeploy.runtime.cli import main as run_cli  # noqa: E402
+from tests.reference import diffusers_tiny as ref  # noqa: E402
+from tests.reference.checkpoints import save_diffusers_folder  # noqa: E402
+
+pytestmark = pytest.mark.slow
+torch.set_num_threads(2)
+
+FRAMES, STEPS, SIZE, CHUNK = 5, 3, 64, 2
+TOLERANCE = 1e-3  # max |Δ| of frames in [0, 1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    root = tmp_path_factory.mktemp("e2e")
+    pipe = ref.build_tiny_pipeline(seed=5)
+    components = dict(unet=pipe.unet, vae=pipe.vae, image_encoder=pipe.image_encoder)
+    checkpoint = root / "checkpoint"
+    convert_checkpoint(save_diffusers_folder(components, root / "diffusers"), checkpoint,
+                       progress=False)
+    artifacts = {}
+    for guidance in (True, False):
+        out = root / ("cfg" if guidance else "nocfg")
+        export_artifact(checkpoint, out, frames=FRAMES, height=SIZE, width=SIZE,
+                        guidance=guidance, decode_chunk_size=CHUNK, formats=("mindir", "onnx"),
+                        progress=False)
+        artifacts[guidance] = out
+    image = ref.make_image(SIZE, SIZE)
+    image_path = root / "image.png"
+    Image.fromarray(image).save(image_path)
+    rng = np.random.default_rng(11)
+    image_noise = rng.standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
+    latents = rng.standard_normal((1, FRAMES, 4, SIZE // 2, SIZE // 2)).astype(np.float32)
+    noise_file = root / "noise.npz"
+    np.savez(noise_file, image_noise=image_noise, latents=latents)
+    return dict(pipe=pipe, artifacts=artifacts, image=image, image_path=image_path,
+                image_noise=image_noise, latents=latents, noise_file=noise_file, root=root)
+
+
+@pytest.mark.parametrize("guidance", [True, False], ids=["cfg", "no-cfg"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "mindspore"])
+def test_frames_match_diffusers(setup, guidance, backend):
+    max_scale = 3.0 if guidance else 1.0  # diffusers turns CFG off at max_guidance_scale ≤ 1
+    want = ref.run_with_noise(
+        setup["pipe"], Image.fromarray(setup["image"]), setup["image_noise"], setup["latents"],
+        height=SIZE, width=SIZE, num_frames=FRAMES, num_inference_steps=STEPS, fps=7,
+        motion_bucket_id=127, noise_aug_strength=0.02, min_guidance_scale=1.0,
+        max_guidance_scale=max_scale, decode_chunk_size=CHUNK)[0]
+    out = setup["root"] / f"frames-{backend}-{guidance}.npy"
+    args = [str(setup["artifacts"][guidance]), "--image", str(setup["image_path"]), "--out",
+            str(out), "--steps", str(STEPS), "--noise", str(setup["noise_file"]),
+            "--backend", backend, "--fps", "7", "--motion-bucket-id", "127",
+            "--noise-aug-strength", "0.02", "--min-guidance-scale", "1.0",
+            "--max-guidance-scale", str(max_scale)]
+    result = CliRunner().invoke(run_cli, args)
+    assert result.exit_code == 0, result.output
+    got = np.load(out)
+    assert got.shape == want.shape == (FRAMES, SIZE, SIZE, 3)
+    diff = float(np.abs(got - want).max())
+    print(f"\n[{backend}, cfg={guidance}] max |frames − diffusers| = {diff:.2e}")
+    assert diff <= TOLERANCE
+    assert want.std() > 0.01  # the frames are not trivially constant
+
+
+def test_backends_agree(setup):
+    frames = {}
+    for backend in ("onnxruntime", "mindspore"):
+        out = setup["root"] / f"agree-{backend}.npy"
+        result = CliRunner().invoke(run_cli, [str(setup["artifacts"][True]), "--image",
+                                              str(setup["image_path"]), "--out", str(out),
+                                              "--steps", "2", "--seed", "3", "--backend", backend])
+        assert result.exit_code == 0, result.output
+        frames[backend] = np.load(out)
+    assert np.abs(frames["onnxruntime"] - frames["mindspore"]).max() < 1e-4
