@@ -15,7 +15,7 @@ from PIL import Image
 from tests.reference.diffusers_tiny import make_image
 from svdeploy.runtime import VideoPipeline, output_kind
 from svdeploy.runtime.cli import main
-from test_runtime_artifact import F, H, LH, LW, C, W, build_fake_artifact
+from tests.reference.fake_artifact import F, H, LH, LW, C, W, build_fake_artifact
 
 
 @pytest.fixture(scope="module")

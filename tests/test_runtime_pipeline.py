@@ -9,7 +9,7 @@ from tests.reference.diffusers_tiny import make_image
 from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import TensorSpec
 from svdeploy.runtime import VideoPipeline, edm_preconditioning, karras_sigmas
-from test_runtime_artifact import (B, C, D, DEFAULTS, F, H, LH, LW, NUMPY_GRAPHS, STEPS, W,
+from tests.reference.fake_artifact import (B, C, D, DEFAULTS, F, H, LH, LW, NUMPY_GRAPHS, STEPS, W,
                                    numpy_manifest, numpy_pipeline)
 
 IMAGE = make_image(H, W)
