@@ -21,6 +21,7 @@ import numpy as np
 from svdeploy import __version__
 from svdeploy.config import ModelConfig
 from svdeploy.errors import ExportError
+from svdeploy.fsutil import apply_umask
 from svdeploy.kernels.config import KernelConfig
 from svdeploy.manifest import (FORMAT_VERSION, MANIFEST_NAME, GraphEntry, Manifest, sha256_file,
                                write_manifest)
@@ -204,6 +205,7 @@ def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Opti
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         result = _export_into(tmp, cfg, weights, settings, progress, log)
+        apply_umask(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -38,6 +38,7 @@ import numpy as np
 import svdeploy
 from svdeploy.config import PRESETS, ModelConfig, load_model_config, save_model_config
 from svdeploy.errors import CheckpointError, ConfigError
+from svdeploy.fsutil import apply_umask
 
 from .keymap import (DIFFUSERS_COMPONENTS, DIFFUSERS_IGNORABLE, Recipe, apply_recipe,
                      diffusers_recipes, looks_like_mindone, mindone_to_sgm,
@@ -479,6 +480,7 @@ def convert_checkpoint(src: Union[str, os.PathLike], out_dir: Union[str, os.Path
             with open(tmp_dir / PROVENANCE_FILE, "w", encoding="utf-8") as fh:
                 json.dump(report.to_json(), fh, indent=2)
                 fh.write("\n")
+            apply_umask(tmp_dir)
             _move_into_place(tmp_dir, out_dir, overwrite)
         except BaseException:
             shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -16,6 +16,7 @@ from typing import Any, Callable, List, Union
 import numpy as np
 
 from svdeploy.errors import InputError
+from svdeploy.fsutil import apply_umask
 
 OUTPUT_KINDS = ("mp4", "gif", "webp", "npy", "png")
 _EXTENSIONS = {".mp4": "mp4", ".gif": "gif", ".webp": "webp", ".npy": "npy"}
@@ -87,6 +88,7 @@ def _replace_file_atomically(path: Path, suffix: str, write: Callable[[Path], No
     tmp = _temp_sibling(path, suffix)
     try:
         write(tmp)
+        apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -150,6 +152,7 @@ def _write_png_folder(frames: np.ndarray, folder: Path) -> None:
             # A folder cannot be replaced in one step: move the old one aside first.
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
             os.replace(folder, old / folder.name)
+        apply_umask(tmp)
         os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -19,6 +19,7 @@ from typing import Any, Literal, Optional, Tuple, Type, TypeVar, Union
 import yaml
 
 from .errors import ConfigError
+from .fsutil import apply_umask
 
 T = TypeVar("T")
 
@@ -396,6 +397,7 @@ def write_yaml_atomic(data: Any, path: Union[str, os.PathLike]) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             yaml.safe_dump(data, fh, sort_keys=False)
+        apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import ManifestError
+from .fsutil import apply_umask
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -243,6 +244,7 @@ def write_manifest(manifest: Manifest, directory: Union[str, os.PathLike]) -> Pa
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(manifest.to_json(), fh, indent=2)
             fh.write("\n")
+        apply_umask(tmp)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
