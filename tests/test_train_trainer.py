@@ -74,14 +74,14 @@ class Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def run(cfg, **train_kwargs):
+def run(cfg):
     handler = Records()
     log = logging.getLogger("svdeploy.train")
     log.addHandler(handler)
     old_level = log.level
     log.setLevel(logging.INFO)
     try:
-        result = Trainer(cfg, micro_config(), progress=False).train(**train_kwargs)
+        result = Trainer(cfg, micro_config(), progress=False).train()
     finally:
         log.removeHandler(handler)
         log.setLevel(old_level)

@@ -1,0 +1,564 @@
+"""svd-train's loop: data → frozen encoders → compiled gradient steps → checkpoints.
+
+One optimizer step = ``gradient_accumulation_steps`` micro-batches of ``batch_size`` clips per
+worker. Clips come from one continuous stream over the dataset's epochs; with data parallelism
+every worker walks the same stream and keeps its own share of each micro-batch (so the dataset
+position is the same on every worker). Every random draw is seeded by the clip's index in the
+stream (:func:`svdeploy.train.loss.draw_video`), so a resumed run continues exactly.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from svdeploy.config import ModelConfig, save_model_config, to_dict, write_yaml_atomic
+from svdeploy.errors import CheckpointError, ConfigError
+from svdeploy.fsutil import apply_umask
+from svdeploy.models.keys import NETWORK_PREFIXES, network_parameter_shapes, numel, sgm_parameter_shapes
+from svdeploy.models.loading import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_dir
+
+from . import checkpoint as ckpt
+from .config import TrainingConfig
+from .data import Sample, VideoDataset
+from .loss import draw_video
+from .step import is_temporal
+
+logger = logging.getLogger(__name__)
+
+LOG_FILE = "train_log.csv"
+CONFIG_COPY = "train_config.yaml"
+RANDOM_INIT_DIR = "random_init"
+LOG_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "loss_scale", "applied", "seconds",
+               "samples_seen", "clips")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter counts (analytic: no network is built)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ParameterCounts:
+    trainable: int
+    trainable_tensors: int
+    frozen_unet: int
+    frozen_other: int       # VAE encoder, VAE decoder, image encoder
+
+    @property
+    def frozen(self) -> int:
+        return self.frozen_unet + self.frozen_other
+
+    @property
+    def total(self) -> int:
+        return self.trainable + self.frozen
+
+    def summary(self) -> str:
+        return (f"trainable parameters: {self.trainable:,} in {self.trainable_tensors} tensors; "
+                f"frozen: {self.frozen:,} (U-Net {self.frozen_unet:,}, VAE encoder + decoder + "
+                f"image encoder {self.frozen_other:,}); total {self.total:,}")
+
+
+def count_parameters(cfg: ModelConfig, temporal_only: bool) -> ParameterCounts:
+    """Trained vs frozen parameters of ``cfg`` from the analytic shape table."""
+    unet = network_parameter_shapes(cfg, "unet")
+    trained = {n: s for n, s in unet.items() if is_temporal(n) or not temporal_only}
+    total_unet = sum(numel(s) for s in unet.values())
+    total_all = sum(numel(s) for s in sgm_parameter_shapes(cfg).values())
+    n_trained = sum(numel(s) for s in trained.values())
+    return ParameterCounts(trainable=n_trained, trainable_tensors=len(trained),
+                           frozen_unet=total_unet - n_trained, frozen_other=total_all - total_unet)
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment (called by the CLI; library code takes the MindSpore context as it finds it)
+# ---------------------------------------------------------------------------------------------
+def setup_environment(cfg: TrainingConfig, model_cfg: Optional[ModelConfig] = None) -> Tuple[int, int]:
+    """Set mode and device; with ``environment.distributed`` initialise MindSpore's collective
+    communication (the processes are started by ``msrun``) in DATA_PARALLEL mode with mean
+    gradients; with ``environment.compile_cache`` point MindSpore's graph cache at
+    :func:`compile_cache_dir`. Returns (rank, world size)."""
+    import mindspore as ms
+
+    env = cfg.environment
+    ms.set_context(mode=ms.GRAPH_MODE if env.mode == 0 else ms.PYNATIVE_MODE)
+    ms.set_device(env.device_target)
+    rank, world = 0, 1
+    if env.distributed:
+        from mindspore.communication import get_group_size, get_rank, init
+
+        try:
+            init()
+        except RuntimeError as exc:
+            first = next((line for line in str(exc).splitlines() if line.strip()), str(exc))
+            raise ConfigError(f"environment.distributed = true, but MindSpore's communication did "
+                              f"not start ({first.strip()[:300]}); start the workers with msrun "
+                              "(docs/TRAINING.md)") from None
+        rank, world = get_rank(), get_group_size()
+        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL,
+                                     gradients_mean=True, device_num=world)
+    if env.compile_cache and env.mode == 0:
+        if model_cfg is None:
+            raise ConfigError("environment.compile_cache needs the model config")
+        directory = compile_cache_dir(cfg, model_cfg, world)
+        # MindSpore reads these when a graph is compiled (the context option is deprecated)
+        os.environ["MS_COMPILER_CACHE_ENABLE"] = "1"
+        os.environ["MS_COMPILER_CACHE_PATH"] = str(directory)
+        logger.info("graph compile cache: %s", directory)
+    return rank, world
+
+
+def compile_cache_dir(cfg: TrainingConfig, model_cfg: ModelConfig, world: int) -> Path:
+    """``OUTPUT_DIR/compile_cache/KEY``: MindSpore's compile cache checks the source files a
+    graph came from but not the arguments the cells were built with (measured: a cache written
+    for the tiny U-Net was loaded for a smaller one and failed in a Reshape), so the folder is
+    keyed by everything baked into the graphs: networks, clip and batch shapes, trained
+    parameters, precision, optimizer constants, workers, MindSpore and svdeploy's sources."""
+    import hashlib
+    import json
+
+    import mindspore as ms
+
+    import svdeploy
+    import svdeploy.kernels
+    import svdeploy.models
+    import svdeploy.train
+
+    t = cfg.train
+    init = t.dataset.init_args
+    key = {
+        "networks": {s: to_dict(getattr(model_cfg, s)) for s in NETWORK_SECTIONS},
+        "clip": [init.frames, init.height, init.width], "batch": t.dataloader.batch_size,
+        "temporal_only": t.temporal_only, "compute_dtype": t.compute_dtype,
+        "optimizer": to_dict(t.optimizer), "world": world, "device": cfg.environment.device_target,
+        "mindspore": ms.__version__,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8"))
+    for package in (svdeploy, svdeploy.models, svdeploy.kernels, svdeploy.train):
+        for source in sorted(Path(str(package.__file__)).resolve().parent.glob("*.py")):
+            digest.update(source.name.encode("utf-8") + b"\0" + source.read_bytes())
+    return Path(t.output_dir).resolve() / "compile_cache" / digest.hexdigest()[:16]
+
+
+def communication_world() -> Tuple[int, int]:
+    """(rank, world size) of an initialised communication group, else (0, 1)."""
+    import mindspore as ms
+
+    if ms.get_auto_parallel_context("parallel_mode") != ms.ParallelMode.DATA_PARALLEL:
+        return 0, 1
+    from mindspore.communication import get_group_size, get_rank
+
+    return get_rank(), get_group_size()
+
+
+# ---------------------------------------------------------------------------------------------
+# Model config and starting weights
+# ---------------------------------------------------------------------------------------------
+NETWORK_SECTIONS = ("unet", "vae", "image_encoder")
+
+
+def check_same_networks(given: ModelConfig, found: ModelConfig, where: str) -> None:
+    for section in NETWORK_SECTIONS:
+        a, b = to_dict(getattr(given, section)), to_dict(getattr(found, section))
+        if a != b:
+            keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            raise ConfigError(
+                f"--svd-config describes other networks than {where}: {section}."
+                f"{', '.join(keys)} differ ({', '.join(f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in keys[:3])})")
+
+
+def write_random_checkpoint(cfg: ModelConfig, directory: Path, seed: int) -> Path:
+    """A checkpoint directory of randomly initialised networks: MindSpore's initialisers after
+    ``mindspore.set_seed(seed)`` (which sets MindSpore's global seed, as any seeded run does)."""
+    import mindspore as ms
+
+    from svdeploy.models import NETWORK_NAMES, build_network
+    from svdeploy.models.weights_io import SafetensorsWriter
+
+    ms.set_seed(seed)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".partial", dir=directory.parent))
+    try:
+        tensors: Dict[str, np.ndarray] = {}
+        for network in NETWORK_NAMES:
+            net = build_network(network, cfg)
+            for name, param in net.parameters_and_names():
+                tensors[NETWORK_PREFIXES[network] + name] = param.asnumpy().astype(np.float32)
+        expected = sgm_parameter_shapes(cfg)
+        if set(tensors) != set(expected):
+            raise CheckpointError("random networks do not match the analytic parameter table: "
+                                  f"{sorted(set(tensors) ^ set(expected))[:5]}")
+        names = sorted(tensors)
+        with SafetensorsWriter(tmp / WEIGHTS_FILE, [(n, tensors[n].shape, "F32") for n in names],
+                               metadata={"format": "pt", "producer": "svd-train random_init"}) as w:
+            for name in names:
+                w.write(name, tensors[name])
+        save_model_config(cfg, tmp / CONFIG_FILE)
+        apply_umask(tmp)
+        os.rename(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _wait_for(path: Path, what: str, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise CheckpointError(f"waited {timeout:.0f} s for {what} at {path}")
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training log
+# ---------------------------------------------------------------------------------------------
+def read_log(path: Path) -> List[Dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, "r", encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write_log_atomic(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: row.get(k, "") for k in LOG_COLUMNS})
+        apply_umask(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    output_dir: Path
+    start_step: int                  # optimizer steps already done when this run started
+    steps: int                       # optimizer steps done when it ended
+    total_steps: int
+    last_checkpoint: Optional[Path]
+    losses: List[float] = field(default_factory=list)        # this run's per-step losses
+    step_seconds: List[float] = field(default_factory=list)  # this run's per-step times
+    compile_seconds: float = 0.0     # compiling every graph before the first step
+    counts: Optional[ParameterCounts] = None
+
+
+class Trainer:
+    """Build everything for ``cfg`` and train. ``model_cfg`` (``--svd-config``) may be None
+    when starting from a checkpoint directory: its config.yaml is used."""
+
+    def __init__(self, cfg: TrainingConfig, model_cfg: Optional[ModelConfig] = None,
+                 resume: bool = False, progress: bool = True,
+                 rank: Optional[int] = None, world_size: Optional[int] = None) -> None:
+        self.cfg = cfg
+        self.progress = progress
+        if rank is None or world_size is None:
+            rank, world_size = communication_world() if cfg.environment.distributed else (0, 1)
+        self.rank, self.world = rank, world_size
+        self.out = Path(cfg.train.output_dir)
+        self.resume_from: Optional[Path] = None
+        self.state: Optional[Dict[str, Any]] = None
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            for partial in ckpt.remove_partial(self.out):
+                logger.info("removed the incomplete checkpoint %s of an interrupted run", partial)
+        existing = ckpt.latest_checkpoint(self.out)
+        if existing is not None and not resume:
+            raise ConfigError(f"train.output_dir {str(self.out)!r} already holds checkpoints (latest "
+                              f"{existing.name}); pass --resume to continue that run, or choose "
+                              "another --train.output_dir")
+        if resume and existing is not None:
+            self.resume_from = existing
+            self.state = ckpt.read_state(existing)
+            source = existing
+        elif cfg.train.random_init:
+            if model_cfg is None:
+                raise ConfigError("train.random_init needs --svd-config (the networks to build)")
+            source = self.out / RANDOM_INIT_DIR
+            if self.rank == 0 and not source.exists():
+                write_random_checkpoint(model_cfg, source, cfg.environment.seed)
+            _wait_for(source, "the random initial weights")
+        else:
+            source = Path(str(cfg.train.pretrained))
+        if resume and existing is None:
+            logger.info("--resume: no checkpoint under %s yet; starting from %s",
+                        ckpt.checkpoints_dir(self.out), source)
+        found_cfg, self.source_weights = read_checkpoint_dir(source)
+        if model_cfg is not None:
+            check_same_networks(model_cfg, found_cfg, str(source))
+        self.model_cfg = model_cfg or found_cfg
+        self.source = source
+        self._build()
+
+    # ---- construction ------------------------------------------------------------------------
+    def _build(self) -> None:
+        import mindspore as ms
+        from mindspore import ParameterTuple, nn
+
+        from svdeploy.kernels.config import KernelConfig
+        from svdeploy.models import build_network
+        from svdeploy.models.loading import load_into_cell
+
+        from .conditioning import FrozenConditioner
+        from .loss import EDMLoss
+        from .step import StepRunner, select_trainable
+
+        cfg, mcfg = self.cfg, self.model_cfg
+        init = cfg.train.dataset.init_args
+        if cfg.train.compute_dtype == "bf16" and ms.get_context("device_target") == "CPU":
+            # measured with MindSpore 2.10: the CPU MatMul kernel has no BFloat16 variant
+            raise ConfigError("train.compute_dtype = 'bf16': MindSpore's CPU kernels have no "
+                              "bfloat16 matmul; use fp32 or fp16 (with LossScale) on CPU, bf16 "
+                              "on Ascend")
+        # Softmax over SVD's single context token is exactly 1, so q/k of the cross-attention
+        # get exactly zero gradient either way; skipping them is exact and cheaper.
+        unet_kernels = KernelConfig(single_token_cross_attention=True,
+                                    compute_dtype=cfg.train.compute_dtype)
+        self.unet = build_network("unet", mcfg, unet_kernels)
+        # The frozen VAE encoder only runs forward: on CPU its 3×3 convolutions as im2col GEMMs
+        # are ~7× faster than MindSpore's native CPU kernel (same result to ~1e-6, see
+        # KernelConfig). The U-Net keeps native kernels: with the im2col variant its gradient
+        # graph compiled, but the steps after the first ran for minutes each (tiny model).
+        encoder_kernels = KernelConfig(conv="im2col") if ms.get_context("device_target") == "CPU" \
+            else KernelConfig()
+        vae_encoder = build_network("vae_encoder", mcfg, encoder_kernels)
+        image_encoder = build_network("image_encoder", mcfg)
+        for name, net in (("unet", self.unet), ("vae_encoder", vae_encoder),
+                          ("image_encoder", image_encoder)):
+            load_into_cell(net, self.source_weights, NETWORK_PREFIXES[name], strict=True)
+        self.trainable_names, self.frozen_names = select_trainable(self.unet, cfg.train.temporal_only)
+        self.counts = count_parameters(mcfg, cfg.train.temporal_only)
+        params = dict(self.unet.parameters_and_names())
+        self.trainable_params = ParameterTuple([params[n] for n in self.trainable_names])
+        self.unet.set_train(True)
+        self.conditioner = FrozenConditioner(vae_encoder, image_encoder, mcfg.vae.scale_factor)
+        self.loss_net = EDMLoss(self.unet, init.frames, mcfg.unet.addition_time_embed_dim)
+        reducer_factory: Optional[Callable[[Any], nn.Cell]] = None
+        if self.world > 1:
+            from mindspore.communication import GlobalComm
+
+            world = self.world
+
+            def make_reducer(accum: Any) -> nn.Cell:
+                return nn.DistributedGradReducer(accum, mean=True, degree=world,
+                                                 group=GlobalComm.WORLD_COMM_GROUP)
+
+            reducer_factory = make_reducer
+        settings = cfg.train.settings
+        self.runner = StepRunner(self.loss_net, self.trainable_params, cfg.train.optimizer,
+                                 settings.clip_norm if settings.clip_grad else None,
+                                 settings.drop_overflow_update, reducer_factory, self.world)
+        self.dataset = VideoDataset(init)
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+    def total_steps(self) -> int:
+        t = self.cfg.train
+        if t.max_steps is not None:
+            return t.max_steps
+        per_step = t.dataloader.batch_size * t.settings.gradient_accumulation_steps * self.world
+        videos = len(self.dataset)
+        per_epoch = videos // per_step if t.dataloader.drop_remainder else -(-videos // per_step)
+        if per_epoch < 1:
+            logger.warning("%d usable videos are fewer than one step needs (%d = batch_size × "
+                           "gradient_accumulation_steps × workers); counting one step per epoch",
+                           videos, per_step)
+            per_epoch = 1
+        return t.epochs * per_epoch
+
+    def _full_names(self) -> List[str]:
+        return [NETWORK_PREFIXES["unet"] + n for n in self.trainable_names]
+
+    def _state(self, step: int, total: int, samples_seen: int, scaler: Any, loss: float) -> Dict[str, Any]:
+        t = self.cfg.train
+        return {
+            "step": step, "total_steps": total, "samples_seen": samples_seen,
+            "dataset": self.dataset.state_dict(), "loss_scale": scaler.state_dict(),
+            "seed": self.cfg.environment.seed, "world_size": self.world,
+            "batch_size": t.dataloader.batch_size,
+            "gradient_accumulation_steps": t.settings.gradient_accumulation_steps,
+            "temporal_only": t.temporal_only, "trainable_tensors": len(self.trainable_names),
+            "loss": loss, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "train_config": to_dict(self.cfg),
+        }
+
+    def _warn_config_changes(self, saved: Dict[str, Any]) -> None:
+        def flat(d: Any, prefix: str = "") -> Dict[str, Any]:
+            if isinstance(d, dict):
+                out: Dict[str, Any] = {}
+                for k, v in d.items():
+                    out.update(flat(v, f"{prefix}{k}."))
+                return out
+            return {prefix[:-1]: d}
+
+        before, now = flat(saved), flat(to_dict(self.cfg))
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if changed:
+            logger.warning("resuming with changed options: %s", ", ".join(
+                f"{k} {before.get(k)!r} → {now.get(k)!r}" for k in changed))
+
+    def compile_graphs(self) -> float:
+        """Compile every graph before the first step, always in the same order (MindSpore's
+        compile cache numbers a process's graphs in compile order). Returns the seconds."""
+        from mindspore import Tensor
+
+        from .step import MicroBatch
+
+        started = time.perf_counter()
+        t = self.cfg.train
+        init = t.dataset.init_args
+        b, f = t.dataloader.batch_size, init.frames
+        factor = self.model_cfg.vae.downsample_factor
+        c, h, w = self.model_cfg.latent_channels, init.height // factor, init.width // factor
+        size = self.model_cfg.image_encoder.image_size
+        def zeros(*shape: int) -> np.ndarray:
+            return np.zeros(shape, np.float32)
+
+        one = Tensor(np.float32(1.0))
+        self.conditioner.vae_encoder.compile(Tensor(zeros(b * f + b, 3, init.height, init.width)))
+        self.conditioner.image_encoder.compile(Tensor(zeros(b, 3, size, size)))
+        batch = MicroBatch(x0=zeros(b * f, c, h, w), image_latent=zeros(b, c, h, w),
+                           context=zeros(b, 1, self.model_cfg.unet.context_dim),
+                           time_ids=zeros(b, 3), sigma=np.ones(b, np.float32),
+                           noise=zeros(b * f, c, h, w), keep=np.ones(b, np.float32))
+        self.runner.accumulate.compile(*batch.tensors(), one)
+        self.runner.finish.compile(one, one)
+        self.runner.apply.compile(one, one)
+        self.runner.zero.compile()
+        seconds = time.perf_counter() - started
+        logger.info("graphs compiled in %.1f s", seconds)
+        return seconds
+
+    def _sample_stream(self) -> Iterator[Sample]:
+        while True:
+            for sample in self.dataset:
+                yield sample
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def train(self) -> TrainResult:
+        """Train to the last step (checkpoints on the way) and return what happened."""
+        import mindspore as ms
+        from tqdm import tqdm
+
+        from .step import LossScaler, learning_rate
+
+        cfg, t = self.cfg, self.cfg.train
+        scaler = LossScaler.from_config(cfg.LossScale)
+        step, samples_seen = 0, 0
+        if self.state is not None:
+            st = self.state
+            try:
+                step, samples_seen = int(st["step"]), int(st["samples_seen"])
+                dataset_state, scale_state = st["dataset"], st["loss_scale"]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CheckpointError(f"{self.resume_from}: incomplete training state ({exc})") from None
+            ckpt.load_optimizer_state(self.resume_from / ckpt.OPTIMIZER_FILE, self._full_names(),
+                                      self.runner.optimizer.exp_avg, self.runner.optimizer.exp_avg_sq,
+                                      self.runner.optimizer.step)
+            self.dataset.load_state_dict(dataset_state)
+            scaler.load_state_dict(scale_state)
+            self._warn_config_changes(st.get("train_config", {}))
+            logger.info("resuming from %s: step %d, %d clips seen, dataset epoch %d index %d",
+                        self.resume_from, step, samples_seen, *self.dataset.position)
+        total = self.total_steps()
+        result = TrainResult(output_dir=self.out, start_step=step, steps=step, total_steps=total,
+                             last_checkpoint=self.resume_from, counts=self.counts)
+        logger.info("%s", self.counts.summary())
+        logger.info("%d usable videos; %d optimizer steps of %d micro-batch(es) × %d clip(s) × %d "
+                    "worker(s); clips of %d frames at %d×%d", len(self.dataset), total,
+                    t.settings.gradient_accumulation_steps, t.dataloader.batch_size, self.world,
+                    t.dataset.init_args.frames, t.dataset.init_args.height, t.dataset.init_args.width)
+        log_path = self.out / LOG_FILE
+        if self.rank == 0:
+            write_yaml_atomic(to_dict(cfg), self.out / CONFIG_COPY)
+            apply_umask(self.out / CONFIG_COPY)
+            # rows after the checkpoint we resume from were never saved: drop them
+            kept = [r for r in read_log(log_path) if self.state is not None and int(r["step"]) <= step]
+            _write_log_atomic(log_path, kept)
+        if step >= total:
+            logger.info("nothing to do: step %d of %d already done", step, total)
+            return result
+
+        stream = self._sample_stream()
+        b = t.dataloader.batch_size
+        k = t.settings.gradient_accumulation_steps
+        seed = cfg.environment.seed
+        init = t.dataset.init_args
+        image_shape = (3, init.height, init.width)
+        factor = self.model_cfg.vae.downsample_factor
+        latent_shape = (init.frames, self.model_cfg.latent_channels, init.height // factor,
+                        init.width // factor)
+        if ms.get_context("mode") == ms.GRAPH_MODE:
+            result.compile_seconds = self.compile_graphs()
+        bar = tqdm(total=total, initial=step, unit="step", desc="svd-train", dynamic_ncols=True,
+                   disable=not self.progress or self.rank != 0)
+        try:
+            while step < total:
+                started = time.perf_counter()
+                clips: List[str] = []
+                for _ in range(k):
+                    group = [next(stream) for _ in range(b * self.world)]
+                    mine = group[self.rank * b:(self.rank + 1) * b]
+                    draws = [draw_video(seed, samples_seen + self.rank * b + j, t.diffusion,
+                                        image_shape, latent_shape) for j in range(b)]
+                    batch = self.conditioner.micro_batch(mine, draws)
+                    self.runner.micro_step(batch, scaler.scale)
+                    clips.extend(f"{s.path}@{s.start}" for s in mine)
+                    samples_seen += b * self.world
+                lr = learning_rate(step, t.scheduler, total)
+                out = self.runner.step(lr, scaler.scale)
+                scaler.update(out.finite)
+                step += 1
+                seconds = time.perf_counter() - started
+                result.losses.append(out.loss)
+                result.step_seconds.append(seconds)
+                result.steps = step
+                if not out.finite:
+                    logger.warning("step %d: non-finite gradients (loss scale %g); update %s", step,
+                                   out.loss_scale, "applied" if out.applied else "skipped")
+                if self.rank == 0:
+                    with open(log_path, "a", encoding="utf-8", newline="") as fh:
+                        csv.DictWriter(fh, fieldnames=LOG_COLUMNS).writerow({
+                            "step": step, "epoch": self.dataset.position[0], "loss": repr(out.loss),
+                            "lr": repr(lr), "grad_norm": repr(out.grad_norm),
+                            "loss_scale": repr(out.loss_scale), "applied": int(out.applied),
+                            "seconds": f"{seconds:.4f}", "samples_seen": samples_seen,
+                            "clips": ";".join(clips)})
+                bar.set_postfix(loss=f"{out.loss:.4g}", s_per_step=f"{seconds:.2f}", lr=f"{lr:.3g}")
+                bar.update(1)
+                if step % t.save_ckpt_interval == 0 or step == total:
+                    result.last_checkpoint = self._save(step, total, samples_seen, scaler, out.loss)
+        finally:
+            bar.close()
+        return result
+
+    def _save(self, step: int, total: int, samples_seen: int, scaler: Any, loss: float) -> Optional[Path]:
+        if self.rank != 0:
+            return None
+        started = time.perf_counter()
+        path = ckpt.write_checkpoint(
+            self.out, step, self.model_cfg, self.unet.parameters_and_names(), self.source_weights,
+            self._full_names(), self.runner.optimizer,
+            self._state(step, total, samples_seen, scaler, loss))
+        # frozen weights are copied from the newest checkpoint from now on, so pruning old
+        # ones never removes the file they are read from
+        self.source_weights = path / WEIGHTS_FILE
+        for old in ckpt.prune_checkpoints(self.out, self.cfg.train.ckpt_max_keep):
+            logger.info("removed old checkpoint %s", old.name)
+        logger.info("checkpoint %s written in %.1f s", path, time.perf_counter() - started)
+        return path
