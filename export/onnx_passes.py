@@ -8,6 +8,10 @@
   opset). GroupNorm (the ``layernorm`` kernel) benefits too.
 - Gemm bias: ``Gemm(A, B)`` followed by ``Add(bias)`` with a 1-D constant bias becomes
   ``Gemm(A, B, bias)``.
+- Attention: the traced multi-head attention (Reshape → Transpose → MatMul → Mul(scale) →
+  Softmax → MatMul → Transpose) becomes ONNX Runtime's ``com.microsoft.MultiHeadAttention``,
+  which skips the head transposes. This makes the file ONNX Runtime-specific; pass
+  ``contrib_ops=False`` for a plain-ONNX file.
 - Output names: renamed to the graph contract's names.
 
 Validation against the in-memory network checks the rewritten file, so a wrong rewrite cannot
@@ -21,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+import numpy as np
+
 from svdeploy.errors import ExportError
 
 ERF_STAND_IN = "Acos"
@@ -32,6 +38,7 @@ class PassStats:
     erf: int = 0
     layer_norm: int = 0
     gemm_bias: int = 0
+    attention: int = 0
 
 
 class _Graph:
@@ -170,6 +177,98 @@ def _fuse_gemm_bias(graph) -> int:
     return fused
 
 
+def _perm(node):
+    return list(_attr(node, "perm") or [])
+
+
+def _fuse_attention(graph) -> int:
+    from onnx import helper, numpy_helper
+
+    g = _Graph(graph)
+
+    def produced(name: str, op_type: str, perm=None):
+        node = g.producer.get(name)
+        if node is None or node.op_type != op_type or len(g.consumers.get(name, [])) != 1:
+            return None
+        if perm is not None and _perm(node) != perm:
+            return None
+        return node
+
+    def heads_reshape(name: str):
+        """(Transpose(0,2,1,3) ← Reshape to [B, N, H, d]) feeding ``name``."""
+        transpose = produced(name, "Transpose", [0, 2, 1, 3])
+        reshape = transpose and produced(transpose.input[0], "Reshape")
+        shape = reshape and g.constant_array(reshape.input[1])
+        if reshape is None or shape is None or shape.size != 4 or (shape <= 0).any():
+            return None
+        return transpose, reshape, [int(v) for v in shape]
+
+    remove: List[object] = []
+    new_nodes: Dict[int, List[object]] = {}
+    index = {id(n): i for i, n in enumerate(graph.node)}
+    new_inits = []
+    count = 0
+    for softmax in list(graph.node):
+        if softmax.op_type != "Softmax" or _attr(softmax, "axis") not in (3, -1):
+            continue
+        mul = produced(softmax.input[0], "Mul")
+        if mul is None:
+            continue
+        scale_name = next((i for i in mul.input if g.constant_array(i) is not None), None)
+        scale = scale_name and g.constant_array(scale_name)
+        scores_name = next((i for i in mul.input if i != scale_name), None)
+        matmul_qk = scores_name and produced(scores_name, "MatMul")
+        if scale is None or scale.size != 1 or matmul_qk is None:
+            continue
+        q = heads_reshape(matmul_qk.input[0])
+        k_swap = produced(matmul_qk.input[1], "Transpose", [0, 1, 3, 2])
+        k = k_swap and heads_reshape(k_swap.input[0])
+        users = g.consumers.get(softmax.output[0], [])
+        matmul_pv = users[0] if len(users) == 1 and users[0].op_type == "MatMul" else None
+        if q is None or k is None or matmul_pv is None or matmul_pv.input[0] != softmax.output[0]:
+            continue
+        v = heads_reshape(matmul_pv.input[1])
+        out_users = g.consumers.get(matmul_pv.output[0], [])
+        out_t = out_users[0] if len(out_users) == 1 else None
+        if v is None or out_t is None or out_t.op_type != "Transpose" or _perm(out_t) != [0, 2, 1, 3]:
+            continue
+        heads = q[2][2]
+        if k[2][2] != heads or v[2][2] != heads:
+            continue
+        stem = f"svdeploy_mha_{count}"
+        inputs = []
+        for tag, (_, reshape, (b, n, h, dim)) in (("q", q), ("k", k), ("v", v)):
+            shape_name = f"{stem}_{tag}_shape"
+            new_inits.append(numpy_helper.from_array(
+                np.array([b, n, h * dim], dtype=np.int64), shape_name))
+            inputs.append(f"{stem}_{tag}")
+            new_nodes.setdefault(index[id(out_t)], []).append(
+                helper.make_node("Reshape", [reshape.input[0], shape_name], [inputs[-1]],
+                                 name=f"{stem}/{tag}_to_bsh"))
+        new_nodes[index[id(out_t)]].append(helper.make_node(
+            "MultiHeadAttention", inputs, [out_t.output[0] + "_bsh"], domain="com.microsoft",
+            num_heads=heads, scale=float(scale.reshape(-1)[0]), name=f"{stem}/attention"))
+        # the Reshape after the output transpose now reads (B, S, H·d), the same element order
+        for consumer in g.consumers.get(out_t.output[0], []):
+            for i, value in enumerate(consumer.input):
+                if value == out_t.output[0]:
+                    consumer.input[i] = out_t.output[0] + "_bsh"
+        remove.extend([q[0], k[0], k_swap, matmul_qk, mul, softmax, v[0], matmul_pv, out_t])
+        count += 1
+    if not count:
+        return 0
+    removed = {id(n) for n in remove}
+    kept = []
+    for i, n in enumerate(graph.node):
+        kept.extend(new_nodes.get(i, []))
+        if id(n) not in removed:
+            kept.append(n)
+    del graph.node[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(new_inits)
+    return count
+
+
 def _prune(graph) -> None:
     """Drop nodes whose outputs nobody reads and initializers no node uses (left by fusion)."""
     needed = {o.name for o in graph.output}
@@ -204,7 +303,7 @@ def _rename_outputs(graph, output_names: Sequence[str], where: str) -> None:
 
 
 def rewrite_onnx(path: Path, input_names: Sequence[str], output_names: Sequence[str],
-                 fuse: bool = True) -> PassStats:
+                 fuse: bool = True, contrib_ops: bool = True) -> PassStats:
     """Rewrite ``path`` in place (temporary file, then rename)."""
     import onnx
 
@@ -227,6 +326,10 @@ def rewrite_onnx(path: Path, input_names: Sequence[str], output_names: Sequence[
         graph = model.graph
         stats.layer_norm = _fuse_layer_norm(graph)
         stats.gemm_bias = _fuse_gemm_bias(graph)
+        if contrib_ops:
+            stats.attention = _fuse_attention(graph)
+            if stats.attention and not any(o.domain == "com.microsoft" for o in model.opset_import):
+                model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
         _prune(graph)
     tmp = path.with_name(path.name + ".tmp")
     if model.ByteSize() > PROTOBUF_LIMIT:

@@ -7,12 +7,13 @@ import subprocess
 import sys
 
 import click
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from svdeploy.benchmarks import gpu_svd_xt
 from svdeploy.benchmarks.cli import main
-from svdeploy.benchmarks.common import Stats, relative_l2, run_measured, time_repeated
+from svdeploy.benchmarks.common import MemoryGuard, Stats, relative_l2, run_measured, time_repeated
 from svdeploy.benchmarks.harness import resolve_settings
 from svdeploy.config import load_model_config
 from svdeploy.errors import ConfigError
@@ -99,24 +100,44 @@ def test_stats_and_budget():
     assert relative_l2([float("nan"), 0.0], [1.0, 0.0]) == float("inf")
 
 
-def test_child_peak_rss_is_per_process(tmp_path):
-    """run_measured reports each child's own peak (wait4), so a small child after a big one
-    reads small; RUSAGE_CHILDREN would report the big one again."""
-    def child(mib: int) -> int:
-        code = f"import numpy as np; a = np.ones({mib} * 2**20 // 8); a += 1"
-        status, seconds, peak, _, timed_out, cpu = run_measured(
-            [sys.executable, "-c", code], None, 120, tmp_path / f"err{mib}.txt")
-        assert status == 0 and not timed_out and seconds > 0 and cpu > 0
-        return peak
+def test_worker_peak_rss_is_its_own(tmp_path):
+    """A small worker started while this process holds a large buffer reports its own peak:
+    ru_maxrss would report at least this process's size (Linux copies it across fork + exec)."""
+    from svdeploy.benchmarks.common import run_worker
 
-    big = child(400)
-    small = child(20)
-    assert big > 400 * 2**20
-    assert small < big - 300 * 2**20
+    ballast = np.ones(700 * 2**20 // 8)  # 700 MiB resident in the parent
+    ballast += 1
+    run = run_worker("gemm", {"backend": "numpy", "n": 64, "threads": 1, "repeats": 2}, 1, 300)
+    assert run.ok, run.stderr_tail
+    assert run.peak_rss_wait4_bytes > 700 * 2**20        # the inherited figure
+    assert run.peak_rss_bytes < 300 * 2**20              # the worker's own (VmHWM)
+    assert run.result["gflops"] > 0
+    del ballast
+
+
+def test_child_peak_and_cpu(tmp_path):
+    status, seconds, peak, polled, timed_out, cpu, killed = run_measured(
+        [sys.executable, "-c", "import numpy as np, time; a = np.ones(400 * 2**20 // 8); "
+                               "a += 1; time.sleep(1)"], None, 120, tmp_path / "err.txt")
+    assert status == 0 and not timed_out and killed is None
+    assert seconds > 1 and cpu > 0
+    assert peak > 400 * 2**20 and polled > 400 * 2**20
+
+
+def test_memory_guard_kills_a_worker_above_the_limit(tmp_path):
+    """A worker growing past --memory-limit is stopped by svd-bench, with the reason, rather
+    than left to the kernel's OOM killer."""
+    code = "import numpy as np, time; a = np.ones(2**30 // 8); time.sleep(30)"
+    guard = MemoryGuard(300 * 2**20)
+    status, seconds, _, polled, _, _, killed = run_measured(
+        [sys.executable, "-c", code], None, 120, tmp_path / "err.txt", guard)
+    assert status != 0 and seconds < 25
+    assert killed is not None and "above --memory-limit 0.29 GiB" in killed
+    assert polled > 300 * 2**20
 
 
 def test_child_timeout(tmp_path):
-    status, seconds, _, _, timed_out, _ = run_measured(
+    status, seconds, _, _, timed_out, _, _ = run_measured(
         [sys.executable, "-c", "import time; time.sleep(30)"], None, 1.0, tmp_path / "err.txt")
     assert timed_out and status != 0 and seconds < 20
 

@@ -84,6 +84,11 @@ def test_onnx_graph_has_erf_and_fused_norms(artifact):
     assert "Erf" in ops and "Acos" not in ops
     assert "LayerNormalization" in ops and "ReduceSumSquare" not in ops
     assert [o.name for o in model.graph.output] == ["v"]
+    # every self-attention became ONNX Runtime's fused kernel; no softmax is left over
+    assert "MultiHeadAttention" in ops and "Softmax" not in ops
+    assert any(o.domain == "com.microsoft" for o in model.opset_import)
+    clip = onnx.load(str(out / "image_encoder.onnx"))
+    assert "Softmax" not in [n.op_type for n in clip.graph.node]
 
 
 def test_tampered_graph_is_refused(artifact, tmp_path):

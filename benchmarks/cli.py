@@ -1,0 +1,197 @@
+"""``svd-bench``: measure svdeploy against diffusers (and itself) on this machine."""
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Optional, Tuple
+
+import click
+
+from svdeploy.cliutil import friendly_errors
+
+from .harness import GRAPHS, SUITES
+from .peers import PEERS
+
+
+def _csv(choices: Optional[Tuple[str, ...]] = None, integers: bool = False):
+    """A click callback turning "a,b" into a tuple, checked against ``choices``."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: Optional[str]):
+        if value is None:
+            return None
+        items = tuple(v.strip() for v in value.split(",") if v.strip())
+        if not items:
+            raise click.BadParameter(f"{value!r}: expected a comma-separated list")
+        if integers:
+            try:
+                numbers = tuple(int(v) for v in items)
+            except ValueError:
+                raise click.BadParameter(f"{value!r}: expected comma-separated integers, "
+                                         "e.g. 8,16,32") from None
+            if any(n < 1 for n in numbers):
+                raise click.BadParameter(f"{value!r}: expected positive integers")
+            return numbers
+        if choices is not None:
+            if "both" in items and set(choices) == {"mindir", "onnx"}:
+                items = ("mindir", "onnx")
+            bad = [v for v in items if v not in choices]
+            if bad:
+                raise click.BadParameter(f"{', '.join(map(repr, bad))}: expected some of "
+                                         f"{', '.join(choices)}")
+        return items
+
+    return parse
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command as given (options the user set, in canonical spelling), for the report."""
+    from click.core import ParameterSource
+
+    parts = ["svd-bench"] + list(ctx.params["suites"])
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name is None:
+            continue
+        if ctx.get_parameter_source(param.name) not in (ParameterSource.COMMANDLINE,
+                                                         ParameterSource.ENVIRONMENT):
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag and not param.secondary_opts:
+            if value:
+                parts.append(param.opts[0])
+        elif param.is_bool_flag or param.secondary_opts:
+            parts.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            parts += [param.opts[0], shlex.quote(text)]
+    return " ".join(parts)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("suites", nargs=-1, required=True, type=click.Choice(SUITES + ("all",)))
+@click.option("--config", "config", default="tiny", show_default=True,
+              help="Model preset (tiny, mid, svd, svd_xt) or a YAML config path. Weights are "
+                   "random (timing and parity only).")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("svd-bench-out"), show_default=True,
+              help="Directory for report.json, report.md and one <suite>.png chart per suite.")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory for the weights, exports and outputs the suites share; reused by "
+                   "later runs with the same settings. Default: OUT/work.")
+@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timed runs per case (graph calls, training steps) after warm-up; median and "
+                   "p10/p90 are reported.")
+@click.option("--warmup", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Untimed runs before timing (the first also compiles graphs).")
+@click.option("--threads", type=click.IntRange(min=1), default=os.cpu_count() or 1,
+              show_default=True,
+              help="Threads for every library in every process (torch, MindSpore, ONNX Runtime, "
+                   "BLAS/OpenMP), and for the GEMM peak.")
+@click.option("--peers", callback=_csv(PEERS), default=None,
+              help="Comma-separated peers (default all): " + ", ".join(PEERS) + ". diffusers* and "
+                   "plain-onnx need torch + diffusers; e2e uses diffusers, diffusers-bf16, "
+                   "onnxruntime and ms-graphcell (as VideoPipeline backends).")
+@click.option("--formats", callback=_csv(("mindir", "onnx")), default=None,
+              help="Graph formats svdeploy exports for the measurements: mindir, onnx or both "
+                   "(default both).")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
+              show_default=True,
+              help="Compute precision of svdeploy's graphs (svd-export --dtype); bf16 is MindIR "
+                   "only. Figures are compared with diffusers at the same precision (fp32 with "
+                   "diffusers fp32, fp16/bf16 with diffusers bf16 autocast).")
+@click.option("--graphs", callback=_csv(GRAPHS), default=None,
+              help="Comma-separated graphs for the export and graphs suites (default all four).")
+@click.option("--frames", type=click.IntRange(min=1), default=None,
+              help="Frames per video (default: the config's). Use fewer for full-size presets on "
+                   "a small machine; the report says so.")
+@click.option("--height", type=click.IntRange(min=1), default=None, help="Video height (default: the config's).")
+@click.option("--width", type=click.IntRange(min=1), default=None, help="Video width (default: the config's).")
+@click.option("--decode-chunk-size", type=click.IntRange(min=1), default=None,
+              help="Frames per VAE decoder call (default: the config's, else all frames).")
+@click.option("--cfg/--no-cfg", "guidance", default=True, show_default=True,
+              help="Classifier-free guidance batch (2) or a single conditional batch (1).")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Denoising steps per video in e2e (default: the config's num_inference_steps).")
+@click.option("--e2e-repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Videos timed per e2e peer (each has --steps steps, every step is timed too).")
+@click.option("--memory-frames", callback=_csv(integers=True), default=None,
+              help="Frame counts decoded by the memory suite (default F, 2F, 4F).")
+@click.option("--memory-chunks", callback=_csv(integers=True), default=None,
+              help="Decode chunk sizes of the memory suite (default F/4, F/2, F).")
+@click.option("--temporal-only/--all-parameters", default=True, show_default=True,
+              help="train suite: train the temporal layers only (SVD's recipe) or every U-Net "
+                   "parameter.")
+@click.option("--gemm-size", type=click.IntRange(min=64), default=4096, show_default=True,
+              help="n of the n×n×n float32 matmul that measures the machine's GEMM peak.")
+@click.option("--case-budget", type=click.FloatRange(min=1), default=300.0, show_default=True,
+              help="Seconds of timed runs per case; a slower case stops early (at least 3 runs) "
+                   "and its sample count shows it.")
+@click.option("--case-timeout", type=click.FloatRange(min=10), default=3600.0, show_default=True,
+              help="Seconds after which a case's process is killed and reported as failed.")
+@click.option("--schedule", type=click.Choice(["interleaved", "sequential"]), default="interleaved",
+              show_default=True,
+              help="graphs / e2e: interleaved loads every peer of a graph (one after the other), "
+                   "then the peers take turns call by call, so all see the same machine load and "
+                   "their ratios hold on a busy machine; sequential measures one peer at a time "
+                   "(less memory: for full-size models).")
+@click.option("--memory-limit", "memory_limit_gb", type=click.FloatRange(min=0.1), default=None,
+              help="GiB the worker processes may hold together; above it svd-bench kills the "
+                   "largest and reports it (before the kernel's OOM killer picks any process). "
+                   "Default: 75% of this machine's memory.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the random weights and inputs.")
+@click.option("--diffusers/--no-diffusers", "use_diffusers", default=True, show_default=True,
+              help="Build the weights with diffusers (and run the diffusers peers) when torch + "
+                   "diffusers import; --no-diffusers uses svdeploy's random weights only.")
+@click.option("--export-validate/--no-export-validate", default=True, show_default=True,
+              help="export suite: let svd-export validate each graph (as users run it).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@friendly_errors
+def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], repeats: int,
+         warmup: int, threads: int, peers: Optional[Tuple[str, ...]],
+         formats: Optional[Tuple[str, ...]], dtype: str, graphs: Optional[Tuple[str, ...]],
+         frames: Optional[int], height: Optional[int], width: Optional[int],
+         decode_chunk_size: Optional[int], guidance: bool, steps: Optional[int],
+         e2e_repeats: int, memory_frames: Optional[Tuple[int, ...]],
+         memory_chunks: Optional[Tuple[int, ...]], temporal_only: bool, gemm_size: int,
+         case_budget: float, case_timeout: float, schedule: str, memory_limit_gb: Optional[float],
+         seed: int, use_diffusers: bool, export_validate: bool, quiet: bool) -> None:
+    """Run benchmark SUITES (export, graphs, e2e, memory, train, or all) on one model config and
+    write report.json, report.md and a chart per suite into --out.
+
+    \b
+    export  seconds, peak RSS and file size of svd-export per graph and format
+    graphs  latency of each graph per peer (median, p10/p90), speed-up vs diffusers,
+            GFLOP/s and % of this machine's GEMM peak, parity vs diffusers
+    e2e     seconds per video and per step, image to frames (VideoPipeline; diffusers)
+    memory  peak RSS of VAE decoding against frame count and decode chunk size
+    train   seconds per training step, compile time separately
+
+    Every case runs in its own process. Peers share identical weights (diffusers random init
+    converted with svd-convert) and identical inputs.
+    """
+    from svdeploy.config import load_model_config
+
+    from .api import run_benchmarks
+    from .harness import resolve_settings
+
+    cfg = load_model_config(config)
+    chosen = SUITES if "all" in suites else tuple(dict.fromkeys(suites))
+    settings = resolve_settings(
+        cfg, config, out, work=work, frames=frames, height=height, width=width,
+        decode_chunk_size=decode_chunk_size, peers=peers, graphs=graphs, formats=formats,
+        dtype=dtype, steps=steps, memory_frames=memory_frames, memory_chunks=memory_chunks,
+        guidance=guidance, repeats=repeats, warmup=warmup, threads=threads,
+        e2e_repeats=e2e_repeats, temporal_only=temporal_only, gemm_size=gemm_size,
+        case_budget_s=case_budget, case_timeout_s=case_timeout, schedule=schedule,
+        memory_limit_gb=memory_limit_gb, seed=seed,
+        use_diffusers=use_diffusers, export_validate=export_validate)
+    log = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    command = _command_line(click.get_current_context())
+    report = run_benchmarks(settings, chosen, command, log)
+    click.echo(f"svd-bench: {', '.join(chosen)} in {report['seconds']:.0f} s; report: "
+               f"{settings.out / 'report.md'}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

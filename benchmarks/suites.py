@@ -1,0 +1,471 @@
+"""The five svd-bench suites. Each returns a JSON-ready dict with ``rows`` (one per measured
+case, failures included with their reason) and whatever the report needs.
+
+Every case runs in its own process (svdeploy.benchmarks.worker) so that its peak RSS, thread
+pools and imported libraries are its own.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .common import ChildRun, ServedWorker, Stats, load_average, relative_l2, save_npz_atomic
+from .flops import graph_flops
+from .harness import GRAPHS, BenchSettings, Workspace
+from .peers import (ARTIFACT_FORMAT, PEER_LABELS, TORCH_PEERS, UNET_ONLY, peer_precision,
+                    reference_peer)
+
+Log = Callable[[str], None]
+
+
+def _skip_reason(ws: Workspace, peer: str, graph: Optional[str] = None) -> Optional[str]:
+    s = ws.s
+    if peer in TORCH_PEERS and not ws.has_diffusers:
+        return f"torch/diffusers unavailable: {ws.weights.diffusers_unavailable}"
+    if graph is not None and peer in UNET_ONLY and graph != "unet":
+        return "U-Net only (the comparison point users cite)"
+    fmt = ARTIFACT_FORMAT.get(peer)
+    if fmt and fmt not in s.formats:
+        return f"needs {fmt} graphs; --formats is {','.join(s.formats)}"
+    if peer in ("onnxruntime",) and s.dtype == "bf16":
+        return "no bf16 ONNX export"
+    return None
+
+
+def _process(run: Any) -> Dict[str, Any]:
+    """What every measured case records about its process: peak RSS, how many cores it kept
+    busy (≈ --threads when nothing else competed), and the machine's load when it started."""
+    return {"peak_rss_bytes": run.peak_rss_bytes, "cpu_per_wall": round(run.cpu_per_wall, 2),
+            "load_average_1m": run.load_average_1m, "peak_rss_polled_bytes": run.peak_rss_psutil_bytes}
+
+
+def _graph_names(s: BenchSettings) -> List[str]:
+    names = list(s.graphs)
+    if "vae_decoder" in names and s.frames % s.decode_chunk_size:
+        names.insert(names.index("vae_decoder") + 1, "vae_decoder_tail")
+    return names
+
+
+def _flops(s: BenchSettings, graph: str, mode: str) -> int:
+    return graph_flops(s.cfg, graph, frames=s.frames, height=s.height, width=s.width,
+                       guidance_batch=s.guidance_batch, decode_chunk_size=s.decode_chunk_size,
+                       mode=mode).total  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+def suite_export(ws: Workspace) -> Dict[str, Any]:
+    """svd-export of each graph in each format, one process per export: wall seconds (network
+    build, trace, ONNX post-pass, validation), the exporter's own seconds, file size, peak RSS,
+    parity against the in-memory network."""
+    s = ws.s
+    rows: List[Dict[str, Any]] = []
+    for graph in s.graphs:
+        for fmt in s.formats:
+            ws.log(f"export: {graph}.{fmt}")
+            tmp = Path(tempfile.mkdtemp(prefix=".export-bench-", dir=s.work))
+            try:
+                spec = dict(ws.worker_base(), out_dir=str(tmp / "artifact"), formats=[fmt],
+                            graphs=[graph], validate=s.export_validate)
+                run = ws.run("export", spec)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            row: Dict[str, Any] = {"graph": graph, "format": fmt, "dtype": s.dtype,
+                                   "wall_s": run.seconds, **_process(run),
+                                   "peak_rss_psutil_bytes": run.peak_rss_psutil_bytes}
+            if not run.ok:
+                row["error"] = run.error()
+            else:
+                reports = run.result["reports"]
+                row.update(rss_after_imports_bytes=run.result["rss_after_imports_bytes"],
+                           export_seconds=sum(r["export_seconds"] for r in reports),
+                           bytes=sum(r["bytes"] for r in reports),
+                           files=[r["file"] for r in reports],
+                           parity_max_rel_error=max((r["parity_max_rel_error"] for r in reports
+                                                     if r["parity_max_rel_error"] is not None),
+                                                    default=None),
+                           tolerance=reports[0]["tolerance"] if reports else None)
+            rows.append(row)
+    return {"rows": rows, "validate": s.export_validate,
+            "method": "one child process per (graph, format): svdeploy.export.export_artifact("
+                      "graphs=[graph], formats=(format,)); peak RSS = the child's own high-water "
+                      "mark (VmHWM, read by the child at its end)"}
+
+
+# ---------------------------------------------------------------------------------------------
+# graphs
+# ---------------------------------------------------------------------------------------------
+def measure_peers(ws: Workspace, kind: str, specs: Dict[str, Dict[str, Any]], repeats: int,
+                  warmups: int) -> Dict[str, Tuple[ChildRun, List[Dict[str, Any]]]]:
+    """Load each peer in its own served worker, then time ``repeats`` calls per peer.
+
+    interleaved (default): all peers of the group are loaded (one after the other), then take
+    turns call by call, the first of each round rotating; so every peer sees the same load of
+    the machine over time and their ratios hold even when other processes come and go.
+    sequential: one peer at a time (for models too large to hold several peers in memory).
+    A peer whose timed calls exceed --case-budget stops after at least 3.
+    """
+    s = ws.s
+    peers = list(specs)
+    groups = [peers] if s.schedule == "interleaved" else [[p] for p in peers]
+    results: Dict[str, Tuple[ChildRun, List[Dict[str, Any]]]] = {}
+    for group in groups:
+        workers: Dict[str, ServedWorker] = {}
+        samples: Dict[str, List[Dict[str, Any]]] = {p: [] for p in group}
+        try:
+            for peer in group:
+                ws.log(f"{kind}: loading {peer}")
+                workers[peer] = ws.serve(kind, specs[peer])
+            spent = {p: 0.0 for p in group}
+            for _ in range(warmups):
+                for peer in group:
+                    workers[peer].request("WARMUP")
+            for i in range(repeats):
+                live = [p for p in group if workers[p].error is None]
+                shift = i % max(len(live), 1)
+                for peer in live[shift:] + live[:shift]:
+                    if len(samples[peer]) >= 3 and spent[peer] > s.case_budget_s:
+                        continue
+                    done = workers[peer].request("CALL")
+                    if done is not None:
+                        samples[peer].append(done)
+                        spent[peer] += done["wall"]
+                if i == 0:
+                    ws.log(f"{kind}: round 1 of {repeats}: " + ", ".join(
+                        f"{p} {samples[p][0]['wall']:.3g} s" for p in group if samples[p]))
+        finally:
+            for peer, worker in workers.items():
+                results[peer] = (worker.close(), samples[peer])
+    return results
+
+
+def _stats(samples: List[Dict[str, Any]]) -> Stats:
+    return Stats([d["wall"] for d in samples], [d["cpu"] for d in samples])
+
+
+def suite_graphs(ws: Workspace, peak: Dict[str, Any]) -> Dict[str, Any]:
+    s = ws.s
+    needed_formats = sorted({ARTIFACT_FORMAT[p] for p in s.peers if p in ARTIFACT_FORMAT}
+                            & set(s.formats))
+    subset = None if set(s.graphs) == set(GRAPHS) else list(s.graphs)
+    artifact = ws.artifact(needed_formats, graphs=subset) if needed_formats else None
+    plain_path, plain_info = (ws.plain_onnx() if "plain-onnx" in s.peers and "unet" in s.graphs
+                              else (None, {}))
+    rows: List[Dict[str, Any]] = []
+    outputs_dir = s.work / "outputs"
+    for graph in _graph_names(s):
+        inputs_path, order = ws.graph_inputs(graph)
+        flops_d = _flops(s, graph, "diffusers")
+        flops_s = _flops(s, graph, "svdeploy")
+        graph_rows: Dict[str, Dict[str, Any]] = {}
+        specs: Dict[str, Dict[str, Any]] = {}
+        for peer in s.peers:
+            row: Dict[str, Any] = {"graph": graph, "peer": peer, "label": PEER_LABELS[peer],
+                                   "precision": peer_precision(peer, s.dtype),
+                                   "flops": flops_d, "flops_svdeploy_schedule": flops_s}
+            graph_rows[peer] = row
+            reason = _skip_reason(ws, peer, graph)
+            if reason is None and peer in ARTIFACT_FORMAT and artifact is None:
+                reason = ws.artifact_error(needed_formats)
+            if reason is None and peer == "plain-onnx" and plain_path is None:
+                reason = plain_info.get("error", "torch.onnx export unavailable")
+            if reason:
+                row["skipped"] = reason
+                continue
+            specs[peer] = dict(ws.worker_base(), peer=peer, graph=graph,
+                               artifact_dir=str(artifact) if artifact else None,
+                               plain_onnx_path=str(plain_path) if plain_path else None,
+                               inputs_path=str(inputs_path), input_order=order,
+                               output_path=str(outputs_dir / f"{graph}-{peer}.npz"))
+        ws.log(f"graphs: {graph} ({', '.join(specs)})")
+        outputs: Dict[str, Path] = {}
+        for peer, (run, samples) in measure_peers(ws, "graph", specs, s.repeats,
+                                                  max(s.warmup - 1, 0)).items():
+            row = graph_rows[peer]
+            row.update(_process(run))
+            if not run.ok or not samples:
+                row["error"] = run.error() if not run.ok else "no timed call succeeded"
+                continue
+            stats = _stats(samples)
+            r = run.result
+            row.update(stats=stats.to_json(), median_s=stats.median, p10_s=stats.p10,
+                       p90_s=stats.p90, n=stats.n, load_s=r["load_s"],
+                       first_call_s=r["first_call_s"], rss_after_load_bytes=r["rss_after_load_bytes"],
+                       setup=r.get("setup"), cpu_per_wall=round(stats.cpu_per_wall or 0.0, 2))
+            outputs[peer] = Path(specs[peer]["output_path"])
+        ordered = [graph_rows[p] for p in s.peers]
+        _add_comparisons(ordered, outputs, peak, ws.has_diffusers)
+        rows.extend(ordered)
+    return {"rows": rows, "plain_onnx": plain_info, "artifact": str(artifact) if artifact else None,
+            "schedule": s.schedule,
+            "method": f"per graph, one process per peer ({s.schedule}): load, 1 untimed first "
+                      f"call (compilation), {max(s.warmup - 1, 0)} more warm-up calls, then "
+                      f"{s.repeats} timed calls on identical inputs"
+                      + (", the peers taking turns call by call" if s.schedule == "interleaved" else "")
+                      + "; median and p10/p90",
+            "flops_note": "flops = diffusers' schedule of the same math (full one-token "
+                          "cross-attention); flops_svdeploy_schedule = what svdeploy's graphs "
+                          "compute (to_v/to_out of the single context token, broadcast). "
+                          "GFLOP/s and % of peak use `flops` for every peer."}
+
+
+def _add_comparisons(rows: List[Dict[str, Any]], outputs: Dict[str, Path], peak: Dict[str, Any],
+                     has_diffusers: bool) -> None:
+    """Speed-up vs diffusers at the same precision, parity vs diffusers fp32 (or vs the
+    in-memory network when diffusers is unavailable), achieved GFLOP/s and % of peak."""
+    medians = {r["peer"]: r["median_s"] for r in rows if "median_s" in r}
+    parity_ref = "diffusers" if has_diffusers and "diffusers" in outputs else (
+        "ms-pynative" if "ms-pynative" in outputs else None)
+    reference = None
+    if parity_ref is not None:
+        with np.load(outputs[parity_ref]) as data:
+            reference = data["output"]
+    for row in rows:
+        if "median_s" not in row:
+            continue
+        ref_peer = reference_peer(row["precision"])
+        if ref_peer in medians:
+            row["speedup_vs_diffusers"] = medians[ref_peer] / row["median_s"]
+            row["speedup_reference"] = ref_peer
+        row["gflops_per_s"] = row["flops"] / row["median_s"] / 1e9
+        peak_value = peak.get("fp32_peak_gflops") if row["precision"] == "fp32" else peak.get("bf16_peak_gflops")
+        if peak_value:
+            row["percent_of_peak"] = 100.0 * row["gflops_per_s"] / peak_value
+        if reference is not None and row["peer"] in outputs:
+            with np.load(outputs[row["peer"]]) as data:
+                try:
+                    row["parity_rel_l2"] = relative_l2(data["output"], reference)
+                except ValueError as exc:
+                    row["parity_error"] = str(exc)
+            row["parity_reference"] = parity_ref
+
+
+# ---------------------------------------------------------------------------------------------
+# e2e
+# ---------------------------------------------------------------------------------------------
+E2E_PEERS = {"onnxruntime": "svdeploy-onnxruntime", "ms-graphcell": "svdeploy-mindspore",
+             "diffusers": "diffusers", "diffusers-bf16": "diffusers-bf16"}
+E2E_LABELS = {"svdeploy-onnxruntime": "svdeploy VideoPipeline, ONNX Runtime backend",
+              "svdeploy-mindspore": "svdeploy VideoPipeline, MindSpore (MindIR) backend",
+              "diffusers": "diffusers StableVideoDiffusionPipeline, fp32",
+              "diffusers-bf16": "diffusers StableVideoDiffusionPipeline, bf16 autocast"}
+
+
+def suite_e2e(ws: Workspace) -> Dict[str, Any]:
+    from .common import demo_image
+
+    s = ws.s
+    graph_peer = {v: k for k, v in E2E_PEERS.items()}
+    peers = [E2E_PEERS[p] for p in s.peers if p in E2E_PEERS]
+    not_applicable = [p for p in s.peers if p not in E2E_PEERS]
+    needed = sorted({ARTIFACT_FORMAT[graph_peer[p]] for p in peers if graph_peer[p] in ARTIFACT_FORMAT}
+                    & set(s.formats))
+    artifact = ws.artifact(needed) if needed else None
+    rng = np.random.default_rng(s.seed)
+    h, w = s.latent_hw
+    image_noise = rng.standard_normal((1, 3, s.height, s.width), dtype=np.float32)
+    latents = rng.standard_normal((1, s.frames, s.cfg.latent_channels, h, w), dtype=np.float32)
+    inputs_path = s.work / "inputs" / f"e2e-f{s.frames}-{s.height}x{s.width}-s{s.seed}.npz"
+    save_npz_atomic(inputs_path, {"image": demo_image(s.height, s.width),
+                                  "image_noise": image_noise, "latents": latents})
+    rows: Dict[str, Dict[str, Any]] = {}
+    specs: Dict[str, Dict[str, Any]] = {}
+    for peer in peers:
+        gp = graph_peer[peer]
+        row: Dict[str, Any] = {"peer": peer, "label": E2E_LABELS[peer],
+                               "precision": peer_precision(gp, s.dtype), "steps": s.steps,
+                               "frames": s.frames}
+        rows[peer] = row
+        reason = _skip_reason(ws, gp)
+        if reason is None and gp in ARTIFACT_FORMAT and artifact is None:
+            reason = ws.artifact_error(needed)
+        if reason:
+            row["skipped"] = reason
+            continue
+        specs[peer] = dict(ws.worker_base(), peer=peer,
+                           artifact_dir=str(artifact) if artifact else None,
+                           inputs_path=str(inputs_path), steps=s.steps,
+                           output_path=str(s.work / "outputs" / f"e2e-{peer}.npz"))
+    ws.log(f"e2e: {', '.join(specs)}; {s.e2e_repeats} videos of {s.steps} steps each")
+    frames_paths: Dict[str, Path] = {}
+    for peer, (run, samples) in measure_peers(ws, "e2e", specs, s.e2e_repeats,
+                                              max(s.warmup - 1, 0)).items():
+        row = rows[peer]
+        row.update(_process(run))
+        if not run.ok or not samples:
+            row["error"] = run.error() if not run.ok else "no video succeeded"
+            continue
+        r = run.result
+        timings = [d["timings"] for d in samples]
+        video = _stats(samples)
+        step = Stats([t for d in timings for t in d["per_step_s"]])
+        row.update(video=video.to_json(), step=step.to_json(), video_median_s=video.median,
+                   video_p10_s=video.p10, video_p90_s=video.p90, step_median_s=step.median,
+                   step_p10_s=step.p10, step_p90_s=step.p90, n_videos=video.n,
+                   load_s=r["load_s"], warmup_s=r["warmup_s"], runs=timings,
+                   other_s=_non_step_seconds(timings),
+                   cpu_per_wall=round(video.cpu_per_wall or 0.0, 2))
+        frames_paths[peer] = Path(specs[peer]["output_path"])
+    rows = [rows[p] for p in peers]  # type: ignore[assignment]
+    medians = {r["peer"]: r for r in rows if "video_median_s" in r}
+    reference = None
+    if "diffusers" in frames_paths:
+        with np.load(frames_paths["diffusers"]) as data:
+            reference = data["frames"]
+    for row in rows:
+        if "video_median_s" not in row:
+            continue
+        ref = medians.get(reference_peer(row["precision"]))
+        if ref:
+            row["speedup_vs_diffusers"] = ref["video_median_s"] / row["video_median_s"]
+            row["step_speedup_vs_diffusers"] = ref["step_median_s"] / row["step_median_s"]
+            row["speedup_reference"] = ref["peer"]
+        if reference is not None:
+            with np.load(frames_paths[row["peer"]]) as data:
+                frames = data["frames"]
+            row["parity_max_abs"] = float(np.abs(frames - reference).max())
+            row["parity_rel_l2"] = relative_l2(frames, reference)
+    return {"rows": rows, "not_applicable": not_applicable,
+            "schedule": s.schedule,
+            "method": f"one process per peer ({s.schedule}): load, a 1-step warm-up video, then "
+                      f"{s.e2e_repeats} videos of {s.steps} steps"
+                      + (", the peers taking turns video by video" if s.schedule == "interleaved" else "")
+                      + ", from the same image, image "
+                      "noise and initial latents; per-step = time of each denoising step "
+                      "(U-Net call, guidance, Euler update); parity = output frames in [0, 1] "
+                      "against diffusers fp32"}
+
+
+def _non_step_seconds(runs: List[Dict[str, Any]]) -> Optional[float]:
+    """Median seconds of a video outside the denoising steps (encode, decode, glue)."""
+    values = [r["end_to_end_s"] - sum(r["per_step_s"]) for r in runs if r.get("per_step_s")]
+    return float(np.median(values)) if values else None
+
+
+# ---------------------------------------------------------------------------------------------
+# memory
+# ---------------------------------------------------------------------------------------------
+MEMORY_PEERS = {"onnxruntime": "svdeploy-onnxruntime", "ms-graphcell": "svdeploy-mindspore",
+                "diffusers": "diffusers"}
+
+
+def suite_memory(ws: Workspace) -> Dict[str, Any]:
+    """Peak RSS of decoding F frames in chunks of K, one process per case."""
+    s = ws.s
+    graph_peer = {v: k for k, v in MEMORY_PEERS.items()}
+    peers = [MEMORY_PEERS[p] for p in s.peers if p in MEMORY_PEERS]
+    rows: List[Dict[str, Any]] = []
+    for chunk in s.memory_chunks:
+        needed = sorted({ARTIFACT_FORMAT[graph_peer[p]] for p in peers
+                         if graph_peer[p] in ARTIFACT_FORMAT} & set(s.formats))
+        artifact = (ws.artifact(needed, frames=chunk, chunk=chunk, graphs=["vae_decoder"])
+                    if needed else None)
+        for frames in s.memory_frames:
+            for peer in peers:
+                gp = graph_peer[peer]
+                row: Dict[str, Any] = {"peer": peer, "frames": frames, "chunk": chunk}
+                reason = _skip_reason(ws, gp)
+                if reason is None and chunk > frames:
+                    reason = f"chunk {chunk} > {frames} frames"
+                if reason is None and gp in ARTIFACT_FORMAT and artifact is None:
+                    reason = ws.artifact_error(needed)
+                if reason:
+                    row["skipped"] = reason
+                    rows.append(row)
+                    continue
+                ws.log(f"memory: {peer}, {frames} frames in chunks of {chunk}")
+                spec = dict(ws.worker_base(), peer=peer, frames=frames, chunk=chunk,
+                            artifact_dir=str(artifact) if artifact else None)
+                run = ws.run("decode", spec)
+                row.update(_process(run), peak_rss_psutil_bytes=run.peak_rss_psutil_bytes)
+                if not run.ok:
+                    row["error"] = run.error()
+                else:
+                    r = run.result
+                    row.update(decode_s=r["decode_s"], load_s=r["load_s"],
+                               rss_after_load_bytes=r["rss_after_load_bytes"],
+                               output_bytes=r["output_bytes"],
+                               decode_peak_over_loaded_bytes=run.peak_rss_bytes - r["rss_after_load_bytes"])
+                rows.append(row)
+    return {"rows": rows,
+            "method": "one child process per (peer, frames, chunk): load the decoder (svdeploy: "
+                      "the exported vae_decoder graph for chunk K through the runtime backend, "
+                      "called F/K times as VideoPipeline._decode does; diffusers: "
+                      "StableVideoDiffusionPipeline.decode_latents on the VAE), decode random "
+                      "latents once. peak = the child's own high-water mark (VmHWM); "
+                      "peak − loaded = what decoding itself added. The decoded frames "
+                      "(F·3·H·W float32) are part of it and grow with F by design."}
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------
+def suite_train(ws: Workspace) -> Dict[str, Any]:
+    s = ws.s
+    peers = ["svdeploy"] + (["diffusers"] if "diffusers" in s.peers else [])
+    rows: List[Dict[str, Any]] = []
+    for peer in peers:
+        row: Dict[str, Any] = {"peer": peer, "frames": s.frames, "height": s.height,
+                               "width": s.width, "temporal_only": s.temporal_only,
+                               "precision": s.dtype if peer == "svdeploy" else "fp32"}
+        if peer == "diffusers" and not ws.has_diffusers:
+            row["skipped"] = f"torch/diffusers unavailable: {ws.weights.diffusers_unavailable}"
+            rows.append(row)
+            continue
+        ws.log(f"train: {peer}, {s.repeats} steps")
+        spec = dict(ws.worker_base(), peer=peer, repeats=s.repeats, warmup=s.warmup,
+                    budget_s=s.case_budget_s, temporal_only=s.temporal_only)
+        run = ws.run("train", spec)
+        row.update(_process(run))
+        if not run.ok:
+            row["error"] = run.error()
+        else:
+            r = run.result
+            row.update(stats=r["stats"], step_median_s=r["stats"]["median_s"],
+                       step_p10_s=r["stats"]["p10_s"], step_p90_s=r["stats"]["p90_s"],
+                       n=r["stats"]["n"], first_step_s=r["first_step_s"], compile_s=r["compile_s"],
+                       build_s=r["build_s"], setup=r["setup"], first_loss=r["first_loss"],
+                       last_loss=r["last_loss"])
+            if r["stats"].get("cpu_per_wall") is not None:
+                row["cpu_per_wall"] = round(r["stats"]["cpu_per_wall"], 2)
+        rows.append(row)
+    medians = {r["peer"]: r["step_median_s"] for r in rows if "step_median_s" in r}
+    if "diffusers" in medians:
+        for r in rows:
+            if "step_median_s" in r:
+                r["speedup_vs_diffusers"] = medians["diffusers"] / r["step_median_s"]
+    return {"rows": rows,
+            "method": "one child process per peer: one EDM training step = forward of the "
+                      "U-Net on one video of F frames, backward, global-norm clipping at 1.0, "
+                      "AdamW; the first step is timed alone (MindSpore compiles its graphs "
+                      "then: compile ≈ first − median), then timed steps; batch 1, "
+                      + ("temporal layers only (SVD's recipe)" if s.temporal_only
+                         else "all U-Net parameters")}
+
+
+def run_suite(name: str, ws: Workspace, peak: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    load_before = load_average()
+    if name == "export":
+        result = suite_export(ws)
+    elif name == "graphs":
+        result = suite_graphs(ws, peak or {})
+    elif name == "e2e":
+        result = suite_e2e(ws)
+    elif name == "memory":
+        result = suite_memory(ws)
+    elif name == "train":
+        result = suite_train(ws)
+    else:  # pragma: no cover - the CLI checks the names
+        raise ValueError(name)
+    result["load_average_before"] = load_before
+    result["load_average_after"] = load_average()
+    return result
+
+
+__all__ = ["run_suite", "suite_export", "suite_graphs", "suite_e2e", "suite_memory", "suite_train",
+           "E2E_PEERS", "MEMORY_PEERS"]
