@@ -83,7 +83,7 @@ def diffusers_clip_config(cfg: ModelConfig) -> Dict[str, Any]:
                 layer_norm_eps=c.layer_norm_eps)
 
 
-def _randomise_constants(module: Any, seed: int, scale: float = 0.1) -> None:
+def randomise_constants(module: Any, seed: int, scale: float = 0.1) -> None:
     """Norm weights/biases and zero biases get seeded noise, blend factors N(0, 1): default init
     leaves them constant, and a parity check should not be able to miss them."""
     import torch
@@ -113,7 +113,7 @@ def build_diffusers_networks(cfg: ModelConfig, seed: int) -> Dict[str, Any]:
     clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**diffusers_clip_config(cfg)))
     nets = {"unet": unet, "vae": vae, "image_encoder": clip}
     for offset, module in enumerate(nets.values()):
-        _randomise_constants(module, seed + 10 + offset)
+        randomise_constants(module, seed + 10 + offset)
         module.eval()
     return nets
 

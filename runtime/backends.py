@@ -156,6 +156,15 @@ def backend_importable(backend: str) -> bool:
     return True
 
 
+def backend_preference(manifest: Manifest) -> Tuple[str, ...]:
+    """Fastest first, as measured by svd-bench on each platform: on a CPU, ONNX Runtime beats
+    MindSpore's GraphCell (benchmarks/README.md); an artifact exported for Ascend runs on the
+    NPU only through MindSpore Lite, so there Lite comes first."""
+    if manifest.target == "ascend":
+        return ("lite",) + tuple(b for b in BACKEND_PREFERENCE if b != "lite")
+    return BACKEND_PREFERENCE
+
+
 def choose_backend(manifest: Manifest, requested: Optional[str] = None) -> str:
     """The requested backend after checking it can run this artifact, or the first of
     ``BACKEND_PREFERENCE`` that the artifact's formats and this machine allow."""
@@ -171,7 +180,7 @@ def choose_backend(manifest: Manifest, requested: Optional[str] = None) -> str:
                                f"only {', '.join(formats)} graphs; use one of {', '.join(usable)}")
         import_backend(requested)
         return requested
-    for backend in BACKEND_PREFERENCE:
+    for backend in backend_preference(manifest):
         if BACKEND_FORMATS[backend] in formats and backend_importable(backend):
             return backend
     raise BackendError(f"no installed backend can run this artifact ({', '.join(formats)} graphs); "

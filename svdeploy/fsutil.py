@@ -23,4 +23,6 @@ def apply_umask(path: Union[str, os.PathLike]) -> None:
             apply_umask(child)
         os.chmod(path, 0o777 & ~mask)
     elif path.is_file():
-        os.chmod(path, 0o666 & ~mask)
+        # an executable (ascend/convert.sh) stays executable for whoever may read it
+        executable = os.stat(path).st_mode & 0o100
+        os.chmod(path, (0o777 if executable else 0o666) & ~mask)

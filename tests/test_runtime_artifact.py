@@ -82,6 +82,20 @@ def test_default_backend_prefers_onnxruntime_then_mindspore(artifact, tmp_path):
     assert choose_backend(read_manifest(artifact, verify_hashes=False), "mindspore") == "mindspore"
 
 
+def test_ascend_artifacts_prefer_lite(artifact):
+    from dataclasses import replace
+
+    from svdeploy.runtime.backends import backend_importable, backend_preference
+
+    cpu = read_manifest(artifact, verify_hashes=False)
+    ascend = replace(cpu, target="ascend")
+    assert backend_preference(cpu) == ("onnxruntime", "mindspore", "lite")
+    assert backend_preference(ascend) == ("lite", "onnxruntime", "mindspore")
+    # without MindSpore Lite the choice falls through to the next backend that can run it
+    if not backend_importable("lite"):
+        assert choose_backend(ascend) == "onnxruntime"
+
+
 def test_unknown_and_lite_backends_give_clear_errors(artifact):
     with pytest.raises(BackendError, match=r"backend 'tensorrt' is unknown; expected one of"):
         VideoPipeline.load(artifact, backend="tensorrt")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler,
                        StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel)
+from svdeploy.benchmarks.weights import randomise_constants
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 # stabilityai/stable-video-diffusion-img2vid(-xt) scheduler_config.json
@@ -58,16 +59,8 @@ TINY_CLIP: Dict[str, Any] = dict(
 )
 
 
-def randomise_constant_parameters(module: torch.nn.Module, seed: int, scale: float = 0.1) -> None:
-    """Add seeded noise to 1-D parameters (norms, biases) and draw blend factors from N(0, 1)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
-            if name.endswith("mix_factor"):
-                param.copy_(noise)
-            elif param.ndim == 1:
-                param.add_(scale * noise.to(param.dtype))
+# Norm affines, biases and blend factors get seeded noise (shared with svd-bench's weights).
+randomise_constant_parameters = randomise_constants
 
 
 def _own_storage(module: torch.nn.Module) -> None:
