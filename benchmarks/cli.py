@@ -99,6 +99,10 @@ def _command_line(ctx: click.Context) -> str:
               help="Compute precision of svdeploy's graphs (svd-export --dtype); bf16 is MindIR "
                    "only. Figures are compared with diffusers at the same precision (fp32 with "
                    "diffusers fp32, fp16/bf16 with diffusers bf16 autocast).")
+@click.option("--conv", type=click.Choice(["native", "im2col"]), default="native",
+              show_default=True,
+              help="Convolution kernel of svdeploy's MindIR graphs and of the ms-pynative peer "
+                   "(svd-export --conv); run once with each to see which this CPU favours.")
 @click.option("--graphs", callback=_csv(GRAPHS), default=None,
               help="Comma-separated graphs for the export and graphs suites (default all four).")
 @click.option("--frames", type=click.IntRange(min=1), default=None,
@@ -149,7 +153,7 @@ def _command_line(ctx: click.Context) -> str:
 @friendly_errors
 def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], repeats: int,
          warmup: int, threads: int, peers: Optional[Tuple[str, ...]],
-         formats: Optional[Tuple[str, ...]], dtype: str, graphs: Optional[Tuple[str, ...]],
+         formats: Optional[Tuple[str, ...]], dtype: str, conv: str, graphs: Optional[Tuple[str, ...]],
          frames: Optional[int], height: Optional[int], width: Optional[int],
          decode_chunk_size: Optional[int], guidance: bool, steps: Optional[int],
          e2e_repeats: int, memory_frames: Optional[Tuple[int, ...]],
@@ -180,7 +184,7 @@ def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], 
     settings = resolve_settings(
         cfg, config, out, work=work, frames=frames, height=height, width=width,
         decode_chunk_size=decode_chunk_size, peers=peers, graphs=graphs, formats=formats,
-        dtype=dtype, steps=steps, memory_frames=memory_frames, memory_chunks=memory_chunks,
+        dtype=dtype, conv=conv, steps=steps, memory_frames=memory_frames, memory_chunks=memory_chunks,
         guidance=guidance, repeats=repeats, warmup=warmup, threads=threads,
         e2e_repeats=e2e_repeats, temporal_only=temporal_only, gemm_size=gemm_size,
         case_budget_s=case_budget, case_timeout_s=case_timeout, schedule=schedule,

@@ -473,6 +473,31 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# Instruction-set flags (Linux /proc/cpuinfo) that give a CPU native bfloat16 arithmetic
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_flags(cpuinfo: Optional[str] = None) -> Optional[List[str]]:
+    """The first CPU's flags ("flags" on x86, "Features" on Arm), or None where unreadable."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        key = line.split(":", 1)[0].strip().lower()
+        if key in ("flags", "features") and ":" in line:
+            return line.split(":", 1)[1].split()
+    return None
+
+
+def cpu_bf16_flags(cpuinfo: Optional[str] = None) -> Optional[List[str]]:
+    """The bf16 flags this CPU has ([] when it has none: bf16 is then emulated, hundreds of
+    times slower than float32); None when the flags cannot be read."""
+    flags = cpu_flags(cpuinfo)
+    return None if flags is None else [f for f in flags if f in BF16_CPU_FLAGS]
+
+
 def _version(module: str) -> Optional[str]:
     try:
         from importlib.metadata import version
@@ -504,6 +529,7 @@ def machine_info(threads: int) -> Dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
         "cpu_model": _cpu_model(), "logical_cores": os.cpu_count(), "physical_cores": physical,
+        "simd_flags": [f for f in (cpu_flags() or []) if f.startswith(("avx", "amx", "fma", "sve", "bf16"))],
         "memory_bytes": memory, "threads": threads,
         "load_average_1_5_15": [round(x, 2) for x in load] if load else None,
         "python": platform.python_version(), "platform": platform.platform(),

@@ -14,8 +14,8 @@ import numpy as np
 from svdeploy.config import ModelConfig, check_video_size, to_dict
 from svdeploy.errors import ConfigError
 
-from .common import (ChildRun, MemoryGuard, ServedWorker, run_worker, save_npz_atomic,
-                     write_json_atomic)
+from .common import (BF16_CPU_FLAGS, ChildRun, MemoryGuard, ServedWorker, cpu_bf16_flags,
+                     run_worker, save_npz_atomic, write_json_atomic)
 from .peers import PEERS
 from .weights import PreparedWeights, config_digest, prepare_weights
 
@@ -39,6 +39,7 @@ class BenchSettings:
     guidance: bool = True
     decode_chunk_size: int = 0          # resolved: 1..frames
     dtype: str = "fp32"
+    conv: str = "native"                # svd-export --conv for the MindIR graphs
     formats: Tuple[str, ...] = ("mindir", "onnx")
     peers: Tuple[str, ...] = PEERS
     graphs: Tuple[str, ...] = GRAPHS
@@ -106,10 +107,18 @@ def resolve_settings(cfg: ModelConfig, config: str, out: Path, *, work: Optional
     chunk = kwargs.pop("decode_chunk_size", None) or cfg.sampling.decode_chunk_size or f
     if not 1 <= chunk <= f:
         raise ConfigError(f"--decode-chunk-size {chunk}: expected 1..{f} (the frame count)")
-    peers = tuple(kwargs.pop("peers", None) or PEERS)
+    peers = tuple(kwargs.pop("peers", None) or ())
     for p in peers:
         if p not in PEERS:
             raise ConfigError(f"--peers {p!r}: expected some of {', '.join(PEERS)}")
+    if not peers:
+        peers = PEERS
+        if cpu_bf16_flags() == []:
+            # emulated bf16 runs a mid U-Net call for minutes: not a peer anyone would pick
+            peers = tuple(p for p in PEERS if p != "diffusers-bf16")
+            notes.append("diffusers-bf16 left out of the default peers: this CPU has no bf16 "
+                         f"instructions ({', '.join(BF16_CPU_FLAGS)} absent), so PyTorch emulates "
+                         "bf16; name it in --peers to measure it anyway")
     graphs = tuple(kwargs.pop("graphs", None) or GRAPHS)
     for g in graphs:
         if g not in GRAPHS:
@@ -122,6 +131,8 @@ def resolve_settings(cfg: ModelConfig, config: str, out: Path, *, work: Optional
     if dtype == "bf16" and "onnx" in formats:
         raise ConfigError("--dtype bf16 with --formats onnx: svd-export writes bf16 graphs as "
                           "MindIR only; pass --formats mindir")
+    if kwargs.get("conv", "native") not in ("native", "im2col"):
+        raise ConfigError(f"--conv {kwargs['conv']!r}: expected native or im2col")
     steps = kwargs.pop("steps", None) or cfg.sampling.num_inference_steps
     memory_frames = tuple(kwargs.pop("memory_frames", None) or (f, 2 * f, 4 * f))
     memory_chunks = tuple(kwargs.pop("memory_chunks", None)
@@ -184,7 +195,8 @@ class Workspace:
                 "decode_chunk_size": self.s.decode_chunk_size, "dtype": self.s.dtype,
                 "threads": self.s.threads, "checkpoint_dir": str(w.checkpoint_dir),
                 "diffusers_dir": str(w.diffusers_dir) if w.diffusers_dir else None,
-                "artifact_dir": None, "plain_onnx_path": None, "seed": self.s.seed}
+                "artifact_dir": None, "plain_onnx_path": None, "seed": self.s.seed,
+                "conv": self.s.conv}
 
     def run(self, task: str, spec: Dict[str, Any]) -> ChildRun:
         return run_worker(task, spec, self.s.threads, self.s.case_timeout_s, self.log, self.guard)
@@ -202,7 +214,8 @@ class Workspace:
         frames = frames or s.frames
         chunk = chunk or (s.decode_chunk_size if frames == s.frames else frames)
         fixed = {"digest": self.digest(), "frames": frames, "chunk": chunk,
-                 "hw": [s.height, s.width], "cfg": s.guidance, "dtype": s.dtype}
+                 "hw": [s.height, s.width], "cfg": s.guidance, "dtype": s.dtype,
+                 "conv": s.conv}
         wanted_formats, wanted_graphs = set(formats), set(graphs or GRAPHS)
         for stamp in sorted(s.work.glob("artifact-*/bench_stamp.json")):
             key = json.loads(stamp.read_text()).get("key", {})
@@ -294,8 +307,11 @@ class Workspace:
             if backend.startswith("torch") and not self.has_diffusers:
                 results[backend] = {"error": self.weights.diffusers_unavailable}
                 continue
-            self.log(f"GEMM peak: {backend} {s.gemm_size}³")
-            run = self.run("gemm", {"backend": backend, "n": s.gemm_size, "threads": s.threads,
+            n = s.gemm_size
+            if backend == "torch-bf16" and cpu_bf16_flags() == []:
+                n = min(n, 512)  # emulated bf16 (~1 GFLOP/s): a 4096³ call would take minutes
+            self.log(f"GEMM peak: {backend} {n}³")
+            run = self.run("gemm", {"backend": backend, "n": n, "threads": s.threads,
                                     "repeats": 10})
             results[backend] = run.result if run.ok else {"error": run.error()}
         fp32 = {b: r["gflops"] for b, r in results.items()

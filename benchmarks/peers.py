@@ -78,6 +78,8 @@ class PeerContext:
     diffusers_dir: Optional[Path]
     artifact_dir: Optional[Path]
     plain_onnx_path: Optional[Path] = None
+    conv: str = "native"               # svd-export --conv of the MindIR graphs
+
 
     @property
     def guidance_batch(self) -> int:
@@ -258,7 +260,7 @@ def build_ms_graph_cell(ctx: PeerContext, graph: str) -> Tuple[Any, Any]:
         raise RuntimeError("no svdeploy checkpoint")
     settings = resolve_settings(ctx.cfg, frames=ctx.frames, height=ctx.height, width=ctx.width,
                                 guidance=ctx.guidance, decode_chunk_size=ctx.decode_chunk_size,
-                                formats=("mindir",), dtype=ctx.dtype)
+                                formats=("mindir",), dtype=ctx.dtype, conv=ctx.conv)
     kernels = export_kernels("mindir", settings)
     network = "vae_decoder" if graph == "vae_decoder_tail" else graph
     net = load_network(network, ctx.checkpoint_dir, kernels, ctx.cfg)  # type: ignore[arg-type]

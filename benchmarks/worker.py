@@ -56,7 +56,8 @@ def _context(spec: Dict[str, Any]):  # -> PeerContext
                        decode_chunk_size=spec["decode_chunk_size"], dtype=spec["dtype"],
                        threads=spec["threads"], checkpoint_dir=path("checkpoint_dir"),
                        diffusers_dir=path("diffusers_dir"), artifact_dir=path("artifact_dir"),
-                       plain_onnx_path=path("plain_onnx_path"))
+                       plain_onnx_path=path("plain_onnx_path"),
+                       conv=spec.get("conv", "native"))
 
 
 def _threads_for(peer: str, threads: int) -> Dict[str, Any]:
@@ -87,7 +88,9 @@ def task_export(spec: Dict[str, Any]) -> Dict[str, Any]:
                              decode_chunk_size=spec["decode_chunk_size"],
                              formats=tuple(spec["formats"]), dtype=spec["dtype"],
                              graphs=spec.get("graphs"), validate=spec["validate"],
-                             overwrite=True, seed=spec.get("seed", 0), progress=False)
+                             overwrite=True, seed=spec.get("seed", 0),
+                             conv=spec.get("conv", "native") if "mindir" in spec["formats"] else "native",
+                             progress=False)
     return {"rss_after_imports_bytes": rss_before, "seconds": result.seconds,
             "reports": [{"name": r.name, "format": r.format, "file": r.file, "bytes": r.bytes,
                          "export_seconds": r.export_seconds,
@@ -407,16 +410,15 @@ def _svdeploy_train_step(spec: Dict[str, Any], cfg: ModelConfig, batch: Dict[str
     import mindspore as ms
     from mindspore import ParameterTuple
 
-    from svdeploy.kernels.config import KernelConfig
     from svdeploy.models.build import load_network
     from svdeploy.train.config import OptimizerConfig
     from svdeploy.train.loss import EDMLoss
     from svdeploy.train.step import MicroBatch, StepRunner, select_trainable
+    from svdeploy.train.trainer import training_unet_kernels
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
-    kernels = KernelConfig(single_token_cross_attention=True, conv="im2col",
-                           group_norm="layernorm", compute_dtype=spec["dtype"])
+    kernels = training_unet_kernels(spec["dtype"])  # exactly what svd-train builds
     unet = load_network("unet", spec["checkpoint_dir"], kernels, cfg)
     names, _frozen = select_trainable(unet, spec["temporal_only"])
     params = dict(unet.parameters_and_names())

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -38,15 +38,15 @@ def export_kernels(fmt: str, settings: ExportSettings) -> KernelConfig:
     if settings.target == "ascend":
         # Ascend's converter fuses attention / norms itself; keep MindSpore's own ops.
         return KernelConfig(single_token_cross_attention=True, compute_dtype=settings.dtype)
-    # MindSpore on CPU: GEMM-based convolutions and LayerNorm-based GroupNorm are its fast paths
-    return KernelConfig(group_norm="layernorm", single_token_cross_attention=True, conv="im2col",
-                        compute_dtype=settings.dtype)
+    # MindSpore on CPU: LayerNorm-based GroupNorm is its fast path; the convolution kernel is
+    # the export's choice (KernelConfig.conv says which CPUs favour which)
+    return KernelConfig(group_norm="layernorm", single_token_cross_attention=True,
+                        conv=settings.conv, compute_dtype=settings.dtype)  # type: ignore[arg-type]
 
 
-# The float32 network every graph is checked against. Convolutions use the im2col variant only
-# because MindSpore's CPU 3×3 convolution runs at ~1 GFLOP/s; tests/test_kernels.py checks it
-# against MindSpore's native convolution and a NumPy reference.
-REFERENCE_KERNELS = KernelConfig(conv="im2col")
+# The float32 network every graph is checked against: MindSpore's own kernels, the exact sgm
+# computation (tests/test_network_parity.py checks it against diffusers).
+REFERENCE_KERNELS = KernelConfig.reference()
 
 
 @dataclass
@@ -184,7 +184,7 @@ def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Opti
                     formats: Sequence[str] = ("mindir",), dtype: str = "fp32",
                     target: str = "cpu", graphs: Optional[Sequence[str]] = None,
                     validate: bool = True, overwrite: bool = False, seed: int = 0,
-                    progress: bool = True,
+                    conv: str = "native", progress: bool = True,
                     log: Callable[[str], None] = lambda _msg: None) -> ExportResult:
     """Export an svdeploy checkpoint directory (svd-convert / svd-train output) to ``out_dir``."""
     from svdeploy.models.loading import read_checkpoint_dir
@@ -194,7 +194,7 @@ def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Opti
     settings = resolve_settings(cfg, frames=frames, height=height, width=width,
                                 guidance=guidance, decode_chunk_size=decode_chunk_size,
                                 formats=formats, dtype=dtype, target=target, graphs=graphs,
-                                validate=validate, seed=seed)
+                                validate=validate, seed=seed, conv=conv)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {str(out)!r} exists and is not a directory")
@@ -253,7 +253,7 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
                     net = _load_network(network, cfg, weights, kernels)
                 for spec in net_specs:
                     bar.set_description(f"export {spec.name}.{fmt}")
-                    entry, report = _export_graph(tmp, spec, fmt, net, settings,
+                    entry, report = _export_graph(tmp, spec, fmt, net, settings, kernels,
                                                   expected.get(spec.name))
                     entries.append(entry)
                     reports.append(report)
@@ -288,7 +288,7 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
 
 
 def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSettings,
-                  expected: Optional[Tuple[List[np.ndarray], List[np.ndarray]]]
+                  kernels: KernelConfig, expected: Optional[Tuple[List[np.ndarray], List[np.ndarray]]]
                   ) -> Tuple[GraphEntry, GraphReport]:
     import mindspore as ms
 
@@ -317,6 +317,7 @@ def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSet
         error = max(relative_error(g, w) for g, w in zip(got, wanted))
     size = (tmp / main).stat().st_size + sum((tmp / f).stat().st_size for f in external)
     extra: Dict[str, object] = {"frames": spec.frames} if spec.frames else {}
+    extra["kernels"] = asdict(kernels)  # the op variants traced, for provenance
     if external:
         extra["external_files"] = [{"file": f, "sha256": sha256_file(tmp / f)} for f in external]
     entry = GraphEntry(

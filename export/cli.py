@@ -40,6 +40,12 @@ from svdeploy.cliutil import friendly_errors, setup_mindspore
               help="cpu: op variants fastest for MindSpore / ONNX Runtime on CPU. ascend: "
                    "MindSpore's own ops, plus MindSpore Lite converter configs and commands in "
                    "ascend/ (the conversion itself needs MindSpore Lite on an Ascend host).")
+@click.option("--conv", type=click.Choice(["native", "im2col"]), default="native",
+              show_default=True,
+              help="Convolution kernel of MindIR graphs for --target cpu: native (MindSpore's "
+                   "Conv2D/Conv3D) or im2col (shifted windows + one GEMM). Which is faster depends "
+                   "on the CPU (svd-bench graphs measures it); ONNX and Ascend graphs always use "
+                   "native.")
 @click.option("--graph", "graphs", multiple=True,
               type=click.Choice(["image_encoder", "vae_encoder", "unet", "vae_decoder"]),
               help="Export only these networks (repeatable). The artifact is then marked partial "
@@ -54,7 +60,7 @@ from svdeploy.cliutil import friendly_errors, setup_mindspore
 @friendly_errors
 def main(checkpoint: str, out: str, frames: Optional[int], height: Optional[int],
          width: Optional[int], guidance: bool, decode_chunk_size: Optional[int], fmt: str,
-         dtype: str, target: str, graphs: Tuple[str, ...], validate: bool, seed: int,
+         dtype: str, target: str, conv: str, graphs: Tuple[str, ...], validate: bool, seed: int,
          overwrite: bool, quiet: bool) -> None:
     """Trace image encoder, VAE encoder, U-Net and temporal VAE decoder into static-shape graphs,
     check each against the network, and write an artifact for svd-run."""
@@ -67,7 +73,7 @@ def main(checkpoint: str, out: str, frames: Optional[int], height: Optional[int]
                              guidance=guidance, decode_chunk_size=decode_chunk_size,
                              formats=formats, dtype=dtype, target=target, graphs=graphs or None,
                              validate=validate, overwrite=overwrite, seed=seed,
-                             progress=not quiet, log=log)
+                             conv=conv, progress=not quiet, log=log)
     m = result.manifest
     click.echo(f"exported {m.variant}: {m.num_frames} frames {m.height}x{m.width}, "
                f"guidance batch {m.guidance_batch}, decode chunk {m.decode_chunk_size}, "

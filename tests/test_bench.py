@@ -173,8 +173,10 @@ def test_graphs_suite_all_peers(tmp_path, work):
     GraphCell, svdeploy's ONNX and diffusers' own torch.onnx export."""
     pytest.importorskip("diffusers")
     out = tmp_path / "out"
+    # named explicitly: without bf16 instructions the default peers leave diffusers-bf16 out
+    peers = "diffusers,diffusers-bf16,ms-pynative,ms-graphcell,onnxruntime,plain-onnx"
     report = _bench(["graphs", "--config", "tiny", "--out", str(out), "--work", str(work),
-                     "--graphs", "unet", "--repeats", "2", "--warmup", "1", "--gemm-size", "256",
+                     "--peers", peers, "--graphs", "unet", "--repeats", "2", "--warmup", "1", "--gemm-size", "256",
                      "--quiet"], out)
     rows = {r["peer"]: r for r in report["suites"]["graphs"]["rows"]}
     assert set(rows) == {"diffusers", "diffusers-bf16", "ms-pynative", "ms-graphcell",

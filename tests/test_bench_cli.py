@@ -13,7 +13,9 @@ from click.testing import CliRunner
 
 from svdeploy.benchmarks import gpu_svd_xt
 from svdeploy.benchmarks.cli import main
-from svdeploy.benchmarks.common import MemoryGuard, Stats, relative_l2, run_measured, time_repeated
+from svdeploy.benchmarks import harness
+from svdeploy.benchmarks.common import (MemoryGuard, Stats, cpu_bf16_flags, relative_l2,
+                                        run_measured, time_repeated)
 from svdeploy.benchmarks.harness import resolve_settings
 from svdeploy.config import load_model_config
 from svdeploy.errors import ConfigError
@@ -70,7 +72,8 @@ def test_value_errors_are_one_line(args, message, tmp_path):
     assert not (tmp_path / "out").exists()  # nothing ran
 
 
-def test_settings_defaults_and_reduced_frames_note(tmp_path):
+def test_settings_defaults_and_reduced_frames_note(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "cpu_bf16_flags", lambda: ["avx512_bf16"])
     cfg = load_model_config("mid")
     s = resolve_settings(cfg, "mid", tmp_path)
     assert (s.frames, s.height, s.width, s.decode_chunk_size, s.steps) == (8, 256, 256, 8, 25)
@@ -80,6 +83,39 @@ def test_settings_defaults_and_reduced_frames_note(tmp_path):
     assert xt.notes == ["frame count reduced from the preset's 25 to 4 (--frames)"]
     with pytest.raises(ConfigError, match="--peers 'x'"):
         resolve_settings(cfg, "mid", tmp_path, peers=("x",))
+
+
+CPUINFO_X86 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx fma avx2 avx512f avx512_bf16
+"""
+
+
+def test_cpu_bf16_flags_parse_cpuinfo():
+    assert cpu_bf16_flags(CPUINFO_X86) == ["avx512_bf16"]
+    assert cpu_bf16_flags(CPUINFO_X86.replace(" avx512_bf16", "")) == []
+    assert cpu_bf16_flags("processor : 0\nFeatures : fp asimd sve bf16\n") == ["bf16"]
+    assert cpu_bf16_flags("processor : 0\n") is None  # no flag line: unknown, not "none"
+
+
+@pytest.mark.parametrize("flags, has_bf16_peer", [([], False), (["amx_bf16"], True), (None, True)])
+def test_default_peers_leave_out_emulated_bf16(tmp_path, monkeypatch, flags, has_bf16_peer):
+    monkeypatch.setattr(harness, "cpu_bf16_flags", lambda: flags)
+    cfg = load_model_config("tiny")
+    s = resolve_settings(cfg, "tiny", tmp_path)
+    assert ("diffusers-bf16" in s.peers) == has_bf16_peer
+    assert any("diffusers-bf16 left out" in n for n in s.notes) == (not has_bf16_peer)
+    # named peers are measured as asked, whatever the CPU
+    named = resolve_settings(cfg, "tiny", tmp_path, peers=("diffusers-bf16",))
+    assert named.peers == ("diffusers-bf16",)
+
+
+def test_conv_setting_is_checked_and_recorded(tmp_path):
+    s = resolve_settings(load_model_config("tiny"), "tiny", tmp_path, conv="im2col")
+    assert s.conv == "im2col" and s.to_json()["conv"] == "im2col"
+    with pytest.raises(ConfigError, match="--conv 'fft'"):
+        resolve_settings(load_model_config("tiny"), "tiny", tmp_path, conv="fft")
 
 
 def test_stats_and_budget():

@@ -152,6 +152,25 @@ def test_bad_settings_are_refused(checkpoint, tmp_path):
     with pytest.raises(ConfigError, match="bf16 with --format onnx"):
         export_artifact(checkpoint, tmp_path / "o", formats=("onnx",), dtype="bf16",
                         progress=False)
+    with pytest.raises(ConfigError, match="--conv im2col: only MindIR graphs for --target cpu"):
+        export_artifact(checkpoint, tmp_path / "o", formats=("onnx",), conv="im2col",
+                        progress=False)
+    with pytest.raises(ConfigError, match="--conv 'fft'"):
+        export_artifact(checkpoint, tmp_path / "o", conv="fft", progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_im2col_convolutions_export_validated_and_recorded(checkpoint, artifact, tmp_path):
+    out = tmp_path / "im2col"
+    result = export_artifact(checkpoint, out, formats=("mindir",), graphs=("vae_encoder",),
+                             conv="im2col", progress=False)
+    assert result.reports[0].parity_max_rel_error <= 1e-4
+    recorded = read_manifest(out).graph("vae_encoder", "mindir").extra["kernels"]
+    assert recorded["conv"] == "im2col" and recorded["group_norm"] == "layernorm"
+    # the default export used MindSpore's native convolutions, ONNX included
+    default = read_manifest(artifact[0])
+    assert {g.extra["kernels"]["conv"] for g in default.graphs} == {"native"}
+    assert default.graph("unet", "onnx").extra["kernels"]["gelu"] == "onnx_erf"
 
 
 def test_existing_output_needs_overwrite(checkpoint, tmp_path):
@@ -240,7 +259,7 @@ def test_cli_help_and_errors(checkpoint, tmp_path):
     result = runner.invoke(export_cli, ["--help"])
     assert result.exit_code == 0
     for option in ("--checkpoint", "--out", "--frames", "--height", "--width", "--cfg / --no-cfg",
-                   "--decode-chunk-size", "--format", "--dtype", "--target", "--validate"):
+                   "--decode-chunk-size", "--format", "--dtype", "--target", "--conv", "--validate"):
         assert option in result.output
     result = runner.invoke(export_cli, ["--checkpoint", str(tmp_path / "missing"),
                                         "--out", str(tmp_path / "o")])

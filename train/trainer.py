@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from .data import Sample, VideoDataset
 from .loss import draw_video
 from .step import is_temporal
 
+if TYPE_CHECKING:
+    from svdeploy.kernels.config import KernelConfig
+
 logger = logging.getLogger(__name__)
 
 LOG_FILE = "train_log.csv"
@@ -40,6 +43,17 @@ CONFIG_COPY = "train_config.yaml"
 RANDOM_INIT_DIR = "random_init"
 LOG_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "loss_scale", "applied", "seconds",
                "samples_seen", "clips")
+
+
+def training_unet_kernels(compute_dtype: str = "fp32") -> KernelConfig:
+    """The U-Net op variants svd-train uses. Softmax over SVD's single context token is exactly
+    1, so q/k of the cross-attention get exactly zero gradient either way; skipping them is exact
+    and cheaper. Convolutions stay native: with the im2col variant the gradient graph compiled,
+    but the steps after the first ran for minutes each (tiny model)."""
+    from svdeploy.kernels.config import KernelConfig
+
+    return KernelConfig(single_token_cross_attention=True,
+                        compute_dtype=compute_dtype)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,18 +340,8 @@ class Trainer:
             raise ConfigError("train.compute_dtype = 'bf16': MindSpore's CPU kernels have no "
                               "bfloat16 matmul; use fp32 or fp16 (with LossScale) on CPU, bf16 "
                               "on Ascend")
-        # Softmax over SVD's single context token is exactly 1, so q/k of the cross-attention
-        # get exactly zero gradient either way; skipping them is exact and cheaper.
-        unet_kernels = KernelConfig(single_token_cross_attention=True,
-                                    compute_dtype=cfg.train.compute_dtype)
-        self.unet = build_network("unet", mcfg, unet_kernels)
-        # The frozen VAE encoder only runs forward: on CPU its 3×3 convolutions as im2col GEMMs
-        # are ~7× faster than MindSpore's native CPU kernel (same result to ~1e-6, see
-        # KernelConfig). The U-Net keeps native kernels: with the im2col variant its gradient
-        # graph compiled, but the steps after the first ran for minutes each (tiny model).
-        encoder_kernels = KernelConfig(conv="im2col") if ms.get_context("device_target") == "CPU" \
-            else KernelConfig()
-        vae_encoder = build_network("vae_encoder", mcfg, encoder_kernels)
+        self.unet = build_network("unet", mcfg, training_unet_kernels(cfg.train.compute_dtype))
+        vae_encoder = build_network("vae_encoder", mcfg, KernelConfig())
         image_encoder = build_network("image_encoder", mcfg)
         for name, net in (("unet", self.unet), ("vae_encoder", vae_encoder),
                           ("image_encoder", image_encoder)):
