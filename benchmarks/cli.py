@@ -99,10 +99,12 @@ def _command_line(ctx: click.Context) -> str:
               help="Compute precision of svdeploy's graphs (svd-export --dtype); bf16 is MindIR "
                    "only. Figures are compared with diffusers at the same precision (fp32 with "
                    "diffusers fp32, fp16/bf16 with diffusers bf16 autocast).")
-@click.option("--conv", type=click.Choice(["native", "im2col"]), default="native",
+@click.option("--conv", type=click.Choice(["auto", "native", "im2col"]), default="auto",
               show_default=True,
               help="Convolution kernel of svdeploy's MindIR graphs and of the ms-pynative peer "
-                   "(svd-export --conv); run once with each to see which this CPU favours.")
+                   "(svd-export --conv). auto: the faster on this machine by svd-export's probe "
+                   "(resolved once, recorded in the report's notes); run once with each to see "
+                   "the whole difference.")
 @click.option("--graphs", callback=_csv(GRAPHS), default=None,
               help="Comma-separated graphs for the export and graphs suites (default all four).")
 @click.option("--frames", type=click.IntRange(min=1), default=None,

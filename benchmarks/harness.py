@@ -131,8 +131,17 @@ def resolve_settings(cfg: ModelConfig, config: str, out: Path, *, work: Optional
     if dtype == "bf16" and "onnx" in formats:
         raise ConfigError("--dtype bf16 with --formats onnx: svd-export writes bf16 graphs as "
                           "MindIR only; pass --formats mindir")
-    if kwargs.get("conv", "native") not in ("native", "im2col"):
-        raise ConfigError(f"--conv {kwargs['conv']!r}: expected native or im2col")
+    conv = kwargs.pop("conv", None) or "auto"
+    if conv not in ("auto", "native", "im2col"):
+        raise ConfigError(f"--conv {conv!r}: expected auto, native or im2col")
+    if conv == "auto":
+        # resolved once here, so every worker (exports, ms-pynative) uses the same kernel
+        from svdeploy.kernels.probe import conv_probe, fastest_conv
+
+        conv = fastest_conv()
+        notes = list(notes) + [f"--conv auto chose {conv}: a 3×3 64→64 convolution on "
+                               "(4, 64, 32, 32) took " + ", ".join(
+                                   f"{k} {v * 1e3:.1f} ms" for k, v in sorted(conv_probe().items()))]
     steps = kwargs.pop("steps", None) or cfg.sampling.num_inference_steps
     memory_frames = tuple(kwargs.pop("memory_frames", None) or (f, 2 * f, 4 * f))
     memory_chunks = tuple(kwargs.pop("memory_chunks", None)
@@ -152,7 +161,7 @@ def resolve_settings(cfg: ModelConfig, config: str, out: Path, *, work: Optional
                              frames=f, height=h, width=w, decode_chunk_size=chunk, dtype=dtype,
                              formats=formats, peers=peers, graphs=graphs, steps=steps,
                              memory_frames=memory_frames, memory_chunks=memory_chunks,
-                             notes=notes, **{k: v for k, v in kwargs.items() if v is not None})
+                             conv=conv, notes=notes, **{k: v for k, v in kwargs.items() if v is not None})
     return settings
 
 

@@ -38,15 +38,20 @@ def export_kernels(fmt: str, settings: ExportSettings) -> KernelConfig:
     if settings.target == "ascend":
         # Ascend's converter fuses attention / norms itself; keep MindSpore's own ops.
         return KernelConfig(single_token_cross_attention=True, compute_dtype=settings.dtype)
-    # MindSpore on CPU: LayerNorm-based GroupNorm is its fast path; the convolution kernel is
-    # the export's choice (KernelConfig.conv says which CPUs favour which)
+    # MindSpore on CPU: LayerNorm-based GroupNorm is its fast path, the (k,1,1) temporal
+    # convolution runs as one GEMM (its Conv3D kernel is ~0.4 GFLOP/s there); the spatial
+    # convolution kernel is the export's choice (KernelConfig.conv says which CPUs favour which)
     return KernelConfig(group_norm="layernorm", single_token_cross_attention=True,
-                        conv=settings.conv, compute_dtype=settings.dtype)  # type: ignore[arg-type]
+                        temporal_conv="matmul", conv=settings.conv,
+                        compute_dtype=settings.dtype)  # type: ignore[arg-type]
 
 
 # The float32 network every graph is checked against: MindSpore's own kernels, the exact sgm
-# computation (tests/test_network_parity.py checks it against diffusers).
-REFERENCE_KERNELS = KernelConfig.reference()
+# computation (tests/test_network_parity.py checks it against diffusers), except that the
+# (k,1,1) temporal convolution is computed as a GEMM: MindSpore's CPU Conv3D for that shape
+# runs at ~0.4 GFLOP/s, which made validating a mid-size VAE decoder take minutes (and a
+# full-size one hours). Both forms agree to 2e-7 (tests/test_kernels.py).
+REFERENCE_KERNELS = KernelConfig.reference().with_(temporal_conv="matmul")
 
 
 @dataclass
@@ -184,7 +189,7 @@ def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Opti
                     formats: Sequence[str] = ("mindir",), dtype: str = "fp32",
                     target: str = "cpu", graphs: Optional[Sequence[str]] = None,
                     validate: bool = True, overwrite: bool = False, seed: int = 0,
-                    conv: str = "native", progress: bool = True,
+                    conv: str = "auto", progress: bool = True,
                     log: Callable[[str], None] = lambda _msg: None) -> ExportResult:
     """Export an svdeploy checkpoint directory (svd-convert / svd-train output) to ``out_dir``."""
     from svdeploy.models.loading import read_checkpoint_dir
@@ -348,7 +353,9 @@ def _build_manifest(cfg: ModelConfig, s: ExportSettings, entries: List[GraphEntr
         graphs=entries,
         extra={"validated": s.validate,
                # an export of a subset of the networks (e.g. --graph unet) cannot be run
-               "partial": set(s.graphs) != {"image_encoder", "vae_encoder", "unet", "vae_decoder"}},
+               "partial": set(s.graphs) != {"image_encoder", "vae_encoder", "unet", "vae_decoder"},
+               # --conv auto: the probe convolution's seconds per call that chose the kernel
+               "conv_probe_seconds": dict(s.conv_probe)},
     )
 
 

@@ -40,12 +40,14 @@ from svdeploy.cliutil import friendly_errors, setup_mindspore
               help="cpu: op variants fastest for MindSpore / ONNX Runtime on CPU. ascend: "
                    "MindSpore's own ops, plus MindSpore Lite converter configs and commands in "
                    "ascend/ (the conversion itself needs MindSpore Lite on an Ascend host).")
-@click.option("--conv", type=click.Choice(["native", "im2col"]), default="native",
+@click.option("--conv", type=click.Choice(["auto", "native", "im2col"]), default="auto",
               show_default=True,
               help="Convolution kernel of MindIR graphs for --target cpu: native (MindSpore's "
-                   "Conv2D/Conv3D) or im2col (shifted windows + one GEMM). Which is faster depends "
-                   "on the CPU (svd-bench graphs measures it); ONNX and Ascend graphs always use "
-                   "native.")
+                   "Conv2D) or im2col (shifted windows + one GEMM). Which is faster depends on "
+                   "the CPU (10-50x either way); auto times one 3x3 convolution with each on this "
+                   "machine (about a second) and takes the faster, recorded in the manifest. Pass "
+                   "it explicitly when the graphs will run on another kind of CPU. ONNX and "
+                   "Ascend graphs always use native.")
 @click.option("--graph", "graphs", multiple=True,
               type=click.Choice(["image_encoder", "vae_encoder", "unet", "vae_decoder"]),
               help="Export only these networks (repeatable). The artifact is then marked partial "

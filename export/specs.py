@@ -11,7 +11,7 @@ from svdeploy.manifest import TensorSpec
 FORMATS = ("mindir", "onnx")
 DTYPES = ("fp32", "fp16", "bf16")
 TARGETS = ("cpu", "ascend")
-CONVS = ("native", "im2col")
+CONVS = ("auto", "native", "im2col")
 # Max relative L2 error of an exported graph against the float32 in-memory network. Low
 # precision graphs are compared against the float32 network too, so their bound is looser.
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2}
@@ -31,6 +31,7 @@ class ExportSettings:
     validate: bool = True
     seed: int = 0
     conv: str = "native"                # convolution kernel of CPU MindIR graphs (KernelConfig.conv)
+    conv_probe: Tuple[Tuple[str, float], ...] = ()  # seconds per probe call when conv was "auto"
 
     @property
     def guidance_batch(self) -> int:
@@ -50,7 +51,7 @@ def resolve_settings(cfg: ModelConfig, *, frames: Optional[int] = None,
                      guidance: bool = True, decode_chunk_size: Optional[int] = None,
                      formats: Sequence[str] = ("mindir",), dtype: str = "fp32",
                      target: str = "cpu", graphs: Optional[Sequence[str]] = None,
-                     validate: bool = True, seed: int = 0, conv: str = "native") -> ExportSettings:
+                     validate: bool = True, seed: int = 0, conv: str = "auto") -> ExportSettings:
     """Fill defaults from the model config and check every value."""
     num_frames = frames if frames is not None else cfg.num_frames
     h = height if height is not None else cfg.height
@@ -74,9 +75,18 @@ def resolve_settings(cfg: ModelConfig, *, frames: Optional[int] = None,
                           "write bfloat16 casts; use --dtype fp16 or fp32 for ONNX, or mindir for bf16")
     if conv not in CONVS:
         raise ConfigError(f"--conv {conv!r}: expected one of {', '.join(CONVS)}")
-    if conv != "native" and (target != "cpu" or "mindir" not in formats):
+    cpu_mindir = target == "cpu" and "mindir" in formats
+    if conv not in ("auto", "native") and not cpu_mindir:
         raise ConfigError(f"--conv {conv}: only MindIR graphs for --target cpu have a choice of "
                           "convolution kernel (ONNX and Ascend graphs keep the native one)")
+    probe: Tuple[Tuple[str, float], ...] = ()
+    if conv == "auto":
+        if cpu_mindir:
+            from svdeploy.kernels.probe import conv_probe, fastest_conv
+
+            conv, probe = fastest_conv(), tuple(sorted(conv_probe().items()))
+        else:
+            conv = "native"
     all_graphs = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
     chosen = tuple(graphs) if graphs else all_graphs
     for g in chosen:
@@ -84,7 +94,8 @@ def resolve_settings(cfg: ModelConfig, *, frames: Optional[int] = None,
             raise ConfigError(f"--graph {g!r}: expected one of {', '.join(all_graphs)}")
     return ExportSettings(num_frames=num_frames, height=h, width=w, cfg=guidance,
                           decode_chunk_size=chunk, formats=formats, dtype=dtype, target=target,
-                          graphs=chosen, validate=validate, seed=seed, conv=conv)
+                          graphs=chosen, validate=validate, seed=seed, conv=conv,
+                          conv_probe=probe)
 
 
 @dataclass

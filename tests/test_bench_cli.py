@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from svdeploy.benchmarks import gpu_svd_xt
 from svdeploy.benchmarks.cli import main
+from svdeploy.kernels.probe import fastest_conv
 from svdeploy.benchmarks import harness
 from svdeploy.benchmarks.common import (MemoryGuard, Stats, cpu_bf16_flags, relative_l2,
                                         run_measured, time_repeated)
@@ -75,11 +76,11 @@ def test_value_errors_are_one_line(args, message, tmp_path):
 def test_settings_defaults_and_reduced_frames_note(tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "cpu_bf16_flags", lambda: ["avx512_bf16"])
     cfg = load_model_config("mid")
-    s = resolve_settings(cfg, "mid", tmp_path)
+    s = resolve_settings(cfg, "mid", tmp_path, conv="native")
     assert (s.frames, s.height, s.width, s.decode_chunk_size, s.steps) == (8, 256, 256, 8, 25)
     assert s.memory_frames == (8, 16, 32) and s.memory_chunks == (2, 4, 8)
     assert s.work == tmp_path / "work" and s.notes == []
-    xt = resolve_settings(load_model_config("svd_xt"), "svd_xt", tmp_path, frames=4)
+    xt = resolve_settings(load_model_config("svd_xt"), "svd_xt", tmp_path, frames=4, conv="im2col")
     assert xt.notes == ["frame count reduced from the preset's 25 to 4 (--frames)"]
     with pytest.raises(ConfigError, match="--peers 'x'"):
         resolve_settings(cfg, "mid", tmp_path, peers=("x",))
@@ -116,6 +117,10 @@ def test_conv_setting_is_checked_and_recorded(tmp_path):
     assert s.conv == "im2col" and s.to_json()["conv"] == "im2col"
     with pytest.raises(ConfigError, match="--conv 'fft'"):
         resolve_settings(load_model_config("tiny"), "tiny", tmp_path, conv="fft")
+    # auto is resolved once, to the probe's faster kernel, and said in the notes
+    auto = resolve_settings(load_model_config("tiny"), "tiny", tmp_path)
+    assert auto.conv == fastest_conv() in ("native", "im2col")
+    assert any(n.startswith(f"--conv auto chose {auto.conv}") for n in auto.notes)
 
 
 def test_stats_and_budget():

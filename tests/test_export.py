@@ -22,6 +22,7 @@ from svdeploy.export import api as export_api
 from svdeploy.export import export_artifact
 from svdeploy.export.cli import main as export_cli
 from svdeploy.manifest import MANIFEST_NAME, read_manifest
+from svdeploy.kernels.probe import fastest_conv
 from svdeploy.models.convert import convert_checkpoint
 from svdeploy.models.random_weights import write_random_sgm_file
 
@@ -167,10 +168,28 @@ def test_im2col_convolutions_export_validated_and_recorded(checkpoint, artifact,
     assert result.reports[0].parity_max_rel_error <= 1e-4
     recorded = read_manifest(out).graph("vae_encoder", "mindir").extra["kernels"]
     assert recorded["conv"] == "im2col" and recorded["group_norm"] == "layernorm"
-    # the default export used MindSpore's native convolutions, ONNX included
+    # the default export (--conv auto) timed both kernels here and used the faster for MindIR;
+    # ONNX graphs keep the native convolution
     default = read_manifest(artifact[0])
-    assert {g.extra["kernels"]["conv"] for g in default.graphs} == {"native"}
+    probe = default.extra["conv_probe_seconds"]
+    assert set(probe) == {"native", "im2col"} and all(v > 0 for v in probe.values())
+    chosen = min(probe, key=probe.__getitem__)
+    assert chosen == fastest_conv()
+    assert {g.extra["kernels"]["conv"] for g in default.graphs if g.format == "mindir"} == {chosen}
+    assert {g.extra["kernels"]["conv"] for g in default.graphs if g.format == "onnx"} == {"native"}
     assert default.graph("unet", "onnx").extra["kernels"]["gelu"] == "onnx_erf"
+    # temporal (k,1,1) convolutions run as GEMMs in CPU MindIR graphs
+    assert default.graph("vae_decoder", "mindir").extra["kernels"]["temporal_conv"] == "matmul"
+    assert recorded["temporal_conv"] == "matmul"
+
+
+def test_explicit_conv_is_not_probed(checkpoint, tmp_path):
+    out = tmp_path / "native"
+    export_artifact(checkpoint, out, formats=("mindir",), graphs=("image_encoder",),
+                    conv="native", validate=False, progress=False)
+    manifest = read_manifest(out)
+    assert manifest.extra["conv_probe_seconds"] == {}
+    assert manifest.graph("image_encoder", "mindir").extra["kernels"]["conv"] == "native"
 
 
 def test_existing_output_needs_overwrite(checkpoint, tmp_path):

@@ -171,13 +171,18 @@ def test_conv2d_variants_match_reference(mode, kind, k, stride, pad):
     assert rel(out, conv2d_reference(x, w, b, stride, pad)) < 1e-6
 
 
-@pytest.mark.parametrize("kind,conv", [("conv3d", "native"), ("conv2d", "native"),
-                                       ("conv3d", "im2col")])
-def test_temporal_conv_variants_match_reference(mode, kind, conv):
+@pytest.mark.parametrize("kind,conv,frames,k", [("conv3d", "native", 5, 3),
+                                                ("conv2d", "native", 5, 3),
+                                                ("conv3d", "im2col", 5, 3),
+                                                ("matmul", "native", 5, 3),
+                                                ("matmul", "native", 1, 3),
+                                                ("matmul", "native", 2, 5),
+                                                ("matmul", "native", 7, 5)])
+def test_temporal_conv_variants_match_reference(mode, kind, conv, frames, k):
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 6, 5, 11)).astype(np.float32)  # (B, C, T, P)
-    layer = TemporalConv(6, 4, 3, kind=kind, conv_kind=conv)
-    w = rng.standard_normal((4, 6, 3, 1, 1)).astype(np.float32) * 0.3
+    x = rng.standard_normal((2, 6, frames, 11)).astype(np.float32)  # (B, C, T, P)
+    layer = TemporalConv(6, 4, k, kind=kind, conv_kind=conv)
+    w = rng.standard_normal((4, 6, k, 1, 1)).astype(np.float32) * 0.3
     b = rng.standard_normal(4).astype(np.float32)
     layer.weight.set_data(Tensor(w))
     layer.bias.set_data(Tensor(b))
@@ -270,3 +275,12 @@ def test_onnx_variants_export_and_match(tmp_path: Path):
     stand_in = traced(Tensor(x)).asnumpy()
     assert not np.all(np.isfinite(stand_in)) or rel(stand_in, want) > 1e-2
     ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def test_conv_probe_times_both_kernels_and_picks_the_faster():
+    from svdeploy.kernels.probe import conv_probe, fastest_conv
+
+    timings = conv_probe()
+    assert set(timings) == {"native", "im2col"} and all(t > 0 for t in timings.values())
+    assert fastest_conv() == min(timings, key=timings.__getitem__)
+    assert conv_probe() == timings  # measured once per process

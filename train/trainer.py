@@ -48,11 +48,12 @@ LOG_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "loss_scale", "applie
 def training_unet_kernels(compute_dtype: str = "fp32") -> KernelConfig:
     """The U-Net op variants svd-train uses. Softmax over SVD's single context token is exactly
     1, so q/k of the cross-attention get exactly zero gradient either way; skipping them is exact
-    and cheaper. Convolutions stay native: with the im2col variant the gradient graph compiled,
-    but the steps after the first ran for minutes each (tiny model)."""
+    and cheaper. Spatial convolutions stay native: with the im2col variant the gradient graph
+    compiled, but the steps after the first ran for minutes each (tiny model). The (k,1,1)
+    temporal convolutions run as one GEMM (MindSpore's CPU Conv3D for them is ~0.4 GFLOP/s)."""
     from svdeploy.kernels.config import KernelConfig
 
-    return KernelConfig(single_token_cross_attention=True,
+    return KernelConfig(single_token_cross_attention=True, temporal_conv="matmul",
                         compute_dtype=compute_dtype)  # type: ignore[arg-type]
 
 
