@@ -57,11 +57,12 @@ class KernelConfig:
     conv:        native      MindSpore's Conv2D / Conv3D
                  im2col      k×k (and k×1 temporal) convolutions as shifted slices concatenated
                              on channels + one 1×1 convolution (a GEMM). Which is faster depends
-                             on the CPU: on an AVX-512 machine MindSpore 2.10's 3×3 kernel ran at
-                             about 1 GFLOP/s and this variant was 5–20× faster; on an AVX2-only
-                             EPYC the native kernel runs at 30–55 GFLOP/s in GRAPH_MODE and this
-                             variant is 3–18× slower, compiles 2–3× longer and holds k² copies of
-                             each activation. ``svd-export --conv`` picks it per export.
+                             on the CPU: on AVX-512 EPYCs (family 25 and 26) MindSpore 2.10's 3×3
+                             kernel ran at 0.6–1.2 GFLOP/s and this variant 8–25× faster; on an
+                             AVX2-only EPYC the native kernel ran at 30–55 GFLOP/s and this
+                             variant was 3–18× slower, compiled 2–3× longer and held k² copies of
+                             each activation. ``svd-export --conv auto`` measures it
+                             (``svdeploy.kernels.probe``).
     compute_dtype: precision of matmul and convolution inputs; norms, softmax and residual
                  sums stay float32.
     """
