@@ -184,7 +184,7 @@ def test_child_timeout(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# benchmarks/gpu_svd_xt.py: what can run without a GPU
+# svdeploy/benchmarks/gpu_svd_xt.py: what can run without a GPU
 # ---------------------------------------------------------------------------------------------
 def test_gpu_script_plan_and_options(tmp_path):
     runner = CliRunner()

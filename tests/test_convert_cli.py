@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from svdeploy.models.cli import main
-from tests.reference.checkpoints import EXTRA_SGM_TENSORS, write_sgm_safetensors
-from tests.reference.diffusers_tiny import build_components
+from svdref.checkpoints import EXTRA_SGM_TENSORS, write_sgm_safetensors
+from svdref.diffusers_tiny import build_components
 
 
 @pytest.fixture(scope="module")

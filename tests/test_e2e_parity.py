@@ -17,8 +17,8 @@ import mindspore as ms  # noqa: E402
 from svdeploy.export import export_artifact  # noqa: E402
 from svdeploy.models.convert import convert_checkpoint  # noqa: E402
 from svdeploy.runtime.cli import main as run_cli  # noqa: E402
-from tests.reference import diffusers_tiny as ref  # noqa: E402
-from tests.reference.checkpoints import save_diffusers_folder  # noqa: E402
+from svdref import diffusers_tiny as ref  # noqa: E402
+from svdref.checkpoints import save_diffusers_folder  # noqa: E402
 
 pytestmark = pytest.mark.slow
 torch.set_num_threads(2)

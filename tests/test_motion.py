@@ -15,7 +15,7 @@ from svdeploy.errors import InputError
 from svdeploy.train import motion
 from svdeploy.train.data import read_labels
 from svdeploy.train.data_cli import main as svd_data
-from tests.reference.videos import (MOTION_SPEEDS, count_frames, make_dataset,
+from svdref.videos import (MOTION_SPEEDS, count_frames, make_dataset,
                                     moving_square_frames, write_video)
 
 

@@ -1,7 +1,7 @@
 """The MindSpore networks against diffusers on CPU, with the same (perturbed) weights.
 
 Tiny diffusers networks are saved as a diffusers folder and, through an independent inverse
-mapping (tests/reference/checkpoints.py), as a Stability single file; both go through
+mapping (tests/svdref/checkpoints.py), as a Stability single file; both go through
 svd-convert and are loaded by svdeploy.models.load_network. Two configs: one like the diffusers
 reference (2 levels, 1 res block, square, 4 frames) and one with 3 levels, 2 res blocks per
 level, non-square latents and an odd frame count. Both PyNative and GRAPH_MODE.
@@ -23,8 +23,8 @@ from mindspore import Tensor  # noqa: E402
 from svdeploy.export.cells import ImageEncoderGraph, UNetGraph, VAEDecoderGraph  # noqa: E402
 from svdeploy.models import load_network  # noqa: E402
 from svdeploy.models.convert import convert_checkpoint  # noqa: E402
-from tests.reference import diffusers_tiny as ref  # noqa: E402
-from tests.reference.checkpoints import save_diffusers_folder, write_sgm_safetensors  # noqa: E402
+from svdref import diffusers_tiny as ref  # noqa: E402
+from svdref.checkpoints import save_diffusers_folder, write_sgm_safetensors  # noqa: E402
 
 torch.set_num_threads(2)
 TOL = 1e-4

@@ -1,5 +1,5 @@
 """The runtime over real artifact files: MindIR (mindspore) and ONNX (onnxruntime) backends,
-using the fake artifact of tests/reference/fake_artifact.py."""
+using the fake artifact of tests/svdref/fake_artifact.py."""
 from __future__ import annotations
 
 import subprocess
@@ -13,7 +13,7 @@ import pytest
 from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import read_manifest
 from svdeploy.runtime import VideoPipeline, choose_backend
-from tests.reference.fake_artifact import (B, C, D, F, H, LH, LW, NUMPY_GRAPHS, W,
+from svdref.fake_artifact import (B, C, D, F, H, LH, LW, NUMPY_GRAPHS, W,
                                            build_fake_artifact, copy_artifact, numpy_pipeline)
 
 
@@ -24,7 +24,7 @@ def artifact(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def input_image() -> np.ndarray:
-    from tests.reference.diffusers_tiny import make_image
+    from svdref.diffusers_tiny import make_image
     return make_image(H, W)
 
 

@@ -1,7 +1,7 @@
 """The runtime's sampling loop against diffusers' StableVideoDiffusionPipeline.
 
 The graphs are the tiny diffusers pipeline's own torch networks behind the artifact's graph
-contract (tests/reference/torch_backend.py); both sides get the same image_noise and
+contract (tests/svdref/torch_backend.py); both sides get the same image_noise and
 latents. Any difference comes from the runtime's NumPy glue: preprocessing, schedule,
 batching, guidance, Euler steps, chunked decoding and clipping.
 """
@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.reference.diffusers_tiny import build_tiny_pipeline, make_image, run_with_noise
-from tests.reference.torch_backend import fake_manifest, torch_graphs
+from svdref.diffusers_tiny import build_tiny_pipeline, make_image, run_with_noise
+from svdref.torch_backend import fake_manifest, torch_graphs
 from svdeploy.runtime import VideoPipeline
 
 torch.set_num_threads(2)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.reference.diffusers_tiny import make_image
+from svdref.diffusers_tiny import make_image
 from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import TensorSpec
 from svdeploy.runtime import VideoPipeline, edm_preconditioning, karras_sigmas
-from tests.reference.fake_artifact import (B, C, D, DEFAULTS, F, H, LH, LW, NUMPY_GRAPHS, STEPS, W,
+from svdref.fake_artifact import (B, C, D, DEFAULTS, F, H, LH, LW, NUMPY_GRAPHS, STEPS, W,
                                    numpy_manifest, numpy_pipeline)
 
 IMAGE = make_image(H, W)

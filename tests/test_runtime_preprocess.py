@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.reference.diffusers_tiny import build_tiny_pipeline, make_image
+from svdref.diffusers_tiny import build_tiny_pipeline, make_image
 from svdeploy.errors import InputError
 from svdeploy.runtime import (center_crop_box, clip_pixel_values, fit_to_size, load_image,
                               prepare_image, resize_antialiased, to_rgb_float, vae_encoder_input)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import EulerDiscreteScheduler
 
-from tests.reference.diffusers_tiny import SVD_SCHEDULER_CONFIG
+from svdref.diffusers_tiny import SVD_SCHEDULER_CONFIG
 from svdeploy.errors import InputError
 from svdeploy.runtime import (apply_guidance, denoised_from_v, edm_preconditioning, euler_step,
                               guidance_scales, initial_noise_scale, karras_sigmas)

@@ -15,7 +15,7 @@ from svdeploy.train.data import (Sample, VideoDataset, VideoDatasetConfig, cover
                                  draw_start, read_frames, read_labels, resize_cover_crop,
                                  to_model_range)
 from svdeploy.train.motion import VideoTooShortError
-from tests.reference.videos import INDEX_VIDEOS, decode_index, make_dataset, write_labels
+from svdref.videos import INDEX_VIDEOS, decode_index, make_dataset, write_labels
 
 HEIGHT, WIDTH = 24, 40
 

@@ -19,7 +19,7 @@ import pytest
 from svdeploy.train import checkpoint as ckpt
 from svdeploy.train.data import VideoDataset, VideoDatasetConfig
 from svdeploy.train.trainer import LOG_FILE, read_log
-from tests.reference.videos import moving_square_frames, write_labels, write_video
+from svdref.videos import moving_square_frames, write_labels, write_video
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from svdeploy.train import checkpoint as ckpt
 from svdeploy.train.config import load_training_config
 from svdeploy.train.step import is_temporal
 from svdeploy.train.trainer import LOG_FILE, RANDOM_INIT_DIR, Trainer, read_log
-from tests.reference.videos import moving_square_frames, write_labels, write_video
+from svdref.videos import moving_square_frames, write_labels, write_video
 
 SIZE = 16  # clip height and width: 8×8 latents
 

@@ -10,7 +10,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from tests.reference.torch_backend import contract_graph_entries
+from svdref.torch_backend import contract_graph_entries
 from svdeploy.manifest import Manifest, sha256_file, write_manifest
 from svdeploy.runtime import VideoPipeline
 

@@ -158,7 +158,7 @@ def backend_importable(backend: str) -> bool:
 
 def backend_preference(manifest: Manifest) -> Tuple[str, ...]:
     """Fastest first, as measured by svd-bench on each platform: on a CPU, ONNX Runtime beats
-    MindSpore's GraphCell (benchmarks/README.md); an artifact exported for Ascend runs on the
+    MindSpore's GraphCell (svdeploy/benchmarks/README.md); an artifact exported for Ascend runs on the
     NPU only through MindSpore Lite, so there Lite comes first."""
     if manifest.target == "ascend":
         return ("lite",) + tuple(b for b in BACKEND_PREFERENCE if b != "lite")

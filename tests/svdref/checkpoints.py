@@ -5,7 +5,7 @@ Test-only (torch, diffusers, transformers, safetensors, mindspore). Written inde
 parses diffusers names, while the product derives diffusers names from the analytic sgm table,
 and files are written with the reference libraries (``safetensors``, ``torch.save``,
 ``mindspore.save_checkpoint``). Each writer takes the components dict of
-``tests.reference.diffusers_tiny.build_components`` and returns the path it wrote, so parity tests
+``svdref.diffusers_tiny.build_components`` and returns the path it wrote, so parity tests
 can reuse them::
 
     components = build_components(seed=0)

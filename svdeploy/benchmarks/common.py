@@ -537,7 +537,7 @@ def machine_info(threads: int) -> Dict[str, Any]:
                                              "diffusers", "transformers", "numpy")},
         "env": {k: os.environ[k] for k in sorted(os.environ)
                 if k.startswith(("OPENBLAS_", "OMP_", "MKL_"))},
-        "svdeploy_git": _git_state(Path(__file__).resolve().parent.parent),
+        "svdeploy_git": _git_state(Path(__file__).resolve().parents[2]),
     }
 
 
