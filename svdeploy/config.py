@@ -24,7 +24,7 @@ from .fsutil import apply_umask
 T = TypeVar("T")
 
 GROUPS = 32  # GroupNorm groups used throughout SVD (sgm normalization())
-PRESETS = ("svd", "svd_xt", "tiny", "mid")
+PRESETS = ("svd", "svd_xt", "tiny", "mid", "demo")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -284,3 +284,32 @@ def test_conv_probe_times_both_kernels_and_picks_the_faster():
     assert set(timings) == {"native", "im2col"} and all(t > 0 for t in timings.values())
     assert fastest_conv() == min(timings, key=timings.__getitem__)
     assert conv_probe() == timings  # measured once per process
+
+
+class ProbeLoss(nn.Cell):
+    def __init__(self, net, probe):
+        super().__init__()
+        self.net = net
+        self.probe = probe
+
+    def construct(self, x):
+        return (self.net(x) * self.probe).sum()
+
+
+@pytest.mark.parametrize("k,stride,pad", [(3, 1, 1), (3, 2, 0)])
+def test_im2col_conv_gradients_match_native(mode, k, stride, pad):
+    """Training runs the im2col (Im2Col + GEMM) convolution: its gradients with respect to the
+    input and the weight must be the native convolution's."""
+    rng = np.random.default_rng(6)
+    x = Tensor(rng.standard_normal((2, 5, 12, 16)).astype(np.float32))
+    w = rng.standard_normal((7, 5, k, k)).astype(np.float32) * 0.3
+    grads = {}
+    for kind in ("native", "im2col"):
+        conv = Conv2d(5, 7, k, stride=stride, padding=pad, kind=kind)
+        conv.weight.set_data(Tensor(w))
+        probe = Tensor(rng.standard_normal(conv(x).shape).astype(np.float32)) if not grads else probe
+
+        gx, (gw, _) = ms.value_and_grad(ProbeLoss(conv, probe), 0, conv.trainable_params())(x)[1]
+        grads[kind] = (gx.asnumpy(), gw.asnumpy())
+    for a, b in zip(grads["native"], grads["im2col"]):
+        assert rel(b, a) < 1e-5

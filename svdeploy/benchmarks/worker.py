@@ -414,11 +414,11 @@ def _svdeploy_train_step(spec: Dict[str, Any], cfg: ModelConfig, batch: Dict[str
     from svdeploy.train.config import OptimizerConfig
     from svdeploy.train.loss import EDMLoss
     from svdeploy.train.step import MicroBatch, StepRunner, select_trainable
-    from svdeploy.train.trainer import training_unet_kernels
+    from svdeploy.train.trainer import training_kernels
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
-    kernels = training_unet_kernels(spec["dtype"])  # exactly what svd-train builds
+    kernels = training_kernels(spec.get("conv", "auto"), spec["dtype"])  # what svd-train builds
     unet = load_network("unet", spec["checkpoint_dir"], kernels, cfg)
     names, _frozen = select_trainable(unet, spec["temporal_only"])
     params = dict(unet.parameters_and_names())

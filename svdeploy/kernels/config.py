@@ -55,8 +55,9 @@ class KernelConfig:
     pad:         pad         ops.pad for the VAE encoder's asymmetric downsampling pad
                  concat      zeros concatenated (exports to ONNX)
     conv:        native      MindSpore's Conv2D / Conv3D
-                 im2col      k×k (and k×1 temporal) convolutions as shifted slices concatenated
-                             on channels + one 1×1 convolution (a GEMM). Which is faster depends
+                 im2col      k×k convolutions as MindSpore's Im2Col (ops.unfold) + one 1×1
+                             convolution (a GEMM); k×1 temporal ones as shifted frames
+                             concatenated on channels + a 1×1 convolution. Which is faster depends
                              on the CPU: on AVX-512 EPYCs (family 25 and 26) MindSpore 2.10's 3×3
                              kernel ran at 0.6–1.2 GFLOP/s and this variant 8–25× faster; on an
                              AVX2-only EPYC the native kernel ran at 30–55 GFLOP/s and this

@@ -180,6 +180,37 @@ class DiffusionConfig:
 
 
 @dataclass
+class AutoencoderConfig:
+    """The optional first stage: fit the VAE (encoder and temporal decoder) to the training
+    clips before the U-Net is trained, for a model trained from scratch (the demo model)."""
+
+    steps: int = _opt(0, "Optimizer steps of the autoencoder stage; 0 skips it (fine-tuning "
+                         "keeps the pretrained VAE).")
+    batch_size: int = _opt(2, "Clips per autoencoder step (all their frames are decoded "
+                              "together, so the temporal decoder learns on whole clips).")
+    lr: float = _opt(1.0e-3, "Peak learning rate (Adam), after a linear warm-up, cosine decay "
+                             "to lr/20.")
+    warmup_steps: int = _opt(50, "Linear warm-up steps of the autoencoder stage.")
+    kl_weight: float = _opt(1.0e-4, "Weight of the KL term (mean over latent elements) against "
+                                    "the reconstruction MSE (mean over pixels in [−1, 1]).")
+    scale_samples: int = _opt(64, "Clips encoded after training to set vae.scale_factor = "
+                                  "1 / std of the latents (as Stable Diffusion's 0.18215 was "
+                                  "chosen), written into the checkpoint's config.yaml.")
+
+    def validate(self, path: str) -> None:
+        for name in ("steps", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{path}.{name} = {getattr(self, name)}: expected an integer ≥ 0")
+        for name in ("batch_size", "scale_samples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{path}.{name} = {getattr(self, name)}: expected an integer ≥ 1")
+        for name in ("lr", "kl_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{path}.{name} = {value}: expected a number ≥ 0")
+
+
+@dataclass
 class TrainSection:
     epochs: int = _opt(1000, "Passes over the videos; sets the number of optimizer steps (see "
                           "dataloader.drop_remainder) unless max_steps is given.")
@@ -196,6 +227,10 @@ class TrainSection:
     compute_dtype: Literal["fp32", "fp16", "bf16"] = _opt(
         "fp32", "Precision of the U-Net's matmuls and convolutions (weights, optimizer state, "
                 "norms and the loss stay float32). Use LossScale with fp16.")
+    conv: Literal["auto", "native", "im2col"] = _opt(
+        "auto", "Spatial convolutions of the training graphs (U-Net, and the encoders): native "
+                "(MindSpore's Conv2D), im2col (MindSpore's Im2Col + one GEMM, whose gradient is "
+                "as quick) or auto (time both once on this machine, as svd-export --conv auto).")
     save_ckpt_interval: int = _opt(100, "Write a checkpoint every this many optimizer steps "
                                         "(and always after the last one).")
     ckpt_max_keep: Optional[int] = _opt(10, "Keep only the newest this many checkpoints; "
@@ -206,6 +241,7 @@ class TrainSection:
     optimizer: OptimizerConfig = _opt(OptimizerConfig, "")
     settings: SettingsConfig = _opt(SettingsConfig, "")
     diffusion: DiffusionConfig = _opt(DiffusionConfig, "")
+    autoencoder: AutoencoderConfig = _opt(AutoencoderConfig, "")
 
     def validate(self, path: str) -> None:
         if self.epochs < 1:
@@ -235,6 +271,7 @@ class TrainSection:
         self.optimizer.validate(f"{path}.optimizer")
         self.settings.validate(f"{path}.settings")
         self.diffusion.validate(f"{path}.diffusion")
+        self.autoencoder.validate(f"{path}.autoencoder")
 
 
 @dataclass

@@ -45,16 +45,22 @@ LOG_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "loss_scale", "applie
                "samples_seen", "clips")
 
 
-def training_unet_kernels(compute_dtype: str = "fp32") -> KernelConfig:
-    """The U-Net op variants svd-train uses. Softmax over SVD's single context token is exactly
+def training_kernels(conv: str = "auto", compute_dtype: str = "fp32") -> KernelConfig:
+    """The op variants of svd-train's graphs. Softmax over SVD's single context token is exactly
     1, so q/k of the cross-attention get exactly zero gradient either way; skipping them is exact
-    and cheaper. Spatial convolutions stay native: with the im2col variant the gradient graph
-    compiled, but the steps after the first ran for minutes each (tiny model). The (k,1,1)
-    temporal convolutions run as one GEMM (MindSpore's CPU Conv3D for them is ~0.4 GFLOP/s)."""
+    and cheaper. Spatial convolutions: ``conv`` (``auto`` times native and im2col here once, as
+    svd-export does; on AVX-512 EPYCs MindSpore's native 3×3 Conv2D and its gradient ran at
+    0.5 GFLOP/s, the Im2Col form at 18–24). The (k,1,1) temporal convolutions run as one GEMM
+    (MindSpore's CPU Conv3D for them is ~0.4 GFLOP/s)."""
     from svdeploy.kernels.config import KernelConfig
 
+    if conv == "auto":
+        from svdeploy.kernels.probe import fastest_conv
+
+        conv = fastest_conv()
+        logger.info("training convolutions: %s (probe)", conv)
     return KernelConfig(single_token_cross_attention=True, temporal_conv="matmul",
-                        compute_dtype=compute_dtype)  # type: ignore[arg-type]
+                        conv=conv, compute_dtype=compute_dtype)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,9 +185,18 @@ def communication_world() -> Tuple[int, int]:
 NETWORK_SECTIONS = ("unet", "vae", "image_encoder")
 
 
+def _with_scale_factor(cfg: ModelConfig, scale_factor: float) -> ModelConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scale_factor=scale_factor))
+
+
 def check_same_networks(given: ModelConfig, found: ModelConfig, where: str) -> None:
+    """The networks (not the latent scale, a property of the trained VAE) must agree."""
     for section in NETWORK_SECTIONS:
         a, b = to_dict(getattr(given, section)), to_dict(getattr(found, section))
+        if section == "vae":
+            a.pop("scale_factor"), b.pop("scale_factor")
         if a != b:
             keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             raise ConfigError(
@@ -317,9 +332,24 @@ class Trainer:
         found_cfg, self.source_weights = read_checkpoint_dir(source)
         if model_cfg is not None:
             check_same_networks(model_cfg, found_cfg, str(source))
-        self.model_cfg = model_cfg or found_cfg
+        self.kernels = training_kernels(cfg.train.conv, cfg.train.compute_dtype)
+        if cfg.train.autoencoder.steps and self.resume_from is None:
+            source = self._autoencoder_stage(found_cfg, source)
+            found_cfg, self.source_weights = read_checkpoint_dir(source)
+        # the starting checkpoint's latent scale wins (the autoencoder stage sets it)
+        self.model_cfg = _with_scale_factor(model_cfg or found_cfg, found_cfg.vae.scale_factor)
         self.source = source
         self._build()
+
+    def _autoencoder_stage(self, model_cfg: ModelConfig, source: Path) -> Path:
+        """Fit the VAE first (train.autoencoder); every worker waits for rank 0's result."""
+        from .autoencoder import DONE_FILE, STAGE_DIR, train_autoencoder
+
+        out = self.out / STAGE_DIR
+        if self.rank == 0:
+            train_autoencoder(self.cfg, model_cfg, source, out, self.kernels, self.progress)
+        _wait_for(out / DONE_FILE, "the autoencoder stage", timeout=24 * 3600.0)
+        return out
 
     # ---- construction ------------------------------------------------------------------------
     def _build(self) -> None:
@@ -341,8 +371,8 @@ class Trainer:
             raise ConfigError("train.compute_dtype = 'bf16': MindSpore's CPU kernels have no "
                               "bfloat16 matmul; use fp32 or fp16 (with LossScale) on CPU, bf16 "
                               "on Ascend")
-        self.unet = build_network("unet", mcfg, training_unet_kernels(cfg.train.compute_dtype))
-        vae_encoder = build_network("vae_encoder", mcfg, KernelConfig())
+        self.unet = build_network("unet", mcfg, self.kernels)
+        vae_encoder = build_network("vae_encoder", mcfg, self.kernels.with_(compute_dtype="fp32"))
         image_encoder = build_network("image_encoder", mcfg)
         for name, net in (("unet", self.unet), ("vae_encoder", vae_encoder),
                           ("image_encoder", image_encoder)):

@@ -1,0 +1,206 @@
+"""The autoencoder stage of svd-train: fit SVD's VAE (image encoder and temporal video decoder)
+to the training clips, for a model trained from scratch.
+
+For a batch of B clips of F frames x ∈ [−1, 1]:
+
+    (μ, log σ²) = quant_conv(encoder(x))                       per frame
+    z           = μ + σ·ε,  ε ~ N(0, 1)                        (drawn in NumPy, seeded per step)
+    x̂           = decoder(z, F)                                 the temporal decoder, per clip
+    loss        = mean((x̂ − x)²) + kl_weight · mean(½(μ² + σ² − 1 − log σ²))
+
+Afterwards ``vae.scale_factor`` = 1 / std(μ) over ``scale_samples`` clips, so the U-Net sees
+latents of unit variance (the role 0.18215 plays for Stable Diffusion's VAE), and the stage
+writes a complete checkpoint directory (every network; the VAE trained, the rest as given).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from svdeploy.config import ModelConfig, save_model_config
+from svdeploy.fsutil import apply_umask
+from svdeploy.models.keys import NETWORK_PREFIXES
+from svdeploy.models.loading import CONFIG_FILE, WEIGHTS_FILE
+
+from .config import AutoencoderConfig, TrainingConfig
+from .data import VideoDataset
+
+logger = logging.getLogger(__name__)
+
+STAGE_DIR = "autoencoder"
+LOG_FILE = "autoencoder_log.csv"
+DONE_FILE = "stage.json"
+VAE_NETWORKS = ("vae_encoder", "vae_decoder")
+
+
+def _cells():
+    """The MindSpore cells, built lazily so importing this module needs no MindSpore."""
+    import mindspore as ms
+    from mindspore import nn, ops
+
+    class AutoencoderLoss(nn.Cell):
+        """Reconstruction + KL of B·F frames through the VAE; see the module docstring."""
+
+        def __init__(self, encoder: nn.Cell, decoder: nn.Cell, num_frames: int,
+                     kl_weight: float) -> None:
+            super().__init__()
+            self.encoder = encoder
+            self.decoder = decoder
+            self.num_frames = num_frames
+            self.kl_weight = kl_weight
+            self.embed_dim = encoder.embed_dim
+
+        def construct(self, frames: ms.Tensor, eps: ms.Tensor) -> ms.Tensor:
+            moments = self.encoder.quant_conv(self.encoder.encoder(frames))
+            mean = moments[:, :self.embed_dim]
+            logvar = ops.clip_by_value(moments[:, self.embed_dim:], -30.0, 20.0)
+            z = mean + ops.exp(0.5 * logvar) * eps
+            recon = self.decoder(z, self.num_frames)
+            rec = ops.mean(ops.square(recon - frames))
+            kl = 0.5 * ops.mean(ops.square(mean) + ops.exp(logvar) - 1.0 - logvar)
+            return rec + self.kl_weight * kl
+
+    return AutoencoderLoss
+
+
+def learning_rates(cfg: AutoencoderConfig) -> List[float]:
+    """Per-step learning rate: linear warm-up to ``lr``, then a cosine to ``lr``/20."""
+    rates = []
+    for step in range(cfg.steps):
+        if step < cfg.warmup_steps:
+            rates.append(cfg.lr * (step + 1) / cfg.warmup_steps)
+            continue
+        progress = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+        low = cfg.lr / 20
+        rates.append(low + 0.5 * (cfg.lr - low) * (1 + math.cos(math.pi * progress)))
+    return rates
+
+
+def _clip_batches(dataset: VideoDataset, batch: int):
+    while True:
+        group = []
+        for sample in dataset:
+            group.append(sample.frames)
+            if len(group) == batch:
+                yield np.concatenate(group).astype(np.float32)  # (B·F, 3, H, W)
+                group = []
+
+
+def train_autoencoder(cfg: TrainingConfig, model_cfg: ModelConfig, source: Path,
+                      out: Path, kernels, progress: bool = True) -> Path:
+    """Run the stage from the checkpoint ``source`` and write the checkpoint ``out``. A
+    complete ``out`` (from an earlier run with the same options) is reused as it is."""
+    if (out / DONE_FILE).is_file():
+        logger.info("autoencoder stage already done: %s", out)
+        return out
+    import mindspore as ms
+    from mindspore import Tensor, nn
+    from tqdm import tqdm
+
+    from svdeploy.models import build_network
+    from svdeploy.models.loading import load_into_cell
+
+    ae = cfg.train.autoencoder
+    init = cfg.train.dataset.init_args
+    ms.set_seed(cfg.environment.seed)
+    encoder = build_network("vae_encoder", model_cfg, kernels)
+    decoder = build_network("vae_decoder", model_cfg, kernels)
+    weights = source / WEIGHTS_FILE
+    for name, net in (("vae_encoder", encoder), ("vae_decoder", decoder)):
+        load_into_cell(net, weights, NETWORK_PREFIXES[name], strict=True)
+    loss_net = _cells()(encoder, decoder, init.frames, ae.kl_weight)
+    params = loss_net.trainable_params()
+    optimizer = nn.Adam(params, learning_rate=learning_rates(ae), beta1=0.9, beta2=0.99)
+    step_cell = nn.TrainOneStepCell(loss_net, optimizer)
+    step_cell.set_train(True)
+    dataset = VideoDataset(dataclasses.replace(init, seed=init.seed + 1))
+    batches = _clip_batches(dataset, ae.batch_size)
+    factor = model_cfg.vae.downsample_factor
+    latent = (model_cfg.vae.embed_dim, init.height // factor, init.width // factor)
+    rows: List[Dict[str, object]] = []
+    bar = tqdm(total=ae.steps, desc="svd-train autoencoder", unit="step", disable=not progress)
+    for step in range(ae.steps):
+        started = time.perf_counter()
+        frames = next(batches)
+        rng = np.random.default_rng([cfg.environment.seed, 7, step])
+        eps = rng.standard_normal((frames.shape[0],) + latent, dtype=np.float32)
+        loss = float(step_cell(Tensor(frames), Tensor(eps)).asnumpy())
+        rows.append({"step": step + 1, "loss": loss, "seconds": time.perf_counter() - started})
+        bar.set_postfix(loss=f"{loss:.4g}")
+        bar.update(1)
+    bar.close()
+    scale = latent_scale(encoder, dataset, ae.scale_samples)
+    logger.info("autoencoder: final loss %.4g; vae.scale_factor = %.5f", rows[-1]["loss"] if rows
+                else float("nan"), scale)
+    new_cfg = dataclasses.replace(model_cfg, vae=dataclasses.replace(model_cfg.vae, scale_factor=scale))
+    return write_stage_checkpoint(out, new_cfg, weights, {"vae_encoder": encoder,
+                                                          "vae_decoder": decoder}, rows)
+
+
+def latent_scale(encoder, dataset: VideoDataset, clips: int) -> float:
+    """1 / standard deviation of the encoder's posterior means over the first ``clips``."""
+    from mindspore import Tensor
+
+    encoder.set_train(False)
+    values = []
+    for index, sample in enumerate(dataset):
+        if index >= clips:
+            break
+        values.append(encoder(Tensor(sample.frames.astype(np.float32))).asnumpy().ravel())
+    std = float(np.concatenate(values).std())
+    return 1.0 / max(std, 1e-6)
+
+
+def write_stage_checkpoint(out: Path, model_cfg: ModelConfig, source_weights: Path,
+                           trained: Dict[str, object], rows: Sequence[Dict[str, object]]) -> Path:
+    """A checkpoint directory: ``source_weights`` with the ``trained`` networks' tensors
+    replaced, ``model_cfg`` as its config, the loss log, and ``stage.json`` written last."""
+    import json
+
+    from svdeploy.models.weights_io import SafetensorsFile, SafetensorsWriter
+
+    tensors: Dict[str, np.ndarray] = {}
+    with SafetensorsFile(source_weights) as src:
+        for name in src.infos:
+            tensors[name] = src.read_float32(name)
+    for network, cell in trained.items():
+        for name, param in cell.parameters_and_names():
+            key = NETWORK_PREFIXES[network] + name
+            if key not in tensors:
+                raise KeyError(f"{key}: not in {source_weights}")
+            tensors[key] = param.asnumpy().astype(np.float32)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        shutil.rmtree(out)  # an incomplete stage folder (no stage.json) of an interrupted run
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        names = sorted(tensors)
+        with SafetensorsWriter(tmp / WEIGHTS_FILE, [(n, tensors[n].shape, "F32") for n in names],
+                               metadata={"format": "pt", "producer": "svd-train autoencoder"}) as w:
+            for name in names:
+                w.write(name, tensors[name])
+        save_model_config(model_cfg, tmp / CONFIG_FILE)
+        with open(tmp / LOG_FILE, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=("step", "loss", "seconds"))
+            writer.writeheader()
+            writer.writerows(rows)
+        (tmp / DONE_FILE).write_text(json.dumps({
+            "stage": "autoencoder", "steps": len(rows),
+            "final_loss": rows[-1]["loss"] if rows else None,
+            "scale_factor": model_cfg.vae.scale_factor}, indent=2) + "\n", encoding="utf-8")
+        apply_umask(tmp)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
