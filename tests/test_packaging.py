@@ -1,11 +1,15 @@
 """The wheel holds every subpackage under ``svdeploy`` and no bare top-level ``export``,
 ``runtime``, ``kernels`` (a PyPI package named ``kernels`` exists), plus the presets and the
-demo image."""
+demo image; and no folder of the repository root shadows an installed distribution when Python
+starts there (``make demo``, ``make test``)."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -45,3 +49,104 @@ def test_entry_points_are_declared(wheel):
     text = wheel.read(entry).decode()
     for script in ("svd-convert", "svd-export", "svd-run", "svd-train", "svd-data", "svd-bench"):
         assert f"{script} = svdeploy.cli:" in text
+
+
+# --- No shadowing from the repository root ------------------------------------------------------
+# `python -c`, `python -m` (make demo, make test) and `python -m pytest` all put the current
+# directory first on sys.path, so any importable folder at the repository root would win over an
+# installed distribution of the same name. transformers 5 depends on PyPI's `kernels`, which the
+# old top-level `kernels/` shadowed (transformers' hub_kernels then failed to import).
+
+PROBE = ("import json, os, sys, kernels, svdeploy.kernels, svdeploy.demo; "
+         "print(json.dumps({'path0': sys.path[0], 'cwd': os.getcwd(), 'kernels': kernels.__file__, "
+         "'ours': svdeploy.kernels.__file__, 'demo': svdeploy.demo.__file__}))")
+
+
+def _python_at(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    # PYTHONSAFEPATH would stop Python from adding the current directory and make the check vacuous.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _inspect_origin(cwd: Path, module: str) -> Path:
+    """`python -m inspect -d MODULE` started in `cwd`: the `-m` form, as `make demo` starts."""
+    proc = _python_at(cwd, "-m", "inspect", "-d", module)
+    assert proc.returncode == 0, f"python -m inspect -d {module} failed in {cwd}:\n{proc.stderr}"
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("Origin: ")]
+    return Path(line[len("Origin: "):]).resolve()
+
+
+@pytest.fixture(scope="module")
+def pypi_kernels() -> Path:
+    """The folder of the installed PyPI `kernels` package (a locked test dependency)."""
+    try:
+        dist = metadata.distribution("kernels")
+    except metadata.PackageNotFoundError:
+        pytest.fail("the PyPI distribution 'kernels' is not installed in this environment: it is a "
+                    "locked test dependency (transformers 5 requires it); install with "
+                    "`make install-test` (pip install -c locks/py311-linux-x86_64.txt -e '.[onnx,test]')")
+    init = Path(dist.locate_file("kernels/__init__.py")).resolve()
+    assert init.is_file(), f"distribution 'kernels' {dist.version} has no kernels/__init__.py"
+    return init.parent
+
+
+def test_repository_root_has_no_importable_name_but_svdeploy():
+    importable = set()
+    for entry in ROOT.iterdir():
+        if entry.is_dir() and (entry / "__init__.py").exists():
+            importable.add(entry.name)
+        elif entry.is_file() and entry.suffix in (".py", ".pyc", ".so", ".pyd"):
+            importable.add(entry.name)
+    assert importable == {"svdeploy"}
+    # tests/ is a plain folder (pytest's importlib mode): its helpers are the package svdref.
+    assert not (ROOT / "tests" / "__init__.py").exists()
+
+
+def test_c_form_from_root_imports_pypi_kernels(pypi_kernels):
+    proc = _python_at(ROOT, "-c", PROBE)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen["path0"] == "" and Path(seen["cwd"]).resolve() == ROOT  # the root was searched first
+    assert Path(seen["kernels"]).resolve().parent == pypi_kernels
+    assert Path(seen["ours"]).resolve().parent == ROOT / "svdeploy" / "kernels"
+    assert Path(seen["demo"]).resolve() == ROOT / "svdeploy" / "demo.py"
+
+
+def test_m_form_from_root_imports_pypi_kernels(pypi_kernels):
+    assert _inspect_origin(ROOT, "kernels").parent == pypi_kernels
+    assert _inspect_origin(ROOT, "svdeploy.kernels").parent == ROOT / "svdeploy" / "kernels"
+
+
+def test_transformers_hub_kernels_imports_from_root(pypi_kernels):
+    # The import that failed in the issue: transformers' integration does `from kernels import ...`.
+    origin = _inspect_origin(ROOT, "transformers.integrations.hub_kernels")
+    assert origin.name == "hub_kernels.py"
+
+
+def test_pytest_process_sees_pypi_kernels(pypi_kernels):
+    # `make test` runs `python -m pytest` from the root: this very process.
+    import kernels
+    assert Path(kernels.__file__).resolve().parent == pypi_kernels
+
+
+def test_demo_starts_from_root_as_make_demo_does():
+    proc = _python_at(ROOT, "-m", "svdeploy.demo", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: python -m svdeploy.demo" in proc.stdout
+    assert _inspect_origin(ROOT, "svdeploy.demo") == ROOT / "svdeploy" / "demo.py"
+
+
+@pytest.mark.parametrize("form", ["-c", "-m"])
+def test_probes_detect_a_shadowing_folder(tmp_path, pypi_kernels, form):
+    # Control: the same probes, started beside a folder named `kernels`, do report the shadow, so
+    # the checks above could fail.
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / "kernels" / "__init__.py").write_text("")
+    if form == "-c":
+        proc = _python_at(tmp_path, "-c", PROBE)
+        assert proc.returncode == 0, proc.stderr
+        found = Path(json.loads(proc.stdout)["kernels"]).resolve().parent
+    else:
+        found = _inspect_origin(tmp_path, "kernels").parent
+    assert found == (tmp_path / "kernels").resolve() != pypi_kernels
