@@ -1,12 +1,14 @@
 # Two entry points, each usable as the first command on a fresh machine:
 #   make demo   create .venv, install svdeploy, run the tiny end-to-end demo
 #   make test   create .venv, install svdeploy with its test extras, run the test suite
-# and one for maintainers:
-#   make lock   regenerate the lock of every dependency version (see "Installing" in README.md)
+# and two for maintainers:
+#   make lock        regenerate the lock of every dependency version (see "Installing" in README.md)
+#   make fresh-test  clone the committed HEAD into $(FRESH) and run `make test` there, timed
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+FRESH  ?= ../svdeploy-fresh
 
 # Installs are constrained by locks/<python>-<platform>-<machine>.txt, every dependency of every
 # extra pinned by pip-compile for that interpreter and platform (py311-linux-x86_64 is committed).
@@ -19,7 +21,7 @@ PIP_TOOLS := pip-tools==7.7.0
 # `make lock` keeps every pin that still satisfies pyproject.toml; UPGRADE=1 re-resolves all to the newest.
 UPGRADE ?=
 
-.PHONY: demo test install install-test lock clean
+.PHONY: demo test install install-test lock fresh-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +55,14 @@ lock: | $(BIN)/python
 	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --all-extras --strip-extras \
 	    --allow-unsafe --no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) \
 	    -o locks/$(LOCK_TAG).txt pyproject.toml locks/build-tools.in
+
+# What a new user or CI meets: only committed files, a new .venv, the lock. git clone refuses an
+# existing $(FRESH), so nothing is overwritten; remove it before the next run.
+fresh-test:
+	git clone --quiet . $(FRESH)
+	@start=$$(date +%s); $(MAKE) -C $(FRESH) test; rc=$$?; \
+	echo "fresh clone of $$(git rev-parse --short HEAD) in $(FRESH): make test exit $$rc after $$(( $$(date +%s) - start )) s"; \
+	exit $$rc
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info rank_0
