@@ -125,7 +125,7 @@ def test_convert_disk_full_leaves_nothing(source, tmp_path, monkeypatch):
     out = tmp_path / "out"
     _full_disk_writer(monkeypatch)
     line = error_line(invoke(convert_cli, source, "--config", "tiny", "--out", out, "--quiet"))
-    assert f"writing {out} failed: No space left on device (ENOSPC)" in line
+    assert f"converting into {out} failed: No space left on device (ENOSPC)" in line
     assert "nothing was written" in line
     assert list(tmp_path.iterdir()) == []
 

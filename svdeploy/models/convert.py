@@ -486,7 +486,7 @@ def convert_checkpoint(src: Union[str, os.PathLike], out_dir: Union[str, os.Path
         except OSError as exc:
             remove_quietly(tmp_dir)
             raise CheckpointError(
-                f"writing {out_dir} failed: {describe_os_error(exc)}"
+                f"converting into {out_dir} failed: {describe_os_error(exc)}"
                 f"{f' ({exc.filename})' if exc.filename else ''}; nothing was written"
                 f"{' and the earlier output is unchanged' if out_dir.exists() else ''}") from None
         except BaseException:
