@@ -41,7 +41,7 @@ ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 # Input images are refused above this many pixels, from the file's header before decoding:
-# decoding and converting take ~40 bytes per pixel (a 13000² PNG of 0.5 MB needed 6 GB). The
+# decoding and fitting take ~22 bytes per pixel (a 13000² PNG of 0.5 MB needed 6 GB). The
 # default (64 M pixels, 8192²) is far above any camera photo's use here; raise it with the
 # environment variable SVDEPLOY_MAX_IMAGE_PIXELS (Pillow's own bomb limit, 179 M, still applies).
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
