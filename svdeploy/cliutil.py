@@ -1,26 +1,64 @@
 """Small helpers shared by the click commands."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import signal
 import sys
-from typing import Any, Callable, TypeVar
+import tempfile
+import threading
+from typing import Any, Callable, Iterator, TypeVar
 
 import click
 
 from .errors import SvdeployError
+from .fsutil import describe_os_error, remove_quietly
 
 F = TypeVar("F", bound=Callable[..., Any])
+# MindSpore writes the dumps of a failed compilation (rank_0/om/analyze_fail.ir) under the folder
+# this variable names, the current directory by default (MS_DEV_SAVE_GRAPHS_PATH does not move
+# them); it is read at each failure, so setting it after import works
+MS_DUMP_ENV = "MS_OM_PATH"
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def termination_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (kill, a scheduler stopping a job) and SIGINT into KeyboardInterrupt, so
+    the writers' cleanup (remove the temporaries, keep the earlier output) runs for both.
+    SIGINT is set again because a library may have replaced Python's handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, _raise_interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def friendly_errors(func: F) -> F:
-    """Print svdeploy errors (and missing files) as one line and exit with status 2."""
+    """Print svdeploy errors (and OS errors) as one line and exit with status 2; SIGINT and
+    SIGTERM end with status 130 after the writers cleaned up."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with termination_as_interrupt():
+                return func(*args, **kwargs)
         except SvdeployError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except OSError as exc:  # a writer that did not name its path itself
+            where = f" {exc.filename!r}" if exc.filename else ""
+            click.echo(f"error: file system error{where}: {describe_os_error(exc)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -41,3 +79,24 @@ def setup_mindspore(mode: str = "graph") -> None:
         # the device can only be chosen before MindSpore's runtime starts; a CLI invoked inside
         # a process that already ran MindSpore (tests, notebooks) keeps that process's device
         pass
+
+
+@contextlib.contextmanager
+def mindspore_dumps_elsewhere() -> Iterator[None]:
+    """Send MindSpore's compile dumps (a failed compilation writes rank_0/om/analyze_fail.ir
+    into the current directory) to a temporary folder removed afterwards, unless the user
+    chose a folder through MS_OM_PATH."""
+    if os.environ.get(MS_DUMP_ENV):
+        yield
+        return
+    try:
+        folder = tempfile.mkdtemp(prefix="svdeploy-ms-dumps-")
+    except OSError:  # no writable temporary folder: dumps only matter if a compile fails
+        yield
+        return
+    os.environ[MS_DUMP_ENV] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop(MS_DUMP_ENV, None)
+        remove_quietly(folder)

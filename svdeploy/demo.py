@@ -62,8 +62,9 @@ def run_demo(out_dir: Path, formats: List[str], steps: int, seed: int) -> None:
     image = sample_image_path()
     outputs = []
     for name in ("demo.mp4", "demo.gif"):
+        # the demo owns OUT/demo.*: a second `make demo` replaces them
         record = run_to_file(artifact, image, out_dir / name, seed=seed,
-                             num_inference_steps=steps, progress=True)
+                             num_inference_steps=steps, progress=True, overwrite=True)
         outputs.append((out_dir / name, record))
     backend = outputs[0][1].get("backend", "?")
     print(f"[4/4] generated {cfg.num_frames} frames at {cfg.width}×{cfg.height} from {image.name} "

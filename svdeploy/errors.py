@@ -27,3 +27,7 @@ class InputError(SvdeployError, ValueError):
 
 class BackendError(SvdeployError):
     """A runtime backend is unavailable or cannot run the artifact."""
+
+
+class OutputError(SvdeployError):
+    """An output cannot be written (exists, protected, read-only, disk full, ...)."""

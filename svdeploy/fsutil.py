@@ -1,11 +1,28 @@
-"""File-system helpers shared by every writer."""
+"""File-system helpers shared by every writer: the one place for atomic writes, folder swaps,
+temporary names, stale-temporary cleanup and turning OS errors into one-line messages.
+
+Every temporary name is hidden and carries the writing process's id, ``.NAME.TAG-PID-XXXX``,
+so a later run can tell the leftovers of a killed run (its process is gone) from the work of
+a run still going, and remove only the former.
+"""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple, Union
+
+from .errors import OutputError
+
+PathLike = Union[str, os.PathLike]
+# tags of the temporaries our writers create; a stale-temporary scan matches only these
+TEMP_TAGS = ("partial", "tmp", "old")
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<tag>partial|tmp|old)-(?P<pid>\d+)-[A-Za-z0-9_]+"
+                      r"(?:\.[A-Za-z0-9]+)?$")
 
 
 def _umask() -> int:
@@ -14,7 +31,7 @@ def _umask() -> int:
     return mask
 
 
-def apply_umask(path: Union[str, os.PathLike]) -> None:
+def apply_umask(path: PathLike) -> None:
     """Give ``path`` (and, for a folder, everything in it) the permissions a plain open() or
     mkdir() would have given: temporary names from mkstemp / mkdtemp are private (0600 / 0700),
     which would make a published artifact unreadable to other users of a shared server."""
@@ -30,28 +47,224 @@ def apply_umask(path: Union[str, os.PathLike]) -> None:
         os.chmod(path, (0o777 if executable else 0o666) & ~mask)
 
 
-def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place, so a reader
-    sees the old file or the whole new one, never a part; nothing is left behind on failure."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+# ---------------------------------------------------------------------------------------------
+# OS errors as one-line messages
+# ---------------------------------------------------------------------------------------------
+def describe_os_error(exc: OSError) -> str:
+    """'No space left on device (ENOSPC)' and the like."""
+    code = errno.errorcode.get(exc.errno or 0, "")
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return f"{text} ({code})" if code else text
+
+
+def output_error(path: PathLike, exc: OSError, outcome: str) -> OutputError:
+    """An OutputError naming what could not be written, why, and what was left."""
+    return OutputError(f"cannot write {str(path)!r}: {describe_os_error(exc)}; {outcome}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporary names
+# ---------------------------------------------------------------------------------------------
+def temp_prefix(target: Path, tag: str) -> str:
+    return f".{target.name}.{tag}-{os.getpid()}-"
+
+
+def make_temp_dir(target: Path, tag: str = "partial") -> Path:
+    """A new hidden folder beside ``target`` (same file system, so a rename publishes it)."""
+    return Path(tempfile.mkdtemp(prefix=temp_prefix(target, tag), dir=target.parent))
+
+
+def make_temp_file(target: Path, suffix: str = "") -> Path:
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(target, "tmp"), suffix=suffix,
+                                dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _process_alive(pid: int) -> bool:
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def stale_temporaries(target: Path) -> Iterator[Path]:
+    """Our temporaries beside ``target`` whose writing process no longer exists."""
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = _TEMP_RE.match(entry.name)
+        if (match and match["name"] == target.name and int(match["pid"]) != os.getpid()
+                and not _process_alive(int(match["pid"]))):
+            yield entry
+
+
+def remove_stale_temporaries(target: PathLike,
+                             log: Optional[Callable[[str], None]] = None) -> List[Path]:
+    """Remove the temporaries an interrupted (killed) earlier run left beside ``target``,
+    saying so through ``log``; returns what was removed. Temporaries of live processes stay."""
+    removed = []
+    for entry in stale_temporaries(Path(target)):
+        _remove(entry)
+        removed.append(entry)
+        if log is not None:
+            log(f"removed {str(entry)!r}, left by an interrupted earlier run")
+    return removed
+
+
+def check_writable_folder(folder: PathLike, what: str = "output") -> None:
+    """Create and remove a temporary file in ``folder``: refuses a read-only or full file
+    system (and, as root, what chmod cannot express) before any long work starts."""
+    folder = Path(folder) if str(folder) else Path(".")
+    try:
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(folder / "probe", "tmp"), dir=folder)
+        try:
+            os.write(fd, b"\0")
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    except OSError as exc:
+        raise OutputError(f"cannot write the {what} in {str(folder)!r}: "
+                          f"{describe_os_error(exc)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------------------------
+def write_to_temp(path: PathLike, write: Callable[[Path], None], suffix: str = "") -> Path:
+    """Run ``write(tmp)`` on a hidden sibling of ``path`` and return it, unpublished (readable
+    as a plain file would be). On any failure the temporary is removed; an OSError becomes an
+    OutputError naming ``path``."""
+    path = Path(path)
+    try:
+        tmp = make_temp_file(path, suffix)
+    except OSError as exc:
+        raise output_error(path, exc, "nothing was written") from None
+    try:
+        write(tmp)
         apply_umask(tmp)
-        os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        raise output_error(path, exc, "nothing was written") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+    return tmp
+
+
+def publish(tmp: Path, path: PathLike) -> None:
+    """Rename a finished temporary file onto ``path`` (one atomic step)."""
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        raise output_error(path, exc, "an earlier file there is unchanged") from None
+
+
+def atomic_write_with(path: PathLike, write: Callable[[Path], None], suffix: str = "") -> Path:
+    """Write ``path`` through ``write(tmp)`` and a rename: readers see the old file or the
+    complete new one, never a part."""
+    path = Path(path)
+    publish(write_to_temp(path, write, suffix), path)
     return path
 
 
-def atomic_write_text(path: Union[str, os.PathLike], text: str) -> Path:
-    """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    return atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
 
 
-def atomic_write_json(path: Union[str, os.PathLike], obj: Any) -> Path:
-    """:func:`atomic_write_text` of ``obj`` as indented JSON."""
-    return atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
+    return atomic_write_with(path, lambda tmp: tmp.write_text(text, encoding=encoding))
+
+
+def json_text(data: Any, indent: int = 2) -> str:
+    # allow_nan=False: NaN / Infinity are not JSON and other readers refuse them
+    return json.dumps(data, indent=indent, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: PathLike, data: Any, indent: int = 2) -> Path:
+    return atomic_write_text(path, json_text(data, indent))
+
+
+def replace_dir(tmp: PathLike, out: PathLike) -> None:
+    """Publish the finished folder ``tmp`` as ``out``. An existing ``out`` is moved aside
+    first (a folder cannot be replaced in one step), removed after the swap, and put back if
+    the swap fails."""
+    tmp, out = Path(tmp), Path(out)
+    old: Optional[Path] = None
+    try:
+        if out.exists() or out.is_symlink():
+            old = out.with_name(temp_prefix(out, "old") + "swap")
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except OSError as exc:
+        if old is not None and not out.exists():
+            os.replace(old, out)
+        raise output_error(out, exc, "an earlier output there is unchanged") from None
+    if old is not None:
+        _remove(old)
+
+
+def remove_quietly(path: PathLike) -> None:
+    """Remove a temporary file or folder; a missing one is fine."""
+    _remove(Path(path))
+
+
+def publish_all(pairs: List[Tuple[Path, Path]]) -> None:
+    """Publish several finished temporaries (files or folders) as one unit: earlier outputs
+    are moved aside first; if any rename fails, the new ones are removed and the earlier ones
+    put back, so either all appear or none (a video is never left without its sidecar)."""
+    moved: List[Tuple[Path, Path]] = []       # (aside, final)
+    placed: List[Path] = []
+    try:
+        for tmp, final in pairs:
+            if final.exists() or final.is_symlink():
+                aside = final.with_name(temp_prefix(final, "old") + "swap")
+                os.replace(final, aside)
+                moved.append((aside, final))
+            os.replace(tmp, final)
+            placed.append(final)
+    except OSError as exc:
+        for final in placed:
+            _remove(final)
+        for aside, final in moved:
+            os.replace(aside, final)
+        for tmp, _ in pairs:
+            _remove(tmp)
+        failed = pairs[len(placed)][1]
+        raise output_error(failed, exc, "nothing was written and earlier outputs are "
+                                        "unchanged") from None
+    for aside, _ in moved:
+        _remove(aside)
+
+
+def check_replaceable(out: PathLike, protected: Mapping[str, PathLike]) -> None:
+    """Refuse an output folder whose replacement would delete what must survive it: the
+    current directory (or a folder holding it: renaming '.' fails with EBUSY, and a shell
+    would be left in a deleted folder) and each ``protected`` input (label → path)."""
+    out_path = Path(out).resolve()
+    cwd = Path.cwd().resolve()
+    if cwd == out_path or out_path in cwd.parents:
+        raise OutputError(f"--out {str(out)!r} is the current directory or holds it; replacing it "
+                          "would delete the folder you work in: choose a new folder")
+    for label, path in protected.items():
+        resolved = Path(path).resolve()
+        if resolved == out_path or out_path in resolved.parents:
+            raise OutputError(f"--out {str(out)!r} is or holds {label} {str(path)!r}; replacing "
+                              f"it would delete {label}: choose another output folder")

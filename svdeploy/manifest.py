@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import tempfile
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import ManifestError
-from .fsutil import apply_umask
+from .fsutil import atomic_write_text, json_text
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -26,6 +27,92 @@ DTYPES = ("float32", "float16", "bfloat16", "int32", "int64", "uint8")
 # The graphs an artifact holds. vae_decoder_tail exists only when frames % chunk != 0.
 GRAPH_NAMES = ("image_encoder", "vae_encoder", "unet", "vae_decoder", "vae_decoder_tail")
 REQUIRED_GRAPHS = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
+# Bounds on what a manifest may make us read: its own size and its JSON nesting (the exporter
+# writes ~10 KB and depth 5; a hostile file must not exhaust memory or the recursion limit).
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_JSON_DEPTH = 32
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed fields: a manifest is data from disk, so every value is checked, never coerced
+# ---------------------------------------------------------------------------------------------
+def _int_field(value: Any, where: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ManifestError(f"{where} = {value!r}: expected an integer ≥ {low}")
+    return value
+
+
+def _bool_field(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ManifestError(f"{where} = {value!r}: expected true or false")
+    return value
+
+
+def _str_field(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ManifestError(f"{where} = {value!r}: expected a string")
+    return value
+
+
+def _dict_field(value: Any, where: str) -> Dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ManifestError(f"{where} = {value!r}: expected an object")
+    return dict(value)
+
+
+def _float_field(value: Any, where: str, positive: bool = True, optional: bool = False
+                 ) -> Optional[float]:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (positive and value <= 0) or (not positive and value < 0):
+        raise ManifestError(f"{where} = {value!r}: expected a finite number "
+                            f"{'> 0' if positive else '≥ 0'}{' or null' if optional else ''}")
+    return float(value)
+
+
+def _relative_name(value: Any, where: str) -> str:
+    """A file name inside the artifact: relative, without '..' (symlinks are checked when the
+    file is opened, by ``artifact_file``)."""
+    name = _str_field(value, where)
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ManifestError(f"{where} = {name!r}: expected a plain relative name inside the "
+                            "artifact")
+    return name
+
+
+def _external_files(value: Any, where: str) -> List[Dict[str, str]]:
+    if not isinstance(value, list):
+        raise ManifestError(f"{where} = {value!r}: expected a list of {{file, sha256}} objects")
+    files = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) != {"file", "sha256"}:
+            raise ManifestError(f"{where}[{i}] = {item!r}: expected an object with exactly "
+                                "'file' and 'sha256'")
+        files.append({"file": _relative_name(item["file"], f"{where}[{i}].file"),
+                      "sha256": _str_field(item["sha256"], f"{where}[{i}].sha256")})
+    return files
+
+
+def _list_field(value: Any, where: str) -> List[Any]:
+    if not isinstance(value, list):
+        raise ManifestError(f"{where} = {value!r}: expected a list")
+    return value
+
+
+def json_depth(data: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return deepest
 
 
 @dataclass
@@ -39,11 +126,12 @@ class TensorSpec:
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> "TensorSpec":
-        try:
-            spec = cls(name=str(data["name"]), shape=tuple(int(d) for d in data["shape"]),
-                       dtype=str(data.get("dtype", "float32")))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ManifestError(f"{where}: malformed tensor spec {data!r} ({exc})") from None
+        if not isinstance(data, dict) or "name" not in data or not isinstance(data.get("shape"), list):
+            raise ManifestError(f"{where}: malformed tensor spec {data!r}: expected an object with "
+                                "name, shape (a list) and dtype")
+        spec = cls(name=_str_field(data["name"], f"{where}.name"),
+                   shape=tuple(_int_field(d, f"{where}.shape") for d in data["shape"]),
+                   dtype=_str_field(data.get("dtype", "float32"), f"{where}.dtype"))
         if spec.dtype not in DTYPES:
             raise ManifestError(f"{where}: dtype {spec.dtype!r} is not one of {', '.join(DTYPES)}")
         if any(d < 1 for d in spec.shape):
@@ -86,26 +174,34 @@ class GraphEntry:
             raise ManifestError(f"{where}: expected an object, got {data!r}")
         try:
             entry = cls(
-                name=str(data["name"]), format=str(data["format"]), file=str(data["file"]),
-                inputs=[TensorSpec.from_json(t, f"{where}.inputs") for t in data["inputs"]],
-                outputs=[TensorSpec.from_json(t, f"{where}.outputs") for t in data["outputs"]],
-                sha256=str(data["sha256"]),
-                parity_max_rel_error=data.get("parity_max_rel_error"),
-                parity_tolerance=data.get("parity_tolerance"),
-                export_seconds=data.get("export_seconds"),
-                dtype=str(data.get("dtype", "fp32")),
-                extra=dict(data.get("extra") or {}),
+                name=_str_field(data["name"], f"{where}.name"),
+                format=_str_field(data["format"], f"{where}.format"),
+                file=_relative_name(data["file"], f"{where}.file"),
+                inputs=[TensorSpec.from_json(t, f"{where}.inputs")
+                        for t in _list_field(data["inputs"], f"{where}.inputs")],
+                outputs=[TensorSpec.from_json(t, f"{where}.outputs")
+                         for t in _list_field(data["outputs"], f"{where}.outputs")],
+                sha256=_str_field(data["sha256"], f"{where}.sha256"),
+                parity_max_rel_error=_float_field(data.get("parity_max_rel_error"),
+                                                  f"{where}.parity_max_rel_error", False, True),
+                parity_tolerance=_float_field(data.get("parity_tolerance"),
+                                              f"{where}.parity_tolerance", False, True),
+                export_seconds=_float_field(data.get("export_seconds"), f"{where}.export_seconds",
+                                            False, True),
+                dtype=_str_field(data.get("dtype", "fp32"), f"{where}.dtype"),
+                extra=_dict_field(data.get("extra"), f"{where}.extra"),
             )
         except KeyError as exc:
             raise ManifestError(f"{where}: missing field {exc.args[0]!r}") from None
+        if "external_files" in entry.extra:
+            entry.extra["external_files"] = _external_files(entry.extra["external_files"],
+                                                            f"{where}.extra.external_files")
         if entry.name not in GRAPH_NAMES:
             raise ManifestError(f"{where}: unknown graph name {entry.name!r}; expected one of "
                                 f"{', '.join(GRAPH_NAMES)}")
         if entry.format not in GRAPH_FORMATS:
             raise ManifestError(f"{where}: unknown format {entry.format!r}; expected one of "
                                 f"{', '.join(GRAPH_FORMATS)}")
-        if Path(entry.file).is_absolute() or ".." in Path(entry.file).parts:
-            raise ManifestError(f"{where}: file {entry.file!r} must be a plain relative name")
         return entry
 
 
@@ -164,30 +260,35 @@ class Manifest:
         if not isinstance(data, dict):
             raise ManifestError(f"{where}: expected a JSON object")
         version = data.get("format_version")
-        if version not in SUPPORTED_VERSIONS:
+        if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
             raise ManifestError(f"{where}: format_version {version!r} is not supported by this "
                                 f"svdeploy (supported: {', '.join(map(str, SUPPORTED_VERSIONS))})")
         try:
             m = cls(
                 format_version=int(version),
-                toolkit_version=str(data.get("toolkit_version", "")),
-                variant=str(data["variant"]),
-                height=int(data["height"]), width=int(data["width"]),
-                num_frames=int(data["num_frames"]),
-                latent_shape=tuple(int(d) for d in data["latent_shape"]),
-                cfg=bool(data["cfg"]), guidance_batch=int(data["guidance_batch"]),
-                decode_chunk_size=int(data["decode_chunk_size"]),
-                dtype=str(data.get("dtype", "fp32")), target=str(data.get("target", "cpu")),
-                scheduler={k: float(v) for k, v in dict(data["scheduler"]).items()},
-                defaults=dict(data.get("defaults") or {}),
+                toolkit_version=_str_field(data.get("toolkit_version", ""), f"{where}.toolkit_version"),
+                variant=_str_field(data["variant"], f"{where}.variant"),
+                height=_int_field(data["height"], f"{where}.height"),
+                width=_int_field(data["width"], f"{where}.width"),
+                num_frames=_int_field(data["num_frames"], f"{where}.num_frames"),
+                latent_shape=tuple(_int_field(d, f"{where}.latent_shape")
+                                   for d in _list_field(data["latent_shape"], f"{where}.latent_shape")),
+                cfg=_bool_field(data["cfg"], f"{where}.cfg"),
+                guidance_batch=_int_field(data["guidance_batch"], f"{where}.guidance_batch"),
+                decode_chunk_size=_int_field(data["decode_chunk_size"], f"{where}.decode_chunk_size"),
+                dtype=_str_field(data.get("dtype", "fp32"), f"{where}.dtype"),
+                target=_str_field(data.get("target", "cpu"), f"{where}.target"),
+                scheduler={k: _float_field(v, f"{where}.scheduler.{k}")  # type: ignore[misc]
+                           for k, v in _dict_field(data["scheduler"], f"{where}.scheduler").items()},
+                defaults=_dict_field(data.get("defaults"), f"{where}.defaults"),
                 graphs=[GraphEntry.from_json(g, f"{where}.graphs[{i}]")
-                        for i, g in enumerate(data["graphs"])],
-                extra=dict(data.get("extra") or {}),
+                        for i, g in enumerate(_list_field(data["graphs"], f"{where}.graphs"))],
+                extra=_dict_field(data.get("extra"), f"{where}.extra"),
             )
         except KeyError as exc:
             raise ManifestError(f"{where}: missing field {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
-            raise ManifestError(f"{where}: malformed field ({exc})") from None
+        if "partial" in m.extra:
+            _bool_field(m.extra["partial"], f"{where}.extra.partial")
         m.validate(where)
         return m
 
@@ -195,6 +296,10 @@ class Manifest:
         for key in ("sigma_min", "sigma_max", "rho", "scaling_factor"):
             if key not in self.scheduler:
                 raise ManifestError(f"{where}: scheduler.{key} is missing")
+            _float_field(self.scheduler[key], f"{where}: scheduler.{key}")
+        if not self.scheduler["sigma_min"] < self.scheduler["sigma_max"]:
+            raise ManifestError(f"{where}: scheduler sigma_min {self.scheduler['sigma_min']} must be "
+                                f"below sigma_max {self.scheduler['sigma_max']}")
         if self.guidance_batch != (2 if self.cfg else 1):
             raise ManifestError(f"{where}: guidance_batch {self.guidance_batch} does not match "
                                 f"cfg={self.cfg} (expected {2 if self.cfg else 1})")
@@ -237,20 +342,58 @@ def sha256_file(path: Union[str, os.PathLike], chunk: int = 1 << 22) -> str:
 def write_manifest(manifest: Manifest, directory: Union[str, os.PathLike]) -> Path:
     """Write ``manifest.json`` atomically (temporary name, then rename)."""
     manifest.validate()
-    directory = Path(directory)
-    target = directory / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=directory)
+    return atomic_write_text(Path(directory) / MANIFEST_NAME, json_text(manifest.to_json()))
+
+
+def artifact_file(directory: Path, name: str, what: str) -> Path:
+    """``directory / name`` after checking that it stays inside the artifact once symlinks are
+    resolved and that it is a regular file (a device such as /dev/zero would never end)."""
+    base = directory.resolve()
+    path = (directory / name).resolve()
+    if path != base and base not in path.parents:
+        raise ManifestError(f"artifact {str(directory)!r}: {what} {name!r} resolves to "
+                            f"{str(path)!r}, outside the artifact; expected a file inside it")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(manifest.to_json(), fh, indent=2)
-            fh.write("\n")
-        apply_umask(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ManifestError(f"artifact {str(directory)!r}: {what} {name!r} is missing") from None
+    except OSError as exc:
+        raise ManifestError(f"artifact {str(directory)!r}: {what} {name!r} cannot be read "
+                            f"({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise ManifestError(f"artifact {str(directory)!r}: {what} {name!r} is not a regular file")
+    return path
+
+
+def _load_manifest_json(directory: Path) -> Any:
+    path = directory / MANIFEST_NAME
+    if not path.exists() and not path.is_symlink():
+        raise ManifestError(f"{str(directory)!r} is not an svdeploy artifact: {MANIFEST_NAME} is "
+                            "missing (export one with svd-export)")
+    path = artifact_file(directory, MANIFEST_NAME, "manifest")
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{str(path)!r} has {size} bytes; a manifest is expected to be "
+                            f"under {MAX_MANIFEST_BYTES} bytes")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{str(path)!r} is not valid JSON: {exc}") from None
+    except RecursionError:
+        data = None
+    if data is None or json_depth(data) > MAX_JSON_DEPTH:
+        raise ManifestError(f"{str(path)!r} nests JSON deeper than {MAX_JSON_DEPTH} levels; "
+                            "expected a manifest written by svd-export")
+    return data
+
+
+def require_complete(manifest: Manifest, directory: Union[str, os.PathLike]) -> None:
+    """Refuse an artifact exported with --graph (a subset of the networks) before running it."""
+    if manifest.extra.get("partial"):
+        present = sorted({g.name for g in manifest.graphs})
+        raise ManifestError(f"artifact {str(directory)!r} is partial (exported with --graph, it "
+                            f"holds only {', '.join(present)}); svd-run needs a full export "
+                            "without --graph")
 
 
 def read_manifest(directory: Union[str, os.PathLike], verify_hashes: bool = True,
@@ -258,37 +401,29 @@ def read_manifest(directory: Union[str, os.PathLike], verify_hashes: bool = True
     """Load and check an artifact directory's manifest.
 
     Refuses a missing directory or manifest, an unknown format version, a missing graph file,
-    and (with ``verify_hashes``) any graph file whose sha256 differs from the manifest.
-    ``formats`` limits the hash check to the graphs a backend will load.
+    any file named by the manifest that lies outside the artifact or is not a regular file,
+    and (with ``verify_hashes``) any graph or external weight file whose sha256 differs from
+    the manifest. ``formats`` limits the file checks to the graphs a backend will load.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise ManifestError(f"artifact {str(directory)!r} is not a directory")
-    path = directory / MANIFEST_NAME
-    if not path.is_file():
-        raise ManifestError(f"{str(directory)!r} is not an svdeploy artifact: {MANIFEST_NAME} is "
-                            "missing (export one with svd-export)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{str(path)!r} is not valid JSON: {exc}") from None
-    manifest = Manifest.from_json(data, str(path))
+    manifest = Manifest.from_json(_load_manifest_json(directory), str(directory / MANIFEST_NAME))
     for g in manifest.graphs:
         if formats is not None and g.format not in formats:
             continue
-        file = directory / g.file
-        if not file.is_file():
-            raise ManifestError(f"artifact {str(directory)!r}: graph file {g.file!r} ({g.name}, "
-                                f"{g.format}) is missing")
-        if verify_hashes:
-            actual = sha256_file(file)
-            if actual != g.sha256:
-                raise ManifestError(
-                    f"artifact {str(directory)!r}: {g.file!r} has sha256 {actual[:16]}…, the "
-                    f"manifest records {g.sha256[:16]}…: the file was modified or damaged")
-            for ext_file in g.extra.get("external_files", []):
-                name, digest = ext_file["file"], ext_file["sha256"]
-                if sha256_file(directory / name) != digest:
-                    raise ManifestError(f"artifact {str(directory)!r}: external weight file "
-                                        f"{name!r} of {g.file!r} does not match its sha256")
+        file = artifact_file(directory, g.file, f"graph file ({g.name}, {g.format})")
+        externals = [(artifact_file(directory, e["file"], f"external weight file of {g.file!r}"),
+                      e) for e in g.extra.get("external_files", [])]
+        if not verify_hashes:
+            continue
+        actual = sha256_file(file)
+        if actual != g.sha256:
+            raise ManifestError(
+                f"artifact {str(directory)!r}: {g.file!r} has sha256 {actual[:16]}…, the "
+                f"manifest records {g.sha256[:16]}…: the file was modified or damaged")
+        for path, ext in externals:
+            if sha256_file(path) != ext["sha256"]:
+                raise ManifestError(f"artifact {str(directory)!r}: external weight file "
+                                    f"{ext['file']!r} of {g.file!r} does not match its sha256")
     return manifest

@@ -134,7 +134,7 @@ def test_errors_are_one_line_with_exit_status_2(artifact, image_file, tmp_path):
     assert "num_inference_steps = 0: expected an integer ≥ 1" in run_error(artifact, *base, "--steps", 0)
     assert "motion_bucket_id = 256: expected an integer in 0..255" in run_error(
         artifact, *base, "--motion-bucket-id", 256)
-    assert "fps = 0: expected an integer ≥ 1" in run_error(artifact, *base, "--fps", 0)
+    assert "fps = 0: expected an integer in 1..120" in run_error(artifact, *base, "--fps", 0)
     assert "min_guidance_scale = 4.0 is above max_guidance_scale = 2.0" in run_error(
         artifact, *base, "--min-guidance-scale", 4, "--max-guidance-scale", 2)
     assert "backend 'tpu' is unknown" in run_error(artifact, *base, "--backend", "tpu")

@@ -12,7 +12,7 @@ from PIL import Image
 from svdeploy.errors import InputError
 from svdeploy.runtime import frames_to_uint8, output_kind, save_frames, sidecar_path
 from svdeploy.runtime import video as video_module
-from svdeploy.runtime.video import write_json_atomic
+from svdeploy.fsutil import atomic_write_json
 
 
 def moving_frames(count: int = 6, height: int = 24, width: int = 32) -> np.ndarray:
@@ -144,6 +144,6 @@ def test_bad_outputs_are_refused_before_writing(tmp_path):
 
 
 def test_json_sidecar_writer(tmp_path):
-    write_json_atomic({"a": [1, 2], "b": None}, tmp_path / "x.json")
+    atomic_write_json(tmp_path / "x.json", {"a": [1, 2], "b": None})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": [1, 2], "b": None}
     assert leftovers(tmp_path) == []

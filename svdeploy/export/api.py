@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,8 +18,9 @@ import numpy as np
 
 from svdeploy import __version__
 from svdeploy.config import ModelConfig
-from svdeploy.errors import ExportError
-from svdeploy.fsutil import apply_umask
+from svdeploy.errors import CheckpointError, ExportError
+from svdeploy.fsutil import (apply_umask, check_replaceable, describe_os_error, make_temp_dir,
+                             remove_quietly, remove_stale_temporaries, replace_dir)
 from svdeploy.kernels.config import KernelConfig
 from svdeploy.manifest import (FORMAT_VERSION, MANIFEST_NAME, GraphEntry, Manifest, sha256_file,
                                write_manifest)
@@ -201,23 +200,54 @@ def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Opti
                                 formats=formats, dtype=dtype, target=target, graphs=graphs,
                                 validate=validate, seed=seed, conv=conv)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {str(out)!r} exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"--out {str(out)!r} exists and is not empty; pass --overwrite to "
-                          "replace it")
+    _check_out(out, Path(checkpoint_dir), overwrite)
+    _check_finite_weights(weights)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    remove_stale_temporaries(out, log)
+    try:
+        tmp = make_temp_dir(out, "partial")
+    except OSError as exc:
+        raise ExportError(f"cannot create the artifact beside {str(out)!r}: "
+                          f"{describe_os_error(exc)}") from None
     try:
         result = _export_into(tmp, cfg, weights, settings, progress, log)
         apply_umask(tmp)
         _swap_into_place(tmp, out)
+    except OSError as exc:
+        remove_quietly(tmp)
+        raise ExportError(f"export to {str(out)!r} failed: {describe_os_error(exc)}"
+                          f"{f' ({exc.filename})' if exc.filename else ''}; nothing was written"
+                          f"{' and the earlier artifact is unchanged' if out.exists() else ''}"
+                          ) from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_quietly(tmp)
         raise
     result.directory = out
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _check_out(out: Path, checkpoint: Path, overwrite: bool) -> None:
+    """Refuse an --out that is a file, holds the checkpoint or the current directory, or
+    is not empty (without ``overwrite``), before any work."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {str(out)!r} exists and is not a directory")
+    check_replaceable(out, {"--checkpoint": checkpoint})
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"--out {str(out)!r} exists and is not empty; pass --overwrite to "
+                          "replace it")
+
+
+def _check_finite_weights(weights: Path) -> None:
+    """NaN / Inf weights (a diverged training run, a damaged file) would only show up as an
+    infinite parity error after tracing; name the tensor at once instead."""
+    from svdeploy.models.loading import first_non_finite
+
+    bad = first_non_finite(weights)
+    if bad is not None:
+        raise CheckpointError(f"{str(weights)!r}: tensor {bad!r} holds NaN or Inf values; "
+                              "expected finite weights (a diverged training run or a damaged "
+                              "file?)")
 
 
 def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSettings,
@@ -363,13 +393,7 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     """Rename the finished temporary directory to ``out`` (replacing an old one last)."""
     if not (tmp / MANIFEST_NAME).is_file():  # pragma: no cover - defensive
         raise ExportError("internal error: the export has no manifest")
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    replace_dir(tmp, out)
 
 
 __all__ = ["export_artifact", "ExportResult", "GraphReport", "relative_error", "export_kernels",

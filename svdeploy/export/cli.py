@@ -5,7 +5,7 @@ from typing import Optional, Tuple
 
 import click
 
-from svdeploy.cliutil import friendly_errors, setup_mindspore
+from svdeploy.cliutil import friendly_errors, mindspore_dumps_elsewhere, setup_mindspore
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -57,7 +57,10 @@ from svdeploy.cliutil import friendly_errors, setup_mindspore
                    "on random inputs; fail above tolerance (1e-4 relative L2 for fp32).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the random validation inputs.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing, non-empty --out directory.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing, non-empty --out directory (never one that holds "
+                   "--checkpoint or the current directory). The old one is removed only after "
+                   "the new artifact is complete.")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-graph lines.")
 @friendly_errors
 def main(checkpoint: str, out: str, frames: Optional[int], height: Optional[int],
@@ -71,11 +74,12 @@ def main(checkpoint: str, out: str, frames: Optional[int], height: Optional[int]
 
     formats = ("mindir", "onnx") if fmt == "both" else (fmt,)
     log = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
-    result = export_artifact(checkpoint, out, frames=frames, height=height, width=width,
-                             guidance=guidance, decode_chunk_size=decode_chunk_size,
-                             formats=formats, dtype=dtype, target=target, graphs=graphs or None,
-                             validate=validate, overwrite=overwrite, seed=seed,
-                             conv=conv, progress=not quiet, log=log)
+    with mindspore_dumps_elsewhere():
+        result = export_artifact(checkpoint, out, frames=frames, height=height, width=width,
+                                 guidance=guidance, decode_chunk_size=decode_chunk_size,
+                                 formats=formats, dtype=dtype, target=target,
+                                 graphs=graphs or None, validate=validate, overwrite=overwrite,
+                                 seed=seed, conv=conv, progress=not quiet, log=log)
     m = result.manifest
     click.echo(f"exported {m.variant}: {m.num_frames} frames {m.height}x{m.width}, "
                f"guidance batch {m.guidance_batch}, decode chunk {m.decode_chunk_size}, "

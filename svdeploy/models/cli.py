@@ -22,7 +22,9 @@ from svdeploy.cliutil import friendly_errors
 @click.option("--from", "source_format", default=None, metavar="FORMAT",
               help="Source layout, one of sgm, mindone, diffusers, svdeploy. Default: detected from "
                    "the content (not the file extension).")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists and is not empty.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace --out if it exists and is not empty (never a folder holding SRC or the "
+                   "current directory); the old one is removed only after the new one is complete.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 @friendly_errors
 def main(src: Path, out_dir: Path, config: Optional[str], source_format: Optional[str],
@@ -39,8 +41,9 @@ def main(src: Path, out_dir: Path, config: Optional[str], source_format: Optiona
     """
     from .convert import convert_checkpoint  # keeps --help fast
 
+    log = None if quiet else (lambda message: click.echo(message, err=True))
     report = convert_checkpoint(src, out_dir, config=config, source_format=source_format,  # type: ignore[arg-type]
-                                overwrite=overwrite, progress=not quiet)
+                                overwrite=overwrite, progress=not quiet, log=log)
     if not quiet:
         click.echo(report.summary())
 

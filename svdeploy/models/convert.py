@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,7 +36,8 @@ import numpy as np
 import svdeploy
 from svdeploy.config import PRESETS, ModelConfig, load_model_config, save_model_config
 from svdeploy.errors import CheckpointError, ConfigError
-from svdeploy.fsutil import apply_umask
+from svdeploy.fsutil import (apply_umask, check_replaceable, describe_os_error, make_temp_dir,
+                             remove_quietly, remove_stale_temporaries, replace_dir)
 
 from .keymap import (DIFFUSERS_COMPONENTS, DIFFUSERS_IGNORABLE, Recipe, apply_recipe,
                      diffusers_recipes, looks_like_mindone, mindone_to_sgm,
@@ -387,18 +386,7 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 def _move_into_place(tmp_dir: Path, out_dir: Path, overwrite: bool) -> None:
     _check_out_dir(out_dir, overwrite)  # again: it may have appeared while we worked
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-        os.rmdir(old)
-        os.rename(out_dir, old)
-        try:
-            os.rename(tmp_dir, out_dir)
-        except BaseException:
-            os.rename(old, out_dir)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp_dir, out_dir)
+    replace_dir(tmp_dir, out_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,6 +411,11 @@ def _write_weights(source: _Source, plan: _Plan, path: Path, progress: bool) -> 
                     arrays.append(tensor_file.read_float32(source_name))
                 tensor = apply_recipe(recipe, arrays)
                 del arrays  # one tensor in memory at a time (q/k/v packing briefly holds two)
+                if not np.isfinite(tensor).all():
+                    raise CheckpointError(
+                        f"{source.path}: tensor {_describe_source(recipe, source)} holds NaN or Inf "
+                        "values; expected finite weights (a diverged training run or a damaged "
+                        "file?)")
                 writer.write(name, np.ascontiguousarray(tensor, dtype=np.float32))
                 bar.update(4 * numel(plan.expected[name]))
     return dtypes
@@ -431,14 +424,16 @@ def _write_weights(source: _Source, plan: _Plan, path: Path, progress: bool) -> 
 def convert_checkpoint(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike],
                        config: Union[str, os.PathLike, ModelConfig, None] = None,
                        source_format: Optional[SourceFormat] = None, overwrite: bool = False,
-                       progress: bool = True) -> ConvertReport:
+                       progress: bool = True,
+                       log: Optional[Callable[[str], None]] = None) -> ConvertReport:
     """Convert ``src`` into the svdeploy checkpoint directory ``out_dir``.
 
     ``config``: preset name, YAML path or ModelConfig; required for single-file sources (sgm,
     mindone, torch), optional for diffusers / svdeploy sources (then it must describe the same
     networks; it may change the frame count, video size or sampling defaults).
     ``source_format`` overrides the format detected from the content. ``overwrite`` allows
-    replacing an existing non-empty ``out_dir``.
+    replacing an existing non-empty ``out_dir``. ``log`` receives notes such as the removal of
+    temporaries a killed earlier run left beside ``out_dir``.
     """
     started = time.perf_counter()
     src, out_dir = Path(src), Path(out_dir)
@@ -447,6 +442,7 @@ def convert_checkpoint(src: Union[str, os.PathLike], out_dir: Union[str, os.Path
                                               or out_dir.resolve() in src.resolve().parents):
         # replacing --out would delete the checkpoint being converted
         raise CheckpointError(f"--out {out_dir} contains the source {src}; choose another output directory")
+    check_replaceable(out_dir, {"the source": src})
     source = _open_source(src, source_format)
     try:
         if source.files.keys() == {""}:
@@ -459,7 +455,12 @@ def convert_checkpoint(src: Union[str, os.PathLike], out_dir: Union[str, os.Path
             plan = _plan_diffusers(source, cfg, label)
 
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+        remove_stale_temporaries(out_dir, log)
+        try:
+            tmp_dir = make_temp_dir(out_dir, "partial")
+        except OSError as exc:
+            raise CheckpointError(f"cannot create the output beside {out_dir}: "
+                                  f"{describe_os_error(exc)}") from None
         try:
             dtypes = _write_weights(source, plan, tmp_dir / WEIGHTS_FILE, progress)
             save_model_config(cfg, tmp_dir / CONFIG_FILE)
@@ -482,8 +483,14 @@ def convert_checkpoint(src: Union[str, os.PathLike], out_dir: Union[str, os.Path
                 fh.write("\n")
             apply_umask(tmp_dir)
             _move_into_place(tmp_dir, out_dir, overwrite)
+        except OSError as exc:
+            remove_quietly(tmp_dir)
+            raise CheckpointError(
+                f"converting into {out_dir} failed: {describe_os_error(exc)}"
+                f"{f' ({exc.filename})' if exc.filename else ''}; nothing was written"
+                f"{' and the earlier output is unchanged' if out_dir.exists() else ''}") from None
         except BaseException:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+            remove_quietly(tmp_dir)
             raise
     finally:
         source.close()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
 
 from svdeploy.config import ModelConfig, load_model_config
 from svdeploy.errors import CheckpointError, ConfigError
@@ -119,3 +121,13 @@ def load_network_weights(cell: Any, weights_path: PathLike, network: str, strict
     if network not in NETWORK_PREFIXES:
         raise CheckpointError(f"unknown network {network!r}; expected one of {', '.join(NETWORK_PREFIXES)}")
     return load_into_cell(cell, weights_path, NETWORK_PREFIXES[network], strict=strict)
+
+
+def first_non_finite(weights: PathLike) -> Optional[str]:
+    """The name of the first tensor of a safetensors file holding NaN or Inf, else None (one
+    tensor in memory at a time)."""
+    with SafetensorsFile(weights) as tensors:
+        for name in tensors.infos:
+            if not np.isfinite(tensors.read_float32(name)).all():
+                return name
+    return None

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from svdeploy.errors import BackendError, InputError, ManifestError
-from svdeploy.manifest import GraphEntry, Manifest, read_manifest
+from svdeploy.manifest import GraphEntry, Manifest, read_manifest, require_complete
 
 # Graph file format each backend runs.
 BACKEND_FORMATS: Dict[str, str] = {"onnxruntime": "onnx", "mindspore": "mindir", "lite": "mindir"}
@@ -41,6 +41,12 @@ _INSTALL_HINTS: Dict[str, str] = {
             "for Python 3.11); install mindspore-lite where it exists, or choose --backend "
             "mindspore or onnxruntime",
 }
+
+def first_line(exc: BaseException) -> str:
+    """A backend exception as one line: MindSpore appends a multi-line C++ stack."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
 
 GraphOutputs = Union[Mapping[str, np.ndarray], Sequence[np.ndarray], np.ndarray]
 GraphFn = Callable[[Dict[str, np.ndarray]], GraphOutputs]
@@ -117,6 +123,10 @@ class CheckedGraph:
             result[spec.name] = value
         return result
 
+    @staticmethod
+    def _shapes(inputs: Mapping[str, np.ndarray]) -> str:
+        return ", ".join(f"{k} {tuple(v.shape)}" for k, v in inputs.items())
+
     def __call__(self, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
         ordered = self.check_inputs(inputs)
         start = time.perf_counter()
@@ -125,8 +135,9 @@ class CheckedGraph:
         except (InputError, ManifestError, BackendError):
             raise
         except Exception as exc:  # a backend's own error: name the graph and the backend
-            raise BackendError(f"graph {self.name!r} failed in backend {self.backend!r}: "
-                               f"{type(exc).__name__}: {exc}") from exc
+            raise BackendError(f"graph {self.name!r} failed in backend {self.backend!r} on inputs "
+                               f"{self._shapes(ordered)} (the manifest's shapes): "
+                               f"{first_line(exc)}") from exc
         finally:
             self.seconds += time.perf_counter() - start
             self.calls += 1
@@ -275,7 +286,7 @@ def load_graph(entry: GraphEntry, path: Path, backend: str, manifest: Manifest) 
         raise
     except Exception as exc:
         raise BackendError(f"backend {backend!r} cannot load {str(path)!r} ({entry.name}): "
-                           f"{type(exc).__name__}: {exc}") from exc
+                           f"{first_line(exc)}") from exc
     return CheckedGraph(entry, run, backend=backend)
 
 
@@ -297,6 +308,7 @@ def load_artifact(directory: Union[str, Path], backend: Optional[str] = None,
     directory = Path(directory)
     # First pass without hashing: only the chosen backend's files are hashed below.
     manifest = read_manifest(directory, verify_hashes=False, formats=[])
+    require_complete(manifest, directory)
     chosen = choose_backend(manifest, backend)
     fmt = BACKEND_FORMATS[chosen]
     manifest = read_manifest(directory, verify_hashes=verify_hashes, formats=[fmt])

@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from svdeploy.cliutil import friendly_errors
+from svdeploy.cliutil import friendly_errors, mindspore_dumps_elsewhere
 
 from .backends import BACKENDS
 from .run import run_to_file
@@ -21,11 +21,14 @@ from .run import run_to_file
 @click.option("--out", "-o", "out", required=True, type=str,
               help="Output: .mp4 (H.264), .gif, .webp, .npy (float32 frames in [0,1], shape "
                    "(F,H,W,3)), or a folder of PNG frames (no extension or a trailing /). A JSON "
-                   "sidecar OUT.json records parameters, seed, backend and timings.")
+                   "sidecar OUT.json records parameters, seed, backend and timings. Both are written under "
+                   "temporary names and appear together when complete; an existing OUT or OUT.json "
+                   "is refused unless --overwrite. OUT may not be the input image or noise file, "
+                   "nor lie inside the artifact.")
 @click.option("--steps", type=int, default=None,
               help="Number of Euler sampling steps (≥ 1). Default: the artifact's (25 for svd).")
 @click.option("--fps", type=int, default=None,
-              help="Frame rate the model is conditioned on (≥ 1), also the playback rate of the "
+              help="Frame rate the model is conditioned on (1..120; .gif ≤ 100), also the playback rate of the "
                    "written video. Default: the artifact's (7).")
 @click.option("--motion-bucket-id", type=int, default=None,
               help="Amount of motion, 0..255 (higher moves more). Default: the artifact's (127).")
@@ -50,23 +53,28 @@ from .run import run_to_file
                    "normal, replacing the random draws (to reproduce a run across frameworks).")
 @click.option("--no-verify", is_flag=True, default=False,
               help="Skip the sha256 check of the graph files (faster start on large artifacts).")
+@click.option("--overwrite", is_flag=True, default=False,
+              help="Replace an existing OUT and OUT.json (never an input or an artifact file).")
 @click.option("--quiet", "-q", is_flag=True, default=False, help="No progress bar.")
 @friendly_errors
 def main(artifact: Path, image: Path, out: str, steps: Optional[int], fps: Optional[int],
          motion_bucket_id: Optional[int], noise_aug_strength: Optional[float],
          min_guidance_scale: Optional[float], max_guidance_scale: Optional[float],
          seed: Optional[int], backend: Optional[str], noise_file: Optional[Path], no_verify: bool,
-         quiet: bool) -> None:
+         overwrite: bool, quiet: bool) -> None:
     """Generate a video from one image (--image) with the exported ARTIFACT directory
     (made by svd-export) and write it to --out.
 
     Example: svd-run artifacts/svd_xt --image photo.jpg --out clip.mp4 --seed 42
     """
-    record = run_to_file(artifact, image, out, backend=backend, seed=seed, noise_file=noise_file,
-                         verify_hashes=not no_verify, progress=not quiet, fps=fps,
-                         motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength,
-                         min_guidance_scale=min_guidance_scale,
-                         max_guidance_scale=max_guidance_scale, num_inference_steps=steps)
+    with mindspore_dumps_elsewhere():
+        record = run_to_file(artifact, image, out, backend=backend, seed=seed,
+                             noise_file=noise_file, verify_hashes=not no_verify,
+                             progress=not quiet, fps=fps, motion_bucket_id=motion_bucket_id,
+                             noise_aug_strength=noise_aug_strength,
+                             min_guidance_scale=min_guidance_scale,
+                             max_guidance_scale=max_guidance_scale, num_inference_steps=steps,
+                             overwrite=overwrite)
     click.echo(f"wrote {record['output']} ({record['num_frames']} frames, {record['width']}×"
                f"{record['height']}, {record['parameters']['fps']} fps, backend "
                f"{record['backend']}, seed {record['seed']}) and {record['sidecar']}")

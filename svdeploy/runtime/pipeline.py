@@ -11,6 +11,7 @@ import math
 import secrets
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -30,6 +31,14 @@ from .video import frames_to_uint8
 
 SAMPLING_KEYS = ("fps", "motion_bucket_id", "noise_aug_strength", "min_guidance_scale",
                  "max_guidance_scale", "num_inference_steps")
+# Upper bounds far beyond any useful value; they keep a typo from overflowing a container
+# field (mp4 time base) or the float32 latents only after minutes of sampling.
+MAX_FPS = 120
+MAX_GUIDANCE_SCALE = 100.0
+MAX_NOISE_AUG_STRENGTH = 100.0
+# The noise draws are standard normal: |x| > 100 has probability ~0, so larger values are
+# a wrong file (e.g. unnormalised data), not noise.
+MAX_NOISE_MAGNITUDE = 100.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,10 +66,10 @@ def _integer(name: str, value: Any, low: int, high: Optional[int], source: str) 
     return int(value)
 
 
-def _number(name: str, value: Any, low: float, source: str) -> float:
+def _number(name: str, value: Any, low: float, source: str, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or value < low:
-        raise InputError(f"{name} = {value!r}{source}: expected a finite number ≥ {low}")
+            or not math.isfinite(value) or value < low or value > high:
+        raise InputError(f"{name} = {value!r}{source}: expected a finite number in {low}..{high}")
     return float(value)
 
 
@@ -81,17 +90,17 @@ def resolve_sampling_params(manifest: Manifest, **given: Any) -> SamplingParams:
             values[key], sources[key] = manifest.defaults[key], " (the artifact's default)"
         else:
             values[key], sources[key] = getattr(fallback, key), " (svdeploy's default)"
-    fps = _integer("fps", values["fps"], 1, None, sources["fps"])
+    fps = _integer("fps", values["fps"], 1, MAX_FPS, sources["fps"])
     motion = _integer("motion_bucket_id", values["motion_bucket_id"], 0, 255,
                       sources["motion_bucket_id"])
     steps = _integer("num_inference_steps", values["num_inference_steps"], 1, None,
                      sources["num_inference_steps"])
     aug = _number("noise_aug_strength", values["noise_aug_strength"], 0.0,
-                  sources["noise_aug_strength"])
+                  sources["noise_aug_strength"], MAX_NOISE_AUG_STRENGTH)
     g_min = _number("min_guidance_scale", values["min_guidance_scale"], 0.0,
-                    sources["min_guidance_scale"])
+                    sources["min_guidance_scale"], MAX_GUIDANCE_SCALE)
     g_max = _number("max_guidance_scale", values["max_guidance_scale"], 0.0,
-                    sources["max_guidance_scale"])
+                    sources["max_guidance_scale"], MAX_GUIDANCE_SCALE)
     if g_min > g_max:
         raise InputError(f"min_guidance_scale = {g_min} is above max_guidance_scale = {g_max}: "
                          "expected min ≤ max")
@@ -118,6 +127,9 @@ def _noise_array(name: str, value: Any, shape: Tuple[int, ...]) -> np.ndarray:
         raise InputError(f"{name} has dtype {array.dtype}: expected float32 standard-normal values")
     if not np.all(np.isfinite(array)):
         raise InputError(f"{name} contains NaN or Inf: expected finite standard-normal values")
+    if array.size and float(np.max(np.abs(array))) > MAX_NOISE_MAGNITUDE:
+        raise InputError(f"{name} holds values up to {float(np.max(np.abs(array))):.4g} in "
+                         f"magnitude: expected standard-normal noise (|x| ≤ {MAX_NOISE_MAGNITUDE:g})")
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
@@ -415,27 +427,68 @@ class VideoPipeline:
         return np.concatenate(pieces, axis=0)
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+_NPY_MAGIC = b"\x93NUMPY"
+_NOISE_KEYS = ("image_noise", "latents")
+
+
+def _npz_member_header(archive: "zipfile.ZipFile", key: str, where: str) -> Tuple[Tuple[int, ...], np.dtype]:
+    """Shape and dtype of one .npz member, read from its .npy header without loading it."""
+    with archive.open(f"{key}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    return tuple(shape), dtype
+
+
+def _check_noise_headers(path: Path, expected: Dict[str, Tuple[int, ...]]) -> None:
+    """Refuse wrong shapes, dtypes and members from the headers, before any data is read
+    (a small compressed file can declare gigabytes)."""
+    where = f"noise file {str(path)!r}"
+    with zipfile.ZipFile(path) as archive:
+        names = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
+        missing = [k for k in _NOISE_KEYS if k not in names]
+        if missing:
+            raise InputError(f"{where} lacks array(s) {', '.join(missing)}; it holds "
+                             f"{', '.join(names) or 'nothing'}; expected image_noise "
+                             f"{expected['image_noise']} and latents {expected['latents']}")
+        for key in _NOISE_KEYS:
+            shape, dtype = _npz_member_header(archive, key, where)
+            if shape != expected[key]:
+                raise InputError(f"{where}: {key} has shape {shape}: expected {expected[key]}")
+            if dtype.kind != "f" or dtype.itemsize > 8:
+                raise InputError(f"{where}: {key} has dtype {dtype}: expected float32 "
+                                 "standard-normal values")
+
+
 def load_noise_file(path: Union[str, Path], image_shape: Tuple[int, ...],
                     latent_shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
-    """Read ``image_noise`` and ``latents`` from an .npz file and check their shapes."""
+    """Read ``image_noise`` and ``latents`` from an .npz file and check their shapes (from
+    the headers first, so memory is bounded by the expected sizes)."""
     path = Path(path)
+    expected = {"image_noise": tuple(image_shape), "latents": tuple(latent_shape)}
+    wanted = "expected an .npz file with arrays image_noise and latents"
+    if not path.exists():
+        raise InputError(f"noise file {str(path)!r} does not exist; {wanted}")
     if not path.is_file():
-        raise InputError(f"noise file {str(path)!r} does not exist; expected an .npz file with "
-                         "arrays image_noise and latents")
+        raise InputError(f"noise file {str(path)!r} is not a regular file (a folder?); {wanted}")
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic.startswith(_NPY_MAGIC):
+        raise InputError(f"noise file {str(path)!r} is not a readable .npz file: it is a single "
+                         f".npy array; {wanted} (save them with numpy.savez)")
+    if not magic.startswith(_ZIP_MAGIC):
+        raise InputError(f"noise file {str(path)!r} is not a readable .npz file: it is not a zip "
+                         f"archive; {wanted}")
     try:
+        _check_noise_headers(path, expected)
         with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise InputError(f"noise file {str(path)!r} holds a single array; expected an .npz "
-                                 "file with arrays image_noise and latents")
-            missing = [k for k in ("image_noise", "latents") if k not in data.files]
-            if missing:
-                raise InputError(f"noise file {str(path)!r} lacks array(s) {', '.join(missing)}; it "
-                                 f"holds {', '.join(data.files) or 'nothing'}; expected image_noise "
-                                 f"{tuple(image_shape)} and latents {tuple(latent_shape)}")
             image_noise, latents = data["image_noise"], data["latents"]
     except InputError:
         raise
-    except Exception as exc:  # not a zip / npy, damaged, pickled objects
+    except Exception as exc:  # damaged zip or header, pickled objects
         raise InputError(f"noise file {str(path)!r} is not a readable .npz file ({exc})") from None
     where = f"noise file {str(path)!r}: "
     return (_noise_array(where + "image_noise", image_noise, image_shape),

@@ -40,20 +40,63 @@ BICUBIC_A = -0.75  # PyTorch's bicubic convolution constant (Keys' cubic with A 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+# Input images are refused above this many pixels, from the file's header before decoding:
+# decoding and fitting take ~22 bytes per pixel (a 13000² PNG of 0.5 MB needed 6 GB). The
+# default (64 M pixels, 8192²) is far above any camera photo's use here; raise it with the
+# environment variable SVDEPLOY_MAX_IMAGE_PIXELS (Pillow's own bomb limit, 179 M, still applies).
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+MAX_IMAGE_PIXELS_ENV = "SVDEPLOY_MAX_IMAGE_PIXELS"
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading and colour conversion
 # ---------------------------------------------------------------------------------------------
+def max_image_pixels() -> int:
+    """The pixel limit: SVDEPLOY_MAX_IMAGE_PIXELS if set, else MAX_IMAGE_PIXELS."""
+    text = os.environ.get(MAX_IMAGE_PIXELS_ENV)
+    if text is None:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(f"{MAX_IMAGE_PIXELS_ENV} = {text!r}: expected a positive integer")
+    return value
+
+
+def check_image_size(width: int, height: int, what: str) -> None:
+    """Refuse an empty image or one above the pixel limit (before it is decoded)."""
+    if width < 1 or height < 1:
+        raise InputError(f"{what} is {width}×{height} pixels: expected a non-empty image")
+    limit = max_image_pixels()
+    if width * height > limit:
+        raise InputError(f"{what} is {width}×{height} = {width * height} pixels, above the limit "
+                         f"of {limit} (set {MAX_IMAGE_PIXELS_ENV} to allow more); expected a "
+                         "smaller image")
+
+
+def _check_still(image: Image.Image, what: str) -> None:
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        raise InputError(f"{what} holds {frames} frames (an animation or multi-page file): "
+                         "expected a still image; save the frame to use as PNG first")
+
+
 def load_image(path: Union[str, os.PathLike]) -> Image.Image:
-    """Open and fully decode an image file, with EXIF orientation applied."""
+    """Open and fully decode an image file, with EXIF orientation applied. Its size and
+    frame count are checked from the header first."""
     path = Path(path)
+    what = f"image {str(path)!r}"
     if not path.exists():
-        raise InputError(f"image {str(path)!r} does not exist")
+        raise InputError(f"{what} does not exist")
     if not path.is_file():
-        raise InputError(f"image {str(path)!r} is not a file; expected an image file (PNG, JPEG, ...)")
+        raise InputError(f"{what} is not a file; expected an image file (PNG, JPEG, ...)")
     try:
         with Image.open(path) as opened:
+            # Image.open reads only the header: refuse before the pixels are decoded
+            check_image_size(opened.width, opened.height, what)
+            _check_still(opened, what)
             opened.load()  # decode now, so truncation shows up here and not later
             image = ImageOps.exif_transpose(opened)
             image.load()
@@ -87,12 +130,25 @@ def pil_to_rgb_float(image: Image.Image) -> np.ndarray:
         gray = np.clip(np.asarray(image, dtype=np.float64) / 65535.0, 0.0, 1.0)
         return np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
     if mode == "F":
-        # A float image has no agreed range; we read it as [0, 1] and clip.
-        gray = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
-        return np.repeat(gray[..., None], 3, axis=-1)
+        return np.repeat(_float_gray(np.asarray(image, dtype=np.float32))[..., None], 3, axis=-1)
     if mode != "RGB":
         image = image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
     return np.asarray(image, dtype=np.float32) / np.float32(255.0)
+
+
+def _float_gray(gray: np.ndarray) -> np.ndarray:
+    """A float image (mode F, e.g. a float TIFF) has no agreed range: values within [0, 1] are
+    read as they are, values within [0, 255] as 8-bit levels; anything else is refused."""
+    if not np.all(np.isfinite(gray)):
+        raise InputError("float image holds NaN or Inf values: expected finite values in [0, 1] "
+                         "(or [0, 255])")
+    low, high = float(gray.min()), float(gray.max())
+    if low >= 0.0 and high <= 1.0:
+        return gray
+    if low >= 0.0 and high <= 255.0:
+        return (gray / np.float32(255.0)).astype(np.float32)
+    raise InputError(f"float image has values in [{low:.4g}, {high:.4g}]: expected [0, 1] or "
+                     "[0, 255]")
 
 
 def array_to_rgb_float(array: np.ndarray) -> np.ndarray:
@@ -105,13 +161,17 @@ def array_to_rgb_float(array: np.ndarray) -> np.ndarray:
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or min(array.shape[:2]) < 1:
         raise InputError(f"image array of shape {array.shape}: expected (H, W), (H, W, 1), "
                          "(H, W, 3) or (H, W, 4)")
+    check_image_size(array.shape[1], array.shape[0], "image array")
     if array.dtype == np.uint8:
         x = array.astype(np.float32) / np.float32(255.0)
     elif array.dtype == np.uint16:
         x = (array.astype(np.float64) / 65535.0).astype(np.float32)
     elif np.issubdtype(array.dtype, np.floating):
         x = array.astype(np.float32)
-        if not np.all(np.isfinite(x)) or x.min() < 0.0 or x.max() > 1.0:
+        if not np.all(np.isfinite(x)):
+            raise InputError("float image array holds NaN or Inf values: expected finite values "
+                             "in [0, 1]")
+        if x.min() < 0.0 or x.max() > 1.0:
             raise InputError(f"float image array has values in [{np.nanmin(x):.4g}, "
                              f"{np.nanmax(x):.4g}]: expected finite values in [0, 1]")
     else:
@@ -128,6 +188,8 @@ def to_rgb_float(source: ImageSource) -> np.ndarray:
     if isinstance(source, np.ndarray):
         return array_to_rgb_float(source)
     if isinstance(source, Image.Image):
+        check_image_size(source.width, source.height, "PIL image")
+        _check_still(source, "PIL image")
         try:
             source.load()
             oriented = ImageOps.exif_transpose(source)

@@ -6,14 +6,53 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from svdeploy import __version__
-from svdeploy.manifest import read_manifest
+from svdeploy.errors import OutputError
+from svdeploy.fsutil import (check_writable_folder, json_text, publish_all, remove_quietly,
+                             remove_stale_temporaries, write_to_temp)
+from svdeploy.manifest import read_manifest, require_complete
 
 from .pipeline import VideoPipeline, load_noise_file, resolve_sampling_params
 from .preprocess import ImageSource, to_rgb_float
-from .video import check_output_path, save_frames, sidecar_path, write_json_atomic
+from .video import (check_fps_for_output, check_output_path, output_path, render_frames,
+                    sidecar_path)
+
+PathLike = Union[str, os.PathLike]
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_run_outputs(out: PathLike, *, artifact: PathLike, inputs: Dict[str, Optional[PathLike]],
+                      overwrite: bool) -> Tuple[str, Path, Path]:
+    """Check, before any work, that the video and its sidecar can be written: never onto an
+    input or into the artifact, never over an existing file without ``overwrite``, in a folder
+    that takes a write. Returns (kind, output path, sidecar path)."""
+    kind = check_output_path(out)
+    target, sidecar = output_path(out), sidecar_path(out)
+    art = Path(artifact).resolve()
+    for label, path in (("output", target), ("sidecar", sidecar)):
+        resolved = path.resolve()
+        if _inside(resolved, art) or _inside(art, resolved):
+            raise OutputError(f"{label} {str(path)!r} is inside the artifact {str(artifact)!r} "
+                              "(or holds it); expected a path outside the artifact")
+        for option, given in inputs.items():
+            if given is not None and resolved == Path(given).resolve():
+                raise OutputError(f"{label} {str(path)!r} is the {option} input; expected "
+                                  "another path (the input would be destroyed)")
+        if label == "sidecar" and path.is_dir():
+            raise OutputError(f"sidecar {str(path)!r} (OUT + .json) is a folder; expected a "
+                              "file path: choose another --out")
+        exists = path.is_symlink() or (path.exists() and not (path.is_dir() and not any(path.iterdir())))
+        if exists and not overwrite:
+            raise OutputError(f"{label} {str(path)!r} exists; pass --overwrite to replace it")
+    check_writable_folder(target.parent, "output")
+    remove_stale_temporaries(target)
+    remove_stale_temporaries(sidecar)
+    return kind, target, sidecar
 
 
 def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike],
@@ -24,18 +63,26 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
                 noise_aug_strength: Optional[float] = None,
                 min_guidance_scale: Optional[float] = None,
                 max_guidance_scale: Optional[float] = None,
-                num_inference_steps: Optional[int] = None) -> Dict[str, Any]:
+                num_inference_steps: Optional[int] = None,
+                overwrite: bool = False) -> Dict[str, Any]:
     """Generate a video from ``image`` with ``artifact`` into ``out`` (format by extension)
-    and write ``out``.json beside it. Returns the sidecar record."""
+    and write ``out``.json beside it. Returns the sidecar record.
+
+    ``out`` and its sidecar are refused if they exist (unless ``overwrite``), name an input or
+    lie inside the artifact; both are written to temporaries and appear together or not at all."""
     start = time.perf_counter()
     # Every user input is checked before the graphs are hashed and loaded (minutes on a
     # full-size artifact), so a typo fails at once.
-    kind = check_output_path(out)
     manifest = read_manifest(artifact, verify_hashes=False)
+    require_complete(manifest, artifact)
+    inputs = {"--image": image if isinstance(image, (str, os.PathLike)) else None,
+              "--noise": noise_file}
+    kind, target, sidecar = check_run_outputs(out, artifact=artifact, inputs=inputs,
+                                              overwrite=overwrite)
     sampling = dict(fps=fps, motion_bucket_id=motion_bucket_id,
                     noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
                     max_guidance_scale=max_guidance_scale, num_inference_steps=num_inference_steps)
-    resolve_sampling_params(manifest, **sampling)
+    check_fps_for_output(kind, resolve_sampling_params(manifest, **sampling).fps)
     rgb: ImageSource = to_rgb_float(image)
     image_noise = latents = None
     if noise_file is not None:
@@ -46,7 +93,7 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
     result = pipe.generate(rgb, seed=seed, image_noise=image_noise, latents=latents,
                            progress=progress, **sampling)
     t0 = time.perf_counter()
-    written = save_frames(result.frames, out, fps=result.params.fps)
+    rendered = render_frames(result.frames, out, fps=result.params.fps)
     write_seconds = time.perf_counter() - t0
 
     record: Dict[str, Any] = {
@@ -55,7 +102,7 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
         "artifact": str(Path(artifact).resolve()),
         "variant": pipe.manifest.variant,
         "image": str(Path(image).resolve()),
-        "output": str(written.resolve()),
+        "output": str(target.resolve()),
         "format": kind,
         "noise_file": str(Path(noise_file).resolve()) if noise_file is not None else None,
         "num_frames": pipe.num_frames,
@@ -67,5 +114,12 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
     }
     record["timings"] = dict(result.timings, load_s=pipe.load_seconds, write_s=write_seconds,
                              total_s=time.perf_counter() - start)
-    record["sidecar"] = str(write_json_atomic(record, sidecar_path(out)).resolve())
+    record["sidecar"] = str(sidecar.resolve())
+    try:
+        sidecar_tmp = write_to_temp(sidecar, lambda tmp: tmp.write_text(json_text(record),
+                                                                        encoding="utf-8"), ".json")
+    except BaseException:
+        remove_quietly(rendered)
+        raise
+    publish_all([(rendered, target), (sidecar_tmp, sidecar)])
     return record

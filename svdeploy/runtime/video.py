@@ -6,23 +6,24 @@ PyAV is imported only when an mp4 is written.
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, List, Union
+from typing import List, Union
 
 import numpy as np
 
 from svdeploy.errors import InputError
-from svdeploy.fsutil import apply_umask
+from svdeploy.fsutil import (apply_umask, make_temp_dir, output_error, publish, remove_quietly,
+                             replace_dir, write_to_temp)
 
 OUTPUT_KINDS = ("mp4", "gif", "webp", "npy", "png")
 _EXTENSIONS = {".mp4": "mp4", ".gif": "gif", ".webp": "webp", ".npy": "npy"}
 PNG_PATTERN = "frame_{:04d}.png"
 MP4_CRF = "18"          # visually lossless for H.264
 WEBP_QUALITY = 90
+# GIF stores frame durations in 1/100 s: above 100 fps a frame would last 0 (players then pick
+# their own, usually slow, rate)
+MAX_GIF_FPS = 100
 
 
 def frames_to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -60,6 +61,11 @@ def _is_replaceable_png_folder(folder: Path) -> bool:
                for p in folder.iterdir())
 
 
+def output_path(out: Union[str, os.PathLike]) -> Path:
+    """The path OUT names (a trailing slash of a frames folder removed)."""
+    return Path(os.fspath(out).rstrip("/" + os.sep) or os.fspath(out))
+
+
 def check_output_path(out: Union[str, os.PathLike]) -> str:
     """Validate OUT before any work is done; returns its kind."""
     kind = output_kind(out)
@@ -76,23 +82,6 @@ def check_output_path(out: Union[str, os.PathLike]) -> str:
     elif path.is_dir():
         raise InputError(f"output {str(path)!r} is a folder; expected a {kind} file path")
     return kind
-
-
-def _temp_sibling(path: Path, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def _replace_file_atomically(path: Path, suffix: str, write: Callable[[Path], None]) -> None:
-    tmp = _temp_sibling(path, suffix)
-    try:
-        write(tmp)
-        apply_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _even_sized(frames: np.ndarray) -> np.ndarray:
@@ -142,40 +131,41 @@ def _write_webp(frames: np.ndarray, target: Path, fps: int) -> None:
                    duration=_frame_duration_ms(fps), loop=0, quality=WEBP_QUALITY, method=4)
 
 
-def _write_png_folder(frames: np.ndarray, folder: Path) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    old = None
+def _render_png_folder(frames: np.ndarray, folder: Path) -> Path:
+    try:
+        tmp = make_temp_dir(folder, "tmp")
+    except OSError as exc:
+        raise output_error(folder, exc, "nothing was written") from None
     try:
         for i, image in enumerate(_pil_frames(frames)):
             image.save(tmp / PNG_PATTERN.format(i), format="PNG")
-        if folder.exists():
-            # A folder cannot be replaced in one step: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-            os.replace(folder, old / folder.name)
         apply_umask(tmp)
-        os.replace(tmp, folder)
+    except OSError as exc:
+        remove_quietly(tmp)
+        raise output_error(folder, exc, "nothing was written") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and (old / folder.name).exists() and not folder.exists():
-            os.replace(old / folder.name, folder)  # put the earlier output back
+        remove_quietly(tmp)
         raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    return tmp
 
 
-def save_frames(frames: np.ndarray, out: Union[str, os.PathLike], fps: int) -> Path:
-    """Write (F, H, W, 3) frames, float in [0, 1] or uint8, to ``out`` by its extension.
+def check_fps_for_output(kind: str, fps: int) -> None:
+    """Refuse a frame rate the container cannot store (before any work is done)."""
+    if kind == "gif" and fps > MAX_GIF_FPS:
+        raise InputError(f"fps = {fps}: a GIF stores frame durations in 1/100 s, so expected "
+                         f"fps ≤ {MAX_GIF_FPS} for .gif (use .mp4 or .webp for more)")
 
-    ``.npy`` keeps float32 frames (uint8 input is divided by 255); the other formats store
-    uint8. ``fps`` sets the playback rate. Returns the written path.
-    """
+
+def render_frames(frames: np.ndarray, out: Union[str, os.PathLike], fps: int) -> Path:
+    """Write (F, H, W, 3) frames, float in [0, 1] or uint8, in the format of ``out`` to a
+    hidden temporary sibling of ``out`` and return it, unpublished (see ``save_frames``)."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
         raise InputError(f"frames of shape {frames.shape}: expected (F, H, W, 3) with F ≥ 1")
     if isinstance(fps, bool) or int(fps) != fps or fps < 1:
         raise InputError(f"fps = {fps!r}: expected an integer ≥ 1")
     kind = check_output_path(out)
-    path = Path(os.fspath(out).rstrip("/" + os.sep) or os.fspath(out))
+    check_fps_for_output(kind, int(fps))
+    path = output_path(out)
     if kind == "npy":
         floats = (frames.astype(np.float32) / np.float32(255.0) if frames.dtype == np.uint8
                   else frames.astype(np.float32))
@@ -184,28 +174,29 @@ def save_frames(frames: np.ndarray, out: Union[str, os.PathLike], fps: int) -> P
             with open(tmp, "wb") as fh:
                 np.save(fh, floats)
 
-        _replace_file_atomically(path, ".npy", write_npy)
-        return path
+        return write_to_temp(path, write_npy, ".npy")
     u8 = np.ascontiguousarray(frames_to_uint8(frames))
     if kind == "png":
-        _write_png_folder(u8, path)
-    elif kind == "mp4":
-        _replace_file_atomically(path, ".mp4", lambda tmp: _write_mp4(u8, tmp, int(fps)))
-    elif kind == "gif":
-        _replace_file_atomically(path, ".gif", lambda tmp: _write_gif(u8, tmp, int(fps)))
+        return _render_png_folder(u8, path)
+    writer = {"mp4": _write_mp4, "gif": _write_gif, "webp": _write_webp}[kind]
+    return write_to_temp(path, lambda tmp: writer(u8, tmp, int(fps)), f".{kind}")
+
+
+def publish_output(tmp: Path, out: Union[str, os.PathLike]) -> Path:
+    """Move a rendered temporary (file or PNG folder) onto ``out``; returns the path."""
+    path = output_path(out)
+    if tmp.is_dir():
+        replace_dir(tmp, path)
     else:
-        _replace_file_atomically(path, ".webp", lambda tmp: _write_webp(u8, tmp, int(fps)))
+        publish(tmp, path)
     return path
 
 
-def write_json_atomic(data: Any, path: Union[str, os.PathLike]) -> Path:
-    """Write ``data`` as indented JSON through a temporary sibling file."""
-    path = Path(path)
+def save_frames(frames: np.ndarray, out: Union[str, os.PathLike], fps: int) -> Path:
+    """Write (F, H, W, 3) frames, float in [0, 1] or uint8, to ``out`` by its extension,
+    replacing an earlier output there in one step.
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-
-    _replace_file_atomically(path, ".json", write)
-    return path
+    ``.npy`` keeps float32 frames (uint8 input is divided by 255); the other formats store
+    uint8. ``fps`` sets the playback rate. Returns the written path.
+    """
+    return publish_output(render_frames(frames, out, fps), out)

@@ -230,6 +230,13 @@ def mean_flow_magnitude(flow: np.ndarray) -> float:
     return float(np.mean(np.hypot(flow[..., 0], flow[..., 1])))
 
 
+def check_rates(flow_fps: float, default_fps: float) -> None:
+    """Refuse a NaN, infinite or non-positive sampling rate (NaN passes every comparison)."""
+    for name, value in (("flow_fps", flow_fps), ("default_fps", default_fps)):
+        if not math.isfinite(value) or not value > 0:
+            raise InputError(f"{name} = {value}: expected a finite number > 0")
+
+
 def score_to_bucket(score: float, saturation: float = SATURATION) -> int:
     """Motion score (%/s) → ``motion_bucket_id`` in 0..255: linear, saturating at 255."""
     if not saturation > 0 or not math.isfinite(saturation):
@@ -294,8 +301,7 @@ def measure_video(path: Union[str, os.PathLike], *, flow_fps: float = FLOW_FPS,
     Frames are streamed: only the previous sampled frame is kept. Raises ``av.FFmpegError`` /
     ``OSError`` for unreadable files and :class:`VideoTooShortError` for fewer than 2 frames.
     """
-    if flow_fps <= 0:
-        raise InputError(f"flow_fps = {flow_fps}: expected > 0")
+    check_rates(flow_fps, default_fps)
     if analysis_size < MIN_LEVEL_SIZE:
         raise InputError(f"analysis_size = {analysis_size}: expected ≥ {MIN_LEVEL_SIZE}")
     with av.open(str(path)) as container:
@@ -409,8 +415,7 @@ def label_videos(video_dir: Union[str, os.PathLike], out: Union[str, os.PathLike
     if not out.parent.is_dir():
         raise InputError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
     score_to_bucket(0.0, saturation)  # validates saturation before any decoding
-    if flow_fps <= 0:
-        raise InputError(f"flow_fps = {flow_fps}: expected > 0")
+    check_rates(flow_fps, default_fps)
     if analysis_size < MIN_LEVEL_SIZE:
         raise InputError(f"analysis_size = {analysis_size}: expected ≥ {MIN_LEVEL_SIZE}")
     videos, others = find_videos(video_dir)
