@@ -157,8 +157,8 @@ def _timed_request(workers: Dict[str, ServedWorker], peer: str, command: str,
                    freeze_others: bool) -> Optional[Dict[str, Any]]:
     """One request to ``peer`` (thawed for it when the others are frozen), with the CPU
     seconds the other workers used during it."""
-    others = [w for p, w in workers.items() if p != peer]
-    before = sum(w.cpu_seconds() for w in others)
+    others = {p: w for p, w in workers.items() if p != peer}
+    before = {p: w.cpu_seconds() for p, w in others.items()}
     if freeze_others:
         workers[peer].freeze(False)
     try:
@@ -167,7 +167,9 @@ def _timed_request(workers: Dict[str, ServedWorker], peer: str, command: str,
         if freeze_others:
             workers[peer].freeze(True)
     if done is not None:
-        done["others_cpu"] = sum(w.cpu_seconds() for w in others) - before
+        used = {p: w.cpu_seconds() - before[p] for p, w in others.items()}
+        done["others_cpu"] = sum(used.values())
+        done["others_cpu_by_peer"] = used
     return done
 
 
@@ -204,6 +206,11 @@ def _add_standalone(row: Dict[str, Any], samples: List[Dict[str, Any]],
     if wall > 0 and any("others_cpu" in d for d in samples):
         row["idle_peers_cpu_per_wall"] = round(sum(d.get("others_cpu", 0.0) for d in samples)
                                                / wall, 3)
+        by_peer: Dict[str, float] = {}
+        for d in samples:
+            for other, seconds in d.get("others_cpu_by_peer", {}).items():
+                by_peer[other] = by_peer.get(other, 0.0) + seconds
+        row["idle_cpu_per_wall_by_peer"] = {p: round(v / wall, 3) for p, v in by_peer.items()}
     if alone is not None and alone.n:
         row["standalone"] = alone.to_json()
         row["standalone_median_s"] = alone.median

@@ -106,7 +106,11 @@ class Conv2d(nn.Cell):
     def _columns(self, x: Tensor) -> Tensor:
         """(N, C, H, W) → (N, k²·C, Ho, Wo): the k² shifted (strided) windows on channels."""
         k, s, p = self.kernel_size, self.stride, self.padding
-        if p:
+        if p and self.dtype == ms.bfloat16:
+            # ops.pad makes its fill value a tensor of x's dtype with ScalarToTensor, which
+            # MindSpore 2.10 refuses for bfloat16: pad in float32 and cast back (exact)
+            x = ops.pad(x.astype(ms.float32), (p, p, p, p)).astype(self.dtype)
+        elif p:
             x = ops.pad(x, (p, p, p, p))
         h, w = x.shape[2], x.shape[3]
         ho = (h - k) // s + 1
