@@ -143,9 +143,9 @@ def _command_line(ctx: click.Context) -> str:
                    "(less memory: for full-size models).")
 @click.option("--freeze-idle/--no-freeze-idle", default=True, show_default=True,
               help="interleaved: stop (SIGSTOP) every other peer's process while one peer is "
-                   "timed and continue it after. Idle ONNX Runtime / OpenMP / MindSpore thread "
-                   "pools spin-wait for work and would otherwise take cores from the timed peer "
-                   "(measured: diffusers 1.6x slower with idle peers beside it).")
+                   "timed and continue it after, so no idle peer (thread pools that spin-wait "
+                   "for work) can take cores from it; the report gives the CPU the idle peers "
+                   "used during each peer's calls either way.")
 @click.option("--standalone-repeats", type=click.IntRange(min=0), default=3, show_default=True,
               help="graphs / e2e: after the interleaved runs, time each peer again alone (no "
                    "other peer process exists) this many times, reported as the standalone "

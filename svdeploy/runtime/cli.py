@@ -49,10 +49,10 @@ from .run import run_to_file
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="Compute precision. fp32: exact to the graphs' parity with diffusers. bf16: "
                    "bfloat16 matmuls/convolutions (openvino only, on a CPU with native bf16: "
-                   "AVX512_BF16 or AMX; refused elsewhere); about 2.7x faster, frames within "
-                   "diffusers' own bf16 error. auto: openvino uses bf16 where the CPU has it, "
-                   "else fp32; other backends run the precision the graphs were exported in. "
-                   "The precision used is recorded in the sidecar.")
+                   "AVX512_BF16 or AMX; refused elsewhere); 1.3-2.7x faster on the U-Net, with "
+                   "a model-dependent error (see svdeploy/runtime/README.md). auto: fp32 on "
+                   "openvino and onnxruntime, the exported precision on mindspore/lite. The "
+                   "precision used is recorded in the sidecar.")
 @click.option("--noise", "noise_file", type=click.Path(path_type=Path), default=None,
               help="An .npz with arrays image_noise (1,3,H,W) and latents (1,F,C,h,w), standard "
                    "normal, replacing the random draws (to reproduce a run across frameworks).")
