@@ -423,7 +423,8 @@ class ServedWorker:
     def freeze(self, frozen: bool) -> None:
         """SIGSTOP / SIGCONT the worker: a frozen worker's threads cannot run at all, so its
         libraries' idle spin-waiting cannot take cores from the peer being timed."""
-        if self._rusage is None and self.process.poll() is None:
+        # no poll(): it would reap the process and leave nothing for _reap's wait4
+        if self._rusage is None:
             try:
                 os.kill(self.process.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
             except ProcessLookupError:
