@@ -49,8 +49,9 @@ def tiny_report(tmp_path_factory, work) -> tuple:
     pytest.importorskip("diffusers")
     out = tmp_path_factory.mktemp("bench-out")
     args = ["e2e", "graphs", "memory", "--config", "tiny", "--out", str(out),
-            "--work", str(work), "--peers", "diffusers,onnxruntime", "--formats", "onnx",
+            "--work", str(work), "--peers", "diffusers,onnxruntime,openvino", "--formats", "onnx",
             "--graphs", "image_encoder,unet", "--repeats", "2", "--warmup", "1",
+            "--standalone-repeats", "1",
             "--e2e-repeats", "1", "--steps", "2", "--memory-frames", "2,4",
             "--memory-chunks", "2", "--gemm-size", "256", "--quiet"]
     return _bench(args, out), out
@@ -72,7 +73,7 @@ def test_report_header(tiny_report):
     assert machine["versions"]["onnxruntime"]
     settings = report["settings"]
     assert (settings["frames"], settings["height"], settings["width"]) == (4, 64, 64)
-    assert settings["peers"] == ["diffusers", "onnxruntime"]
+    assert settings["peers"] == ["diffusers", "onnxruntime", "openvino"]
     assert report["weights"]["source"].startswith("diffusers random init")
     peak = report["gemm_peak"]
     assert peak["n"] == 256 and peak["fp32_peak_gflops"] > 0
@@ -100,11 +101,18 @@ def test_graphs_suite(tiny_report):
     report, _ = tiny_report
     suite = report["suites"]["graphs"]
     rows = {(r["graph"], r["peer"]): r for r in suite["rows"]}
-    assert set(rows) == {(g, p) for g in ("image_encoder", "unet") for p in ("diffusers", "onnxruntime")}
+    assert set(rows) == {(g, p) for g in ("image_encoder", "unet")
+                         for p in ("diffusers", "onnxruntime", "openvino")}
     for (graph, peer), row in rows.items():
         assert "error" not in row and "skipped" not in row, row
         stats = row["stats"]
         assert stats["n"] == 2 and len(stats["samples_s"]) == 2
+        # each peer was also timed alone; while it was timed interleaved, the other peers'
+        # processes were stopped (--freeze-idle), so they used no CPU
+        assert row["standalone"]["n"] == 1
+        assert row["interleaved_over_standalone"] == pytest.approx(
+            row["median_s"] / row["standalone_median_s"])
+        assert 0.0 <= row["idle_peers_cpu_per_wall"] <= 0.05, row["idle_peers_cpu_per_wall"]
         assert stats["p10_s"] <= row["median_s"] <= stats["p90_s"]
         assert row["gflops_per_s"] == pytest.approx(row["flops"] / row["median_s"] / 1e9)
         assert row["percent_of_peak"] == pytest.approx(
@@ -123,7 +131,7 @@ def test_e2e_suite(tiny_report):
     report, out = tiny_report
     suite = report["suites"]["e2e"]
     rows = {r["peer"]: r for r in suite["rows"]}
-    assert set(rows) == {"diffusers", "svdeploy-onnxruntime"}
+    assert set(rows) == {"diffusers", "svdeploy-onnxruntime", "svdeploy-openvino"}
     for row in rows.values():
         assert "error" not in row, row
         assert row["n_videos"] == 1 and row["step"]["n"] >= 1
@@ -132,14 +140,18 @@ def test_e2e_suite(tiny_report):
         assert row["parity_max_abs"] < 1e-3
     assert rows["diffusers"]["parity_max_abs"] == 0.0
     assert rows["svdeploy-onnxruntime"]["step"]["n"] == 2  # every step of the video is timed
-    assert "s / video" in (out / "report.md").read_text()
+    assert rows["svdeploy-openvino"]["precision"] == "fp32"
+    assert rows["svdeploy-onnxruntime"]["standalone"]["n"] == 1
+    text = (out / "report.md").read_text()
+    assert "s / video" in text and "standalone median" in text
 
 
 def test_memory_suite(tiny_report):
     report, _ = tiny_report
     rows = report["suites"]["memory"]["rows"]
     assert {(r["peer"], r["frames"], r["chunk"]) for r in rows} == {
-        (p, f, 2) for p in ("diffusers", "svdeploy-onnxruntime") for f in (2, 4)}
+        (p, f, 2) for p in ("diffusers", "svdeploy-onnxruntime", "svdeploy-openvino")
+        for f in (2, 4)}
     for row in rows:
         assert "error" not in row, row
         assert row["peak_rss_bytes"] >= row["rss_after_load_bytes"] > 0

@@ -106,7 +106,8 @@ def test_default_peers_leave_out_emulated_bf16(tmp_path, monkeypatch, flags, has
     cfg = load_model_config("tiny")
     s = resolve_settings(cfg, "tiny", tmp_path)
     assert ("diffusers-bf16" in s.peers) == has_bf16_peer
-    assert any("diffusers-bf16 left out" in n for n in s.notes) == (not has_bf16_peer)
+    assert ("openvino-bf16" in s.peers) == has_bf16_peer
+    assert any("openvino-bf16 left out" in n for n in s.notes) == (not has_bf16_peer)
     # named peers are measured as asked, whatever the CPU
     named = resolve_settings(cfg, "tiny", tmp_path, peers=("diffusers-bf16",))
     assert named.peers == ("diffusers-bf16",)

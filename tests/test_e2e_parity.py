@@ -4,6 +4,8 @@ arrays, give the same frames, for both backends, with CFG on and off, several st
 decode chunk smaller than the frame count."""
 from __future__ import annotations
 
+import functools
+
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,11 @@ torch.set_num_threads(2)
 
 FRAMES, STEPS, SIZE, CHUNK = 5, 3, 64, 2
 TOLERANCE = 1e-3  # max |Δ| of frames in [0, 1]
+# OpenVINO bf16 against diffusers fp32: frames in [0, 1]. bf16 rounds matmul/conv inputs to
+# 8 mantissa bits; on this tiny model it measured max |Δ| = 2.75e-2, about what diffusers'
+# own bf16 autocast of the U-Net gives (2.53e-2). The bound leaves ~2× room and still fails on
+# a precision mix-up (fp16 overflow, a wrong graph) or broken scaling.
+BF16_MAX_ABS = 5e-2
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +63,7 @@ def setup(tmp_path_factory):
 
 
 @pytest.mark.parametrize("guidance", [True, False], ids=["cfg", "no-cfg"])
-@pytest.mark.parametrize("backend", ["onnxruntime", "mindspore"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "mindspore", "openvino"])
 def test_frames_match_diffusers(setup, guidance, backend):
     max_scale = 3.0 if guidance else 1.0  # diffusers turns CFG off at max_guidance_scale ≤ 1
     want = ref.run_with_noise(
@@ -67,7 +74,7 @@ def test_frames_match_diffusers(setup, guidance, backend):
     out = setup["root"] / f"frames-{backend}-{guidance}.npy"
     args = [str(setup["artifacts"][guidance]), "--image", str(setup["image_path"]), "--out",
             str(out), "--steps", str(STEPS), "--noise", str(setup["noise_file"]),
-            "--backend", backend, "--fps", "7", "--motion-bucket-id", "127",
+            "--backend", backend, "--precision", "fp32", "--fps", "7", "--motion-bucket-id", "127",
             "--noise-aug-strength", "0.02", "--min-guidance-scale", "1.0",
             "--max-guidance-scale", str(max_scale)]
     result = CliRunner().invoke(run_cli, args)
@@ -78,6 +85,56 @@ def test_frames_match_diffusers(setup, guidance, backend):
     print(f"\n[{backend}, cfg={guidance}] max |frames − diffusers| = {diff:.2e}")
     assert diff <= TOLERANCE
     assert want.std() > 0.01  # the frames are not trivially constant
+
+
+def _diffusers_frames(setup, bf16: bool = False):
+    kwargs = dict(height=SIZE, width=SIZE, num_frames=FRAMES, num_inference_steps=STEPS, fps=7,
+                  motion_bucket_id=127, noise_aug_strength=0.02, min_guidance_scale=1.0,
+                  max_guidance_scale=3.0, decode_chunk_size=CHUNK)
+    image = Image.fromarray(setup["image"])
+    if not bf16:
+        return ref.run_with_noise(setup["pipe"], image, setup["image_noise"], setup["latents"],
+                                  **kwargs)[0]
+    # autocast around the U-Net only: around the whole pipeline it reaches the CLIP
+    # preprocessing, whose .numpy() cannot take bfloat16
+    unet = setup["pipe"].unet
+    original = unet.forward
+
+    @functools.wraps(original)
+    def forward(*args, **kw):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return original(*args, **kw)
+
+    unet.forward = forward
+    try:
+        return ref.run_with_noise(setup["pipe"], image, setup["image_noise"], setup["latents"],
+                                  **kwargs)[0]
+    finally:
+        del unet.forward
+
+
+def test_openvino_bf16_within_bound(setup):
+    import openvino as ov
+
+    from svdeploy.runtime.backends import OpenVINOBackend
+
+    if not OpenVINOBackend.has_bf16(ov.Core()):
+        pytest.skip("this CPU has no native bf16 (the refusal is tested in test_runtime_openvino)")
+    out = setup["root"] / "frames-openvino-bf16.npy"
+    result = CliRunner().invoke(run_cli, [
+        str(setup["artifacts"][True]), "--image", str(setup["image_path"]), "--out", str(out),
+        "--steps", str(STEPS), "--noise", str(setup["noise_file"]), "--backend", "openvino",
+        "--precision", "bf16", "--fps", "7", "--motion-bucket-id", "127", "--noise-aug-strength",
+        "0.02", "--min-guidance-scale", "1.0", "--max-guidance-scale", "3.0", "-q"])
+    assert result.exit_code == 0, result.output
+    want = _diffusers_frames(setup)
+    got = np.load(out)
+    diff = float(np.abs(got - want).max())
+    own = float(np.abs(_diffusers_frames(setup, bf16=True) - want).max())
+    print(f"\n[openvino bf16] max |frames − diffusers fp32| = {diff:.2e}; diffusers bf16 "
+          f"autocast: {own:.2e}")
+    assert diff <= BF16_MAX_ABS
+    assert diff > TOLERANCE / 10  # bf16 really ran: fp32 agrees to ~1e-5
 
 
 def test_backends_agree(setup):

@@ -171,6 +171,21 @@ def test_conv2d_variants_match_reference(mode, kind, k, stride, pad):
     assert rel(out, conv2d_reference(x, w, b, stride, pad)) < 1e-6
 
 
+def test_bf16_im2col_conv_exports_to_mindir(tmp_path):
+    """ops.pad turns its fill value into a tensor of the input's dtype (ScalarToTensor), which
+    MindSpore 2.10 refuses for bfloat16: `svd-export --dtype bf16 --format mindir` failed on
+    every padded im2col convolution. The kernel pads in float32 for bf16."""
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        conv = Conv2d(4, 6, 3, padding=1, compute_dtype="bf16", kind="im2col")
+        ms.export(conv, Tensor(np.ones((1, 4, 8, 8), np.float32)),
+                  file_name=str(tmp_path / "conv"), file_format="MINDIR")
+    finally:
+        ms.set_context(mode=previous)
+    assert (tmp_path / "conv.mindir").stat().st_size > 0
+
+
 @pytest.mark.parametrize("kind,conv,frames,k", [("conv3d", "native", 5, 3),
                                                 ("conv2d", "native", 5, 3),
                                                 ("conv3d", "im2col", 5, 3),

@@ -73,8 +73,23 @@ def test_fixed_seed_is_bitwise_deterministic(artifact, input_image, backend):
     assert first.seed == 11
 
 
-def test_default_backend_prefers_onnxruntime_then_mindspore(artifact, tmp_path):
+def test_default_backend_prefers_openvino_then_onnxruntime_then_mindspore(artifact, tmp_path,
+                                                                          monkeypatch):
+    from svdeploy.runtime import backends
+
+    onnx_default = "openvino" if backends.backend_importable("openvino") else "onnxruntime"
+    assert VideoPipeline.load(artifact).backend == onnx_default
+    # without OpenVINO the ONNX graphs go to ONNX Runtime
+    real_import = backends.import_backend
+
+    def no_openvino(backend):
+        if backend == "openvino":
+            raise BackendError("backend 'openvino' needs the Python package 'openvino'")
+        return real_import(backend)
+
+    monkeypatch.setattr(backends, "import_backend", no_openvino)
     assert VideoPipeline.load(artifact).backend == "onnxruntime"
+    monkeypatch.undo()
     mindir_only = copy_artifact(artifact, tmp_path / "mindir_only", formats=("mindir",))
     assert VideoPipeline.load(mindir_only).backend == "mindspore"
     with pytest.raises(BackendError, match=r"backend 'onnxruntime' runs onnx graphs.*only mindir"):
@@ -89,11 +104,12 @@ def test_ascend_artifacts_prefer_lite(artifact):
 
     cpu = read_manifest(artifact, verify_hashes=False)
     ascend = replace(cpu, target="ascend")
-    assert backend_preference(cpu) == ("onnxruntime", "mindspore", "lite")
-    assert backend_preference(ascend) == ("lite", "onnxruntime", "mindspore")
+    assert backend_preference(cpu) == ("openvino", "onnxruntime", "mindspore", "lite")
+    assert backend_preference(ascend) == ("lite", "openvino", "onnxruntime", "mindspore")
     # without MindSpore Lite the choice falls through to the next backend that can run it
     if not backend_importable("lite"):
-        assert choose_backend(ascend) == "onnxruntime"
+        assert choose_backend(ascend) == ("openvino" if backend_importable("openvino")
+                                          else "onnxruntime")
 
 
 def test_unknown_and_lite_backends_give_clear_errors(artifact):

@@ -89,8 +89,9 @@ def _command_line(ctx: click.Context) -> str:
                    "BLAS/OpenMP), and for the GEMM peak.")
 @click.option("--peers", callback=_csv(PEERS), default=None,
               help="Comma-separated peers (default all): " + ", ".join(PEERS) + ". diffusers* and "
-                   "plain-onnx need torch + diffusers; e2e uses diffusers, diffusers-bf16, "
-                   "onnxruntime and ms-graphcell (as VideoPipeline backends).")
+                   "plain-onnx need torch + diffusers; openvino* need openvino (openvino-bf16 a CPU "
+                   "with native bf16); e2e and memory use diffusers, diffusers-bf16, onnxruntime, "
+                   "openvino, openvino-bf16 and ms-graphcell (as VideoPipeline backends).")
 @click.option("--formats", callback=_csv(("mindir", "onnx")), default=None,
               help="Graph formats svdeploy exports for the measurements: mindir, onnx or both "
                    "(default both).")
@@ -140,6 +141,15 @@ def _command_line(ctx: click.Context) -> str:
                    "then the peers take turns call by call, so all see the same machine load and "
                    "their ratios hold on a busy machine; sequential measures one peer at a time "
                    "(less memory: for full-size models).")
+@click.option("--freeze-idle/--no-freeze-idle", default=True, show_default=True,
+              help="interleaved: stop (SIGSTOP) every other peer's process while one peer is "
+                   "timed and continue it after, so no idle peer (thread pools that spin-wait "
+                   "for work) can take cores from it; the report gives the CPU the idle peers "
+                   "used during each peer's calls either way.")
+@click.option("--standalone-repeats", type=click.IntRange(min=0), default=3, show_default=True,
+              help="graphs / e2e: after the interleaved runs, time each peer again alone (no "
+                   "other peer process exists) this many times, reported as the standalone "
+                   "median beside the interleaved one; 0 skips it.")
 @click.option("--memory-limit", "memory_limit_gb", type=click.FloatRange(min=0.1), default=None,
               help="GiB the worker processes may hold together; above it svd-bench kills the "
                    "largest and reports it (before the kernel's OOM killer picks any process). "
@@ -160,7 +170,8 @@ def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], 
          decode_chunk_size: Optional[int], guidance: bool, steps: Optional[int],
          e2e_repeats: int, memory_frames: Optional[Tuple[int, ...]],
          memory_chunks: Optional[Tuple[int, ...]], temporal_only: bool, gemm_size: int,
-         case_budget: float, case_timeout: float, schedule: str, memory_limit_gb: Optional[float],
+         case_budget: float, case_timeout: float, schedule: str, freeze_idle: bool,
+         standalone_repeats: int, memory_limit_gb: Optional[float],
          seed: int, use_diffusers: bool, export_validate: bool, quiet: bool) -> None:
     """Run benchmark SUITES (export, graphs, e2e, memory, train, or all) on one model config and
     write report.json, report.md and a chart per suite into --out.
@@ -190,7 +201,7 @@ def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], 
         guidance=guidance, repeats=repeats, warmup=warmup, threads=threads,
         e2e_repeats=e2e_repeats, temporal_only=temporal_only, gemm_size=gemm_size,
         case_budget_s=case_budget, case_timeout_s=case_timeout, schedule=schedule,
-        memory_limit_gb=memory_limit_gb, seed=seed,
+        freeze_idle=freeze_idle, standalone_repeats=standalone_repeats, memory_limit_gb=memory_limit_gb, seed=seed,
         use_diffusers=use_diffusers, export_validate=export_validate)
     log = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     command = _command_line(click.get_current_context())

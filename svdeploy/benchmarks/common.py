@@ -412,6 +412,24 @@ class ServedWorker:
         code = self.process.returncode
         return (lines[-1] if lines else f"exit status {code}")[:500]
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the worker so far, all its threads (0 when gone)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
+    def freeze(self, frozen: bool) -> None:
+        """SIGSTOP / SIGCONT the worker: a frozen worker's threads cannot run at all, so its
+        libraries' idle spin-waiting cannot take cores from the peer being timed."""
+        # no poll(): it would reap the process and leave nothing for _reap's wait4
+        if self._rusage is None:
+            try:
+                os.kill(self.process.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
     def request(self, command: str) -> Optional[Dict[str, Any]]:
         """Send CALL or WARMUP; the worker's own timing of it ({wall, cpu, ...}) or None."""
         if self.error is not None:

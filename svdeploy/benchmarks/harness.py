@@ -51,6 +51,8 @@ class BenchSettings:
     case_budget_s: float = 300.0
     case_timeout_s: float = 3600.0
     schedule: str = "interleaved"       # interleaved | sequential
+    freeze_idle: bool = True            # SIGSTOP the idle peers while one is timed
+    standalone_repeats: int = 3         # then each peer alone, for the standalone column
     memory_limit_gb: Optional[float] = None  # None: 75 % of the machine's memory
     memory_frames: Tuple[int, ...] = ()
     memory_chunks: Tuple[int, ...] = ()
@@ -115,8 +117,9 @@ def resolve_settings(cfg: ModelConfig, config: str, out: Path, *, work: Optional
         peers = PEERS
         if cpu_bf16_flags() == []:
             # emulated bf16 runs a mid U-Net call for minutes: not a peer anyone would pick
-            peers = tuple(p for p in PEERS if p != "diffusers-bf16")
-            notes.append("diffusers-bf16 left out of the default peers: this CPU has no bf16 "
+            peers = tuple(p for p in PEERS if p not in ("diffusers-bf16", "openvino-bf16"))
+            notes.append("diffusers-bf16 and openvino-bf16 left out of the default peers: this "
+                         "CPU has no bf16 "
                          f"instructions ({', '.join(BF16_CPU_FLAGS)} absent), so PyTorch emulates "
                          "bf16; name it in --peers to measure it anyway")
     graphs = tuple(kwargs.pop("graphs", None) or GRAPHS)
@@ -154,6 +157,8 @@ def resolve_settings(cfg: ModelConfig, config: str, out: Path, *, work: Optional
         raise ConfigError(f"--schedule {kwargs['schedule']!r}: expected one of {', '.join(SCHEDULES)}")
     if kwargs.get("memory_limit_gb") is not None and kwargs["memory_limit_gb"] <= 0:
         raise ConfigError(f"--memory-limit {kwargs['memory_limit_gb']}: expected a positive number of GiB")
+    if kwargs.get("standalone_repeats") is not None and kwargs["standalone_repeats"] < 0:
+        raise ConfigError(f"--standalone-repeats {kwargs['standalone_repeats']}: expected ≥ 0")
     for key in ("repeats", "e2e_repeats", "threads", "gemm_size"):
         if key in kwargs and kwargs[key] is not None and kwargs[key] < 1:
             raise ConfigError(f"--{key.replace('_', '-')} {kwargs[key]}: expected ≥ 1")

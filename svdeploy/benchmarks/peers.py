@@ -11,6 +11,8 @@ so timings and outputs compare directly. Peers:
 - ``ms-graphcell``: the exported MindIR file through ``nn.GraphCell`` (svdeploy.runtime's
   ``mindspore`` backend loader).
 - ``onnxruntime``: the exported ONNX file through ONNX Runtime (svdeploy.runtime's loader).
+- ``openvino`` / ``openvino-bf16``: the same ONNX file through svdeploy.runtime's OpenVINO
+  backend, INFERENCE_PRECISION_HINT f32 / bf16 (bf16 only on a CPU with native bf16).
 - ``plain-onnx``: diffusers' own U-Net exported by ``torch.onnx.export`` (TorchScript exporter,
   opset 17) and run by ONNX Runtime: what a user gets without svdeploy. U-Net only.
 
@@ -29,7 +31,7 @@ import numpy as np
 from svdeploy.config import ModelConfig
 
 PEERS: Tuple[str, ...] = ("diffusers", "diffusers-bf16", "ms-pynative", "ms-graphcell",
-                          "onnxruntime", "plain-onnx")
+                          "onnxruntime", "openvino", "openvino-bf16", "plain-onnx")
 DEFAULT_PEERS: Tuple[str, ...] = PEERS
 PEER_LABELS: Dict[str, str] = {
     "diffusers": "diffusers eager (PyTorch CPU, fp32)",
@@ -37,11 +39,15 @@ PEER_LABELS: Dict[str, str] = {
     "ms-pynative": "svdeploy network, MindSpore PyNative",
     "ms-graphcell": "svdeploy MindIR, MindSpore GraphCell",
     "onnxruntime": "svdeploy ONNX, ONNX Runtime",
+    "openvino": "svdeploy ONNX, OpenVINO fp32",
+    "openvino-bf16": "svdeploy ONNX, OpenVINO bf16",
     "plain-onnx": "diffusers U-Net via torch.onnx, ONNX Runtime",
 }
 # Peers that need torch + diffusers; peers that need our exported files, and in which format.
 TORCH_PEERS = ("diffusers", "diffusers-bf16", "plain-onnx")
-ARTIFACT_FORMAT = {"ms-graphcell": "mindir", "onnxruntime": "onnx"}
+ARTIFACT_FORMAT = {"ms-graphcell": "mindir", "onnxruntime": "onnx", "openvino": "onnx",
+                   "openvino-bf16": "onnx"}
+OPENVINO_PEERS = ("openvino", "openvino-bf16")
 UNET_ONLY = ("plain-onnx",)
 
 GRAPH_NAMES = ("image_encoder", "vae_encoder", "unet", "vae_decoder", "vae_decoder_tail")
@@ -50,9 +56,9 @@ Runner = Callable[[Dict[str, np.ndarray]], np.ndarray]
 
 def peer_precision(peer: str, dtype: str) -> str:
     """Compute precision of a peer: diffusers' are fixed; svdeploy's follow the export --dtype."""
-    if peer in ("diffusers", "plain-onnx"):
+    if peer in ("diffusers", "plain-onnx", "openvino"):
         return "fp32"
-    if peer == "diffusers-bf16":
+    if peer in ("diffusers-bf16", "openvino-bf16"):
         return "bf16"
     return dtype
 
@@ -208,12 +214,28 @@ def _plain_onnx_runner(ctx: PeerContext, graph: str) -> Tuple[Runner, Dict[str, 
     return run, {"ort_intra_op_threads": ctx.threads}
 
 
+def openvino_skip_reason(peer: str) -> Optional[str]:
+    """Why an OpenVINO peer cannot run here (None when it can): the package, or for
+    openvino-bf16 a CPU without native bf16 (OpenVINO would refuse or emulate it)."""
+    from svdeploy.errors import BackendError
+    from svdeploy.runtime.backends import OpenVINOBackend, import_backend
+
+    try:
+        ov = import_backend("openvino")
+    except BackendError as exc:
+        return str(exc)
+    if peer == "openvino-bf16" and not OpenVINOBackend.has_bf16(ov.Core()):
+        return "this CPU has no native bf16 (OpenVINO's CPU capabilities lack BF16)"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # svdeploy: exported files through the runtime's loaders, and the in-memory network
 # ---------------------------------------------------------------------------------------------
-def _artifact_runner(ctx: PeerContext, graph: str, backend: str) -> Tuple[Runner, Dict[str, Any]]:
+def _artifact_runner(ctx: PeerContext, graph: str, backend: str,
+                     precision: str = "fp32") -> Tuple[Runner, Dict[str, Any]]:
     from svdeploy.manifest import read_manifest
-    from svdeploy.runtime.backends import BACKEND_FORMATS, CheckedGraph, load_graph
+    from svdeploy.runtime.backends import BACKEND_FORMATS, CheckedGraph, graph_loader, load_graph
 
     if ctx.artifact_dir is None:
         raise RuntimeError("no exported artifact")
@@ -228,6 +250,11 @@ def _artifact_runner(ctx: PeerContext, graph: str, backend: str) -> Tuple[Runner
         checked = CheckedGraph(entry, lambda x: session.run(None, {n: x[n] for n in names}),
                                backend="onnxruntime")
         info["session"] = f"bench-built, intra_op_num_threads={ctx.threads}"
+    elif backend == "openvino":
+        loader = graph_loader(backend, precision, threads=ctx.threads)
+        checked = load_graph(entry, ctx.artifact_dir / entry.file, backend, manifest, loader)
+        info["session"] = (f"svdeploy.runtime OpenVINOBackend, {precision}, "
+                           f"INFERENCE_NUM_THREADS={ctx.threads}")
     else:
         if backend == "mindspore":
             _mindspore_cpu()
@@ -299,9 +326,12 @@ def make_runner(peer: str, graph: str, ctx: PeerContext,
         return _plain_onnx_runner(ctx, graph)
     if peer == "ms-pynative":
         return _pynative_runner(ctx, graph, input_order)
+    if peer in OPENVINO_PEERS:
+        return _artifact_runner(ctx, graph, "openvino", peer_precision(peer, "fp32"))
     return _artifact_runner(ctx, graph, "mindspore" if peer == "ms-graphcell" else "onnxruntime")
 
 
 __all__ = ["PEERS", "DEFAULT_PEERS", "PEER_LABELS", "TORCH_PEERS", "ARTIFACT_FORMAT", "UNET_ONLY",
+           "OPENVINO_PEERS", "openvino_skip_reason",
            "PeerContext", "make_runner", "peer_precision", "reference_peer",
            "diffusers_graph_fns", "export_plain_onnx", "build_ms_graph_cell"]

@@ -104,11 +104,11 @@ def md_graphs(result: Dict[str, Any]) -> str:
         status = _status(r)
         base = [r["graph"], r["peer"], r["precision"]]
         if status:
-            rows.append(base + [status] + [""] * 8)
+            rows.append(base + [status] + [""] * 10)
             continue
         rows.append(base + [
             fmt_seconds(r["median_s"]), f"{fmt_seconds(r['p10_s'])} – {fmt_seconds(r['p90_s'])}",
-            str(r["n"]), _x(r.get("speedup_vs_diffusers")),
+            str(r["n"]), _standalone(r), _idle(r), _x(r.get("speedup_vs_diffusers")),
             f"{r['gflops_per_s']:.1f}", "-" if r.get("percent_of_peak") is None else f"{r['percent_of_peak']:.0f}%",
             _e(r.get("parity_rel_l2")), _busy(r)])
     graphs = []
@@ -116,11 +116,31 @@ def md_graphs(result: Dict[str, Any]) -> str:
         if r["graph"] not in [g for g, _, _ in graphs]:
             graphs.append((r["graph"], r["flops"], r["flops_svdeploy_schedule"]))
     flops = "; ".join(f"{g} {a / 1e9:.2f} GFLOP (svdeploy schedule {b / 1e9:.2f})" for g, a, b in graphs)
-    text = _table(["graph", "peer", "prec.", "median", "p10 – p90", "n", "speed-up vs diffusers",
+    text = _table(["graph", "peer", "prec.", "median", "p10 – p90", "n",
+                   "standalone median (÷)", "idle peers' CPU", "speed-up vs diffusers",
                    "GFLOP/s", "% of peak", "parity (rel. L2 vs diffusers fp32)", "CPU/wall"], rows)
     return (text + f"\n\nFLOPs per call: {flops}. {result['flops_note']}\n\n{result['method']}. "
             "Speed-up = diffusers' median at the same precision ÷ this median (>1 is faster). "
-            + CPU_NOTE)
+            + STANDALONE_NOTE + CPU_NOTE)
+
+
+def _standalone(r: Dict[str, Any]) -> str:
+    if r.get("standalone_median_s") is None:
+        return "-"
+    return (f"{fmt_seconds(r['standalone_median_s'])} "
+            f"({r.get('interleaved_over_standalone', float('nan')):.2f})")
+
+
+def _idle(r: Dict[str, Any]) -> str:
+    value = r.get("idle_peers_cpu_per_wall")
+    return "-" if value is None else f"{value:.2f}"
+
+
+STANDALONE_NOTE = ("Standalone = the same peer timed alone after the interleaved rounds (no "
+                   "other peer process exists); (÷) = interleaved median ÷ standalone median, "
+                   "≈ 1 when interleaving does not disturb the peer. Idle peers' CPU = cores "
+                   "the other peers' processes used while this peer was timed (≈ 0 with "
+                   "--freeze-idle). ")
 
 
 CPU_NOTE = ("CPU/wall = the case's CPU seconds ÷ wall seconds over its timed runs: close to "
@@ -133,11 +153,11 @@ def md_e2e(result: Dict[str, Any]) -> str:
     for r in result["rows"]:
         status = _status(r)
         if status:
-            rows.append([r["peer"], r["precision"], status] + [""] * 8)
+            rows.append([r["peer"], r["precision"], status] + [""] * 10)
             continue
         rows.append([r["peer"], r["precision"], fmt_seconds(r["video_median_s"]),
                      f"{fmt_seconds(r['video_p10_s'])} – {fmt_seconds(r['video_p90_s'])}",
-                     str(r["n_videos"]), fmt_seconds(r["step_median_s"]),
+                     str(r["n_videos"]), _standalone(r), _idle(r), fmt_seconds(r["step_median_s"]),
                      fmt_seconds(r.get("other_s")), _x(r.get("speedup_vs_diffusers")),
                      _x(r.get("step_speedup_vs_diffusers")),
                      "-" if r.get("parity_max_abs") is None else
@@ -145,10 +165,11 @@ def md_e2e(result: Dict[str, Any]) -> str:
     extra = ""
     if result.get("not_applicable"):
         extra = f"\n\nNot end-to-end peers: {', '.join(result['not_applicable'])}."
-    return _table(["peer", "prec.", "s / video (median)", "p10 – p90", "videos", "s / step",
+    return _table(["peer", "prec.", "s / video (median)", "p10 – p90", "videos",
+                   "standalone median (÷)", "idle peers' CPU", "s / step",
                    "outside steps", "video speed-up", "step speed-up",
                    "parity max abs / rel. L2", "CPU/wall"], rows) + \
-        f"\n\n{result['method']}.{extra} {CPU_NOTE}"
+        f"\n\n{result['method']}.{extra} {STANDALONE_NOTE}{CPU_NOTE}"
 
 
 def md_memory(result: Dict[str, Any]) -> str:

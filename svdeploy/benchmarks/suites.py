@@ -16,8 +16,8 @@ import numpy as np
 from .common import ChildRun, ServedWorker, Stats, load_average, relative_l2, save_npz_atomic
 from .flops import graph_flops
 from .harness import GRAPHS, BenchSettings, Workspace
-from .peers import (ARTIFACT_FORMAT, PEER_LABELS, TORCH_PEERS, UNET_ONLY, peer_precision,
-                    reference_peer)
+from .peers import (ARTIFACT_FORMAT, OPENVINO_PEERS, PEER_LABELS, TORCH_PEERS, UNET_ONLY,
+                    openvino_skip_reason, peer_precision, reference_peer)
 
 Log = Callable[[str], None]
 
@@ -31,8 +31,10 @@ def _skip_reason(ws: Workspace, peer: str, graph: Optional[str] = None) -> Optio
     fmt = ARTIFACT_FORMAT.get(peer)
     if fmt and fmt not in s.formats:
         return f"needs {fmt} graphs; --formats is {','.join(s.formats)}"
-    if peer in ("onnxruntime",) and s.dtype == "bf16":
+    if peer in ("onnxruntime",) + OPENVINO_PEERS and s.dtype == "bf16":
         return "no bf16 ONNX export"
+    if peer in OPENVINO_PEERS:
+        return openvino_skip_reason(peer)
     return None
 
 
@@ -106,7 +108,10 @@ def measure_peers(ws: Workspace, kind: str, specs: Dict[str, Dict[str, Any]], re
 
     interleaved (default): all peers of the group are loaded (one after the other), then take
     turns call by call, the first of each round rotating; so every peer sees the same load of
-    the machine over time and their ratios hold even when other processes come and go.
+    the machine over time and their ratios hold even when other processes come and go. While
+    one peer is timed the others are frozen (SIGSTOP, --freeze-idle): idle thread pools of
+    ONNX Runtime, OpenMP and MindSpore spin-wait and would take its cores. Every call records
+    the CPU seconds the other peers' processes used meanwhile (``others_cpu``).
     sequential: one peer at a time (for models too large to hold several peers in memory).
     A peer whose timed calls exceed --case-budget stops after at least 3.
     """
@@ -121,17 +126,19 @@ def measure_peers(ws: Workspace, kind: str, specs: Dict[str, Dict[str, Any]], re
             for peer in group:
                 ws.log(f"{kind}: loading {peer}")
                 workers[peer] = ws.serve(kind, specs[peer])
+                if s.freeze_idle:
+                    workers[peer].freeze(True)
             spent = {p: 0.0 for p in group}
             for _ in range(warmups):
                 for peer in group:
-                    workers[peer].request("WARMUP")
+                    _timed_request(workers, peer, "WARMUP", s.freeze_idle)
             for i in range(repeats):
                 live = [p for p in group if workers[p].error is None]
                 shift = i % max(len(live), 1)
                 for peer in live[shift:] + live[:shift]:
                     if len(samples[peer]) >= 3 and spent[peer] > s.case_budget_s:
                         continue
-                    done = workers[peer].request("CALL")
+                    done = _timed_request(workers, peer, "CALL", s.freeze_idle)
                     if done is not None:
                         samples[peer].append(done)
                         spent[peer] += done["wall"]
@@ -139,9 +146,76 @@ def measure_peers(ws: Workspace, kind: str, specs: Dict[str, Dict[str, Any]], re
                     ws.log(f"{kind}: round 1 of {repeats}: " + ", ".join(
                         f"{p} {samples[p][0]['wall']:.3g} s" for p in group if samples[p]))
         finally:
+            for worker in workers.values():
+                worker.freeze(False)  # a stopped process cannot read QUIT
             for peer, worker in workers.items():
                 results[peer] = (worker.close(), samples[peer])
     return results
+
+
+def _timed_request(workers: Dict[str, ServedWorker], peer: str, command: str,
+                   freeze_others: bool) -> Optional[Dict[str, Any]]:
+    """One request to ``peer`` (thawed for it when the others are frozen), with the CPU
+    seconds the other workers used during it."""
+    others = {p: w for p, w in workers.items() if p != peer}
+    before = {p: w.cpu_seconds() for p, w in others.items()}
+    if freeze_others:
+        workers[peer].freeze(False)
+    try:
+        done = workers[peer].request(command)
+    finally:
+        if freeze_others:
+            workers[peer].freeze(True)
+    if done is not None:
+        used = {p: w.cpu_seconds() - before[p] for p, w in others.items()}
+        done["others_cpu"] = sum(used.values())
+        done["others_cpu_by_peer"] = used
+    return done
+
+
+def measure_standalone(ws: Workspace, kind: str, specs: Dict[str, Dict[str, Any]],
+                       warmups: int) -> Dict[str, Optional[Stats]]:
+    """Each peer alone (no other peer process exists): load, warm up, --standalone-repeats
+    timed calls. What a user running only that implementation would measure."""
+    s = ws.s
+    out: Dict[str, Optional[Stats]] = {}
+    if s.standalone_repeats < 1:
+        return out
+    for peer, spec in specs.items():
+        ws.log(f"{kind}: {peer} standalone, {s.standalone_repeats} calls")
+        worker = ws.serve(kind, dict(spec, output_path=str(Path(spec["output_path"]).with_suffix(
+            ".standalone.npz"))))
+        calls = []
+        try:
+            for _ in range(warmups):
+                worker.request("WARMUP")
+            for _ in range(s.standalone_repeats):
+                done = worker.request("CALL")
+                if done is not None:
+                    calls.append(done)
+        finally:
+            worker.close()
+        out[peer] = _stats(calls) if calls else None
+    return out
+
+
+def _add_standalone(row: Dict[str, Any], samples: List[Dict[str, Any]],
+                    alone: Optional[Stats], median_key: str) -> None:
+    """Standalone median beside the interleaved one, and the idle peers' CPU during calls."""
+    wall = sum(d["wall"] for d in samples)
+    if wall > 0 and any("others_cpu" in d for d in samples):
+        row["idle_peers_cpu_per_wall"] = round(sum(d.get("others_cpu", 0.0) for d in samples)
+                                               / wall, 3)
+        by_peer: Dict[str, float] = {}
+        for d in samples:
+            for other, seconds in d.get("others_cpu_by_peer", {}).items():
+                by_peer[other] = by_peer.get(other, 0.0) + seconds
+        row["idle_cpu_per_wall_by_peer"] = {p: round(v / wall, 3) for p, v in by_peer.items()}
+    if alone is not None and alone.n:
+        row["standalone"] = alone.to_json()
+        row["standalone_median_s"] = alone.median
+        if row.get(median_key):
+            row["interleaved_over_standalone"] = row[median_key] / alone.median
 
 
 def _stats(samples: List[Dict[str, Any]]) -> Stats:
@@ -184,8 +258,9 @@ def suite_graphs(ws: Workspace, peak: Dict[str, Any]) -> Dict[str, Any]:
                                output_path=str(outputs_dir / f"{graph}-{peer}.npz"))
         ws.log(f"graphs: {graph} ({', '.join(specs)})")
         outputs: Dict[str, Path] = {}
-        for peer, (run, samples) in measure_peers(ws, "graph", specs, s.repeats,
-                                                  max(s.warmup - 1, 0)).items():
+        measured = measure_peers(ws, "graph", specs, s.repeats, max(s.warmup - 1, 0))
+        alone = measure_standalone(ws, "graph", specs, max(s.warmup - 1, 0))
+        for peer, (run, samples) in measured.items():
             row = graph_rows[peer]
             row.update(_process(run))
             if not run.ok or not samples:
@@ -197,6 +272,7 @@ def suite_graphs(ws: Workspace, peak: Dict[str, Any]) -> Dict[str, Any]:
                        p90_s=stats.p90, n=stats.n, load_s=r["load_s"],
                        first_call_s=r["first_call_s"], rss_after_load_bytes=r["rss_after_load_bytes"],
                        setup=r.get("setup"), cpu_per_wall=round(stats.cpu_per_wall or 0.0, 2))
+            _add_standalone(row, samples, alone.get(peer), "median_s")
             outputs[peer] = Path(specs[peer]["output_path"])
         ordered = [graph_rows[p] for p in s.peers]
         _add_comparisons(ordered, outputs, peak, ws.has_diffusers)
@@ -249,8 +325,11 @@ def _add_comparisons(rows: List[Dict[str, Any]], outputs: Dict[str, Path], peak:
 # e2e
 # ---------------------------------------------------------------------------------------------
 E2E_PEERS = {"onnxruntime": "svdeploy-onnxruntime", "ms-graphcell": "svdeploy-mindspore",
+             "openvino": "svdeploy-openvino", "openvino-bf16": "svdeploy-openvino-bf16",
              "diffusers": "diffusers", "diffusers-bf16": "diffusers-bf16"}
 E2E_LABELS = {"svdeploy-onnxruntime": "svdeploy VideoPipeline, ONNX Runtime backend",
+              "svdeploy-openvino": "svdeploy VideoPipeline, OpenVINO backend, fp32",
+              "svdeploy-openvino-bf16": "svdeploy VideoPipeline, OpenVINO backend, bf16",
               "svdeploy-mindspore": "svdeploy VideoPipeline, MindSpore (MindIR) backend",
               "diffusers": "diffusers StableVideoDiffusionPipeline, fp32",
               "diffusers-bf16": "diffusers StableVideoDiffusionPipeline, bf16 autocast"}
@@ -293,8 +372,9 @@ def suite_e2e(ws: Workspace) -> Dict[str, Any]:
                            output_path=str(s.work / "outputs" / f"e2e-{peer}.npz"))
     ws.log(f"e2e: {', '.join(specs)}; {s.e2e_repeats} videos of {s.steps} steps each")
     frames_paths: Dict[str, Path] = {}
-    for peer, (run, samples) in measure_peers(ws, "e2e", specs, s.e2e_repeats,
-                                              max(s.warmup - 1, 0)).items():
+    measured = measure_peers(ws, "e2e", specs, s.e2e_repeats, max(s.warmup - 1, 0))
+    alone = measure_standalone(ws, "e2e", specs, max(s.warmup - 1, 0))
+    for peer, (run, samples) in measured.items():
         row = rows[peer]
         row.update(_process(run))
         if not run.ok or not samples:
@@ -310,6 +390,7 @@ def suite_e2e(ws: Workspace) -> Dict[str, Any]:
                    load_s=r["load_s"], warmup_s=r["warmup_s"], runs=timings,
                    other_s=_non_step_seconds(timings),
                    cpu_per_wall=round(video.cpu_per_wall or 0.0, 2))
+        _add_standalone(row, samples, alone.get(peer), "video_median_s")
         frames_paths[peer] = Path(specs[peer]["output_path"])
     rows = [rows[p] for p in peers]  # type: ignore[assignment]
     medians = {r["peer"]: r for r in rows if "video_median_s" in r}
@@ -351,6 +432,7 @@ def _non_step_seconds(runs: List[Dict[str, Any]]) -> Optional[float]:
 # memory
 # ---------------------------------------------------------------------------------------------
 MEMORY_PEERS = {"onnxruntime": "svdeploy-onnxruntime", "ms-graphcell": "svdeploy-mindspore",
+                "openvino": "svdeploy-openvino", "openvino-bf16": "svdeploy-openvino-bf16",
                 "diffusers": "diffusers"}
 
 

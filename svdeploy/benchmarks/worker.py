@@ -45,6 +45,13 @@ def peak_rss_of_this_process() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+# e2e / memory peer → (runtime backend, precision)
+SVDEPLOY_PEERS = {"svdeploy-onnxruntime": ("onnxruntime", "auto"),
+                  "svdeploy-mindspore": ("mindspore", "auto"),
+                  "svdeploy-openvino": ("openvino", "fp32"),
+                  "svdeploy-openvino-bf16": ("openvino", "bf16")}
+
+
 def _context(spec: Dict[str, Any]):  # -> PeerContext
     from .peers import PeerContext
 
@@ -165,9 +172,9 @@ def task_decode(spec: Dict[str, Any]) -> Dict[str, Any]:
         out_bytes = out.numel() * out.element_size()
     else:
         from svdeploy.manifest import read_manifest
-        from svdeploy.runtime.backends import BACKEND_FORMATS, load_graph
+        from svdeploy.runtime.backends import BACKEND_FORMATS, graph_loader, load_graph
 
-        backend = "mindspore" if peer == "svdeploy-mindspore" else "onnxruntime"
+        backend, precision = SVDEPLOY_PEERS[peer]
         if backend == "mindspore":
             import mindspore as ms
 
@@ -176,7 +183,8 @@ def task_decode(spec: Dict[str, Any]) -> Dict[str, Any]:
         fmt = BACKEND_FORMATS[backend]
         manifest = read_manifest(artifact, verify_hashes=False, formats=[fmt])
         entry = manifest.graph("vae_decoder", fmt)
-        graph = load_graph(entry, artifact / entry.file, backend, manifest)
+        loader = graph_loader(backend, precision, threads=spec["threads"])
+        graph = load_graph(entry, artifact / entry.file, backend, manifest, loader)
         load_s = time.perf_counter() - t0
         rss_loaded = _rss_now()
         t0 = time.perf_counter()
@@ -299,11 +307,30 @@ def _diffusers_video(spec: Dict[str, Any], cfg: ModelConfig, image: np.ndarray,
     return video
 
 
-def _svdeploy_video(spec: Dict[str, Any], image: np.ndarray, image_noise: np.ndarray,
-                    latents: np.ndarray, backend: str) -> Callable[[int], Dict[str, Any]]:
+def _svdeploy_pipeline(spec: Dict[str, Any], backend: str, precision: str) -> Any:
+    """VideoPipeline.load's steps, with the worker's thread count given to the backend
+    (OpenVINO's default is every core; ONNX Runtime's loader takes its default too)."""
+    from svdeploy.manifest import read_manifest
     from svdeploy.runtime import VideoPipeline
+    from svdeploy.runtime.backends import (BACKEND_FORMATS, graph_loader, load_graph,
+                                           required_graph_names)
 
-    pipe = VideoPipeline.load(spec["artifact_dir"], backend=backend)
+    if backend != "openvino":
+        return VideoPipeline.load(spec["artifact_dir"], backend=backend, precision=precision)
+    fmt = BACKEND_FORMATS[backend]
+    directory = Path(spec["artifact_dir"])
+    manifest = read_manifest(directory, verify_hashes=False, formats=[fmt])
+    loader = graph_loader(backend, precision, threads=spec["threads"])
+    graphs = {name: load_graph(manifest.graph(name, fmt), directory / manifest.graph(name, fmt).file,
+                               backend, manifest, loader) for name in required_graph_names(manifest)}
+    return VideoPipeline(manifest, graphs, backend=backend, graph_format=fmt,
+                         artifact_dir=directory, precision=precision)
+
+
+def _svdeploy_video(spec: Dict[str, Any], image: np.ndarray, image_noise: np.ndarray,
+                    latents: np.ndarray, backend: str, precision: str
+                    ) -> Callable[[int], Dict[str, Any]]:
+    pipe = _svdeploy_pipeline(spec, backend, precision)
 
     def video(steps: int) -> Dict[str, Any]:
         result = pipe.generate(image, num_inference_steps=steps, image_noise=image_noise,
@@ -333,8 +360,8 @@ class E2ESession:
                 import mindspore as ms
 
                 ms.set_device("CPU")
-            backend = {"svdeploy-onnxruntime": "onnxruntime", "svdeploy-mindspore": "mindspore"}[peer]
-            self.video = _svdeploy_video(spec, image, image_noise, latents, backend)
+            backend, precision = SVDEPLOY_PEERS[peer]
+            self.video = _svdeploy_video(spec, image, image_noise, latents, backend, precision)
         self.info["load_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.video(1)  # every graph / kernel runs once: compilation, allocation

@@ -112,6 +112,11 @@ class Conv2d(nn.Cell):
         n, c, h, w = x.shape
         ho = (h + 2 * p - k) // s + 1
         wo = (w + 2 * p - k) // s + 1
+        if self.dtype == ms.bfloat16:
+            # MindSpore 2.10 makes padding fill values with ScalarToTensor, which refuses
+            # bfloat16: gather the windows in float32 and cast back (exact)
+            cols = ops.unfold(x.astype(ms.float32), kernel_size=k, padding=p, stride=s)
+            return cols.astype(self.dtype).reshape(n, c * k * k, ho, wo)
         return ops.unfold(x, kernel_size=k, padding=p, stride=s).reshape(n, c * k * k, ho, wo)
 
     def _patch_conv(self, x: Tensor, w: Tensor) -> Tensor:

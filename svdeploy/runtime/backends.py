@@ -8,6 +8,9 @@ against the manifest and timed. Backend libraries are imported only when chosen:
 - ``onnxruntime``: the ONNX graphs, CPU (or CUDA when that provider is installed).
 - ``mindspore``: the MindIR graphs through ``mindspore.load`` + ``nn.GraphCell``; the device
   and mode are whatever MindSpore's context holds (the CLI leaves MindSpore's defaults).
+- ``openvino``: the ONNX graphs through OpenVINO's CPU plugin (it reads the
+  ``com.microsoft`` attention nodes too), in float32 or bfloat16 (``precision``); compiled
+  models are cached on disk (``openvino_cache_dir``), so a second start skips compilation.
 - ``lite``: the MindIR graphs through MindSpore Lite. MindSpore Lite publishes no wheel for
   Python 3.11, so this path could not be run here: it follows the documented
   ``mindspore_lite.Model.build_from_file`` / ``predict`` API and is untested. Choosing it
@@ -16,6 +19,7 @@ against the manifest and timed. Backend libraries are imported only when chosen:
 from __future__ import annotations
 
 import importlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +31,18 @@ from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import GraphEntry, Manifest, read_manifest, require_complete
 
 # Graph file format each backend runs.
-BACKEND_FORMATS: Dict[str, str] = {"onnxruntime": "onnx", "mindspore": "mindir", "lite": "mindir"}
+BACKEND_FORMATS: Dict[str, str] = {"onnxruntime": "onnx", "mindspore": "mindir", "lite": "mindir",
+                                   "openvino": "onnx"}
 BACKENDS: Tuple[str, ...] = tuple(BACKEND_FORMATS)
 # Order of the automatic choice: the first backend whose graphs the artifact holds and whose
-# library imports. To be revised from svd-bench measurements.
-BACKEND_PREFERENCE: Tuple[str, ...] = ("onnxruntime", "mindspore", "lite")
+# library imports. Measured by svd-bench on CPU (benchmarks/README.md): OpenVINO beats ONNX
+# Runtime on the same .onnx files (fp32 and, far more, bf16), ONNX Runtime beats MindSpore.
+BACKEND_PREFERENCE: Tuple[str, ...] = ("openvino", "onnxruntime", "mindspore", "lite")
 _BACKEND_MODULES: Dict[str, str] = {"onnxruntime": "onnxruntime", "mindspore": "mindspore",
-                                    "lite": "mindspore_lite"}
+                                    "lite": "mindspore_lite", "openvino": "openvino"}
 _INSTALL_HINTS: Dict[str, str] = {
     "onnxruntime": "install it with `pip install onnxruntime` (or svdeploy[onnx])",
+    "openvino": "install it with `pip install openvino` (or svdeploy[openvino])",
     "mindspore": "install it with `pip install mindspore`",
     "lite": "MindSpore Lite publishes wheels only for some Python versions and platforms (none "
             "for Python 3.11); install mindspore-lite where it exists, or choose --backend "
@@ -199,6 +206,47 @@ def choose_backend(manifest: Manifest, requested: Optional[str] = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Precision
+# ---------------------------------------------------------------------------------------------
+PRECISIONS: Tuple[str, ...] = ("fp32", "bf16", "auto")
+
+
+def _graph_precision(manifest: Manifest) -> str:
+    """The compute precision baked into the artifact's graphs (svd-export --dtype)."""
+    return manifest.dtype
+
+
+def resolve_precision(backend: str, manifest: Manifest, precision: Optional[str] = None) -> str:
+    """The precision ``backend`` will run this artifact in: ``fp32`` or ``bf16`` (or the
+    graphs' own ``fp16``). ``auto`` (and None) is each backend's measured best:
+
+    - ``openvino`` runs fp32 (``OpenVINOBackend.resolve`` says why bf16 is not the default);
+    - ``onnxruntime`` runs the graphs as exported (fp32; svd-export writes no bf16 ONNX);
+    - ``mindspore`` / ``lite`` run the MindIR graphs in the dtype they were exported with.
+
+    A precision a backend cannot give raises a BackendError saying which backend can."""
+    precision = "auto" if precision is None else precision
+    if precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r} is unknown; expected one of "
+                         f"{', '.join(PRECISIONS)}")
+    if backend == "openvino":
+        if _graph_precision(manifest) != "fp32":
+            raise BackendError(f"backend 'openvino' runs fp32 ONNX graphs; this artifact's graphs "
+                               f"are {_graph_precision(manifest)}")
+        return OpenVINOBackend.resolve(precision)
+    baked = _graph_precision(manifest)
+    if precision in ("auto", baked):
+        return baked
+    if backend == "onnxruntime":
+        raise BackendError(f"backend 'onnxruntime' cannot run precision {precision!r}: ONNX Runtime's "
+                           "CPU provider runs svdeploy's ONNX graphs in float32 only; use "
+                           "--backend openvino for bf16 on a CPU with native bf16")
+    raise BackendError(f"backend {backend!r} runs the MindIR graphs in the precision they were "
+                       f"exported with ({baked}), not {precision!r}; re-export with svd-export "
+                       f"--dtype {precision} --format mindir, or use --backend openvino")
+
+
+# ---------------------------------------------------------------------------------------------
 # Loaders, one per backend
 # ---------------------------------------------------------------------------------------------
 def _as_output_list(outputs: Any) -> List[Any]:
@@ -267,9 +315,134 @@ def _load_lite(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn:
     return run
 
 
-_LOADERS: Dict[str, Callable[[GraphEntry, Path, Manifest], GraphFn]] = {
+def openvino_cache_dir() -> Optional[Path]:
+    """Where OpenVINO keeps compiled models: ``$SVDEPLOY_OPENVINO_CACHE`` (empty: no cache),
+    else ``$XDG_CACHE_HOME/svdeploy/openvino``, else ``~/.cache/svdeploy/openvino``. A user
+    cache, not the artifact folder: artifacts may be read-only or shared between machines,
+    and a compiled blob belongs to one CPU and one OpenVINO version (OpenVINO's cache key
+    holds the model, the device, its properties and the OpenVINO version)."""
+    if "SVDEPLOY_OPENVINO_CACHE" in os.environ:
+        value = os.environ["SVDEPLOY_OPENVINO_CACHE"]
+        return Path(value).expanduser() if value else None
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "svdeploy" / "openvino"
+
+
+class OpenVINOBackend:
+    """The artifact's ONNX graphs through OpenVINO's CPU plugin, one ``ov.Core`` per artifact.
+
+    ``precision`` is ``fp32`` or ``bf16`` and is always set explicitly: left alone, the CPU
+    plugin runs bf16 wherever the CPU has native bf16 (INFERENCE_PRECISION_HINT's default
+    there), which would break fp32 parity silently. ``threads`` (None: OpenVINO's default, all
+    cores) sets INFERENCE_NUM_THREADS; the LATENCY hint gives one stream for one request."""
+
+    def __init__(self, precision: str = "fp32", cache_dir: Optional[Path] = None,
+                 threads: Optional[int] = None) -> None:
+        if precision not in ("fp32", "bf16"):
+            raise BackendError(f"backend 'openvino' runs fp32 or bf16, not {precision!r}")
+        self.ov = import_backend("openvino")
+        self.core = self.ov.Core()
+        if precision == "bf16" and not self.has_bf16(self.core):
+            raise BackendError(self._no_bf16_message(self.core))
+        self.precision = precision
+        self.cache_dir = self._usable_cache(cache_dir)
+        self.threads = threads
+        self.loaded_from_cache: Dict[str, bool] = {}  # graph file → compiled model came from cache
+
+    # -- precision --------------------------------------------------------------------------
+    @staticmethod
+    def cpu_capabilities(core: Any) -> List[str]:
+        return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+    @classmethod
+    def has_bf16(cls, core: Any) -> bool:
+        return "BF16" in cls.cpu_capabilities(core)
+
+    @classmethod
+    def _no_bf16_message(cls, core: Any) -> str:
+        return ("precision 'bf16' needs a CPU with native bf16 arithmetic (AVX512_BF16 or AMX); "
+                "OpenVINO reports this CPU's capabilities as "
+                f"{', '.join(cls.cpu_capabilities(core)) or 'none'}; use --precision fp32 (or auto)")
+
+    @classmethod
+    def resolve(cls, precision: str) -> str:
+        """``auto`` → fp32. Measured (benchmarks/README.md): bf16 runs the U-Net 1.3–2.7×
+        faster, but its error against diffusers fp32 depends on the model: rel. L2 1.4e-2 on the
+        mid U-Net (diffusers' own bf16 autocast: 1.2e-2), 0.21 on the tiny one (diffusers bf16:
+        1.8e-2). Until that is understood bf16 is a choice the user makes, not a default. An
+        explicit bf16 is checked against the CPU here."""
+        if precision in ("fp32", "auto"):
+            return "fp32"
+        core = import_backend("openvino").Core()
+        if not cls.has_bf16(core):
+            raise BackendError(cls._no_bf16_message(core))
+        return "bf16"
+
+    # -- compilation -------------------------------------------------------------------------
+    @staticmethod
+    def _usable_cache(cache_dir: Optional[Path]) -> Optional[Path]:
+        """The cache folder, created; None (compile every time) when it cannot be written."""
+        if cache_dir is None:
+            return None
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return None
+        return cache_dir if os.access(cache_dir, os.W_OK) else None
+
+    def config(self) -> Dict[str, Any]:
+        config: Dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16"
+                                  else "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        if self.cache_dir is not None:
+            config["CACHE_DIR"] = str(self.cache_dir)
+        return config
+
+    def load(self, entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn:
+        # compile_model from the path (not a read Model): with a cache hit OpenVINO then skips
+        # reading and converting the ONNX file too. The cache key hashes the file's content;
+        # the CPU plugin's blob holds the model before precision lowering, so one blob serves
+        # fp32 and bf16 (checked: both give the freshly compiled outputs bit for bit).
+        compiled = self.core.compile_model(str(path), "CPU", self.config())
+        if self.cache_dir is not None:
+            self.loaded_from_cache[path.name] = bool(compiled.get_property("LOADED_FROM_CACHE"))
+        names = {name for port in compiled.inputs for name in port.get_names()}
+        expected = [s.name for s in entry.inputs]
+        if not set(expected) <= names or len(compiled.inputs) != len(expected):
+            raise BackendError(f"{path.name}: the graph's inputs are {sorted(names)}, the manifest "
+                               f"lists {expected}")
+        if len(compiled.outputs) != len(entry.outputs):
+            raise BackendError(f"{path.name}: the graph has {len(compiled.outputs)} outputs, the "
+                               f"manifest lists {len(entry.outputs)}")
+        request = compiled.create_infer_request()
+        count = len(entry.outputs)
+
+        def run(inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
+            request.infer(inputs)
+            # copies: the request reuses its output buffers on the next call
+            return [np.array(request.get_output_tensor(i).data, copy=True) for i in range(count)]
+
+        return run
+
+
+def _load_openvino(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn:
+    return OpenVINOBackend("fp32", openvino_cache_dir()).load(entry, path, manifest)
+
+
+Loader = Callable[[GraphEntry, Path, Manifest], GraphFn]
+_LOADERS: Dict[str, Loader] = {
     "onnxruntime": _load_onnxruntime, "mindspore": _load_mindspore, "lite": _load_lite,
+    "openvino": _load_openvino,
 }
+
+
+def graph_loader(backend: str, precision: str = "fp32", threads: Optional[int] = None) -> Loader:
+    """The loader of ``backend`` for a resolved precision (see ``resolve_precision``); one
+    OpenVINO core serves all graphs of an artifact."""
+    if backend == "openvino":
+        return OpenVINOBackend(precision, openvino_cache_dir(), threads).load
+    return _LOADERS[backend]
 
 
 def required_graph_names(manifest: Manifest) -> List[str]:
@@ -279,9 +452,10 @@ def required_graph_names(manifest: Manifest) -> List[str]:
     return names
 
 
-def load_graph(entry: GraphEntry, path: Path, backend: str, manifest: Manifest) -> CheckedGraph:
+def load_graph(entry: GraphEntry, path: Path, backend: str, manifest: Manifest,
+               loader: Optional[Loader] = None) -> CheckedGraph:
     try:
-        run = _LOADERS[backend](entry, path, manifest)
+        run = (loader or _LOADERS[backend])(entry, path, manifest)
     except (BackendError, ManifestError):
         raise
     except Exception as exc:
@@ -298,26 +472,31 @@ class LoadedArtifact:
     graphs: Dict[str, CheckedGraph]
     load_seconds: float = 0.0
     graph_load_seconds: Dict[str, float] = field(default_factory=dict)
+    precision: str = "fp32"
 
 
 def load_artifact(directory: Union[str, Path], backend: Optional[str] = None,
-                  verify_hashes: bool = True) -> LoadedArtifact:
-    """Read the manifest, pick the backend, verify the hashes of the graphs it will run and
-    load them, each wrapped in a CheckedGraph."""
+                  verify_hashes: bool = True, precision: Optional[str] = None) -> LoadedArtifact:
+    """Read the manifest, pick the backend and its precision (``fp32``, ``bf16`` or ``auto``,
+    see ``resolve_precision``), verify the hashes of the graphs it will run and load them,
+    each wrapped in a CheckedGraph."""
     start = time.perf_counter()
     directory = Path(directory)
     # First pass without hashing: only the chosen backend's files are hashed below.
     manifest = read_manifest(directory, verify_hashes=False, formats=[])
     require_complete(manifest, directory)
     chosen = choose_backend(manifest, backend)
+    resolved = resolve_precision(chosen, manifest, precision)
     fmt = BACKEND_FORMATS[chosen]
     manifest = read_manifest(directory, verify_hashes=verify_hashes, formats=[fmt])
+    loader = graph_loader(chosen, resolved)
     graphs: Dict[str, CheckedGraph] = {}
     load_seconds: Dict[str, float] = {}
     for name in required_graph_names(manifest):
         entry = manifest.graph(name, fmt)
         t0 = time.perf_counter()
-        graphs[name] = load_graph(entry, directory / entry.file, chosen, manifest)
+        graphs[name] = load_graph(entry, directory / entry.file, chosen, manifest, loader)
         load_seconds[name] = time.perf_counter() - t0
     return LoadedArtifact(directory=directory, manifest=manifest, backend=chosen, graphs=graphs,
-                          load_seconds=time.perf_counter() - start, graph_load_seconds=load_seconds)
+                          load_seconds=time.perf_counter() - start, graph_load_seconds=load_seconds,
+                          precision=resolved)

@@ -8,7 +8,7 @@ import click
 
 from svdeploy.cliutil import friendly_errors, mindspore_dumps_elsewhere
 
-from .backends import BACKENDS
+from .backends import BACKENDS, PRECISIONS
 from .run import run_to_file
 
 
@@ -46,8 +46,16 @@ from .run import run_to_file
                    "seed, recorded in the sidecar.")
 @click.option("--backend", type=str, default=None,
               help=f"Graph backend: {', '.join(BACKENDS)}. Default: the best the artifact and this "
-                   "machine allow (onnxruntime if the artifact has ONNX graphs and it imports, "
-                   "else mindspore). lite needs the mindspore_lite package.")
+                   "machine allow, fastest first as measured: openvino, onnxruntime (both run "
+                   "the ONNX graphs), mindspore, lite (MindIR). openvino needs the openvino "
+                   "package, lite the mindspore_lite package.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="Compute precision. fp32: exact to the graphs' parity with diffusers. bf16: "
+                   "bfloat16 matmuls/convolutions (openvino only, on a CPU with native bf16: "
+                   "AVX512_BF16 or AMX; refused elsewhere); 1.3-2.7x faster on the U-Net, with "
+                   "a model-dependent error (see svdeploy/runtime/README.md). auto: fp32 on "
+                   "openvino and onnxruntime, the exported precision on mindspore/lite. The "
+                   "precision used is recorded in the sidecar.")
 @click.option("--noise", "noise_file", type=click.Path(path_type=Path), default=None,
               help="An .npz with arrays image_noise (1,3,H,W) and latents (1,F,C,h,w), standard "
                    "normal, replacing the random draws (to reproduce a run across frameworks).")
@@ -60,16 +68,16 @@ from .run import run_to_file
 def main(artifact: Path, image: Path, out: str, steps: Optional[int], fps: Optional[int],
          motion_bucket_id: Optional[int], noise_aug_strength: Optional[float],
          min_guidance_scale: Optional[float], max_guidance_scale: Optional[float],
-         seed: Optional[int], backend: Optional[str], noise_file: Optional[Path], no_verify: bool,
-         overwrite: bool, quiet: bool) -> None:
+         seed: Optional[int], backend: Optional[str], precision: str,
+         noise_file: Optional[Path], no_verify: bool, overwrite: bool, quiet: bool) -> None:
     """Generate a video from one image (--image) with the exported ARTIFACT directory
     (made by svd-export) and write it to --out.
 
     Example: svd-run artifacts/svd_xt --image photo.jpg --out clip.mp4 --seed 42
     """
     with mindspore_dumps_elsewhere():
-        record = run_to_file(artifact, image, out, backend=backend, seed=seed,
-                             noise_file=noise_file, verify_hashes=not no_verify,
+        record = run_to_file(artifact, image, out, backend=backend, precision=precision,
+                             seed=seed, noise_file=noise_file, verify_hashes=not no_verify,
                              progress=not quiet, fps=fps, motion_bucket_id=motion_bucket_id,
                              noise_aug_strength=noise_aug_strength,
                              min_guidance_scale=min_guidance_scale,
@@ -77,7 +85,8 @@ def main(artifact: Path, image: Path, out: str, steps: Optional[int], fps: Optio
                              overwrite=overwrite)
     click.echo(f"wrote {record['output']} ({record['num_frames']} frames, {record['width']}×"
                f"{record['height']}, {record['parameters']['fps']} fps, backend "
-               f"{record['backend']}, seed {record['seed']}) and {record['sidecar']}")
+               f"{record['backend']} {record['precision']}, seed {record['seed']}) and "
+               f"{record['sidecar']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -152,14 +152,16 @@ class GenerationResult:
     backend: str
     timings: Dict[str, Any]
     image: Dict[str, Any] = field(default_factory=dict)  # input size and crop box
+    precision: str = "fp32"             # the backend's compute precision (fp32, bf16, fp16)
 
     @property
     def frames_uint8(self) -> np.ndarray:
         return frames_to_uint8(self.frames)
 
     def metadata(self) -> Dict[str, Any]:
-        """JSON-ready description of the run (parameters, seed, backend, timings)."""
+        """JSON-ready description of the run (parameters, seed, backend, precision, timings)."""
         return {"parameters": asdict(self.params), "seed": self.seed, "backend": self.backend,
+                "precision": self.precision,
                 "image_info": self.image, "timings": self.timings,
                 "frames": list(self.frames.shape)}
 
@@ -179,10 +181,12 @@ class VideoPipeline:
 
     def __init__(self, manifest: Manifest, graphs: Mapping[str, Union[GraphFn, CheckedGraph]], *,
                  backend: str = "injected", graph_format: Optional[str] = None,
-                 artifact_dir: Optional[Union[str, Path]] = None, load_seconds: float = 0.0) -> None:
+                 artifact_dir: Optional[Union[str, Path]] = None, load_seconds: float = 0.0,
+                 precision: str = "fp32") -> None:
         manifest.validate()
         self.manifest = manifest
         self.backend = backend
+        self.precision = precision
         self.artifact_dir = Path(artifact_dir) if artifact_dir is not None else None
         self.load_seconds = load_seconds
         fmt = graph_format or manifest.formats()[0]
@@ -198,11 +202,14 @@ class VideoPipeline:
 
     @classmethod
     def load(cls, artifact_dir: Union[str, Path], backend: Optional[str] = None,
-             verify_hashes: bool = True) -> "VideoPipeline":
-        """Open an artifact: manifest checks, backend choice, sha256 verification, graph load."""
-        loaded = load_artifact(artifact_dir, backend=backend, verify_hashes=verify_hashes)
+             verify_hashes: bool = True, precision: Optional[str] = None) -> "VideoPipeline":
+        """Open an artifact: manifest checks, backend and precision choice (``fp32``, ``bf16``
+        or ``auto``; see ``backends.resolve_precision``), sha256 verification, graph load."""
+        loaded = load_artifact(artifact_dir, backend=backend, verify_hashes=verify_hashes,
+                               precision=precision)
         return cls(loaded.manifest, loaded.graphs, backend=loaded.backend,
-                   artifact_dir=loaded.directory, load_seconds=loaded.load_seconds)
+                   artifact_dir=loaded.directory, load_seconds=loaded.load_seconds,
+                   precision=loaded.precision)
 
     # -- shapes ------------------------------------------------------------------------------
     @property
@@ -346,7 +353,7 @@ class VideoPipeline:
                       "source_width": prepared.source_size[1],
                       "crop_box": list(prepared.crop_box) if prepared.crop_box else None}
         return GenerationResult(frames=frames, params=params, seed=used_seed, backend=self.backend,
-                                timings=timings, image=image_info)
+                                timings=timings, image=image_info, precision=self.precision)
 
     # -- stages ------------------------------------------------------------------------------
     def _encode(self, pixels: np.ndarray, image_noise: np.ndarray,

@@ -57,7 +57,8 @@ def check_run_outputs(out: PathLike, *, artifact: PathLike, inputs: Dict[str, Op
 
 def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike],
                 out: Union[str, os.PathLike], *, backend: Optional[str] = None,
-                seed: Optional[int] = None, noise_file: Optional[Union[str, os.PathLike]] = None,
+                precision: Optional[str] = None, seed: Optional[int] = None,
+                noise_file: Optional[Union[str, os.PathLike]] = None,
                 verify_hashes: bool = True, progress: bool = True,
                 fps: Optional[int] = None, motion_bucket_id: Optional[int] = None,
                 noise_aug_strength: Optional[float] = None,
@@ -89,7 +90,8 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
         image_noise, latents = load_noise_file(
             noise_file, (1, 3, manifest.height, manifest.width), (1, *manifest.latent_shape))
 
-    pipe = VideoPipeline.load(artifact, backend=backend, verify_hashes=verify_hashes)
+    pipe = VideoPipeline.load(artifact, backend=backend, verify_hashes=verify_hashes,
+                              precision=precision)
     result = pipe.generate(rgb, seed=seed, image_noise=image_noise, latents=latents,
                            progress=progress, **sampling)
     t0 = time.perf_counter()
