@@ -445,7 +445,7 @@ def _svdeploy_train_step(spec: Dict[str, Any], cfg: ModelConfig, batch: Dict[str
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
-    kernels = training_kernels(spec.get("conv", "auto"), spec["dtype"])  # what svd-train builds
+    kernels = training_kernels(spec.get("conv", "im2col"), spec["dtype"])  # what svd-train builds
     unet = load_network("unet", spec["checkpoint_dir"], kernels, cfg)
     names, _frozen = select_trainable(unet, spec["temporal_only"])
     params = dict(unet.parameters_and_names())

@@ -228,9 +228,10 @@ class TrainSection:
         "fp32", "Precision of the U-Net's matmuls and convolutions (weights, optimizer state, "
                 "norms and the loss stay float32). Use LossScale with fp16.")
     conv: Literal["auto", "native", "im2col"] = _opt(
-        "auto", "Spatial convolutions of the training graphs (U-Net, and the encoders): native "
-                "(MindSpore's Conv2D), im2col (MindSpore's Im2Col + one GEMM, whose gradient is "
-                "as quick) or auto (time both once on this machine, as svd-export --conv auto).")
+        "im2col", "Spatial convolutions of the training graphs (U-Net, and the encoders): native "
+                  "(MindSpore's Conv2D), im2col (MindSpore's Im2Col + one GEMM, whose gradient is "
+                  "as quick; the default, so a resumed or data-parallel run computes the same "
+                  "numbers on every worker) or auto (time both once, as svd-export --conv auto).")
     save_ckpt_interval: int = _opt(100, "Write a checkpoint every this many optimizer steps "
                                         "(and always after the last one).")
     ckpt_max_keep: Optional[int] = _opt(10, "Keep only the newest this many checkpoints; "
