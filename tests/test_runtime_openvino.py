@@ -124,15 +124,17 @@ def test_compile_cache_is_written_then_reused(artifact, private_cache):
     entry = manifest.graph("unet", "onnx")
     first = OpenVINOBackend("fp32", private_cache)
     first.load(entry, artifact / entry.file, manifest)
-    blobs = sorted(private_cache.iterdir())
+    assert [p.name for p in private_cache.iterdir()] == ["fp32"]  # one folder per precision
+    blob_dir = private_cache / "fp32"
+    blobs = sorted(blob_dir.iterdir())
     assert blobs and first.loaded_from_cache == {"unet.onnx": False}
     second = OpenVINOBackend("fp32", private_cache)
     second.load(entry, artifact / entry.file, manifest)
     assert second.loaded_from_cache == {"unet.onnx": True}
-    assert sorted(private_cache.iterdir()) == blobs  # reused, nothing new written
+    assert sorted(blob_dir.iterdir()) == blobs  # reused, nothing new written
     # the whole artifact through load_artifact: one blob per graph file, all reused next time
     load_artifact(artifact, backend="openvino", precision="fp32")
-    files = sorted(private_cache.iterdir())
+    files = sorted(blob_dir.iterdir())
     assert len(files) == len([g for g in manifest.graphs if g.format == "onnx"]) == 5
     loader = graph_loader("openvino", "fp32")
     assert loader.__self__.cache_dir == private_cache  # type: ignore[attr-defined]
@@ -140,7 +142,7 @@ def test_compile_cache_is_written_then_reused(artifact, private_cache):
         e = manifest.graph(name, "onnx")
         loader(e, artifact / e.file, manifest)
     assert all(loader.__self__.loaded_from_cache.values())  # type: ignore[attr-defined]
-    assert sorted(private_cache.iterdir()) == files
+    assert sorted(blob_dir.iterdir()) == files
 
 
 def test_cache_can_be_disabled(artifact, monkeypatch, tmp_path):

@@ -134,8 +134,16 @@ def _run_written_graph(path: Path, fmt: str, inputs: Sequence[np.ndarray],
         import mindspore as ms
         from mindspore import nn
 
-        cell = nn.GraphCell(ms.load(str(path)))
-        out = cell(*[ms.Tensor(a) for a in inputs])
+        try:
+            cell = nn.GraphCell(ms.load(str(path)))
+            out = cell(*[ms.Tensor(a) for a in inputs])
+        except (RuntimeError, TypeError, ValueError) as exc:
+            # e.g. a bf16 MindIR on CPU: MindSpore 2.10's CPU backend has no bf16 Transpose
+            first = next((ln.strip(" -") for ln in str(exc).splitlines() if ln.strip(" -")),
+                         type(exc).__name__)
+            raise ExportError(f"validating {path.name} with MindSpore failed: {first} (bf16 "
+                              "MindIR graphs run where MindSpore has bf16 kernels, e.g. Ascend; "
+                              "export them with --no-validate)") from None
         outs = out if isinstance(out, (tuple, list)) else [out]
         return [o.asnumpy() for o in outs]
     try:
