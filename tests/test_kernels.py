@@ -192,7 +192,11 @@ def test_bf16_im2col_conv_exports_to_mindir(tmp_path):
                                                 ("matmul", "native", 5, 3),
                                                 ("matmul", "native", 1, 3),
                                                 ("matmul", "native", 2, 5),
-                                                ("matmul", "native", 7, 5)])
+                                                ("matmul", "native", 7, 5),
+                                                ("unfold", "native", 5, 3),
+                                                ("unfold", "native", 1, 3),
+                                                ("unfold", "native", 2, 5),
+                                                ("unfold", "native", 7, 5)])
 def test_temporal_conv_variants_match_reference(mode, kind, conv, frames, k):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 6, frames, 11)).astype(np.float32)  # (B, C, T, P)
@@ -327,4 +331,23 @@ def test_im2col_conv_gradients_match_native(mode, k, stride, pad):
         gx, (gw, _) = ms.value_and_grad(ProbeLoss(conv, probe), 0, conv.trainable_params())(x)[1]
         grads[kind] = (gx.asnumpy(), gw.asnumpy())
     for a, b in zip(grads["native"], grads["im2col"]):
+        assert rel(b, a) < 1e-5
+
+
+@pytest.mark.parametrize("frames,k", [(8, 3), (2, 5)])
+def test_unfold_temporal_conv_gradients_match_conv3d(mode, frames, k):
+    """svd-train's temporal convolutions are the unfold kind: their gradients with respect to
+    the input and the weight must be the (k,1,1) Conv3D's."""
+    rng = np.random.default_rng(7)
+    x = Tensor(rng.standard_normal((2, 6, frames, 10)).astype(np.float32))
+    w = rng.standard_normal((4, 6, k, 1, 1)).astype(np.float32) * 0.3
+    grads, probe = {}, None
+    for kind in ("conv3d", "unfold"):
+        conv = TemporalConv(6, 4, k, kind=kind)
+        conv.weight.set_data(Tensor(w))
+        if probe is None:
+            probe = Tensor(rng.standard_normal(conv(x).shape).astype(np.float32))
+        gx, (gw, _) = ms.value_and_grad(ProbeLoss(conv, probe), 0, conv.trainable_params())(x)[1]
+        grads[kind] = (gx.asnumpy(), gw.asnumpy())
+    for a, b in zip(grads["conv3d"], grads["unfold"]):
         assert rel(b, a) < 1e-5

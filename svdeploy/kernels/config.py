@@ -13,7 +13,7 @@ from typing import Literal
 GroupNormKind = Literal["native", "decomposed", "layernorm"]
 GeluKind = Literal["erf", "poly", "onnx_erf"]
 AttentionKind = Literal["bmm", "ascend_fa"]
-TemporalConvKind = Literal["conv3d", "conv2d", "matmul"]
+TemporalConvKind = Literal["conv3d", "conv2d", "matmul", "unfold"]
 PadKind = Literal["pad", "concat"]
 ConvKind = Literal["native", "im2col"]
 ComputeDtype = Literal["fp32", "fp16", "bf16"]
@@ -21,7 +21,7 @@ ComputeDtype = Literal["fp32", "fp16", "bf16"]
 GROUP_NORM_KINDS = ("native", "decomposed", "layernorm")
 GELU_KINDS = ("erf", "poly", "onnx_erf")
 ATTENTION_KINDS = ("bmm", "ascend_fa")
-TEMPORAL_CONV_KINDS = ("conv3d", "conv2d", "matmul")
+TEMPORAL_CONV_KINDS = ("conv3d", "conv2d", "matmul", "unfold")
 PAD_KINDS = ("pad", "concat")
 CONV_KINDS = ("native", "im2col")
 COMPUTE_DTYPES = ("fp32", "fp16", "bf16")
@@ -52,6 +52,10 @@ class KernelConfig:
                              tap's output shifted in time and summed. MindSpore 2.10's CPU
                              kernels run a (k,1,1) Conv3D (or (k,1) Conv2D) at ~0.4 GFLOP/s;
                              this is 7–40× faster there, so MindIR CPU graphs use it.
+                 unfold      MindSpore's Im2Col with a (k,1) window over (C, T, H·W) + one GEMM
+                             with the (O, C·k) weight: no per-tap time slices, which MindSpore's
+                             CPU StridedSlice runs slowly (training: (4,64,8,256) forward+backward
+                             11 ms against 37 ms for matmul). svd-train uses it.
     pad:         pad         ops.pad for the VAE encoder's asymmetric downsampling pad
                  concat      zeros concatenated (exports to ONNX)
     conv:        native      MindSpore's Conv2D / Conv3D

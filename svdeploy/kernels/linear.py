@@ -167,6 +167,8 @@ class TemporalConv(nn.Cell):
         w = self.weight.astype(self.dtype)
         if self.kind == "matmul":
             y = self._taps_as_one_matmul(x, w)
+        elif self.kind == "unfold":
+            y = self._unfolded_taps(x, w)
         elif self.im2col:
             half = self.kernel_size // 2
             zeros = ops.zeros((b, c, half, p), x.dtype)
@@ -185,6 +187,20 @@ class TemporalConv(nn.Cell):
             y = self.conv2d(padded, w.reshape(self.out_channels, self.in_channels,
                                               self.kernel_size, 1))
         return y.astype(ms.float32) + self.bias.reshape(1, -1, 1, 1)
+
+    def _unfolded_taps(self, x: Tensor, w: Tensor) -> Tensor:
+        """(B, C, T, P) as an image of T rows and P columns: Im2Col with a (k, 1) window and
+        (k//2, 0) padding gives the k frames each output frame reads, channel-major like the
+        (O, C, k, 1, 1) weight, so one (O, C·k) × (C·k, T·P) GEMM per clip is the convolution."""
+        b, c, t, p = x.shape
+        k, o = self.kernel_size, self.out_channels
+        if self.dtype == ms.bfloat16:  # Im2Col's padding refuses bfloat16 (see Conv2d._columns)
+            cols = ops.unfold(x.astype(ms.float32), kernel_size=(k, 1), padding=(k // 2, 0))
+            cols = cols.astype(self.dtype)
+        else:
+            cols = ops.unfold(x, kernel_size=(k, 1), padding=(k // 2, 0))
+        y = ops.matmul(w.reshape(o, c * k), cols.reshape(b, c * k, t * p))  # (B, O, T·P)
+        return y.reshape(b, o, t, p)
 
     def _taps_as_one_matmul(self, x: Tensor, w: Tensor) -> Tensor:
         """All k taps in one GEMM over every pixel of every frame, then each tap's result

@@ -232,6 +232,11 @@ class TrainSection:
                   "(MindSpore's Conv2D), im2col (MindSpore's Im2Col + one GEMM, whose gradient is "
                   "as quick; the default, so a resumed or data-parallel run computes the same "
                   "numbers on every worker) or auto (time both once, as svd-export --conv auto).")
+    latent_cache_mb: int = _opt(
+        1024, "Keep the frozen VAE encoder's latents of clips already seen, up to this many MB "
+              "(0 = off): a clip seen again (every epoch after the first) skips the encoder. The "
+              "encoder is frozen and deterministic, so a cached latent is the one it would "
+              "compute again; resumed runs give the same numbers.")
     save_ckpt_interval: int = _opt(100, "Write a checkpoint every this many optimizer steps "
                                         "(and always after the last one).")
     ckpt_max_keep: Optional[int] = _opt(10, "Keep only the newest this many checkpoints; "
@@ -257,6 +262,9 @@ class TrainSection:
                               f"(svd-convert output), or {path}.random_init = true")
         if not self.output_dir:
             raise ConfigError(f"{path}.output_dir is empty: expected a directory")
+        if self.latent_cache_mb < 0:
+            raise ConfigError(f"{path}.latent_cache_mb = {self.latent_cache_mb}: expected an "
+                              "integer ≥ 0 (0 turns the cache off)")
         if self.save_ckpt_interval < 1:
             raise ConfigError(f"{path}.save_ckpt_interval = {self.save_ckpt_interval}: expected "
                               "an integer ≥ 1")
