@@ -1,6 +1,7 @@
 # Two entry points, each usable as the first command on a fresh machine:
-#   make demo   create .venv, install svdeploy, run the tiny end-to-end demo
+#   make demo   create .venv, install svdeploy, export the shipped demo model and generate with it
 #   make test   create .venv, install svdeploy with its test extras, run the test suite
+#   make demo-model  rebuild the shipped demo model from scratch (svd-data + svd-train, ≤ 90 min)
 # and two for maintainers:
 #   make lock        regenerate the lock of every dependency version (see "Installing" in README.md)
 #   make fresh-test  clone the committed HEAD into $(FRESH) and run `make test` there, timed
@@ -21,7 +22,7 @@ PIP_TOOLS := pip-tools==7.7.0
 # `make lock` keeps every pin that still satisfies pyproject.toml; UPGRADE=1 re-resolves all to the newest.
 UPGRADE ?=
 
-.PHONY: demo test install install-test lock fresh-test clean
+.PHONY: demo demo-model test install install-test lock fresh-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,11 @@ install-test: $(VENV)/.installed-test
 
 demo: $(VENV)/.installed-run
 	$(BIN)/python -m svdeploy.demo --out outputs
+
+# Renders the moving-shapes data into build/demo-model, trains (resuming an interrupted run),
+# writes svdeploy/assets/demo and measures it (svd-bench quality) into its MODEL.md.
+demo-model: $(VENV)/.installed-run
+	$(BIN)/python -m svdeploy.demo_model --work build/demo-model --evaluate
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

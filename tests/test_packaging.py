@@ -47,6 +47,8 @@ def test_wheel_holds_every_subpackage(wheel):
     for preset in ("svd", "svd_xt", "tiny", "mid"):
         assert f"svdeploy/configs/{preset}.yaml" in names
     assert "svdeploy/assets/sample.png" in names
+    for part in ("config.yaml", "weights.safetensors", "world.json", "MODEL.md"):
+        assert f"svdeploy/assets/demo/{part}" in names  # `--checkpoint demo` works installed
 
 
 def test_wheel_has_no_bare_top_level_packages(wheel):

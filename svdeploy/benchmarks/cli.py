@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import click
 
@@ -68,7 +68,7 @@ def _command_line(ctx: click.Context) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("suites", nargs=-1, required=True, type=click.Choice(SUITES + ("all",)))
+@click.argument("suites", nargs=-1, required=True, type=click.Choice(SUITES + ("all", "quality")))
 @click.option("--config", "config", default="tiny", show_default=True,
               help="Model preset (tiny, mid, svd, svd_xt) or a YAML config path. Weights are "
                    "random (timing and parity only).")
@@ -161,6 +161,17 @@ def _command_line(ctx: click.Context) -> str:
                    "diffusers import; --no-diffusers uses svdeploy's random weights only.")
 @click.option("--export-validate/--no-export-validate", default=True, show_default=True,
               help="export suite: let svd-export validate each graph (as users run it).")
+@click.option("--checkpoint", default="demo", show_default=True,
+              help="quality: the checkpoint to export and evaluate (a model of the moving-shapes "
+                   "world; `demo` is the shipped one). Ignored with --artifact.")
+@click.option("--artifact", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=None, help="quality: evaluate this exported artifact instead of exporting "
+                                 "--checkpoint (into --work) first.")
+@click.option("--images", type=click.IntRange(min=1), default=16, show_default=True,
+              help="quality: fresh world images, each generated at the slow and the fast bucket.")
+@click.option("--backends", callback=_csv(("onnxruntime", "mindspore", "openvino", "lite")),
+              default="onnxruntime,mindspore", show_default=True,
+              help="quality: runtime backends to evaluate, comma-separated.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @friendly_errors
 def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], repeats: int,
@@ -172,7 +183,8 @@ def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], 
          memory_chunks: Optional[Tuple[int, ...]], temporal_only: bool, gemm_size: int,
          case_budget: float, case_timeout: float, schedule: str, freeze_idle: bool,
          standalone_repeats: int, memory_limit_gb: Optional[float],
-         seed: int, use_diffusers: bool, export_validate: bool, quiet: bool) -> None:
+         seed: int, use_diffusers: bool, export_validate: bool, checkpoint: str,
+         artifact: Optional[Path], images: int, backends: Tuple[str, ...], quiet: bool) -> None:
     """Run benchmark SUITES (export, graphs, e2e, memory, train, or all) on one model config and
     write report.json, report.md and a chart per suite into --out.
 
@@ -183,6 +195,9 @@ def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], 
     e2e     seconds per video and per step, image to frames (VideoPipeline; diffusers)
     memory  peak RSS of VAE decoding against frame count and decode chunk size
     train   seconds per training step, compile time separately
+    quality (not in `all`) a model of the moving-shapes world (--checkpoint, default the
+            shipped demo model) on --images fresh images at the slow and fast motion buckets:
+            direction, speed, frame-0 PSNR and object area per backend; quality.json/.md
 
     Every case runs in its own process. Peers share identical weights (diffusers random init
     converted with svd-convert) and identical inputs.
@@ -192,6 +207,12 @@ def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], 
     from .api import run_benchmarks
     from .harness import resolve_settings
 
+    log = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    if "quality" in suites:
+        _quality(out, work, checkpoint, artifact, images, backends, steps, log)
+        suites = tuple(s for s in suites if s != "quality")
+        if not suites:
+            return
     cfg = load_model_config(config)
     chosen = SUITES if "all" in suites else tuple(dict.fromkeys(suites))
     settings = resolve_settings(
@@ -203,11 +224,30 @@ def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], 
         case_budget_s=case_budget, case_timeout_s=case_timeout, schedule=schedule,
         freeze_idle=freeze_idle, standalone_repeats=standalone_repeats, memory_limit_gb=memory_limit_gb, seed=seed,
         use_diffusers=use_diffusers, export_validate=export_validate)
-    log = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     command = _command_line(click.get_current_context())
     report = run_benchmarks(settings, chosen, command, log)
     click.echo(f"svd-bench: {', '.join(chosen)} in {report['seconds']:.0f} s; report: "
                f"{settings.out / 'report.md'}")
+
+
+def _quality(out: Path, work: Optional[Path], checkpoint: str, artifact: Optional[Path],
+             images: int, backends: Tuple[str, ...], steps: Optional[int],
+             log: Callable[[str], None]) -> None:
+    from svdeploy.runtime.backends import BACKEND_FORMATS
+
+    from .quality import markdown, run_quality
+
+    if artifact is None:
+        from svdeploy.export import export_artifact
+
+        artifact = (work or out / "work") / "quality-artifact"
+        formats = sorted({BACKEND_FORMATS[b] for b in backends})
+        log(f"quality: exporting {checkpoint} ({', '.join(formats)}) to {artifact}")
+        export_artifact(checkpoint, artifact, formats=formats, overwrite=True, progress=False)
+    summaries = run_quality(artifact, backends, images, out, steps=steps, log=log)
+    click.echo(markdown(summaries), nl=False)
+    click.echo(f"svd-bench: quality of {artifact} on {', '.join(backends)}; report: "
+               f"{out / 'quality.md'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

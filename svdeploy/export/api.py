@@ -199,10 +199,11 @@ def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Opti
                     conv: str = "auto", progress: bool = True,
                     log: Callable[[str], None] = lambda _msg: None) -> ExportResult:
     """Export an svdeploy checkpoint directory (svd-convert / svd-train output) to ``out_dir``."""
-    from svdeploy.models.loading import read_checkpoint_dir
+    from svdeploy.models.loading import read_checkpoint_dir, resolve_checkpoint_dir
 
     started = time.perf_counter()
-    cfg, weights = read_checkpoint_dir(Path(checkpoint_dir))
+    checkpoint_dir = resolve_checkpoint_dir(checkpoint_dir)
+    cfg, weights = read_checkpoint_dir(checkpoint_dir)
     settings = resolve_settings(cfg, frames=frames, height=height, width=width,
                                 guidance=guidance, decode_chunk_size=decode_chunk_size,
                                 formats=formats, dtype=dtype, target=target, graphs=graphs,

@@ -12,7 +12,7 @@ from svdeploy.cliutil import friendly_errors, mindspore_dumps_elsewhere, setup_m
 @click.option("--checkpoint", "checkpoint", required=True,
               type=click.Path(file_okay=False, path_type=str),
               help="Checkpoint directory written by svd-convert or svd-train (config.yaml + "
-                   "weights.safetensors).")
+                   "weights.safetensors), or `demo`: the moving-shapes model shipped with svdeploy.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=str),
               help="Artifact directory to create (manifest.json + one file per graph). Written "
                    "to a temporary directory first and renamed into place when complete.")

@@ -27,9 +27,26 @@ WEIGHTS_FILE = "weights.safetensors"
 PROVENANCE_FILE = "convert.json"
 
 
+# Checkpoints shipped inside the package, by the name that stands for their directory.
+PACKAGED_CHECKPOINTS = {"demo": "assets/demo"}
+
+
+def resolve_checkpoint_dir(directory: PathLike) -> Path:
+    """The directory a checkpoint argument names: a path, or the name of a checkpoint shipped
+    with svdeploy (``demo``: the moving-shapes demo model). An existing path of that name wins."""
+    path = Path(directory)
+    packaged = PACKAGED_CHECKPOINTS.get(str(directory))
+    if packaged is not None and not path.exists():
+        from importlib import resources
+
+        return Path(str(resources.files("svdeploy").joinpath(packaged)))
+    return path
+
+
 def read_checkpoint_dir(directory: PathLike) -> Tuple[ModelConfig, Path]:
-    """(validated config, path of weights.safetensors) of an svdeploy checkpoint directory."""
-    directory = Path(directory)
+    """(validated config, path of weights.safetensors) of an svdeploy checkpoint directory, or
+    of a packaged one named as in :data:`PACKAGED_CHECKPOINTS`."""
+    directory = resolve_checkpoint_dir(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {str(directory)!r} does not exist or is not a directory")
     config_path = directory / CONFIG_FILE

@@ -219,7 +219,8 @@ class TrainSection:
                                      "time_stack, time_mixer or time_pos_embed); the spatial "
                                      "ones stay bit-identical.")
     pretrained: Optional[str] = _opt(None, "Checkpoint directory to start from (svd-convert "
-                                           "output: config.yaml + weights.safetensors).")
+                                           "output: config.yaml + weights.safetensors), or "
+                                           "demo (the shipped moving-shapes model).")
     random_init: bool = _opt(False, "Start from randomly initialised networks instead of "
                                     "train.pretrained (tests and smoke runs); the weights are "
                                     "written to OUTPUT_DIR/random_init first.")

@@ -25,7 +25,7 @@ from svdeploy.config import ModelConfig, save_model_config, to_dict, write_yaml_
 from svdeploy.errors import CheckpointError, ConfigError
 from svdeploy.fsutil import apply_umask
 from svdeploy.models.keys import NETWORK_PREFIXES, network_parameter_shapes, numel, sgm_parameter_shapes
-from svdeploy.models.loading import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_dir
+from svdeploy.models.loading import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_dir, resolve_checkpoint_dir
 
 from . import checkpoint as ckpt
 from .config import TrainingConfig
@@ -327,7 +327,7 @@ class Trainer:
                 write_random_checkpoint(model_cfg, source, cfg.environment.seed)
             _wait_for(source, "the random initial weights")
         else:
-            source = Path(str(cfg.train.pretrained))
+            source = resolve_checkpoint_dir(str(cfg.train.pretrained))
         if resume and existing is None:
             logger.info("--resume: no checkpoint under %s yet; starting from %s",
                         ckpt.checkpoints_dir(self.out), source)
