@@ -27,3 +27,7 @@ class InputError(SvdeployError, ValueError):
 
 class BackendError(SvdeployError):
     """A runtime backend is unavailable or cannot run the artifact."""
+
+
+class ServeError(SvdeployError):
+    """svd-serve cannot start or keep serving (Ray, the port, the jobs directory, the replicas)."""
