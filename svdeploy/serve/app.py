@@ -47,6 +47,7 @@ GENERATOR = "Generator"
 logger = logging.getLogger("ray.serve")
 # Retry-After before any job has finished (no measured job time yet).
 DEFAULT_RETRY_AFTER_S = 10
+PROGRESS_SAVE_S = 1.0
 
 api = FastAPI(title="svd-serve", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -229,6 +230,7 @@ class Api:
         self.active: Dict[str, Record] = {}
         self.tasks: Dict[str, "asyncio.Task[None]"] = {}
         self.streams: Dict[str, Any] = {}
+        self.saved_at: Dict[str, float] = {}
         self.durations: Deque[float] = deque(maxlen=32)
         for record in self.store.recover():
             self._start(record)
@@ -360,7 +362,7 @@ class Api:
                 self._finish(record, "failed", error=f"the replica running this job failed "
                              f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]})")
         finally:
-            for table in (self.active, self.tasks, self.streams):
+            for table in (self.active, self.tasks, self.streams, self.saved_at):
                 table.pop(job_id, None)
 
     async def _apply(self, record: Record, event: Dict[str, Any]) -> None:
@@ -370,8 +372,12 @@ class Api:
                           attempts=record.get("attempts", 0) + 1, backend=event["backend"])
             self.store.save(record)
         elif kind == "step":
+            # GET reads the in-memory record of an active job; the file gets the progress at
+            # most every PROGRESS_SAVE_S (a restart starts the job over anyway)
             record["progress"] = event["done"] / event["total"]
-            self.store.save(record)
+            if time.monotonic() - self.saved_at.get(record["id"], 0.0) >= PROGRESS_SAVE_S:
+                self.store.save(record)
+                self.saved_at[record["id"]] = time.monotonic()
         elif kind == "result":
             data = event["data"]
             fmt = record["parameters"]["format"]
