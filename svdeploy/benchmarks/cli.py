@@ -127,6 +127,12 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--temporal-only/--all-parameters", default=True, show_default=True,
               help="train suite: train the temporal layers only (SVD's recipe) or every U-Net "
                    "parameter.")
+@click.option("--serve-clients", callback=_csv(integers=True), default=None,
+              help="serve suite: concurrent clients, one load run per value (default 1,4).")
+@click.option("--serve-seconds", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="serve suite: seconds each load run submits jobs.")
+@click.option("--serve-replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="serve suite: Generator replicas of the server.")
 @click.option("--gemm-size", type=click.IntRange(min=64), default=4096, show_default=True,
               help="n of the n×n×n float32 matmul that measures the machine's GEMM peak.")
 @click.option("--case-budget", type=click.FloatRange(min=1), default=300.0, show_default=True,
@@ -159,10 +165,12 @@ def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], 
          frames: Optional[int], height: Optional[int], width: Optional[int],
          decode_chunk_size: Optional[int], guidance: bool, steps: Optional[int],
          e2e_repeats: int, memory_frames: Optional[Tuple[int, ...]],
-         memory_chunks: Optional[Tuple[int, ...]], temporal_only: bool, gemm_size: int,
+         memory_chunks: Optional[Tuple[int, ...]], temporal_only: bool,
+         serve_clients: Optional[Tuple[int, ...]], serve_seconds: float, serve_replicas: int,
+         gemm_size: int,
          case_budget: float, case_timeout: float, schedule: str, memory_limit_gb: Optional[float],
          seed: int, use_diffusers: bool, export_validate: bool, quiet: bool) -> None:
-    """Run benchmark SUITES (export, graphs, e2e, memory, train, or all) on one model config and
+    """Run benchmark SUITES (export, graphs, e2e, memory, train, serve, or all) on one model config and
     write report.json, report.md and a chart per suite into --out.
 
     \b
@@ -172,6 +180,8 @@ def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], 
     e2e     seconds per video and per step, image to frames (VideoPipeline; diffusers)
     memory  peak RSS of VAE decoding against frame count and decode chunk size
     train   seconds per training step, compile time separately
+    serve   svd-serve under N concurrent clients: videos/s, latency p50/p90/p99, nothing
+            lost, replica RSS (needs the serve extra)
 
     Every case runs in its own process. Peers share identical weights (diffusers random init
     converted with svd-convert) and identical inputs.
@@ -189,6 +199,7 @@ def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], 
         dtype=dtype, conv=conv, steps=steps, memory_frames=memory_frames, memory_chunks=memory_chunks,
         guidance=guidance, repeats=repeats, warmup=warmup, threads=threads,
         e2e_repeats=e2e_repeats, temporal_only=temporal_only, gemm_size=gemm_size,
+        serve_clients=serve_clients, serve_seconds=serve_seconds, serve_replicas=serve_replicas,
         case_budget_s=case_budget, case_timeout_s=case_timeout, schedule=schedule,
         memory_limit_gb=memory_limit_gb, seed=seed,
         use_diffusers=use_diffusers, export_validate=export_validate)
