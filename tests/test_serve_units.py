@@ -200,3 +200,35 @@ def test_multipart_encoding_round_trips_through_the_standard_parser():
              for p in message.get_payload()}
     assert parts == {"seed": b"3", "image": b"\x89PNG\r\n-data"}
     assert json.dumps(content_type).startswith('"multipart/form-data; boundary=')
+
+
+def test_serve_imports_the_runtime_only():
+    """serve → runtime → core: the app and the CLI load no model, export, training or kernel code."""
+    import subprocess
+    import sys
+
+    script = ("import sys, svdeploy.serve.app, svdeploy.serve.cli, svdeploy.serve.server\n"
+              "bad = ('svdeploy.models', 'svdeploy.train', 'svdeploy.export', 'svdeploy.kernels',"
+              " 'svdeploy.benchmarks')\n"
+              "print('LOADED', sorted(m for m in sys.modules if m.startswith(bad)))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "LOADED []" in proc.stdout
+
+
+def test_cli_help_and_one_line_errors(tmp_path):
+    from click.testing import CliRunner
+
+    from svdeploy.serve.cli import main
+
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for option in ("--replicas", "--address", "--jobs-dir", "--max-queue", "--max-upload",
+                   "--keep", "--precision", "--backend"):
+        assert option in result.output
+    result = CliRunner().invoke(main, [str(tmp_path / "missing"), "--jobs-dir", str(tmp_path / "j")])
+    assert result.exit_code == 2 and result.output.startswith("error: ")
+    assert "is not a directory" in result.output and len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(main, [str(tmp_path), "--keep", "soon"])
+    assert result.exit_code == 2 and "'soon'" in result.output
