@@ -187,7 +187,8 @@ def md_train(result: Dict[str, Any]) -> str:
 def md_serve(result: Dict[str, Any]) -> str:
     rows = []
     for r in result["rows"]:
-        rows.append([str(r["clients"]), str(r["replicas"]), _x(r["videos_per_s"], 3),
+        rows.append([str(r["clients"]), str(r["replicas"]),
+                     "–" if r["videos_per_s"] is None else f"{r['videos_per_s']:.3f}",
                      fmt_seconds(r["latency_p50_s"]), fmt_seconds(r["latency_p90_s"]),
                      fmt_seconds(r["latency_p99_s"]), fmt_seconds(r["run_median_s"]),
                      f"{r['succeeded']} / {r['accepted']}", str(r["lost"]), str(r["rejected_429"]),

@@ -19,8 +19,12 @@ from .common import demo_image
 from .harness import Workspace
 
 
+RAY_DAEMONS = ("gcs_server", "raylet")
+
+
 def replica_rss(tree: List[int]) -> Dict[str, int]:
-    """RSS (bytes) of each Ray process of the server by its title (ray::ServeReplica:...)."""
+    """RSS (bytes) of each Ray process of the server, by its title (ray::ServeReplica:...) or
+    daemon name (gcs_server, raylet)."""
     found: Dict[str, int] = {}
     for pid in tree:
         try:
@@ -28,11 +32,12 @@ def replica_rss(tree: List[int]) -> Dict[str, int]:
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
-        if not title.startswith("ray::"):
+        name = Path(title.split()[0]).name if title.strip() else ""
+        if not (name.startswith("ray::") or name in RAY_DAEMONS):
             continue
         rss = next(int(line.split()[1]) * 1024 for line in status.splitlines()
                    if line.startswith("VmRSS:"))
-        found[f"{title.split()[0]} ({pid})"] = rss
+        found[f"{name} ({pid})"] = rss
     return found
 
 
