@@ -31,3 +31,7 @@ class BackendError(SvdeployError):
 
 class OutputError(SvdeployError):
     """An output cannot be written (exists, protected, read-only, disk full, ...)."""
+
+
+class ServeError(SvdeployError):
+    """svd-serve cannot start or keep serving (Ray, the port, the jobs directory, the replicas)."""

@@ -19,7 +19,7 @@ from .common import (BF16_CPU_FLAGS, ChildRun, MemoryGuard, ServedWorker, cpu_bf
 from .peers import PEERS
 from .weights import PreparedWeights, config_digest, prepare_weights
 
-SUITES: Tuple[str, ...] = ("export", "graphs", "e2e", "memory", "train")
+SUITES: Tuple[str, ...] = ("export", "graphs", "e2e", "memory", "train", "serve")
 GRAPHS: Tuple[str, ...] = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
 GEMM_BACKENDS: Tuple[str, ...] = ("onnxruntime", "numpy", "torch", "mindspore", "torch-bf16")
 SCHEDULES: Tuple[str, ...] = ("interleaved", "sequential")
@@ -57,6 +57,9 @@ class BenchSettings:
     memory_frames: Tuple[int, ...] = ()
     memory_chunks: Tuple[int, ...] = ()
     temporal_only: bool = True
+    serve_clients: Tuple[int, ...] = (1, 4)   # concurrent clients, one server run each
+    serve_seconds: float = 60.0
+    serve_replicas: int = 1
     gemm_size: int = 4096
     seed: int = 0
     use_diffusers: bool = True

@@ -205,8 +205,22 @@ def md_train(result: Dict[str, Any]) -> str:
         f"\n\n{result['method']}. {impl}. {CPU_NOTE}"
 
 
+def md_serve(result: Dict[str, Any]) -> str:
+    rows = []
+    for r in result["rows"]:
+        rows.append([str(r["clients"]), str(r["replicas"]),
+                     "–" if r["videos_per_s"] is None else f"{r['videos_per_s']:.3f}",
+                     fmt_seconds(r["latency_p50_s"]), fmt_seconds(r["latency_p90_s"]),
+                     fmt_seconds(r["latency_p99_s"]), fmt_seconds(r["run_median_s"]),
+                     f"{r['succeeded']} / {r['accepted']}", str(r["lost"]), str(r["rejected_429"]),
+                     fmt_bytes(r["replica_rss_bytes"])])
+    return _table(["clients", "replicas", "videos / s", "latency p50", "p90", "p99",
+                   "run (median)", "succeeded / accepted", "lost", "429", "replica RSS"], rows) + \
+        f"\n\n{result['method']}."
+
+
 MD_SUITES = {"export": md_export, "graphs": md_graphs, "e2e": md_e2e, "memory": md_memory,
-             "train": md_train}
+             "train": md_train, "serve": md_serve}
 
 
 def render_markdown(report: Dict[str, Any]) -> str:
@@ -318,6 +332,18 @@ def chart(name: str, result: Dict[str, Any], path: Path, title: str) -> None:
             ax.set_xlabel("frames decoded")
             ax.set_ylabel("peak RSS of the process (MiB)")
             ax.legend(fontsize=7)
+        else:
+            _no_data(ax)
+    elif name == "serve":
+        fig = Figure(figsize=(8, 4.5))
+        ax = fig.subplots()
+        if rows:
+            labels = [f"{r['clients']} client(s)" for r in rows]
+            for key, label in (("latency_p50_s", "p50"), ("latency_p90_s", "p90"),
+                               ("latency_p99_s", "p99")):
+                ax.plot(labels, [r[key] or 0 for r in rows], marker="o", label=f"latency {label}")
+            ax.set_ylabel("seconds, submit → video received")
+            ax.legend()
         else:
             _no_data(ax)
     else:  # train

@@ -542,6 +542,10 @@ def run_suite(name: str, ws: Workspace, peak: Optional[Dict[str, Any]]) -> Dict[
         result = suite_memory(ws)
     elif name == "train":
         result = suite_train(ws)
+    elif name == "serve":
+        from .serve_load import suite_serve
+
+        result = suite_serve(ws)
     else:  # pragma: no cover - the CLI checks the names
         raise ValueError(name)
     result["load_average_before"] = load_before

@@ -14,7 +14,7 @@ import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -28,6 +28,9 @@ from .guidance import apply_guidance, guidance_scales, split_guidance_batch
 from .preprocess import CLIP_SIZE, ImageSource, clip_pixel_values, prepare_image, vae_encoder_input
 from .schedule import edm_preconditioning, euler_step, initial_noise_scale, karras_sigmas
 from .video import frames_to_uint8
+
+# on_step(done, total): called after each denoising step; raising from it stops the run.
+StepCallback = Callable[[int, int], None]
 
 SAMPLING_KEYS = ("fps", "motion_bucket_id", "noise_aug_strength", "min_guidance_scale",
                  "max_guidance_scale", "num_inference_steps")
@@ -266,7 +269,7 @@ class VideoPipeline:
                  min_guidance_scale: Optional[float] = None, max_guidance_scale: Optional[float] = None,
                  num_inference_steps: Optional[int] = None, seed: Optional[int] = None,
                  image_noise: Optional[np.ndarray] = None, latents: Optional[np.ndarray] = None,
-                 progress: bool = True) -> np.ndarray:
+                 progress: bool = True, on_step: Optional[StepCallback] = None) -> np.ndarray:
         """Generate a video; returns uint8 frames (F, H, W, 3). See ``generate``."""
         return self.generate(image, fps=fps, motion_bucket_id=motion_bucket_id,
                              noise_aug_strength=noise_aug_strength,
@@ -274,14 +277,14 @@ class VideoPipeline:
                              max_guidance_scale=max_guidance_scale,
                              num_inference_steps=num_inference_steps, seed=seed,
                              image_noise=image_noise, latents=latents,
-                             progress=progress).frames_uint8
+                             progress=progress, on_step=on_step).frames_uint8
 
     def generate(self, image: ImageSource, fps: Optional[int] = None,
                  motion_bucket_id: Optional[int] = None, noise_aug_strength: Optional[float] = None,
                  min_guidance_scale: Optional[float] = None, max_guidance_scale: Optional[float] = None,
                  num_inference_steps: Optional[int] = None, seed: Optional[int] = None,
                  image_noise: Optional[np.ndarray] = None, latents: Optional[np.ndarray] = None,
-                 progress: bool = True) -> GenerationResult:
+                 progress: bool = True, on_step: Optional[StepCallback] = None) -> GenerationResult:
         """Generate a video and return float frames in [0, 1] with parameters and timings.
 
         Parameters left ``None`` come from the artifact's defaults. Random draws follow
@@ -296,6 +299,9 @@ class VideoPipeline:
         CFG. (diffusers also drops guidance whenever max_guidance_scale ≤ 1; we do not, so
         scales below 1 keep their meaning.) An artifact without CFG accepts only scales of
         1.0 from the caller and ignores guidance defaults.
+
+        ``on_step(done, total)`` is called after each denoising step (done = 1..total), for
+        progress reports; an exception it raises stops the run there (how a server cancels).
         """
         start = time.perf_counter()
         params = resolve_sampling_params(
@@ -334,7 +340,8 @@ class VideoPipeline:
             timings["encode_s"] = time.perf_counter() - t0
 
             t0 = time.perf_counter()
-            final, per_step = self._denoise(noise_for_latents[0], context, image_latent, params, bar)
+            final, per_step = self._denoise(noise_for_latents[0], context, image_latent, params,
+                                            bar, on_step)
             timings["denoise_s"] = time.perf_counter() - t0
             timings["per_step_s"] = per_step
 
@@ -381,7 +388,8 @@ class VideoPipeline:
         return cond
 
     def _denoise(self, noise: np.ndarray, context: np.ndarray, image_latent: np.ndarray,
-                 params: SamplingParams, bar: tqdm) -> Tuple[np.ndarray, List[float]]:
+                 params: SamplingParams, bar: tqdm,
+                 on_step: Optional[StepCallback] = None) -> Tuple[np.ndarray, List[float]]:
         unet = self.graphs["unet"]
         batch, frames = self.manifest.guidance_batch, self.num_frames
         sched = self.manifest.scheduler
@@ -413,6 +421,8 @@ class VideoPipeline:
                     "the unet graph returned invalid values, so the run stops here")
             per_step.append(time.perf_counter() - t0)
             bar.update(1)
+            if on_step is not None:
+                on_step(i + 1, steps)
         return latents, per_step
 
     def _decode_chunks(self) -> List[Tuple[int, int, str]]:
