@@ -106,7 +106,8 @@ def suite_serve(ws: Workspace) -> Dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"rows": rows, "steps": s.steps, "seconds": s.serve_seconds,
             "method": f"svd-serve on 127.0.0.1 with {s.serve_replicas} Generator replica(s) over "
-                      f"the ONNX export; each client submits a {s.steps}-step mp4 job, polls it "
+                      f"the ONNX export (backend chosen as svd-run does: openvino where installed, "
+                      "else onnxruntime); each client submits a {s.steps}-step mp4 job, polls it "
                       "every 50 ms and downloads the video, until the time is up (the jobs "
                       "running then are waited for); latency = submit → video received; "
                       "lost = accepted jobs that did not succeed or whose download did not match "
