@@ -45,7 +45,7 @@ def test_console_script_is_wired():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["fast"], "Invalid value for '{export|graphs|e2e|memory|train|serve|all}...'"),
+    (["fast"], "Invalid value for '{export|graphs|e2e|memory|train|serve|all|quality}...'"),
     ([], "Missing argument"),
     (["graphs", "--peers", "diffusers,tensorrt"], "'tensorrt': expected some of"),
     (["graphs", "--formats", "tflite"], "'tflite': expected some of mindir, onnx"),
