@@ -27,3 +27,7 @@ class InputError(SvdeployError, ValueError):
 
 class BackendError(SvdeployError):
     """A runtime backend is unavailable or cannot run the artifact."""
+
+
+class MemoryLimitError(SvdeployError):
+    """A run's memory plan exceeds the limit it was given (svd-run --max-memory)."""

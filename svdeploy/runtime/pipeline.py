@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -23,6 +23,8 @@ from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import Manifest
 
 from .backends import CheckedGraph, GraphFn, load_artifact, required_graph_names
+from .chain import check_clips
+from .decode import Window, decode_blended, decode_windows
 from .guidance import apply_guidance, guidance_scales, split_guidance_batch
 from .preprocess import CLIP_SIZE, ImageSource, clip_pixel_values, prepare_image, vae_encoder_input
 from .schedule import edm_preconditioning, euler_step, initial_noise_scale, karras_sigmas
@@ -140,6 +142,7 @@ class GenerationResult:
     backend: str
     timings: Dict[str, Any]
     image: Dict[str, Any] = field(default_factory=dict)  # input size and crop box
+    details: Dict[str, Any] = field(default_factory=dict)  # decode windows, chaining, ...
 
     @property
     def frames_uint8(self) -> np.ndarray:
@@ -149,7 +152,7 @@ class GenerationResult:
         """JSON-ready description of the run (parameters, seed, backend, timings)."""
         return {"parameters": asdict(self.params), "seed": self.seed, "backend": self.backend,
                 "image_info": self.image, "timings": self.timings,
-                "frames": list(self.frames.shape)}
+                "frames": list(self.frames.shape), **self.details}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,22 +250,29 @@ class VideoPipeline:
                  min_guidance_scale: Optional[float] = None, max_guidance_scale: Optional[float] = None,
                  num_inference_steps: Optional[int] = None, seed: Optional[int] = None,
                  image_noise: Optional[np.ndarray] = None, latents: Optional[np.ndarray] = None,
-                 progress: bool = True) -> np.ndarray:
-        """Generate a video; returns uint8 frames (F, H, W, 3). See ``generate``."""
-        return self.generate(image, fps=fps, motion_bucket_id=motion_bucket_id,
-                             noise_aug_strength=noise_aug_strength,
-                             min_guidance_scale=min_guidance_scale,
-                             max_guidance_scale=max_guidance_scale,
-                             num_inference_steps=num_inference_steps, seed=seed,
-                             image_noise=image_noise, latents=latents,
-                             progress=progress).frames_uint8
+                 progress: bool = True, clips: int = 1,
+                 decode_overlap: int = 0) -> Union[np.ndarray, List[np.ndarray]]:
+        """Generate a video; returns uint8 frames (F, H, W, 3), or (clips·(F−1)+1, H, W, 3)
+        with ``clips``. See ``generate``. A list or tuple of images is a batch: image i runs
+        with seed ``seed + i`` and a list of videos comes back (``svdeploy.runtime.batch``)."""
+        options = dict(fps=fps, motion_bucket_id=motion_bucket_id,
+                       noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
+                       max_guidance_scale=max_guidance_scale,
+                       num_inference_steps=num_inference_steps, image_noise=image_noise,
+                       latents=latents, progress=progress, clips=clips,
+                       decode_overlap=decode_overlap)
+        if isinstance(image, (list, tuple)):
+            from .batch import generate_batch
+
+            return [r.frames_uint8 for r in generate_batch(self, image, seed=seed, **options)]
+        return self.generate(image, seed=seed, **options).frames_uint8
 
     def generate(self, image: ImageSource, fps: Optional[int] = None,
                  motion_bucket_id: Optional[int] = None, noise_aug_strength: Optional[float] = None,
                  min_guidance_scale: Optional[float] = None, max_guidance_scale: Optional[float] = None,
                  num_inference_steps: Optional[int] = None, seed: Optional[int] = None,
                  image_noise: Optional[np.ndarray] = None, latents: Optional[np.ndarray] = None,
-                 progress: bool = True) -> GenerationResult:
+                 progress: bool = True, clips: int = 1, decode_overlap: int = 0) -> GenerationResult:
         """Generate a video and return float frames in [0, 1] with parameters and timings.
 
         Parameters left ``None`` come from the artifact's defaults. Random draws follow
@@ -277,8 +287,22 @@ class VideoPipeline:
         CFG. (diffusers also drops guidance whenever max_guidance_scale ≤ 1; we do not, so
         scales below 1 keep their meaning.) An artifact without CFG accepts only scales of
         1.0 from the caller and ignores guidance defaults.
+
+        ``clips`` > 1 chains clips, each conditioned on the previous one's last frame
+        (``svdeploy.runtime.chain``). ``decode_overlap`` decodes with chunks overlapping by
+        that many frames, blended linearly (``svdeploy.runtime.decode``).
         """
+        if check_clips(clips) != 1:
+            from .chain import generate_chain
+
+            return generate_chain(
+                self, image, clips=clips, seed=seed, image_noise=image_noise, latents=latents,
+                decode_overlap=decode_overlap, progress=progress, fps=fps,
+                motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength,
+                min_guidance_scale=min_guidance_scale, max_guidance_scale=max_guidance_scale,
+                num_inference_steps=num_inference_steps)
         start = time.perf_counter()
+        windows = self.decode_windows(self.num_frames, decode_overlap)
         params = resolve_sampling_params(
             self.manifest, fps=fps, motion_bucket_id=motion_bucket_id,
             noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
@@ -307,8 +331,7 @@ class VideoPipeline:
         timings["preprocess_s"] = time.perf_counter() - t0
 
         steps = params.num_inference_steps
-        chunks = self._decode_chunks()
-        with tqdm(total=steps + len(chunks), desc="denoise", unit="call", file=sys.stderr,
+        with tqdm(total=steps + len(windows), desc="denoise", unit="call", file=sys.stderr,
                   disable=not progress, dynamic_ncols=True) as bar:
             t0 = time.perf_counter()
             context, image_latent = self._encode(prepared.pixels, noise_for_image, params)
@@ -321,11 +344,10 @@ class VideoPipeline:
 
             t0 = time.perf_counter()
             bar.set_description("decode")
-            decoded = self._decode(final, chunks, bar)
+            decoded = self.decode_latents(final, windows, decode_overlap, bar.update)
             timings["decode_s"] = time.perf_counter() - t0
 
-        frames = np.clip(decoded * np.float32(0.5) + np.float32(0.5), 0.0, 1.0)
-        frames = np.ascontiguousarray(frames.transpose(0, 2, 3, 1), dtype=np.float32)
+        frames = decoded_to_frames(decoded)
         timings["graphs"] = {
             n: {"calls": g.calls - calls_before[n][0], "seconds": g.seconds - calls_before[n][1]}
             for n, g in self.graphs.items()}
@@ -334,7 +356,9 @@ class VideoPipeline:
                       "source_width": prepared.source_size[1],
                       "crop_box": list(prepared.crop_box) if prepared.crop_box else None}
         return GenerationResult(frames=frames, params=params, seed=used_seed, backend=self.backend,
-                                timings=timings, image=image_info)
+                                timings=timings, image=image_info,
+                                details={"decode_overlap": decode_overlap,
+                                         "decode_calls": len(windows)})
 
     # -- stages ------------------------------------------------------------------------------
     def _encode(self, pixels: np.ndarray, image_noise: np.ndarray,
@@ -396,23 +420,27 @@ class VideoPipeline:
             bar.update(1)
         return latents, per_step
 
-    def _decode_chunks(self) -> List[Tuple[int, int, str]]:
-        """(start, stop, graph) per decode call: full chunks, then the tail graph for the rest."""
+    def decode_windows(self, total: int, overlap: int = 0) -> List[Window]:
+        """The decoder calls for ``total`` latent frames (see ``svdeploy.runtime.decode``)."""
         frames, chunk = self.num_frames, self.manifest.decode_chunk_size
-        spans = []
-        for begin in range(0, frames, chunk):
-            stop = min(begin + chunk, frames)
-            spans.append((begin, stop, "vae_decoder" if stop - begin == chunk else "vae_decoder_tail"))
-        return spans
+        return decode_windows(total, chunk, overlap, tail=frames % chunk or None)
 
-    def _decode(self, latents: np.ndarray, chunks: List[Tuple[int, int, str]], bar: tqdm) -> np.ndarray:
+    def decode_latents(self, latents: np.ndarray, windows: List[Window], overlap: int = 0,
+                       on_window: Callable[[], Any] = lambda: None) -> np.ndarray:
+        """Denoised latents (T, C, h, w) → decoded frames (T, 3, H, W), unclipped."""
         inverse_scale = np.float32(1.0 / self.manifest.scheduler["scaling_factor"])
         z = (latents * inverse_scale).astype(np.float32)
-        pieces = []
-        for begin, stop, graph in chunks:
-            pieces.append(self.graphs[graph](z=np.ascontiguousarray(z[begin:stop]))["frames"])
-            bar.update(1)
-        return np.concatenate(pieces, axis=0)
+
+        def decode(graph: str, chunk: np.ndarray) -> np.ndarray:
+            return self.graphs[graph](z=chunk)["frames"]
+
+        return decode_blended(z, windows, overlap, decode, on_window)
+
+
+def decoded_to_frames(decoded: np.ndarray) -> np.ndarray:
+    """Decoder output (T, 3, H, W) ≈[−1, 1] → frames (T, H, W, 3) float32 in [0, 1]."""
+    frames = np.clip(decoded * np.float32(0.5) + np.float32(0.5), 0.0, 1.0)
+    return np.ascontiguousarray(frames.transpose(0, 2, 3, 1), dtype=np.float32)
 
 
 def load_noise_file(path: Union[str, Path], image_shape: Tuple[int, ...],

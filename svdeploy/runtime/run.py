@@ -11,6 +11,8 @@ from typing import Any, Dict, Optional, Union
 from svdeploy import __version__
 from svdeploy.manifest import read_manifest
 
+from .chain import check_clips
+from .decode import check_overlap
 from .pipeline import VideoPipeline, load_noise_file, resolve_sampling_params
 from .preprocess import ImageSource, to_rgb_float
 from .video import check_output_path, save_frames, sidecar_path, write_json_atomic
@@ -24,7 +26,8 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
                 noise_aug_strength: Optional[float] = None,
                 min_guidance_scale: Optional[float] = None,
                 max_guidance_scale: Optional[float] = None,
-                num_inference_steps: Optional[int] = None) -> Dict[str, Any]:
+                num_inference_steps: Optional[int] = None, clips: int = 1,
+                decode_overlap: int = 0) -> Dict[str, Any]:
     """Generate a video from ``image`` with ``artifact`` into ``out`` (format by extension)
     and write ``out``.json beside it. Returns the sidecar record."""
     start = time.perf_counter()
@@ -36,6 +39,8 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
                     noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
                     max_guidance_scale=max_guidance_scale, num_inference_steps=num_inference_steps)
     resolve_sampling_params(manifest, **sampling)
+    check_clips(clips)
+    check_overlap(decode_overlap, manifest.decode_chunk_size)
     rgb: ImageSource = to_rgb_float(image)
     image_noise = latents = None
     if noise_file is not None:
@@ -44,7 +49,8 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
 
     pipe = VideoPipeline.load(artifact, backend=backend, verify_hashes=verify_hashes)
     result = pipe.generate(rgb, seed=seed, image_noise=image_noise, latents=latents,
-                           progress=progress, **sampling)
+                           progress=progress, clips=clips, decode_overlap=decode_overlap,
+                           **sampling)
     t0 = time.perf_counter()
     written = save_frames(result.frames, out, fps=result.params.fps)
     write_seconds = time.perf_counter() - t0
@@ -58,7 +64,7 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
         "output": str(written.resolve()),
         "format": kind,
         "noise_file": str(Path(noise_file).resolve()) if noise_file is not None else None,
-        "num_frames": pipe.num_frames,
+        "num_frames": int(result.frames.shape[0]),
         "height": pipe.manifest.height,
         "width": pipe.manifest.width,
         "decode_chunk_size": pipe.manifest.decode_chunk_size,
