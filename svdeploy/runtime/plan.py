@@ -5,17 +5,20 @@ Stages, in order: ``load`` (backend library and graphs), ``encode`` (CLIP and VA
 prediction uses only the manifest (sizes, frame count, guidance batch, decode chunk), the
 graph files' sizes and a per-backend calibration (``CALIBRATIONS``):
 
-    resident  = base + weights · Σ graph file bytes          (what stays after loading)
-    load      = resident + load_transient · largest graph file
-    encode    = resident + encoder · H·W
-    denoise   = resident + unet · B·F·h·w + NumPy arrays of the sampling loop
-    decode    = resident + decoder · K·H·W + NumPy arrays of the decoded video (T frames)
+    resident = base + weights · Σ graph file bytes + per_graph · graphs   (after loading)
+    load     = resident
+    encode   = load    + encoder working memory (fixed + per pixel · H·W)
+    denoise  = encode  + U-Net working memory (fixed + per latent pixel · B·F·h·w)
+                       + the sampling loop's NumPy arrays
+    decode   = denoise − loop arrays + decoder working memory (fixed + per pixel · K·H·W)
+                       + the decoded video's NumPy arrays (T frames)
 
-``encoder``, ``unet`` and ``decoder`` are bytes of backend working memory per pixel (per latent
-pixel for the U-Net), fitted from ``python -m svdeploy.benchmarks.memplan`` on the tiny and mid
-presets (svdeploy/benchmarks/README.md has the table). They depend on the networks' widths,
-which an artifact does not record: the figures hold for the widths they were fitted on (VAE
-ch 32, U-Net 32–64 channels); a full-size SVD (VAE ch 128, U-Net 320) needs its own fit.
+Stages add up because a backend keeps a graph's working memory after its calls (ONNX Runtime
+an arena per session, MindSpore each compiled graph). The per-backend constants are fitted
+from ``python -m svdeploy.benchmarks.memplan`` (svdeploy/benchmarks/README.md has the table).
+Working memory depends on the networks' widths, which an artifact does not record: the
+constants hold for the widths they were fitted on (tiny / mid: VAE ch 32, U-Net 32–64
+channels); a full-size SVD (VAE ch 128, U-Net 320) needs its own fit.
 
 The plan is deterministic: the decode chunk is the artifact's; nothing here looks at the free
 memory of the machine, so the same command gives the same video everywhere. ``--max-memory``
@@ -23,12 +26,13 @@ only refuses (naming the stage over the limit and the largest decode chunk that 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 from svdeploy.errors import InputError, MemoryLimitError
 from svdeploy.manifest import Manifest, read_manifest
@@ -43,26 +47,34 @@ MiB = 1 << 20
 
 @dataclass(frozen=True)
 class Calibration:
-    base: int               # bytes: interpreter, NumPy, Pillow, the backend library
-    weights: float          # resident bytes per byte of graph file
-    load_transient: float   # extra bytes while loading, per byte of the largest graph file
-    encoder: float          # bytes per pixel of the video frame (VAE encoder + CLIP)
-    unet: float             # bytes per latent pixel of the guided batch (B·F·h·w)
-    decoder: float          # bytes per decoded pixel of one chunk (K·H·W)
-    fitted: bool = True     # False: not measured here (a guess from a neighbouring backend)
+    """Bytes of one backend's process, per stage (module doc). A graph's working memory is
+    ``fixed + per_pixel · pixels`` and stays held after its stage (ONNX Runtime keeps each
+    session's arena; MindSpore keeps each compiled graph), so the stages add up."""
+
+    base: int                 # interpreter, NumPy, Pillow and the backend library imported
+    weights: float            # resident bytes per byte of graph file, after loading
+    per_graph: int            # resident bytes per loaded graph (session / cell overhead)
+    # working memory of a stage's graphs: (fixed, per byte of their graph files, per pixel)
+    encoder: Tuple[float, float, float]   # CLIP + VAE encoder; pixel = one frame's H·W
+    unet: Tuple[float, float, float]      # pixel = latent pixel of the guided batch, B·F·h·w
+    decoder: Tuple[float, float, float]   # pixel = decoded pixel of one chunk, K·H·W
+    fitted_on: str = ""
 
 
-# Fitted with ``python -m svdeploy.benchmarks.memplan`` (one process per case), 2026-12-05,
-# on the tiny and mid presets; see the module doc for what they do not cover.
+# Fitted on measurements of ``python -m svdeploy.benchmarks.memplan`` (one process per case,
+# 2026-12-05; svdeploy/benchmarks/README.md "memory plan"): ONNX Runtime on the tiny and mid
+# presets, MindSpore on tiny only (its graph compilation of the mid decoder does not fit this
+# shared machine). What they do not cover: see the module doc.
 CALIBRATIONS: Dict[str, Calibration] = {
-    "onnxruntime": Calibration(base=75 * MiB, weights=1.0, load_transient=1.0, encoder=120.0,
-                               unet=1500.0, decoder=500.0),
-    "mindspore": Calibration(base=330 * MiB, weights=1.5, load_transient=1.0, encoder=200.0,
-                             unet=3000.0, decoder=1500.0),
-    # MindSpore Lite cannot be installed here (README): the MindSpore figures stand in.
-    "lite": Calibration(base=330 * MiB, weights=1.5, load_transient=1.0, encoder=200.0,
-                        unet=3000.0, decoder=1500.0, fitted=False),
+    "onnxruntime": Calibration(base=73 * MiB, weights=1.68, per_graph=int(4.4 * MiB),
+                               encoder=(8 * MiB, 0.0, 470.0), unet=(0.0, 3.54, 12_800.0),
+                               decoder=(0.0, 0.0, 3_500.0), fitted_on="tiny, mid"),
+    "mindspore": Calibration(base=471 * MiB, weights=2.5, per_graph=0,
+                             encoder=(114 * MiB, 0.0, 0.0), unet=(1354 * MiB, 0.0, 0.0),
+                             decoder=(692 * MiB, 0.0, 0.0), fitted_on="tiny"),
 }
+# MindSpore Lite cannot be installed here (README): MindSpore's figures stand in, unfitted.
+CALIBRATIONS["lite"] = dataclasses.replace(CALIBRATIONS["mindspore"], fitted_on="")
 
 
 @dataclass
@@ -72,7 +84,7 @@ class MemoryPlan:
     decode_chunk: int
     frames_out: int
     parts: Dict[str, int] = field(default_factory=dict)
-    calibrated: bool = True
+    fitted_on: str = ""
     clips: int = 1
     manifest: Optional[Manifest] = field(default=None, repr=False)
     graph_bytes: Dict[str, int] = field(default_factory=dict, repr=False)
@@ -89,7 +101,7 @@ class MemoryPlan:
         return {"peak_bytes": self.peak_bytes, "peak_stage": self.peak_stage,
                 "stages": dict(self.stages), "backend": self.backend,
                 "decode_chunk": self.decode_chunk, "frames": self.frames_out,
-                "calibrated": self.calibrated, "parts": dict(self.parts)}
+                "calibration_fitted_on": self.fitted_on or None, "parts": dict(self.parts)}
 
     def json_line(self) -> str:
         return json.dumps(self.to_json(), sort_keys=False)
@@ -101,8 +113,12 @@ class MemoryPlan:
             mark = "  ← peak" if stage == self.peak_stage else ""
             lines.append(f"  {stage:<8} {format_size(self.stages[stage]):>10}{mark}")
         lines.append(f"  {'total':<8} {format_size(self.peak_bytes):>10}  (the largest stage)")
-        if not self.calibrated:
-            lines.append(f"  note: no calibration measured for {self.backend}; figures borrowed")
+        if not self.fitted_on:
+            lines.append(f"  note: no calibration was measured for {self.backend}; MindSpore's "
+                         "figures stand in")
+        else:
+            lines.append(f"  calibration fitted on the {self.fitted_on} preset(s): full-size "
+                         "networks are wider, see svd-run's README section")
         return "\n".join(lines)
 
 
@@ -153,23 +169,27 @@ def plan_memory(manifest: Manifest, graph_bytes: Dict[str, int], backend: str, *
     pixels = manifest.height * manifest.width
     total = chained_frame_count(clips, frames)
     latent_frame = channels * lat_h * lat_w * 4
-    resident = cal.base + int(cal.weights * sum(graph_bytes.values()))
+    resident = cal.base + int(cal.weights * sum(graph_bytes.values())) \
+        + cal.per_graph * len(graph_bytes)
     # sampling loop: latents, scaled copy, U-Net input (2C channels) and output per guided
     # batch, guidance halves; chained clips keep every clip's final latents
     loop_arrays = (4 + 5 * manifest.guidance_batch) * frames * latent_frame + total * latent_frame
     # decoded video: the blended accumulator, its normalised copy, then the [0,1] frames
-    video_arrays = 3 * total * 3 * pixels * 4 + total * latent_frame
-    stages = {
-        "load": resident + int(cal.load_transient * max(graph_bytes.values())),
-        "encode": resident + int(cal.encoder * pixels),
-        "denoise": resident + int(cal.unet * manifest.guidance_batch * frames * lat_h * lat_w)
-        + loop_arrays,
-        "decode": resident + int(cal.decoder * chunk * pixels) + video_arrays,
-    }
+    video_arrays = 3 * total * 3 * pixels * 4
+    def working(terms: Tuple[float, float, float], graphs: Tuple[str, ...], count: int) -> int:
+        return int(terms[0] + terms[1] * sum(graph_bytes.get(g, 0) for g in graphs)
+                   + terms[2] * count)
+
+    encode = working(cal.encoder, ("image_encoder", "vae_encoder"), pixels)
+    unet = working(cal.unet, ("unet",), manifest.guidance_batch * frames * lat_h * lat_w)
+    decode = working(cal.decoder, ("vae_decoder",), chunk * pixels)
+    stages = {"load": resident, "encode": resident + encode,
+              "denoise": resident + encode + unet + loop_arrays,
+              "decode": resident + encode + unet + decode + video_arrays + total * latent_frame}
     parts = {"base": cal.base, "graph_files": sum(graph_bytes.values()), "resident": resident,
              "loop_arrays": loop_arrays, "video_arrays": video_arrays}
     return MemoryPlan(backend=backend, stages=stages, decode_chunk=chunk, frames_out=total,
-                      parts=parts, calibrated=cal.fitted, clips=clips, manifest=manifest,
+                      parts=parts, fitted_on=cal.fitted_on, clips=clips, manifest=manifest,
                       graph_bytes=dict(graph_bytes))
 
 
