@@ -124,7 +124,7 @@ def test_plan_is_within_30_percent_of_measured_peak_rss_on_the_tiny_preset(tmp_p
     export_artifact(tmp_path / "ckpt", artifact, formats=("onnx",), decode_chunk_size=2,
                     validate=False, progress=False)
     proc = subprocess.run([sys.executable, "-m", "svdeploy.benchmarks.memplan", str(artifact),
-                           "--backend", "onnxruntime", "--steps", "1"],
+                           "--backend", "onnxruntime", "--steps", "2"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -420,7 +420,7 @@ def _plan_rows(ws: Workspace, peers: List[str], graph_peer: Dict[str, str]) -> L
             continue
         ws.log(f"memory: plan against measurement, {row['backend']}")
         run = ws.run("memplan", dict(ws.worker_base(), artifact_dir=str(artifact),
-                                     backend=row["backend"], steps=1))
+                                     backend=row["backend"], steps=2))
         row.update(_process(run))
         if not run.ok:
             row["error"] = run.error()

@@ -564,7 +564,7 @@ def task_memplan(spec: Dict[str, Any]) -> Dict[str, Any]:
     """One run's stages with their own peak RSS, against svd-run --plan (memplan.py)."""
     from .memplan import measure_stages
 
-    return measure_stages(Path(spec["artifact_dir"]), spec["backend"], steps=spec.get("steps", 1),
+    return measure_stages(Path(spec["artifact_dir"]), spec["backend"], steps=spec.get("steps", 2),
                           seed=spec.get("seed", 0))
 
 
