@@ -247,3 +247,17 @@ def test_cli_clips_and_overlap_write_the_long_video(artifact, images, tmp_path):
     bad = invoke(artifact, "-i", images[0], "--out", tmp_path / "x.npy", "--decode-overlap", K)
     assert bad.exit_code == 2 and "decode_overlap = 2: expected an integer in 0..1" in bad.output
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_help_documents_the_new_options_and_batch_refuses_duplicate_stems(artifact, images,
+                                                                          tmp_path):
+    text = invoke("--help").output
+    for option in ("--clips", "--decode-overlap", "--format", "--plan", "--max-memory"):
+        assert option in text
+    twin = tmp_path / "other"
+    twin.mkdir()
+    (twin / images[0].name).write_bytes(images[0].read_bytes())
+    out = tmp_path / "videos"
+    result = invoke(artifact, "-i", images[0], "-i", twin / images[0].name, "--out", out)
+    assert result.exit_code == 2 and "share the name 'cat'" in result.output
+    assert not out.exists()

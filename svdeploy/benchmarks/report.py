@@ -184,8 +184,9 @@ def md_memory_plan(plan_rows: List[Dict[str, Any]]) -> str:
                        for s in stages] + [f"{100 * r['plan_error']:+.1f} %"])
     return ("\n\n### memory plan: predicted / measured peak RSS\n\n"
             + _table(["backend", "peak"] + list(stages) + ["error"], rows)
-            + "\n\nOne child process per backend runs one whole video (2 steps: ONNX Runtime sizes its arenas on a second call); each stage's "
-              "peak is the process's VmHWM reset before the stage (svdeploy.benchmarks.memplan).")
+            + "\n\nOne child process per backend runs one whole video (2 steps: ONNX Runtime "
+              "sizes its arenas on a second call); each stage's peak is the process's VmHWM "
+              "reset before the stage (svdeploy.benchmarks.memplan).")
 
 
 def md_train(result: Dict[str, Any]) -> str:

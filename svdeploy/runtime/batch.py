@@ -60,9 +60,9 @@ def batch_output_paths(images: Sequence[Union[str, os.PathLike]], out_dir: Union
     for image in images:
         stem = Path(image).stem
         if stem in seen:
+            target = str(out / (stem + OUTPUT_SUFFIX[fmt]))
             raise InputError(f"images {seen[stem]!r} and {os.fspath(image)!r} share the name "
-                             f"{stem!r}, so both would be written to {str(out / (stem + OUTPUT_SUFFIX[fmt]))!r}; "
-                             "rename one")
+                             f"{stem!r}, so both would be written to {target!r}; rename one")
         seen[stem] = os.fspath(image)
         paths.append(out / (stem + OUTPUT_SUFFIX[fmt]))
     return paths
