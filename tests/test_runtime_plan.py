@@ -130,3 +130,14 @@ def test_plan_is_within_30_percent_of_measured_peak_rss_on_the_tiny_preset(tmp_p
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["per_stage_reset"]
     assert abs(result["predicted_peak_bytes"] / result["measured_peak_bytes"] - 1) <= 0.30, result
+
+
+def test_backends_without_a_calibration_borrow_one_and_say_so():
+    manifest = numpy_manifest()
+    lite = plan_memory(manifest, GRAPH_BYTES, "lite")
+    assert lite.borrowed_from == "mindspore" and not lite.fitted_on
+    assert lite.stages == plan_memory(manifest, GRAPH_BYTES, "mindspore").stages
+    assert "mindspore's figures stand in" in lite.table()
+    assert json.loads(lite.json_line())["calibration_borrowed_from"] == "mindspore"
+    other = plan_memory(manifest, GRAPH_BYTES, "some-future-backend")
+    assert other.borrowed_from == "onnxruntime"

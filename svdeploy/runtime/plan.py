@@ -76,8 +76,17 @@ CALIBRATIONS: Dict[str, Calibration] = {
                              encoder=(114 * MiB, 0.0, 0.0), unet=(1354 * MiB, 0.0, 0.0),
                              decoder=(36 * MiB, 0.0, 42_000.0), fitted_on="tiny"),
 }
-# MindSpore Lite cannot be installed here (README): MindSpore's figures stand in, unfitted.
-CALIBRATIONS["lite"] = dataclasses.replace(CALIBRATIONS["mindspore"], fitted_on="")
+# Backends without a measurement of their own borrow the figures of the backend running the
+# same graph format (MindSpore Lite cannot be installed here, see README).
+BORROWED = {"lite": "mindspore", "mindir": "mindspore", "onnx": "onnxruntime"}
+
+
+def calibration_for(backend: str) -> Tuple[Calibration, str]:
+    """(calibration, the backend it was measured on)."""
+    if backend in CALIBRATIONS:
+        return CALIBRATIONS[backend], backend
+    source = BORROWED.get(backend) or BORROWED.get(BACKEND_FORMATS.get(backend, ""), "onnxruntime")
+    return dataclasses.replace(CALIBRATIONS[source], fitted_on=""), source
 
 
 @dataclass
@@ -88,6 +97,7 @@ class MemoryPlan:
     frames_out: int
     parts: Dict[str, int] = field(default_factory=dict)
     fitted_on: str = ""
+    borrowed_from: str = ""
     clips: int = 1
     manifest: Optional[Manifest] = field(default=None, repr=False)
     graph_bytes: Dict[str, int] = field(default_factory=dict, repr=False)
@@ -104,7 +114,8 @@ class MemoryPlan:
         return {"peak_bytes": self.peak_bytes, "peak_stage": self.peak_stage,
                 "stages": dict(self.stages), "backend": self.backend,
                 "decode_chunk": self.decode_chunk, "frames": self.frames_out,
-                "calibration_fitted_on": self.fitted_on or None, "parts": dict(self.parts)}
+                "calibration_fitted_on": self.fitted_on or None,
+                "calibration_borrowed_from": self.borrowed_from or None, "parts": dict(self.parts)}
 
     def json_line(self) -> str:
         return json.dumps(self.to_json(), sort_keys=False)
@@ -117,8 +128,8 @@ class MemoryPlan:
             lines.append(f"  {stage:<8} {format_size(self.stages[stage]):>10}{mark}")
         lines.append(f"  {'total':<8} {format_size(self.peak_bytes):>10}  (the largest stage)")
         if not self.fitted_on:
-            lines.append(f"  note: no calibration was measured for {self.backend}; MindSpore's "
-                         "figures stand in")
+            lines.append(f"  note: no calibration was measured for {self.backend}; "
+                         f"{self.borrowed_from}'s figures stand in")
         else:
             lines.append(f"  calibration fitted on the {self.fitted_on} preset(s): full-size "
                          "networks are wider: check with python -m svdeploy.benchmarks.memplan")
@@ -164,7 +175,7 @@ def plan_memory(manifest: Manifest, graph_bytes: Dict[str, int], backend: str, *
                 decode_chunk: Optional[int] = None) -> MemoryPlan:
     """The plan of one run (module doc); ``decode_chunk`` asks "what if the artifact's decoder
     had chunks of this many frames" (used to name the largest chunk that fits a limit)."""
-    cal = CALIBRATIONS[backend]
+    cal, source = calibration_for(backend)
     clips = check_clips(clips)
     check_overlap(decode_overlap, manifest.decode_chunk_size)
     chunk = decode_chunk or manifest.decode_chunk_size
@@ -192,7 +203,8 @@ def plan_memory(manifest: Manifest, graph_bytes: Dict[str, int], backend: str, *
     parts = {"base": cal.base, "graph_files": sum(graph_bytes.values()), "resident": resident,
              "loop_arrays": loop_arrays, "video_arrays": video_arrays}
     return MemoryPlan(backend=backend, stages=stages, decode_chunk=chunk, frames_out=total,
-                      parts=parts, fitted_on=cal.fitted_on, clips=clips, manifest=manifest,
+                      parts=parts, fitted_on=cal.fitted_on,
+                      borrowed_from="" if source == backend else source, clips=clips, manifest=manifest,
                       graph_bytes=dict(graph_bytes))
 
 
