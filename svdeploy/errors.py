@@ -35,3 +35,7 @@ class OutputError(SvdeployError):
 
 class ServeError(SvdeployError):
     """svd-serve cannot start or keep serving (Ray, the port, the jobs directory, the replicas)."""
+
+
+class MemoryLimitError(SvdeployError):
+    """A run's memory plan exceeds the limit it was given (svd-run --max-memory)."""

@@ -183,8 +183,31 @@ def md_memory(result: Dict[str, Any]) -> str:
         rows.append(base + [fmt_bytes(r["peak_rss_bytes"]), fmt_bytes(r["rss_after_load_bytes"]),
                             fmt_bytes(r["decode_peak_over_loaded_bytes"]), fmt_bytes(r["output_bytes"]),
                             fmt_seconds(r["decode_s"])])
-    return _table(["peer", "frames", "chunk", "peak RSS", "RSS loaded", "peak − loaded",
+    text = _table(["peer", "frames", "chunk", "peak RSS", "RSS loaded", "peak − loaded",
                    "decoded frames", "decode time"], rows) + f"\n\n{result['method']}"
+    return text + md_memory_plan(result.get("plan_rows") or [])
+
+
+def md_memory_plan(plan_rows: List[Dict[str, Any]]) -> str:
+    """svd-run --plan against the measured peak RSS per stage (one whole run per backend)."""
+    if not plan_rows:
+        return ""
+    stages = ("load", "encode", "denoise", "decode")
+    rows = []
+    for r in plan_rows:
+        status = _status(r)
+        if status:
+            rows.append([r["backend"], status] + [""] * (len(stages) + 1))
+            continue
+        rows.append([r["backend"], f"{fmt_bytes(r['predicted_peak_bytes'])} / "
+                                   f"{fmt_bytes(r['measured_peak_bytes'])}"]
+                    + [f"{fmt_bytes(r['predicted_bytes'][s])} / {fmt_bytes(r['measured_bytes'][s])}"
+                       for s in stages] + [f"{100 * r['plan_error']:+.1f} %"])
+    return ("\n\n### memory plan: predicted / measured peak RSS\n\n"
+            + _table(["backend", "peak"] + list(stages) + ["error"], rows)
+            + "\n\nOne child process per backend runs one whole video (2 steps: ONNX Runtime "
+              "sizes its arenas on a second call); each stage's peak is the process's VmHWM "
+              "reset before the stage (svdeploy.benchmarks.memplan).")
 
 
 def md_train(result: Dict[str, Any]) -> str:
