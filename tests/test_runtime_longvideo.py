@@ -261,3 +261,58 @@ def test_help_documents_the_new_options_and_batch_refuses_duplicate_stems(artifa
     result = invoke(artifact, "-i", images[0], "-i", twin / images[0].name, "--out", out)
     assert result.exit_code == 2 and "share the name 'cat'" in result.output
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# what the merge with main's output hardening, precision and svd-serve's on_step adds
+# ---------------------------------------------------------------------------------------------
+def test_cli_batch_refuses_existing_videos_without_overwrite_and_an_input_as_output(
+        artifact, images, tmp_path):
+    out = tmp_path / "videos"
+    args = ("-i", images[0], "-i", images[1], "--out", out, "--format", "npy", "--seed", 3,
+            "--steps", 1, "--backend", "onnxruntime", "-q")
+    assert invoke(artifact, *args).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    again = invoke(artifact, *args)
+    assert again.exit_code == 2 and again.output.startswith("error: ")
+    assert "exists; pass --overwrite" in again.output and len(again.output.splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    replaced = invoke(artifact, *args, "--overwrite", "--seed", 4)
+    assert replaced.exit_code == 0, replaced.output
+    sidecar = json.loads((out / "cat.npy.json").read_text())
+    assert sidecar["seed"] == 4 and sidecar["precision"] == "fp32"
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)   # no temporary left
+    # an image that is also one of the batch's outputs would be destroyed: refused at once
+    victim = out / "bird.gif"
+    Image.fromarray(IMAGE).save(victim)
+    kept = victim.read_bytes()
+    result = invoke(artifact, "-i", images[0], "-i", victim, "--out", out, "--format", "gif",
+                    "--overwrite", "--backend", "onnxruntime", "-q")
+    assert result.exit_code == 2 and "is the --image" in result.output, result.output
+    assert victim.read_bytes() == kept and not (out / "cat.gif").exists()
+
+
+def test_a_new_batch_folder_is_removed_again_when_an_output_is_refused(artifact, images, tmp_path):
+    out = artifact / "videos"          # inside the artifact: refused before any work
+    result = invoke(artifact, "-i", images[0], "-i", images[1], "--out", out, "-q")
+    assert result.exit_code == 2 and "inside the artifact" in result.output
+    assert not out.exists()
+
+
+def test_on_step_counts_the_steps_of_every_clip_of_a_chain():
+    calls = []
+    pipe = numpy_pipeline()
+    pipe.generate(IMAGE, seed=0, clips=3, num_inference_steps=2, progress=False,
+                  on_step=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 6) for i in range(1, 7)]
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_third(done, total):
+        if done == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        pipe.generate(IMAGE, seed=0, clips=3, num_inference_steps=2, progress=False,
+                      on_step=stop_at_third)
