@@ -29,11 +29,13 @@ from svdeploy.manifest import (FORMAT_VERSION, MANIFEST_NAME, GraphEntry, Manife
 from .specs import ExportSettings, GraphSpec, graph_specs, resolve_settings
 
 PathLike = Union[str, os.PathLike]
+LITE_SUFFIX = "_lite.mindir"  # what Lite's converter writes for output stem <stem>_lite
 
 
 def export_kernels(fmt: str, settings: ExportSettings) -> KernelConfig:
-    """The op variants traced into a graph of format ``fmt``."""
-    if fmt == "onnx":
+    """The op variants traced into a graph of format ``fmt`` (lite graphs are converted from
+    plain ONNX, so they trace the ONNX variants)."""
+    if fmt in ("onnx", "lite"):
         return KernelConfig.onnx(settings.dtype)
     if settings.target == "ascend":
         # Ascend's converter fuses attention / norms itself; keep MindSpore's own ops.
@@ -130,7 +132,13 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 
 
 def _run_written_graph(path: Path, fmt: str, inputs: Sequence[np.ndarray],
-                       names: Sequence[str]) -> List[np.ndarray]:
+                       names: Sequence[str], lite_session=None) -> List[np.ndarray]:
+    if fmt == "lite":
+        graph = lite_session.load(path)
+        try:
+            return graph.run(list(inputs))
+        finally:
+            lite_session.unload(graph)
     if fmt == "mindir":
         import mindspore as ms
         from mindspore import nn
@@ -149,7 +157,9 @@ def _run_written_graph(path: Path, fmt: str, inputs: Sequence[np.ndarray],
 
 
 def _written_files(directory: Path, stem: str, fmt: str) -> Tuple[str, List[str]]:
-    """(graph file, external weight files) that ms.export / the ONNX pass produced."""
+    """(graph file, external weight files) that ms.export / the ONNX pass / Lite produced."""
+    if fmt == "lite":
+        return f"{stem}{LITE_SUFFIX}", []
     if fmt == "onnx":
         main = f"{stem}.onnx"
         data = f"{main}.data"
@@ -190,8 +200,11 @@ def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Opti
                     target: str = "cpu", graphs: Optional[Sequence[str]] = None,
                     validate: bool = True, overwrite: bool = False, seed: int = 0,
                     conv: str = "auto", progress: bool = True,
-                    log: Callable[[str], None] = lambda _msg: None) -> ExportResult:
-    """Export an svdeploy checkpoint directory (svd-convert / svd-train output) to ``out_dir``."""
+                    log: Callable[[str], None] = lambda _msg: None,
+                    lite_python: Optional[str] = None) -> ExportResult:
+    """Export an svdeploy checkpoint directory (svd-convert / svd-train output) to ``out_dir``.
+    ``lite_python`` (else ``SVDEPLOY_LITE_PYTHON``) names the interpreter whose MindSpore Lite
+    converts and validates ``lite`` graphs when mindspore_lite does not import here."""
     from svdeploy.models.loading import read_checkpoint_dir
 
     started = time.perf_counter()
@@ -199,29 +212,45 @@ def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Opti
     settings = resolve_settings(cfg, frames=frames, height=height, width=width,
                                 guidance=guidance, decode_chunk_size=decode_chunk_size,
                                 formats=formats, dtype=dtype, target=target, graphs=graphs,
-                                validate=validate, seed=seed, conv=conv)
+                                validate=validate, seed=seed, conv=conv, lite_python=lite_python)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {str(out)!r} exists and is not a directory")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ExportError(f"--out {str(out)!r} exists and is not empty; pass --overwrite to "
                           "replace it")
+    lite = _open_lite(settings)  # before any work: a missing Lite fails at once
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        result = _export_into(tmp, cfg, weights, settings, progress, log)
+        result = _export_into(tmp, cfg, weights, settings, progress, log, lite)
         apply_umask(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if lite is not None:
+            lite.close()
     result.directory = out
     result.seconds = time.perf_counter() - started
     return result
 
 
+def _open_lite(settings: ExportSettings):
+    if "lite" not in settings.formats:
+        return None
+    from svdeploy.errors import BackendError
+    from svdeploy.runtime.lite import open_lite
+
+    try:
+        return open_lite(settings.lite_python)
+    except BackendError as exc:
+        raise ExportError(f"--format lite needs MindSpore Lite: {exc}") from None
+
+
 def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSettings,
-                 progress: bool, log: Callable[[str], None]) -> ExportResult:
+                 progress: bool, log: Callable[[str], None], lite=None) -> ExportResult:
     from tqdm import tqdm
 
     specs = graph_specs(cfg, settings)
@@ -259,7 +288,7 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
                 for spec in net_specs:
                     bar.set_description(f"export {spec.name}.{fmt}")
                     entry, report = _export_graph(tmp, spec, fmt, net, settings, kernels,
-                                                  expected.get(spec.name))
+                                                  expected.get(spec.name), lite)
                     entries.append(entry)
                     reports.append(report)
                     if not report.passed:
@@ -293,36 +322,28 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
 
 
 def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSettings,
-                  kernels: KernelConfig, expected: Optional[Tuple[List[np.ndarray], List[np.ndarray]]]
-                  ) -> Tuple[GraphEntry, GraphReport]:
-    import mindspore as ms
-
-    cell = _wrap(spec, net)
-    dummy = [ms.Tensor(np.zeros(t.shape, np.float32)) for t in spec.inputs]
+                  kernels: KernelConfig, expected: Optional[Tuple[List[np.ndarray], List[np.ndarray]]],
+                  lite=None) -> Tuple[GraphEntry, GraphReport]:
     started = time.perf_counter()
-    try:
-        ms.export(cell, *dummy, file_name=str(tmp / spec.file_stem),
-                  file_format="ONNX" if fmt == "onnx" else "MINDIR")
-    except (RuntimeError, TypeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"mindspore.export of {spec.name} as {fmt} failed: {first}") from exc
-    if fmt == "onnx":
-        from .onnx_passes import rewrite_onnx
-
-        rewrite_onnx(tmp / f"{spec.file_stem}.onnx", [t.name for t in spec.inputs],
-                     [t.name for t in spec.outputs])
+    if fmt == "lite":
+        _write_lite_graph(tmp, spec, net, lite)
+    else:
+        _trace(tmp / spec.file_stem, spec, fmt, net)
     seconds = time.perf_counter() - started
     main, external = _written_files(tmp, spec.file_stem, fmt)
     error: Optional[float] = None
     if expected is not None:
         inputs, wanted = expected
-        got = _run_written_graph(tmp / main, fmt, inputs, [t.name for t in spec.inputs])
+        got = _run_written_graph(tmp / main, fmt, inputs, [t.name for t in spec.inputs], lite)
         if len(got) != len(wanted):
             raise ExportError(f"{main}: {len(got)} outputs, the network has {len(wanted)}")
         error = max(relative_error(g, w) for g, w in zip(got, wanted))
     size = (tmp / main).stat().st_size + sum((tmp / f).stat().st_size for f in external)
     extra: Dict[str, object] = {"frames": spec.frames} if spec.frames else {}
     extra["kernels"] = asdict(kernels)  # the op variants traced, for provenance
+    if fmt == "lite":
+        extra.update(lite_version=lite.version, converted_from="onnx",
+                     converter="mindspore_lite.Converter(FmkType.ONNX)")
     if external:
         extra["external_files"] = [{"file": f, "sha256": sha256_file(tmp / f)} for f in external]
     entry = GraphEntry(
@@ -332,6 +353,41 @@ def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSet
         export_seconds=round(seconds, 3), dtype=settings.dtype, extra=extra)
     report = GraphReport(spec.name, fmt, main, size, seconds, error, settings.tolerance)
     return entry, report
+
+
+def _trace(stem: Path, spec: GraphSpec, fmt: str, net, contrib_ops: bool = True) -> None:
+    """ms.export ``net`` to ``stem``.onnx / .mindir (ONNX then rewritten by onnx_passes)."""
+    import mindspore as ms
+
+    cell = _wrap(spec, net)
+    dummy = [ms.Tensor(np.zeros(t.shape, np.float32)) for t in spec.inputs]
+    try:
+        ms.export(cell, *dummy, file_name=str(stem),
+                  file_format="ONNX" if fmt == "onnx" else "MINDIR")
+    except (RuntimeError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"mindspore.export of {spec.name} as {fmt} failed: {first}") from exc
+    if fmt == "onnx":
+        from .onnx_passes import rewrite_onnx
+
+        rewrite_onnx(stem.with_name(stem.name + ".onnx"), [t.name for t in spec.inputs],
+                     [t.name for t in spec.outputs], contrib_ops=contrib_ops)
+
+
+def _write_lite_graph(tmp: Path, spec: GraphSpec, net, lite) -> None:
+    """Plain ONNX (no com.microsoft ops, which Lite refuses; Resize modes written out, which
+    Lite 2.0 would otherwise read as linear) → Lite's converter → ``<stem>_lite.mindir``."""
+    from svdeploy.errors import BackendError
+
+    source = tmp / ".lite-source"
+    source.mkdir(exist_ok=True)
+    try:
+        _trace(source / spec.file_stem, spec, "onnx", net, contrib_ops=False)
+        lite.convert(source / f"{spec.file_stem}.onnx", tmp / f"{spec.file_stem}_lite")
+    except BackendError as exc:
+        raise ExportError(f"converting {spec.name} with MindSpore Lite failed: {exc}") from None
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
 
 
 def _build_manifest(cfg: ModelConfig, s: ExportSettings, entries: List[GraphEntry]) -> Manifest:

@@ -8,10 +8,9 @@ against the manifest and timed. Backend libraries are imported only when chosen:
 - ``onnxruntime``: the ONNX graphs, CPU (or CUDA when that provider is installed).
 - ``mindspore``: the MindIR graphs through ``mindspore.load`` + ``nn.GraphCell``; the device
   and mode are whatever MindSpore's context holds (the CLI leaves MindSpore's defaults).
-- ``lite``: the MindIR graphs through MindSpore Lite. MindSpore Lite publishes no wheel for
-  Python 3.11, so this path could not be run here: it follows the documented
-  ``mindspore_lite.Model.build_from_file`` / ``predict`` API and is untested. Choosing it
-  without the package gives a clear BackendError.
+- ``lite``: the ``lite`` graphs (converted by MindSpore Lite at export) through MindSpore Lite,
+  in process or through ``lite_worker.py`` in another interpreter (``lite.py``); an artifact
+  without lite graphs (``--target ascend``, converted on the host) runs its MindIR graphs.
 """
 from __future__ import annotations
 
@@ -27,7 +26,10 @@ from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import GraphEntry, Manifest, read_manifest
 
 # Graph file format each backend runs.
-BACKEND_FORMATS: Dict[str, str] = {"onnxruntime": "onnx", "mindspore": "mindir", "lite": "mindir"}
+BACKEND_FORMATS: Dict[str, str] = {"onnxruntime": "onnx", "mindspore": "mindir", "lite": "lite"}
+# Formats a backend can run, preferred first: Lite also reads MindIR from a MindSpore no newer
+# than itself (an Ascend artifact's graphs before or after converter_lite).
+_RUNNABLE_FORMATS: Dict[str, Tuple[str, ...]] = {"lite": ("lite", "mindir")}
 BACKENDS: Tuple[str, ...] = tuple(BACKEND_FORMATS)
 # Order of the automatic choice: the first backend whose graphs the artifact holds and whose
 # library imports. To be revised from svd-bench measurements.
@@ -37,9 +39,9 @@ _BACKEND_MODULES: Dict[str, str] = {"onnxruntime": "onnxruntime", "mindspore": "
 _INSTALL_HINTS: Dict[str, str] = {
     "onnxruntime": "install it with `pip install onnxruntime` (or svdeploy[onnx])",
     "mindspore": "install it with `pip install mindspore`",
-    "lite": "MindSpore Lite publishes wheels only for some Python versions and platforms (none "
-            "for Python 3.11); install mindspore-lite where it exists, or choose --backend "
-            "mindspore or onnxruntime",
+    "lite": "MindSpore Lite publishes wheels only for some Python versions (mindspore-lite "
+            "2.0.0: CPython 3.7); name an interpreter that has it with --lite-python or "
+            "SVDEPLOY_LITE_PYTHON, or choose --backend mindspore or onnxruntime",
 }
 
 GraphOutputs = Union[Mapping[str, np.ndarray], Sequence[np.ndarray], np.ndarray]
@@ -165,26 +167,47 @@ def backend_preference(manifest: Manifest) -> Tuple[str, ...]:
     return BACKEND_PREFERENCE
 
 
-def choose_backend(manifest: Manifest, requested: Optional[str] = None) -> str:
+def runnable_format(backend: str, formats: Sequence[str]) -> Optional[str]:
+    """The format of ``formats`` that ``backend`` runs (its preferred one first), or None."""
+    for fmt in _RUNNABLE_FORMATS.get(backend, (BACKEND_FORMATS[backend],)):
+        if fmt in formats:
+            return fmt
+    return None
+
+
+def _available(backend: str, lite_python: Optional[str]) -> bool:
+    if backend == "lite":
+        from .lite import lite_importable, resolve_lite_python
+
+        return resolve_lite_python(lite_python) is not None or lite_importable()
+    return backend_importable(backend)
+
+
+def choose_backend(manifest: Manifest, requested: Optional[str] = None,
+                   lite_python: Optional[str] = None) -> str:
     """The requested backend after checking it can run this artifact, or the first of
-    ``BACKEND_PREFERENCE`` that the artifact's formats and this machine allow."""
+    ``BACKEND_PREFERENCE`` that the artifact's formats and this machine allow. Lite counts as
+    available when ``mindspore_lite`` imports here or an interpreter is named for it."""
     formats = manifest.formats()
     if requested is not None:
         if requested not in BACKEND_FORMATS:
             raise BackendError(f"backend {requested!r} is unknown; expected one of "
                                f"{', '.join(BACKENDS)}")
-        fmt = BACKEND_FORMATS[requested]
-        if fmt not in formats:
-            usable = [b for b in BACKENDS if BACKEND_FORMATS[b] in formats]
-            raise BackendError(f"backend {requested!r} runs {fmt} graphs, but the artifact holds "
-                               f"only {', '.join(formats)} graphs; use one of {', '.join(usable)}")
-        import_backend(requested)
+        if runnable_format(requested, formats) is None:
+            usable = [b for b in BACKENDS if runnable_format(b, formats)]
+            wanted = "/".join(_RUNNABLE_FORMATS.get(requested, (BACKEND_FORMATS[requested],)))
+            raise BackendError(f"backend {requested!r} runs {wanted} graphs, but the artifact "
+                               f"holds only {', '.join(formats)} graphs; use one of "
+                               f"{', '.join(usable)}")
+        if requested != "lite":  # Lite is opened (in process or in a worker) at load
+            import_backend(requested)
         return requested
     for backend in backend_preference(manifest):
-        if BACKEND_FORMATS[backend] in formats and backend_importable(backend):
+        if runnable_format(backend, formats) and _available(backend, lite_python):
             return backend
     raise BackendError(f"no installed backend can run this artifact ({', '.join(formats)} graphs); "
-                       "install onnxruntime (for onnx) or mindspore (for mindir)")
+                       "install onnxruntime (for onnx) or mindspore (for mindir), or name a "
+                       "MindSpore Lite interpreter with --lite-python (for lite)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,26 +261,37 @@ def _load_mindspore(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphF
     return run
 
 
-def _load_lite(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn:
-    # Untested: MindSpore Lite cannot be installed on this project's Python (see module doc).
-    mslite = import_backend("lite")
-    context = mslite.Context()
-    context.target = ["ascend"] if manifest.target.lower() == "ascend" else ["cpu"]
-    model = mslite.Model()
-    model.build_from_file(str(path), mslite.ModelType.MINDIR, context)
+def _version_tuple(version: str) -> Tuple[int, ...]:
+    parts = []
+    for part in str(version).split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def _load_lite(entry: GraphEntry, path: Path, manifest: Manifest, session: Any) -> GraphFn:
+    converted_by = entry.extra.get("lite_version")
+    if converted_by and _version_tuple(session.version) < _version_tuple(converted_by):
+        raise BackendError(f"{path.name} was converted by MindSpore Lite {converted_by}; the Lite "
+                           f"here ({session.where}) is {session.version}, which may not read it: "
+                           f"use a Lite ≥ {converted_by}")
+    target = "ascend" if manifest.target.lower() == "ascend" else "cpu"
+    graph = session.load(path, target)
     names = [s.name for s in entry.inputs]
+    if len(graph.inputs) != len(names):
+        raise BackendError(f"{path.name}: the Lite graph takes {len(graph.inputs)} inputs, the "
+                           f"manifest lists {len(names)} ({', '.join(names)})")
 
     def run(inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
-        tensors = model.get_inputs()
-        for tensor, name in zip(tensors, names):
-            tensor.set_data_from_numpy(inputs[name])
-        return [t.get_data_to_numpy() for t in model.predict(tensors)]
+        # A Lite graph takes its inputs by position, in the manifest's order.
+        return graph.run([inputs[n] for n in names])
 
     return run
 
 
+# Lite's loader also takes the session (in process or a worker), see load_graph
 _LOADERS: Dict[str, Callable[[GraphEntry, Path, Manifest], GraphFn]] = {
-    "onnxruntime": _load_onnxruntime, "mindspore": _load_mindspore, "lite": _load_lite,
+    "onnxruntime": _load_onnxruntime, "mindspore": _load_mindspore,
 }
 
 
@@ -268,9 +302,13 @@ def required_graph_names(manifest: Manifest) -> List[str]:
     return names
 
 
-def load_graph(entry: GraphEntry, path: Path, backend: str, manifest: Manifest) -> CheckedGraph:
+def load_graph(entry: GraphEntry, path: Path, backend: str, manifest: Manifest,
+               lite_session: Any = None) -> CheckedGraph:
     try:
-        run = _LOADERS[backend](entry, path, manifest)
+        if backend == "lite":
+            run = _load_lite(entry, path, manifest, lite_session)
+        else:
+            run = _LOADERS[backend](entry, path, manifest)
     except (BackendError, ManifestError):
         raise
     except Exception as exc:
@@ -290,22 +328,28 @@ class LoadedArtifact:
 
 
 def load_artifact(directory: Union[str, Path], backend: Optional[str] = None,
-                  verify_hashes: bool = True) -> LoadedArtifact:
+                  verify_hashes: bool = True, lite_python: Optional[str] = None) -> LoadedArtifact:
     """Read the manifest, pick the backend, verify the hashes of the graphs it will run and
-    load them, each wrapped in a CheckedGraph."""
+    load them, each wrapped in a CheckedGraph. ``lite_python`` (else ``SVDEPLOY_LITE_PYTHON``)
+    names the interpreter that runs MindSpore Lite when it does not import here."""
     start = time.perf_counter()
     directory = Path(directory)
     # First pass without hashing: only the chosen backend's files are hashed below.
     manifest = read_manifest(directory, verify_hashes=False, formats=[])
-    chosen = choose_backend(manifest, backend)
-    fmt = BACKEND_FORMATS[chosen]
+    chosen = choose_backend(manifest, backend, lite_python=lite_python)
+    fmt = runnable_format(chosen, manifest.formats())
     manifest = read_manifest(directory, verify_hashes=verify_hashes, formats=[fmt])
+    lite_session = None
+    if chosen == "lite":
+        from .lite import open_lite
+
+        lite_session = open_lite(lite_python)
     graphs: Dict[str, CheckedGraph] = {}
     load_seconds: Dict[str, float] = {}
     for name in required_graph_names(manifest):
         entry = manifest.graph(name, fmt)
         t0 = time.perf_counter()
-        graphs[name] = load_graph(entry, directory / entry.file, chosen, manifest)
+        graphs[name] = load_graph(entry, directory / entry.file, chosen, manifest, lite_session)
         load_seconds[name] = time.perf_counter() - t0
     return LoadedArtifact(directory=directory, manifest=manifest, backend=chosen, graphs=graphs,
                           load_seconds=time.perf_counter() - start, graph_load_seconds=load_seconds)

@@ -44,7 +44,13 @@ from .run import run_to_file
 @click.option("--backend", type=str, default=None,
               help=f"Graph backend: {', '.join(BACKENDS)}. Default: the best the artifact and this "
                    "machine allow (onnxruntime if the artifact has ONNX graphs and it imports, "
-                   "else mindspore). lite needs the mindspore_lite package.")
+                   "else mindspore). lite runs the artifact's Lite graphs with MindSpore Lite, "
+                   "in this Python when mindspore_lite imports, else see --lite-python.")
+@click.option("--lite-python", "lite_python", type=str, default=None,
+              envvar="SVDEPLOY_LITE_PYTHON", show_envvar=True,
+              help="Python interpreter that has mindspore_lite (e.g. a Python 3.7 venv with "
+                   "mindspore-lite 2.0.0): the lite backend then runs in a worker process of "
+                   "that interpreter, exchanging arrays over pipes.")
 @click.option("--noise", "noise_file", type=click.Path(path_type=Path), default=None,
               help="An .npz with arrays image_noise (1,3,H,W) and latents (1,F,C,h,w), standard "
                    "normal, replacing the random draws (to reproduce a run across frameworks).")
@@ -55,8 +61,8 @@ from .run import run_to_file
 def main(artifact: Path, image: Path, out: str, steps: Optional[int], fps: Optional[int],
          motion_bucket_id: Optional[int], noise_aug_strength: Optional[float],
          min_guidance_scale: Optional[float], max_guidance_scale: Optional[float],
-         seed: Optional[int], backend: Optional[str], noise_file: Optional[Path], no_verify: bool,
-         quiet: bool) -> None:
+         seed: Optional[int], backend: Optional[str], lite_python: Optional[str],
+         noise_file: Optional[Path], no_verify: bool, quiet: bool) -> None:
     """Generate a video from one image (--image) with the exported ARTIFACT directory
     (made by svd-export) and write it to --out.
 
@@ -66,7 +72,8 @@ def main(artifact: Path, image: Path, out: str, steps: Optional[int], fps: Optio
                          verify_hashes=not no_verify, progress=not quiet, fps=fps,
                          motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength,
                          min_guidance_scale=min_guidance_scale,
-                         max_guidance_scale=max_guidance_scale, num_inference_steps=steps)
+                         max_guidance_scale=max_guidance_scale, num_inference_steps=steps,
+                         lite_python=lite_python)
     click.echo(f"wrote {record['output']} ({record['num_frames']} frames, {record['width']}×"
                f"{record['height']}, {record['parameters']['fps']} fps, backend "
                f"{record['backend']}, seed {record['seed']}) and {record['sidecar']}")

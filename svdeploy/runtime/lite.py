@@ -76,6 +76,10 @@ class LiteSession:
     def run(self, handle: Any, arrays: Sequence[np.ndarray]) -> List[np.ndarray]:
         raise NotImplementedError
 
+    def unload(self, graph: LiteGraph) -> None:
+        """Free a graph's memory (export validation loads each graph once)."""
+        graph.handle = None
+
     def close(self) -> None:
         pass
 
@@ -182,6 +186,10 @@ class WorkerLite(LiteSession):
 
     def run(self, handle: Any, arrays: Sequence[np.ndarray]) -> List[np.ndarray]:
         return self._request({"op": "run", "handle": handle}, arrays)[1]
+
+    def unload(self, graph: LiteGraph) -> None:
+        self._request({"op": "unload", "handle": graph.handle})
+        graph.handle = None
 
     def close(self) -> None:
         self._finalizer()

@@ -186,9 +186,11 @@ class VideoPipeline:
 
     @classmethod
     def load(cls, artifact_dir: Union[str, Path], backend: Optional[str] = None,
-             verify_hashes: bool = True) -> "VideoPipeline":
-        """Open an artifact: manifest checks, backend choice, sha256 verification, graph load."""
-        loaded = load_artifact(artifact_dir, backend=backend, verify_hashes=verify_hashes)
+             verify_hashes: bool = True, lite_python: Optional[str] = None) -> "VideoPipeline":
+        """Open an artifact: manifest checks, backend choice, sha256 verification, graph load.
+        ``lite_python``: interpreter with mindspore_lite for the lite backend (see lite.py)."""
+        loaded = load_artifact(artifact_dir, backend=backend, verify_hashes=verify_hashes,
+                               lite_python=lite_python)
         return cls(loaded.manifest, loaded.graphs, backend=loaded.backend,
                    artifact_dir=loaded.directory, load_seconds=loaded.load_seconds)
 

@@ -24,7 +24,8 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
                 noise_aug_strength: Optional[float] = None,
                 min_guidance_scale: Optional[float] = None,
                 max_guidance_scale: Optional[float] = None,
-                num_inference_steps: Optional[int] = None) -> Dict[str, Any]:
+                num_inference_steps: Optional[int] = None,
+                lite_python: Optional[str] = None) -> Dict[str, Any]:
     """Generate a video from ``image`` with ``artifact`` into ``out`` (format by extension)
     and write ``out``.json beside it. Returns the sidecar record."""
     start = time.perf_counter()
@@ -42,7 +43,8 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
         image_noise, latents = load_noise_file(
             noise_file, (1, 3, manifest.height, manifest.width), (1, *manifest.latent_shape))
 
-    pipe = VideoPipeline.load(artifact, backend=backend, verify_hashes=verify_hashes)
+    pipe = VideoPipeline.load(artifact, backend=backend, verify_hashes=verify_hashes,
+                              lite_python=lite_python)
     result = pipe.generate(rgb, seed=seed, image_noise=image_noise, latents=latents,
                            progress=progress, **sampling)
     t0 = time.perf_counter()
