@@ -274,3 +274,37 @@ def test_worker_answers_garbage_with_an_error_and_exits(lite_python):
     reply, _ = lite_worker.read_message(io.BytesIO(proc.stdout))
     assert reply["ok"] is False and "header is not UTF-8 JSON" in reply["error"]
     assert proc.returncode == 3
+
+
+@pytest.mark.slow
+def test_ascend_pairing_and_host_validation_command(lite_setup, lite_python, tmp_path):
+    """--target ascend stores reference outputs and a validation command. No Ascend host
+    here: the Lite CPU graph stands in for converter_lite's output, run with --target cpu."""
+    import mindspore as ms
+
+    from svdeploy.export import export_artifact
+    from svdeploy.manifest import read_manifest
+
+    out = tmp_path / "ascend"
+    export_artifact(lite_setup["root"] / "checkpoint", out, frames=FRAMES, height=SIZE,
+                    width=SIZE, target="ascend", formats=("mindir", "lite"),
+                    graphs=("vae_encoder",), progress=False, lite_python=lite_python)
+    manifest = read_manifest(out)
+    assert manifest.extra["ascend_version_pairing"]["requires_lite"] == f">= {ms.__version__}"
+    assert f"MindSpore Lite >= {ms.__version__}" in (out / "ascend" / "convert.sh").read_text()
+    case = manifest.extra["reference_outputs"]["vae_encoder"]
+    assert case["graph"] == "vae_encoder_ascend.mindir" and (out / case["file"]).is_file()
+    command = manifest.extra["ascend_validate_command"]
+    assert command in (out / "ascend" / "validate.sh").read_text()
+    assert "validate . --target ascend --graph-dir ascend" in command
+    shutil.copyfile(out / "vae_encoder_lite.mindir", out / "ascend" / "vae_encoder_ascend.mindir")
+    args = [lite_python, "ascend/lite_worker.py", "validate", ".", "--target", "cpu",
+            "--graph-dir", "ascend"]
+    good = subprocess.run(args, cwd=out, capture_output=True, text=True, timeout=300)
+    assert good.returncode == 0, good.stdout + good.stderr[-2000:]
+    assert "vae_encoder" in good.stdout and "ok" in good.stdout
+    data = dict(np.load(out / case["file"]))
+    data["output_0"] = data["output_0"] * 1.01  # a graph 1 % off must be caught
+    np.savez(out / case["file"], **data)
+    bad = subprocess.run(args, cwd=out, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "FAILED" in bad.stdout

@@ -257,6 +257,7 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
     rng = np.random.default_rng(settings.seed)
     entries: List[GraphEntry] = []
     reports: List[GraphReport] = []
+    references: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
     failures: List[str] = []
     networks = list(dict.fromkeys(s.network for s in specs))
     bar = tqdm(total=len(specs) * len(settings.formats), desc="export", unit="graph",
@@ -275,6 +276,8 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
                     out = _wrap(spec, reference)(*[ms.Tensor(a) for a in inputs])
                     outs = out if isinstance(out, (tuple, list)) else [out]
                     expected[spec.name] = (inputs, [o.asnumpy() for o in outs])
+                if settings.target == "ascend":  # stored as the host validation's references
+                    references.update(expected)
             for fmt in settings.formats:
                 kernels = export_kernels(fmt, settings)
                 if reference is not None:
@@ -311,14 +314,34 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
     manifest = _build_manifest(cfg, settings, entries)
     commands: Dict[str, str] = {}
     if settings.target == "ascend":
-        from .ascend import write_ascend_files
-
-        commands = write_ascend_files(tmp, [e for e in entries if e.format == "mindir"],
-                                      settings.dtype)
-        manifest.extra["ascend_commands"] = commands
+        commands = _write_ascend(tmp, manifest, entries, references, settings)
     write_manifest(manifest, tmp)
     return ExportResult(directory=tmp, manifest=manifest, reports=reports,
                         ascend_commands=commands)
+
+
+def _write_ascend(tmp: Path, manifest: Manifest, entries: List[GraphEntry],
+                  references: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]],
+                  settings: ExportSettings) -> Dict[str, str]:
+    """Converter configs and commands, the MindSpore → Lite version pairing, and (with
+    validation) reference outputs plus the host validation command."""
+    import mindspore as ms
+
+    from svdeploy.runtime.lite import WORKER_PATH
+
+    from . import ascend
+
+    mindir = [e for e in entries if e.format == "mindir"]
+    commands = ascend.write_ascend_files(tmp, mindir, settings.dtype, ms.__version__)
+    manifest.extra["ascend_commands"] = commands
+    manifest.extra["ascend_version_pairing"] = ascend.version_pairing(ms.__version__)
+    if references and mindir:
+        tolerance = max(settings.tolerance, 1e-3)  # Ascend kernels (enforce_fp32 or fp16)
+        manifest.extra["reference_outputs"] = ascend.write_reference_outputs(
+            tmp, mindir, references, tolerance)
+        manifest.extra["ascend_validate_command"] = ascend.write_validation_files(
+            tmp, WORKER_PATH, tolerance)
+    return commands
 
 
 def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSettings,

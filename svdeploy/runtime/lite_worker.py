@@ -25,7 +25,7 @@ import numpy as np
 PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 1 << 20
 MAX_ARRAY_BYTES = 1 << 36
-DTYPES = ("float32", "float16", "int32", "int64", "uint8")
+DTYPES = ("float32", "float16", "float64", "int32", "int64", "uint8")
 
 
 class WorkerError(Exception):
