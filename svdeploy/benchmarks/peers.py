@@ -29,7 +29,7 @@ import numpy as np
 from svdeploy.config import ModelConfig
 
 PEERS: Tuple[str, ...] = ("diffusers", "diffusers-bf16", "ms-pynative", "ms-graphcell",
-                          "onnxruntime", "plain-onnx")
+                          "onnxruntime", "plain-onnx", "lite")
 DEFAULT_PEERS: Tuple[str, ...] = PEERS
 PEER_LABELS: Dict[str, str] = {
     "diffusers": "diffusers eager (PyTorch CPU, fp32)",
@@ -38,10 +38,11 @@ PEER_LABELS: Dict[str, str] = {
     "ms-graphcell": "svdeploy MindIR, MindSpore GraphCell",
     "onnxruntime": "svdeploy ONNX, ONNX Runtime",
     "plain-onnx": "diffusers U-Net via torch.onnx, ONNX Runtime",
+    "lite": "svdeploy Lite graphs (plain ONNX → Lite converter), MindSpore Lite CPU",
 }
 # Peers that need torch + diffusers; peers that need our exported files, and in which format.
 TORCH_PEERS = ("diffusers", "diffusers-bf16", "plain-onnx")
-ARTIFACT_FORMAT = {"ms-graphcell": "mindir", "onnxruntime": "onnx"}
+ARTIFACT_FORMAT = {"ms-graphcell": "mindir", "onnxruntime": "onnx", "lite": "lite"}
 UNET_ONLY = ("plain-onnx",)
 
 GRAPH_NAMES = ("image_encoder", "vae_encoder", "unet", "vae_decoder", "vae_decoder_tail")
@@ -231,7 +232,13 @@ def _artifact_runner(ctx: PeerContext, graph: str, backend: str) -> Tuple[Runner
     else:
         if backend == "mindspore":
             _mindspore_cpu()
-        checked = load_graph(entry, ctx.artifact_dir / entry.file, backend, manifest)
+        session = None
+        if backend == "lite":  # in process, or the worker of SVDEPLOY_LITE_PYTHON
+            from svdeploy.runtime.lite import open_lite
+
+            session = open_lite()
+            info.update(lite_version=session.version, lite_where=session.where)
+        checked = load_graph(entry, ctx.artifact_dir / entry.file, backend, manifest, session)
         info["session"] = "svdeploy.runtime.backends.load_graph"
     output = entry.outputs[0].name
 
@@ -299,7 +306,8 @@ def make_runner(peer: str, graph: str, ctx: PeerContext,
         return _plain_onnx_runner(ctx, graph)
     if peer == "ms-pynative":
         return _pynative_runner(ctx, graph, input_order)
-    return _artifact_runner(ctx, graph, "mindspore" if peer == "ms-graphcell" else "onnxruntime")
+    backend = {"ms-graphcell": "mindspore", "lite": "lite"}.get(peer, "onnxruntime")
+    return _artifact_runner(ctx, graph, backend)
 
 
 __all__ = ["PEERS", "DEFAULT_PEERS", "PEER_LABELS", "TORCH_PEERS", "ARTIFACT_FORMAT", "UNET_ONLY",
