@@ -207,7 +207,8 @@ class _Server(object):
         if op == "run":
             return {}, self._model(header).run(arrays)
         if op == "unload":
-            self.models.pop(self._model(header) and header["handle"], None)
+            self._model(header)  # an unknown handle is an error
+            del self.models[header["handle"]]
             return {}, []
         raise WorkerError("unknown op {!r}; expected hello, convert, load, run, unload or "
                           "exit".format(op))
