@@ -85,6 +85,17 @@ def test_svd_run_names_a_missing_lite_interpreter(tmp_path):
     assert not (tmp_path / "o.npy").exists()
 
 
+def test_format_is_a_comma_separated_list():
+    from svdeploy.errors import ConfigError
+    from svdeploy.export.specs import parse_formats
+
+    assert parse_formats("both") == ("mindir", "onnx")
+    assert parse_formats("onnx, lite,onnx") == ("onnx", "lite")
+    with pytest.raises(ConfigError, match=r"'tflite' is not a format; expected a comma-separated "
+                                          r"list of mindir, onnx, lite"):
+        parse_formats("onnx,tflite")
+
+
 def _imports(python: str, module: str) -> bool:
     return subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode == 0
 
