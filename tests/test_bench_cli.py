@@ -48,7 +48,7 @@ def test_console_script_is_wired():
     (["fast"], "Invalid value for '{export|graphs|e2e|memory|train|serve|all|quality}...'"),
     ([], "Missing argument"),
     (["graphs", "--peers", "diffusers,tensorrt"], "'tensorrt': expected some of"),
-    (["graphs", "--formats", "tflite"], "'tflite': expected some of mindir, onnx"),
+    (["graphs", "--formats", "tflite"], "'tflite': expected some of mindir, onnx, lite"),
     (["graphs", "--graphs", "decoder"], "'decoder': expected some of"),
     (["memory", "--memory-frames", "8,x"], "expected comma-separated integers"),
     (["memory", "--memory-chunks", "0"], "expected positive integers"),

@@ -90,11 +90,17 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--peers", callback=_csv(PEERS), default=None,
               help="Comma-separated peers (default all): " + ", ".join(PEERS) + ". diffusers* and "
                    "plain-onnx need torch + diffusers; openvino* need openvino (openvino-bf16 a CPU "
-                   "with native bf16); e2e and memory use diffusers, diffusers-bf16, onnxruntime, "
-                   "openvino, openvino-bf16 and ms-graphcell (as VideoPipeline backends).")
-@click.option("--formats", callback=_csv(("mindir", "onnx")), default=None,
-              help="Graph formats svdeploy exports for the measurements: mindir, onnx or both "
-                   "(default both).")
+                   "with native bf16); lite needs mindspore_lite here or --lite-python; e2e and "
+                   "memory use diffusers, diffusers-bf16, onnxruntime, openvino, openvino-bf16 "
+                   "and ms-graphcell (as VideoPipeline backends).")
+@click.option("--formats", callback=_csv(("mindir", "onnx", "lite")), default=None,
+              help="Graph formats svdeploy exports for the measurements: some of mindir, onnx, "
+                   "lite (default mindir,onnx). lite (the lite peer) needs mindspore_lite here "
+                   "or --lite-python.")
+@click.option("--lite-python", "lite_python", type=str, default=None,
+              envvar="SVDEPLOY_LITE_PYTHON", show_envvar=True,
+              help="Python interpreter with mindspore_lite, for the lite peer's conversion and "
+                   "runs (handed to the measuring processes as SVDEPLOY_LITE_PYTHON).")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
               show_default=True,
               help="Compute precision of svdeploy's graphs (svd-export --dtype); bf16 is MindIR "
@@ -182,8 +188,9 @@ def _command_line(ctx: click.Context) -> str:
 @friendly_errors
 def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], repeats: int,
          warmup: int, threads: int, peers: Optional[Tuple[str, ...]],
-         formats: Optional[Tuple[str, ...]], dtype: str, conv: str, graphs: Optional[Tuple[str, ...]],
-         frames: Optional[int], height: Optional[int], width: Optional[int],
+         formats: Optional[Tuple[str, ...]], lite_python: Optional[str], dtype: str, conv: str,
+         graphs: Optional[Tuple[str, ...]], frames: Optional[int], height: Optional[int],
+         width: Optional[int],
          decode_chunk_size: Optional[int], guidance: bool, steps: Optional[int],
          e2e_repeats: int, memory_frames: Optional[Tuple[int, ...]],
          memory_chunks: Optional[Tuple[int, ...]], temporal_only: bool,
@@ -216,6 +223,9 @@ def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], 
     from .api import run_benchmarks
     from .harness import resolve_settings
 
+    if lite_python:
+        # every case runs in its own process; they inherit the Lite interpreter from here
+        os.environ["SVDEPLOY_LITE_PYTHON"] = lite_python
     log = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     if "quality" in suites:
         _quality(out, work, checkpoint, artifact, images, backends, steps, log)

@@ -131,10 +131,10 @@ def resolve_settings(cfg: ModelConfig, config: str, out: Path, *, work: Optional
             raise ConfigError(f"--graphs {g!r}: expected some of {', '.join(GRAPHS)}")
     formats = tuple(kwargs.pop("formats", None) or ("mindir", "onnx"))
     for fmt in formats:
-        if fmt not in ("mindir", "onnx"):
-            raise ConfigError(f"--formats {fmt!r}: expected mindir, onnx or both")
+        if fmt not in ("mindir", "onnx", "lite"):
+            raise ConfigError(f"--formats {fmt!r}: expected some of mindir, onnx, lite")
     dtype = kwargs.pop("dtype", "fp32")
-    if dtype == "bf16" and "onnx" in formats:
+    if dtype == "bf16" and ("onnx" in formats or "lite" in formats):
         raise ConfigError("--dtype bf16 with --formats onnx: svd-export writes bf16 graphs as "
                           "MindIR only; pass --formats mindir")
     conv = kwargs.pop("conv", None) or "auto"

@@ -11,10 +11,9 @@ against the manifest and timed. Backend libraries are imported only when chosen:
 - ``openvino``: the ONNX graphs through OpenVINO's CPU plugin (it reads the
   ``com.microsoft`` attention nodes too), in float32 or bfloat16 (``precision``); compiled
   models are cached on disk (``openvino_cache_dir``), so a second start skips compilation.
-- ``lite``: the MindIR graphs through MindSpore Lite. MindSpore Lite publishes no wheel for
-  Python 3.11, so this path could not be run here: it follows the documented
-  ``mindspore_lite.Model.build_from_file`` / ``predict`` API and is untested. Choosing it
-  without the package gives a clear BackendError.
+- ``lite``: the ``lite`` graphs (converted by MindSpore Lite at export) through MindSpore Lite,
+  in process or through ``lite_worker.py`` in another interpreter (``lite.py``); an artifact
+  without lite graphs (``--target ascend``, converted on the host) runs its MindIR graphs.
 """
 from __future__ import annotations
 
@@ -31,8 +30,11 @@ from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import GraphEntry, Manifest, read_manifest, require_complete
 
 # Graph file format each backend runs.
-BACKEND_FORMATS: Dict[str, str] = {"onnxruntime": "onnx", "mindspore": "mindir", "lite": "mindir",
+BACKEND_FORMATS: Dict[str, str] = {"onnxruntime": "onnx", "mindspore": "mindir", "lite": "lite",
                                    "openvino": "onnx"}
+# Formats a backend can run, preferred first: Lite also reads MindIR from a MindSpore no newer
+# than itself (an Ascend artifact's graphs before or after converter_lite).
+_RUNNABLE_FORMATS: Dict[str, Tuple[str, ...]] = {"lite": ("lite", "mindir")}
 BACKENDS: Tuple[str, ...] = tuple(BACKEND_FORMATS)
 # Order of the automatic choice: the first backend whose graphs the artifact holds and whose
 # library imports. Measured by svd-bench on CPU (benchmarks/README.md): OpenVINO beats ONNX
@@ -44,9 +46,9 @@ _INSTALL_HINTS: Dict[str, str] = {
     "onnxruntime": "install it with `pip install onnxruntime` (or svdeploy[onnx])",
     "openvino": "install it with `pip install openvino` (or svdeploy[openvino])",
     "mindspore": "install it with `pip install mindspore`",
-    "lite": "MindSpore Lite publishes wheels only for some Python versions and platforms (none "
-            "for Python 3.11); install mindspore-lite where it exists, or choose --backend "
-            "mindspore or onnxruntime",
+    "lite": "MindSpore Lite publishes wheels only for some Python versions (mindspore-lite "
+            "2.0.0: CPython 3.7); name an interpreter that has it with --lite-python or "
+            "SVDEPLOY_LITE_PYTHON, or choose --backend mindspore or onnxruntime",
 }
 
 def first_line(exc: BaseException) -> str:
@@ -183,26 +185,47 @@ def backend_preference(manifest: Manifest) -> Tuple[str, ...]:
     return BACKEND_PREFERENCE
 
 
-def choose_backend(manifest: Manifest, requested: Optional[str] = None) -> str:
+def runnable_format(backend: str, formats: Sequence[str]) -> Optional[str]:
+    """The format of ``formats`` that ``backend`` runs (its preferred one first), or None."""
+    for fmt in _RUNNABLE_FORMATS.get(backend, (BACKEND_FORMATS[backend],)):
+        if fmt in formats:
+            return fmt
+    return None
+
+
+def _available(backend: str, lite_python: Optional[str]) -> bool:
+    if backend == "lite":
+        from .lite import lite_importable, resolve_lite_python
+
+        return resolve_lite_python(lite_python) is not None or lite_importable()
+    return backend_importable(backend)
+
+
+def choose_backend(manifest: Manifest, requested: Optional[str] = None,
+                   lite_python: Optional[str] = None) -> str:
     """The requested backend after checking it can run this artifact, or the first of
-    ``BACKEND_PREFERENCE`` that the artifact's formats and this machine allow."""
+    ``BACKEND_PREFERENCE`` that the artifact's formats and this machine allow. Lite counts as
+    available when ``mindspore_lite`` imports here or an interpreter is named for it."""
     formats = manifest.formats()
     if requested is not None:
         if requested not in BACKEND_FORMATS:
             raise BackendError(f"backend {requested!r} is unknown; expected one of "
                                f"{', '.join(BACKENDS)}")
-        fmt = BACKEND_FORMATS[requested]
-        if fmt not in formats:
-            usable = [b for b in BACKENDS if BACKEND_FORMATS[b] in formats]
-            raise BackendError(f"backend {requested!r} runs {fmt} graphs, but the artifact holds "
-                               f"only {', '.join(formats)} graphs; use one of {', '.join(usable)}")
-        import_backend(requested)
+        if runnable_format(requested, formats) is None:
+            usable = [b for b in BACKENDS if runnable_format(b, formats)]
+            wanted = "/".join(_RUNNABLE_FORMATS.get(requested, (BACKEND_FORMATS[requested],)))
+            raise BackendError(f"backend {requested!r} runs {wanted} graphs, but the artifact "
+                               f"holds only {', '.join(formats)} graphs; use one of "
+                               f"{', '.join(usable)}")
+        if requested != "lite":  # Lite is opened (in process or in a worker) at load
+            import_backend(requested)
         return requested
     for backend in backend_preference(manifest):
-        if BACKEND_FORMATS[backend] in formats and backend_importable(backend):
+        if runnable_format(backend, formats) and _available(backend, lite_python):
             return backend
     raise BackendError(f"no installed backend can run this artifact ({', '.join(formats)} graphs); "
-                       "install onnxruntime (for onnx) or mindspore (for mindir)")
+                       "install onnxruntime (for onnx) or mindspore (for mindir), or name a "
+                       "MindSpore Lite interpreter with --lite-python (for lite)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,134 +320,32 @@ def _load_mindspore(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphF
     return run
 
 
-def _load_lite(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn:
-    # Untested: MindSpore Lite cannot be installed on this project's Python (see module doc).
-    mslite = import_backend("lite")
-    context = mslite.Context()
-    context.target = ["ascend"] if manifest.target.lower() == "ascend" else ["cpu"]
-    model = mslite.Model()
-    model.build_from_file(str(path), mslite.ModelType.MINDIR, context)
+def _version_tuple(version: str) -> Tuple[int, ...]:
+    parts = []
+    for part in str(version).split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def _load_lite(entry: GraphEntry, path: Path, manifest: Manifest, session: Any) -> GraphFn:
+    converted_by = entry.extra.get("lite_version")
+    if converted_by and _version_tuple(session.version) < _version_tuple(converted_by):
+        raise BackendError(f"{path.name} was converted by MindSpore Lite {converted_by}; the Lite "
+                           f"here ({session.where}) is {session.version}, which may not read it: "
+                           f"use a Lite ≥ {converted_by}")
+    target = "ascend" if manifest.target.lower() == "ascend" else "cpu"
+    graph = session.load(path, target)
     names = [s.name for s in entry.inputs]
+    if len(graph.inputs) != len(names):
+        raise BackendError(f"{path.name}: the Lite graph takes {len(graph.inputs)} inputs, the "
+                           f"manifest lists {len(names)} ({', '.join(names)})")
 
     def run(inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
-        tensors = model.get_inputs()
-        for tensor, name in zip(tensors, names):
-            tensor.set_data_from_numpy(inputs[name])
-        return [t.get_data_to_numpy() for t in model.predict(tensors)]
+        # A Lite graph takes its inputs by position, in the manifest's order.
+        return graph.run([inputs[n] for n in names])
 
     return run
-
-
-def openvino_cache_dir() -> Optional[Path]:
-    """Where OpenVINO keeps compiled models: ``$SVDEPLOY_OPENVINO_CACHE`` (empty: no cache),
-    else ``$XDG_CACHE_HOME/svdeploy/openvino``, else ``~/.cache/svdeploy/openvino``. A user
-    cache, not the artifact folder: artifacts may be read-only or shared between machines,
-    and a compiled blob belongs to one CPU and one OpenVINO version (OpenVINO's cache key
-    holds the model, the device, its properties and the OpenVINO version)."""
-    if "SVDEPLOY_OPENVINO_CACHE" in os.environ:
-        value = os.environ["SVDEPLOY_OPENVINO_CACHE"]
-        return Path(value).expanduser() if value else None
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "svdeploy" / "openvino"
-
-
-class OpenVINOBackend:
-    """The artifact's ONNX graphs through OpenVINO's CPU plugin, one ``ov.Core`` per artifact.
-
-    ``precision`` is ``fp32`` or ``bf16`` and is always set explicitly: left alone, the CPU
-    plugin runs bf16 wherever the CPU has native bf16 (INFERENCE_PRECISION_HINT's default
-    there), which would break fp32 parity silently. ``threads`` (None: OpenVINO's default, all
-    cores) sets INFERENCE_NUM_THREADS; the LATENCY hint gives one stream for one request."""
-
-    def __init__(self, precision: str = "fp32", cache_dir: Optional[Path] = None,
-                 threads: Optional[int] = None) -> None:
-        if precision not in ("fp32", "bf16"):
-            raise BackendError(f"backend 'openvino' runs fp32 or bf16, not {precision!r}")
-        self.ov = import_backend("openvino")
-        self.core = self.ov.Core()
-        if precision == "bf16" and not self.has_bf16(self.core):
-            raise BackendError(self._no_bf16_message(self.core))
-        self.precision = precision
-        self.cache_dir = self._usable_cache(cache_dir)
-        self.threads = threads
-        self.loaded_from_cache: Dict[str, bool] = {}  # graph file → compiled model came from cache
-
-    # -- precision --------------------------------------------------------------------------
-    @staticmethod
-    def cpu_capabilities(core: Any) -> List[str]:
-        return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
-
-    @classmethod
-    def has_bf16(cls, core: Any) -> bool:
-        return "BF16" in cls.cpu_capabilities(core)
-
-    @classmethod
-    def _no_bf16_message(cls, core: Any) -> str:
-        return ("precision 'bf16' needs a CPU with native bf16 arithmetic (AVX512_BF16 or AMX); "
-                "OpenVINO reports this CPU's capabilities as "
-                f"{', '.join(cls.cpu_capabilities(core)) or 'none'}; use --precision fp32 (or auto)")
-
-    @classmethod
-    def resolve(cls, precision: str) -> str:
-        """``auto`` → fp32. Measured (benchmarks/README.md): bf16 runs the U-Net 1.3–2.7×
-        faster, but its error against diffusers fp32 depends on the model: rel. L2 1.4e-2 on the
-        mid U-Net (diffusers' own bf16 autocast: 1.2e-2), 0.21 on the tiny one (diffusers bf16:
-        1.8e-2). Until that is understood bf16 is a choice the user makes, not a default. An
-        explicit bf16 is checked against the CPU here."""
-        if precision in ("fp32", "auto"):
-            return "fp32"
-        core = import_backend("openvino").Core()
-        if not cls.has_bf16(core):
-            raise BackendError(cls._no_bf16_message(core))
-        return "bf16"
-
-    # -- compilation -------------------------------------------------------------------------
-    @staticmethod
-    def _usable_cache(cache_dir: Optional[Path]) -> Optional[Path]:
-        """The cache folder, created; None (compile every time) when it cannot be written."""
-        if cache_dir is None:
-            return None
-        try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            return None
-        return cache_dir if os.access(cache_dir, os.W_OK) else None
-
-    def config(self) -> Dict[str, Any]:
-        config: Dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16"
-                                  else "f32", "PERFORMANCE_HINT": "LATENCY"}
-        if self.threads:
-            config["INFERENCE_NUM_THREADS"] = int(self.threads)
-        if self.cache_dir is not None:
-            # one folder per precision: a blob compiled for f32, loaded from the cache with the
-            # bf16 hint, ran in f32 (seen in the test suite: bf16 frames then equal fp32's)
-            config["CACHE_DIR"] = str(self.cache_dir / self.precision)
-        return config
-
-    def load(self, entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn:
-        # compile_model from the path (not a read Model): with a cache hit OpenVINO then skips
-        # reading and converting the ONNX file too. The cache key hashes the file's content,
-        # so each precision gets its own folder (config()).
-        compiled = self.core.compile_model(str(path), "CPU", self.config())
-        if self.cache_dir is not None:
-            self.loaded_from_cache[path.name] = bool(compiled.get_property("LOADED_FROM_CACHE"))
-        names = {name for port in compiled.inputs for name in port.get_names()}
-        expected = [s.name for s in entry.inputs]
-        if not set(expected) <= names or len(compiled.inputs) != len(expected):
-            raise BackendError(f"{path.name}: the graph's inputs are {sorted(names)}, the manifest "
-                               f"lists {expected}")
-        if len(compiled.outputs) != len(entry.outputs):
-            raise BackendError(f"{path.name}: the graph has {len(compiled.outputs)} outputs, the "
-                               f"manifest lists {len(entry.outputs)}")
-        request = compiled.create_infer_request()
-        count = len(entry.outputs)
-
-        def run(inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
-            request.infer(inputs)
-            # copies: the request reuses its output buffers on the next call
-            return [np.array(request.get_output_tensor(i).data, copy=True) for i in range(count)]
-
-        return run
 
 
 def _load_openvino(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn:
@@ -432,17 +353,26 @@ def _load_openvino(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn
 
 
 Loader = Callable[[GraphEntry, Path, Manifest], GraphFn]
+# Lite's loader also takes the session (in process or a worker): see graph_loader
 _LOADERS: Dict[str, Loader] = {
-    "onnxruntime": _load_onnxruntime, "mindspore": _load_mindspore, "lite": _load_lite,
-    "openvino": _load_openvino,
+    "onnxruntime": _load_onnxruntime, "mindspore": _load_mindspore, "openvino": _load_openvino,
 }
 
 
-def graph_loader(backend: str, precision: str = "fp32", threads: Optional[int] = None) -> Loader:
+def graph_loader(backend: str, precision: str = "fp32", threads: Optional[int] = None,
+                 lite_session: Any = None) -> Loader:
     """The loader of ``backend`` for a resolved precision (see ``resolve_precision``); one
-    OpenVINO core serves all graphs of an artifact."""
+    OpenVINO core serves all graphs of an artifact, and one Lite session (in process or a
+    worker, ``lite.open_lite``; opened here when none is given) all Lite graphs."""
     if backend == "openvino":
         return OpenVINOBackend(precision, openvino_cache_dir(), threads).load
+    if backend == "lite":
+        if lite_session is None:
+            from .lite import open_lite
+
+            lite_session = open_lite()
+        session = lite_session
+        return lambda entry, path, manifest: _load_lite(entry, path, manifest, session)
     return _LOADERS[backend]
 
 
@@ -456,7 +386,7 @@ def required_graph_names(manifest: Manifest) -> List[str]:
 def load_graph(entry: GraphEntry, path: Path, backend: str, manifest: Manifest,
                loader: Optional[Loader] = None) -> CheckedGraph:
     try:
-        run = (loader or _LOADERS[backend])(entry, path, manifest)
+        run = (loader or graph_loader(backend))(entry, path, manifest)
     except (BackendError, ManifestError):
         raise
     except Exception as exc:
@@ -477,20 +407,27 @@ class LoadedArtifact:
 
 
 def load_artifact(directory: Union[str, Path], backend: Optional[str] = None,
-                  verify_hashes: bool = True, precision: Optional[str] = None) -> LoadedArtifact:
+                  verify_hashes: bool = True, precision: Optional[str] = None,
+                  lite_python: Optional[str] = None) -> LoadedArtifact:
     """Read the manifest, pick the backend and its precision (``fp32``, ``bf16`` or ``auto``,
     see ``resolve_precision``), verify the hashes of the graphs it will run and load them,
-    each wrapped in a CheckedGraph."""
+    each wrapped in a CheckedGraph. ``lite_python`` (else ``SVDEPLOY_LITE_PYTHON``) names the
+    interpreter that runs MindSpore Lite when it does not import here."""
     start = time.perf_counter()
     directory = Path(directory)
     # First pass without hashing: only the chosen backend's files are hashed below.
     manifest = read_manifest(directory, verify_hashes=False, formats=[])
     require_complete(manifest, directory)
-    chosen = choose_backend(manifest, backend)
+    chosen = choose_backend(manifest, backend, lite_python=lite_python)
     resolved = resolve_precision(chosen, manifest, precision)
-    fmt = BACKEND_FORMATS[chosen]
+    fmt = runnable_format(chosen, manifest.formats())
     manifest = read_manifest(directory, verify_hashes=verify_hashes, formats=[fmt])
-    loader = graph_loader(chosen, resolved)
+    lite_session = None
+    if chosen == "lite":
+        from .lite import open_lite
+
+        lite_session = open_lite(lite_python)
+    loader = graph_loader(chosen, resolved, lite_session=lite_session)
     graphs: Dict[str, CheckedGraph] = {}
     load_seconds: Dict[str, float] = {}
     for name in required_graph_names(manifest):

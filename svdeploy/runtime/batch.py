@@ -128,7 +128,7 @@ def run_batch_cli(artifact: Union[str, os.PathLike], images: Sequence[Union[str,
                   noise_file: Optional[Union[str, os.PathLike]] = None,
                   verify_hashes: bool = True, progress: bool = True, clips: int = 1,
                   decode_overlap: int = 0, overwrite: bool = False,
-                  **sampling: Any) -> List[Dict[str, Any]]:
+                  lite_python: Optional[str] = None, **sampling: Any) -> List[Dict[str, Any]]:
     """``svd-run`` with several images (or --format): every input and output is checked
     before the artifact is loaded, then ``run_batch_to_dir``."""
     from svdeploy.manifest import read_manifest, require_complete
@@ -148,7 +148,7 @@ def run_batch_cli(artifact: Union[str, os.PathLike], images: Sequence[Union[str,
         to_rgb_float(image)
     check_batch_outputs(artifact, images, paths, out_dir, overwrite)
     pipe = VideoPipeline.load(artifact, backend=backend, verify_hashes=verify_hashes,
-                              precision=precision)
+                              precision=precision, lite_python=lite_python)
     return run_batch_to_dir(pipe, images, out_dir, fmt, seed=seed, progress=progress,
                             clips=clips, decode_overlap=decode_overlap, overwrite=overwrite,
                             verify_hashes=verify_hashes, **sampling)

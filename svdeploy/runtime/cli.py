@@ -50,7 +50,14 @@ from .run import run_to_file
               help=f"Graph backend: {', '.join(BACKENDS)}. Default: the best the artifact and this "
                    "machine allow, fastest first as measured: openvino, onnxruntime (both run "
                    "the ONNX graphs), mindspore, lite (MindIR). openvino needs the openvino "
-                   "package, lite the mindspore_lite package.")
+                   "package. lite runs the artifact's Lite graphs (else its MindIR) with "
+                   "MindSpore Lite, in this Python when mindspore_lite imports, else see "
+                   "--lite-python.")
+@click.option("--lite-python", "lite_python", type=str, default=None,
+              envvar="SVDEPLOY_LITE_PYTHON", show_envvar=True,
+              help="Python interpreter that has mindspore_lite (e.g. a Python 3.7 venv with "
+                   "mindspore-lite 2.0.0): the lite backend then runs in a worker process of "
+                   "that interpreter, exchanging arrays over pipes.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="Compute precision. fp32: exact to the graphs' parity with diffusers. bf16: "
                    "bfloat16 matmuls/convolutions (openvino only, on a CPU with native bf16: "
@@ -93,10 +100,10 @@ from .run import run_to_file
 def main(artifact: Path, images: Tuple[Path, ...], out: str, steps: Optional[int],
          fps: Optional[int], motion_bucket_id: Optional[int], noise_aug_strength: Optional[float],
          min_guidance_scale: Optional[float], max_guidance_scale: Optional[float],
-         seed: Optional[int], backend: Optional[str], precision: str,
-         noise_file: Optional[Path], fmt: Optional[str], clips: int, decode_overlap: int,
-         plan_only: bool, max_memory: Optional[str], no_verify: bool, overwrite: bool,
-         quiet: bool) -> None:
+         seed: Optional[int], backend: Optional[str], lite_python: Optional[str],
+         precision: str, noise_file: Optional[Path], fmt: Optional[str], clips: int,
+         decode_overlap: int, plan_only: bool, max_memory: Optional[str], no_verify: bool,
+         overwrite: bool, quiet: bool) -> None:
     """Generate a video from one image (--image) with the exported ARTIFACT directory
     (made by svd-export) and write it to --out.
 
@@ -105,15 +112,15 @@ def main(artifact: Path, images: Tuple[Path, ...], out: str, steps: Optional[int
     svd-run artifacts/svd_xt -i photo.jpg --out long.mp4 --clips 4 --decode-overlap 1;
     svd-run artifacts/svd_xt -i photo.jpg --out clip.mp4 --plan
     """
-    if _plan_or_refuse(artifact, backend, clips, decode_overlap, len(images), plan_only,
-                       max_memory):
+    if _plan_or_refuse(artifact, backend, lite_python, clips, decode_overlap, len(images),
+                       plan_only, max_memory):
         return
     options = dict(backend=backend, precision=precision, seed=seed, noise_file=noise_file,
                    verify_hashes=not no_verify, progress=not quiet, clips=clips,
-                   decode_overlap=decode_overlap, overwrite=overwrite, fps=fps,
-                   motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength,
-                   min_guidance_scale=min_guidance_scale, max_guidance_scale=max_guidance_scale,
-                   num_inference_steps=steps)
+                   decode_overlap=decode_overlap, overwrite=overwrite, lite_python=lite_python,
+                   fps=fps, motion_bucket_id=motion_bucket_id,
+                   noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
+                   max_guidance_scale=max_guidance_scale, num_inference_steps=steps)
     if len(images) > 1 or fmt is not None:
         _run_batch(artifact, images, out, fmt or "mp4", options)
         return
@@ -125,8 +132,9 @@ def main(artifact: Path, images: Tuple[Path, ...], out: str, steps: Optional[int
                f"{record['sidecar']}")
 
 
-def _plan_or_refuse(artifact: Path, backend: Optional[str], clips: int, decode_overlap: int,
-                    images: int, plan_only: bool, max_memory: Optional[str]) -> bool:
+def _plan_or_refuse(artifact: Path, backend: Optional[str], lite_python: Optional[str],
+                    clips: int, decode_overlap: int, images: int, plan_only: bool,
+                    max_memory: Optional[str]) -> bool:
     """--plan prints the memory plan (True: nothing else runs); --max-memory refuses a run
     whose plan exceeds it, before any graph is loaded."""
     from .plan import check_memory_limit, parse_size, plan_for_artifact
@@ -135,7 +143,8 @@ def _plan_or_refuse(artifact: Path, backend: Optional[str], clips: int, decode_o
     if not plan_only and limit is None:
         return False
     plan = plan_for_artifact(artifact, backend=backend, clips=clips,
-                             decode_overlap=decode_overlap, images=images)
+                             decode_overlap=decode_overlap, images=images,
+                             lite_python=lite_python)
     if plan_only:
         click.echo(plan.table())
         click.echo(plan.json_line())

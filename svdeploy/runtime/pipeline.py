@@ -209,11 +209,13 @@ class VideoPipeline:
 
     @classmethod
     def load(cls, artifact_dir: Union[str, Path], backend: Optional[str] = None,
-             verify_hashes: bool = True, precision: Optional[str] = None) -> "VideoPipeline":
+             verify_hashes: bool = True, precision: Optional[str] = None,
+             lite_python: Optional[str] = None) -> "VideoPipeline":
         """Open an artifact: manifest checks, backend and precision choice (``fp32``, ``bf16``
-        or ``auto``; see ``backends.resolve_precision``), sha256 verification, graph load."""
+        or ``auto``; see ``backends.resolve_precision``), sha256 verification, graph load.
+        ``lite_python``: interpreter with mindspore_lite for the lite backend (see lite.py)."""
         loaded = load_artifact(artifact_dir, backend=backend, verify_hashes=verify_hashes,
-                               precision=precision)
+                               precision=precision, lite_python=lite_python)
         return cls(loaded.manifest, loaded.graphs, backend=loaded.backend,
                    artifact_dir=loaded.directory, load_seconds=loaded.load_seconds,
                    precision=loaded.precision)

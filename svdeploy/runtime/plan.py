@@ -40,7 +40,7 @@ from typing import Dict, Optional, Tuple, Union
 from svdeploy.errors import InputError, MemoryLimitError
 from svdeploy.manifest import Manifest, read_manifest
 
-from .backends import BACKEND_FORMATS, choose_backend, required_graph_names
+from .backends import BACKEND_FORMATS, choose_backend, required_graph_names, runnable_format
 from .chain import chained_frame_count, check_clips
 from .decode import check_overlap
 
@@ -209,13 +209,15 @@ def plan_memory(manifest: Manifest, graph_bytes: Dict[str, int], backend: str, *
 
 
 def plan_for_artifact(artifact: Union[str, os.PathLike], backend: Optional[str] = None, *,
-                      clips: int = 1, decode_overlap: int = 0, images: int = 1) -> MemoryPlan:
+                      clips: int = 1, decode_overlap: int = 0, images: int = 1,
+                      lite_python: Optional[str] = None) -> MemoryPlan:
     """Read the manifest (no hashing), settle the backend as ``svd-run`` would, and plan.
     A batch of ``images`` runs one video at a time, so its plan is one video's."""
     directory = Path(artifact)
     manifest = read_manifest(directory, verify_hashes=False, formats=[])
-    chosen = choose_backend(manifest, backend)
-    sizes = _graph_bytes(manifest, directory, BACKEND_FORMATS[chosen])
+    chosen = choose_backend(manifest, backend, lite_python=lite_python)
+    # the files the backend will load (lite: its Lite graphs, else the MindIR ones)
+    sizes = _graph_bytes(manifest, directory, runnable_format(chosen, manifest.formats()))
     return plan_memory(manifest, sizes, chosen, clips=clips, decode_overlap=decode_overlap)
 
 

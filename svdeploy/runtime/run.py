@@ -113,10 +113,12 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
                 min_guidance_scale: Optional[float] = None,
                 max_guidance_scale: Optional[float] = None,
                 num_inference_steps: Optional[int] = None, clips: int = 1,
-                decode_overlap: int = 0, overwrite: bool = False) -> Dict[str, Any]:
+                decode_overlap: int = 0, overwrite: bool = False,
+                lite_python: Optional[str] = None) -> Dict[str, Any]:
     """Generate a video from ``image`` with ``artifact`` into ``out`` (format by extension)
     and write ``out``.json beside it. Returns the sidecar record. ``clips`` chains clips
-    (``chain``), ``decode_overlap`` blends overlapping decoder windows (``decode``).
+    (``chain``), ``decode_overlap`` blends overlapping decoder windows (``decode``);
+    ``lite_python`` names the interpreter with MindSpore Lite for the lite backend.
 
     ``out`` and its sidecar are refused if they exist (unless ``overwrite``), name an input or
     lie inside the artifact; both are written to temporaries and appear together or not at all."""
@@ -140,7 +142,7 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
             noise_file, (1, 3, manifest.height, manifest.width), (1, *manifest.latent_shape))
 
     pipe = VideoPipeline.load(artifact, backend=backend, verify_hashes=verify_hashes,
-                              precision=precision)
+                              precision=precision, lite_python=lite_python)
     result = pipe.generate(rgb, seed=seed, image_noise=image_noise, latents=latents,
                            progress=progress, clips=clips, decode_overlap=decode_overlap,
                            **sampling)

@@ -149,9 +149,10 @@ def job_view(record: Record) -> Dict[str, Any]:
 
 def artifact_summary(manifest: Any, settings: ServeSettings) -> Dict[str, Any]:
     """The manifest's summary for GET /v1/artifact."""
-    from svdeploy.runtime.backends import BACKEND_FORMATS
+    from svdeploy.runtime.backends import runnable_format
 
-    fmt = BACKEND_FORMATS[settings.backend]
+    # the graphs the replicas run (lite: the Lite graphs, else the MindIR ones)
+    fmt = runnable_format(settings.backend, manifest.formats())
     graphs = [g for g in manifest.graphs if g.format == fmt]
     root = Path(settings.artifact)
     return {"variant": manifest.variant, "height": manifest.height, "width": manifest.width,
