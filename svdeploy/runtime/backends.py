@@ -348,6 +348,118 @@ def _load_lite(entry: GraphEntry, path: Path, manifest: Manifest, session: Any) 
     return run
 
 
+def openvino_cache_dir() -> Optional[Path]:
+    """Where OpenVINO keeps compiled models: ``$SVDEPLOY_OPENVINO_CACHE`` (empty: no cache),
+    else ``$XDG_CACHE_HOME/svdeploy/openvino``, else ``~/.cache/svdeploy/openvino``. A user
+    cache, not the artifact folder: artifacts may be read-only or shared between machines,
+    and a compiled blob belongs to one CPU and one OpenVINO version (OpenVINO's cache key
+    holds the model, the device, its properties and the OpenVINO version)."""
+    if "SVDEPLOY_OPENVINO_CACHE" in os.environ:
+        value = os.environ["SVDEPLOY_OPENVINO_CACHE"]
+        return Path(value).expanduser() if value else None
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "svdeploy" / "openvino"
+
+
+class OpenVINOBackend:
+    """The artifact's ONNX graphs through OpenVINO's CPU plugin, one ``ov.Core`` per artifact.
+
+    ``precision`` is ``fp32`` or ``bf16`` and is always set explicitly: left alone, the CPU
+    plugin runs bf16 wherever the CPU has native bf16 (INFERENCE_PRECISION_HINT's default
+    there), which would break fp32 parity silently. ``threads`` (None: OpenVINO's default, all
+    cores) sets INFERENCE_NUM_THREADS; the LATENCY hint gives one stream for one request."""
+
+    def __init__(self, precision: str = "fp32", cache_dir: Optional[Path] = None,
+                 threads: Optional[int] = None) -> None:
+        if precision not in ("fp32", "bf16"):
+            raise BackendError(f"backend 'openvino' runs fp32 or bf16, not {precision!r}")
+        self.ov = import_backend("openvino")
+        self.core = self.ov.Core()
+        if precision == "bf16" and not self.has_bf16(self.core):
+            raise BackendError(self._no_bf16_message(self.core))
+        self.precision = precision
+        self.cache_dir = self._usable_cache(cache_dir)
+        self.threads = threads
+        self.loaded_from_cache: Dict[str, bool] = {}  # graph file → compiled model came from cache
+
+    # -- precision --------------------------------------------------------------------------
+    @staticmethod
+    def cpu_capabilities(core: Any) -> List[str]:
+        return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+    @classmethod
+    def has_bf16(cls, core: Any) -> bool:
+        return "BF16" in cls.cpu_capabilities(core)
+
+    @classmethod
+    def _no_bf16_message(cls, core: Any) -> str:
+        return ("precision 'bf16' needs a CPU with native bf16 arithmetic (AVX512_BF16 or AMX); "
+                "OpenVINO reports this CPU's capabilities as "
+                f"{', '.join(cls.cpu_capabilities(core)) or 'none'}; use --precision fp32 (or auto)")
+
+    @classmethod
+    def resolve(cls, precision: str) -> str:
+        """``auto`` → fp32. Measured (benchmarks/README.md): bf16 runs the U-Net 1.3–2.7×
+        faster, but its error against diffusers fp32 depends on the model: rel. L2 1.4e-2 on the
+        mid U-Net (diffusers' own bf16 autocast: 1.2e-2), 0.21 on the tiny one (diffusers bf16:
+        1.8e-2). Until that is understood bf16 is a choice the user makes, not a default. An
+        explicit bf16 is checked against the CPU here."""
+        if precision in ("fp32", "auto"):
+            return "fp32"
+        core = import_backend("openvino").Core()
+        if not cls.has_bf16(core):
+            raise BackendError(cls._no_bf16_message(core))
+        return "bf16"
+
+    # -- compilation -------------------------------------------------------------------------
+    @staticmethod
+    def _usable_cache(cache_dir: Optional[Path]) -> Optional[Path]:
+        """The cache folder, created; None (compile every time) when it cannot be written."""
+        if cache_dir is None:
+            return None
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return None
+        return cache_dir if os.access(cache_dir, os.W_OK) else None
+
+    def config(self) -> Dict[str, Any]:
+        config: Dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16"
+                                  else "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        if self.cache_dir is not None:
+            # one folder per precision: a blob compiled for f32, loaded from the cache with the
+            # bf16 hint, ran in f32 (seen in the test suite: bf16 frames then equal fp32's)
+            config["CACHE_DIR"] = str(self.cache_dir / self.precision)
+        return config
+
+    def load(self, entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn:
+        # compile_model from the path (not a read Model): with a cache hit OpenVINO then skips
+        # reading and converting the ONNX file too. The cache key hashes the file's content,
+        # so each precision gets its own folder (config()).
+        compiled = self.core.compile_model(str(path), "CPU", self.config())
+        if self.cache_dir is not None:
+            self.loaded_from_cache[path.name] = bool(compiled.get_property("LOADED_FROM_CACHE"))
+        names = {name for port in compiled.inputs for name in port.get_names()}
+        expected = [s.name for s in entry.inputs]
+        if not set(expected) <= names or len(compiled.inputs) != len(expected):
+            raise BackendError(f"{path.name}: the graph's inputs are {sorted(names)}, the manifest "
+                               f"lists {expected}")
+        if len(compiled.outputs) != len(entry.outputs):
+            raise BackendError(f"{path.name}: the graph has {len(compiled.outputs)} outputs, the "
+                               f"manifest lists {len(entry.outputs)}")
+        request = compiled.create_infer_request()
+        count = len(entry.outputs)
+
+        def run(inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
+            request.infer(inputs)
+            # copies: the request reuses its output buffers on the next call
+            return [np.array(request.get_output_tensor(i).data, copy=True) for i in range(count)]
+
+        return run
+
+
 def _load_openvino(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn:
     return OpenVINOBackend("fp32", openvino_cache_dir()).load(entry, path, manifest)
 
