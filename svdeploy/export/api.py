@@ -458,7 +458,7 @@ def _write_lite_graph(tmp: Path, spec: GraphSpec, net, lite) -> None:
     except BackendError as exc:
         raise ExportError(f"converting {spec.name} with MindSpore Lite failed: {exc}") from None
     finally:
-        shutil.rmtree(source, ignore_errors=True)
+        remove_quietly(source)
 
 
 def _build_manifest(cfg: ModelConfig, s: ExportSettings, entries: List[GraphEntry]) -> Manifest:
