@@ -21,7 +21,7 @@ from svdeploy.fsutil import output_error, remove_quietly
 from .preprocess import ImageSource
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import VideoPipeline
+    from .pipeline import GenerationResult, VideoPipeline
 
 OUTPUT_SUFFIX = {"mp4": ".mp4", "gif": ".gif", "webp": ".webp", "npy": ".npy", "png": ""}
 
