@@ -31,3 +31,7 @@ def data_main() -> None:
 
 def bench_main() -> None:
     _dispatch("svdeploy.benchmarks.cli")
+
+
+def serve_main() -> None:
+    _dispatch("svdeploy.serve.cli")

@@ -31,3 +31,11 @@ class BackendError(SvdeployError):
 
 class OutputError(SvdeployError):
     """An output cannot be written (exists, protected, read-only, disk full, ...)."""
+
+
+class ServeError(SvdeployError):
+    """svd-serve cannot start or keep serving (Ray, the port, the jobs directory, the replicas)."""
+
+
+class MemoryLimitError(SvdeployError):
+    """A run's memory plan exceeds the limit it was given (svd-run --max-memory)."""

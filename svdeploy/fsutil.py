@@ -185,12 +185,21 @@ def atomic_write_with(path: PathLike, write: Callable[[Path], None], suffix: str
     return path
 
 
+def _write_durably(tmp: Path, data: bytes) -> None:
+    # flushed to disk before the rename: after a crash or power loss the rename never
+    # publishes an empty file (records such as svd-serve's job files must survive kill -9)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    return atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
+    return atomic_write_with(path, lambda tmp: _write_durably(tmp, data))
 
 
 def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
-    return atomic_write_with(path, lambda tmp: tmp.write_text(text, encoding=encoding))
+    return atomic_write_bytes(path, text.encode(encoding))
 
 
 def json_text(data: Any, indent: int = 2) -> str:

@@ -22,7 +22,8 @@ from .fsutil import atomic_write_text, json_text
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
-GRAPH_FORMATS = ("mindir", "onnx")
+# lite: a MindIR converted by MindSpore Lite's converter (loadable by Lite only)
+GRAPH_FORMATS = ("mindir", "onnx", "lite")
 DTYPES = ("float32", "float16", "bfloat16", "int32", "int64", "uint8")
 # The graphs an artifact holds. vae_decoder_tail exists only when frames % chunk != 0.
 GRAPH_NAMES = ("image_encoder", "vae_encoder", "unet", "vae_decoder", "vae_decoder_tail")

@@ -221,3 +221,20 @@ def test_train_suite(tmp_path, work):
     assert rows["svdeploy"]["setup"]["trainable_parameters"] == \
         rows["diffusers"]["setup"]["trainable_parameters"]
     assert "compile" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_serve_suite(tmp_path, work):
+    """svd-serve under 2 clients for a few seconds: every accepted job succeeded and its download
+    matched; percentiles ordered; the replica's RSS measured."""
+    out = tmp_path / "out"
+    report = _bench(["serve", "--config", "tiny", "--out", str(out), "--work", str(work),
+                     "--formats", "onnx", "--steps", "2", "--serve-clients", "2",
+                     "--serve-seconds", "8", "--quiet"], out)
+    (row,) = report["suites"]["serve"]["rows"]
+    assert row["clients"] == 2 and row["accepted"] >= 2, row
+    assert row["lost"] == 0 and row["succeeded"] == row["accepted"] and not row["other_errors"]
+    assert row["videos_per_s"] == pytest.approx(row["succeeded"] / row["elapsed_s"])
+    assert 0 < row["latency_p50_s"] <= row["latency_p90_s"] <= row["latency_p99_s"]
+    assert row["replica_rss_bytes"] > 50 * 2**20
+    assert "videos / s" in (out / "report.md").read_text()

@@ -29,7 +29,7 @@ def _invoke(args):
 def test_help_explains_every_option():
     result = _invoke(["--help"])
     assert result.exit_code == 0
-    for suite in ("export", "graphs", "e2e", "memory", "train"):
+    for suite in ("export", "graphs", "e2e", "memory", "train", "serve"):
         assert suite in result.output
     for param in main.params:
         if isinstance(param, click.Option) and not param.hidden:
@@ -45,10 +45,10 @@ def test_console_script_is_wired():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["fast"], "Invalid value for '{export|graphs|e2e|memory|train|all}...'"),
+    (["fast"], "Invalid value for '{export|graphs|e2e|memory|train|serve|all|quality}...'"),
     ([], "Missing argument"),
     (["graphs", "--peers", "diffusers,tensorrt"], "'tensorrt': expected some of"),
-    (["graphs", "--formats", "tflite"], "'tflite': expected some of mindir, onnx"),
+    (["graphs", "--formats", "tflite"], "'tflite': expected some of mindir, onnx, lite"),
     (["graphs", "--graphs", "decoder"], "'decoder': expected some of"),
     (["memory", "--memory-frames", "8,x"], "expected comma-separated integers"),
     (["memory", "--memory-chunks", "0"], "expected positive integers"),

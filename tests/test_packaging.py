@@ -19,7 +19,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ("models", "kernels", "export", "runtime", "train", "benchmarks", "configs", "assets")
+SUBPACKAGES = ("models", "kernels", "export", "runtime", "train", "benchmarks", "serve", "configs",
+               "assets")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,8 @@ def test_wheel_has_no_bare_top_level_packages(wheel):
 def test_entry_points_are_declared(wheel):
     (entry,) = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
     text = wheel.read(entry).decode()
-    for script in ("svd-convert", "svd-export", "svd-run", "svd-train", "svd-data", "svd-bench"):
+    for script in ("svd-convert", "svd-export", "svd-run", "svd-train", "svd-data", "svd-bench",
+                   "svd-serve"):
         assert f"{script} = svdeploy.cli:" in text
 
 

@@ -112,13 +112,16 @@ def test_ascend_artifacts_prefer_lite(artifact):
                                           else "onnxruntime")
 
 
-def test_unknown_and_lite_backends_give_clear_errors(artifact):
+def test_unknown_and_lite_backends_give_clear_errors(artifact, monkeypatch):
+    monkeypatch.delenv("SVDEPLOY_LITE_PYTHON", raising=False)
     with pytest.raises(BackendError, match=r"backend 'tensorrt' is unknown; expected one of"):
         VideoPipeline.load(artifact, backend="tensorrt")
     import importlib.util
     if importlib.util.find_spec("mindspore_lite") is not None:
         pytest.skip("mindspore_lite is installed here; the not-installed message cannot be shown")
-    with pytest.raises(BackendError, match=r"backend 'lite' needs the Python package 'mindspore_lite'"):
+    with pytest.raises(BackendError, match=r"MindSpore Lite \(mindspore_lite\) does not import in "
+                                           r"this Python .*--lite-python PYTHON or "
+                                           r"SVDEPLOY_LITE_PYTHON"):
         VideoPipeline.load(artifact, backend="lite")
 
 

@@ -210,3 +210,26 @@ def test_decode_uses_chunks_and_the_tail_graph():
     numpy_pipeline(vae_decoder=decoder("vae_decoder"),
                    vae_decoder_tail=decoder("vae_decoder_tail")).generate(IMAGE, seed=0, progress=False)
     assert seen == [("vae_decoder", 2), ("vae_decoder", 2), ("vae_decoder_tail", 1)]
+
+
+def test_on_step_reports_each_denoising_step_and_can_stop_the_run():
+    pipe = numpy_pipeline()
+    seen = []
+    plain = pipe.generate(IMAGE, seed=3, progress=False)
+    with_hook = pipe.generate(IMAGE, seed=3, progress=False,
+                              on_step=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, STEPS) for i in range(1, STEPS + 1)]
+    np.testing.assert_array_equal(with_hook.frames, plain.frames)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise Stop()
+
+    calls_before = pipe.graphs["unet"].calls
+    with pytest.raises(Stop):
+        pipe.generate(IMAGE, seed=3, progress=False, on_step=stop_after_two)
+    assert pipe.graphs["unet"].calls - calls_before == 2      # no step after the raise
+    assert pipe.graphs["vae_decoder"].calls == 2 * 2          # the stopped run decoded nothing

@@ -90,11 +90,17 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--peers", callback=_csv(PEERS), default=None,
               help="Comma-separated peers (default all): " + ", ".join(PEERS) + ". diffusers* and "
                    "plain-onnx need torch + diffusers; openvino* need openvino (openvino-bf16 a CPU "
-                   "with native bf16); e2e and memory use diffusers, diffusers-bf16, onnxruntime, "
-                   "openvino, openvino-bf16 and ms-graphcell (as VideoPipeline backends).")
-@click.option("--formats", callback=_csv(("mindir", "onnx")), default=None,
-              help="Graph formats svdeploy exports for the measurements: mindir, onnx or both "
-                   "(default both).")
+                   "with native bf16); lite needs mindspore_lite here or --lite-python; e2e and "
+                   "memory use diffusers, diffusers-bf16, onnxruntime, openvino, openvino-bf16 "
+                   "and ms-graphcell (as VideoPipeline backends).")
+@click.option("--formats", callback=_csv(("mindir", "onnx", "lite")), default=None,
+              help="Graph formats svdeploy exports for the measurements: some of mindir, onnx, "
+                   "lite (default mindir,onnx). lite (the lite peer) needs mindspore_lite here "
+                   "or --lite-python.")
+@click.option("--lite-python", "lite_python", type=str, default=None,
+              envvar="SVDEPLOY_LITE_PYTHON", show_envvar=True,
+              help="Python interpreter with mindspore_lite, for the lite peer's conversion and "
+                   "runs (handed to the measuring processes as SVDEPLOY_LITE_PYTHON).")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
               show_default=True,
               help="Compute precision of svdeploy's graphs (svd-export --dtype); bf16 is MindIR "
@@ -128,6 +134,12 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--temporal-only/--all-parameters", default=True, show_default=True,
               help="train suite: train the temporal layers only (SVD's recipe) or every U-Net "
                    "parameter.")
+@click.option("--serve-clients", callback=_csv(integers=True), default=None,
+              help="serve suite: concurrent clients, one load run per value (default 1,4).")
+@click.option("--serve-seconds", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="serve suite: seconds each load run submits jobs.")
+@click.option("--serve-replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="serve suite: Generator replicas of the server.")
 @click.option("--gemm-size", type=click.IntRange(min=64), default=4096, show_default=True,
               help="n of the n×n×n float32 matmul that measures the machine's GEMM peak.")
 @click.option("--case-budget", type=click.FloatRange(min=1), default=300.0, show_default=True,
@@ -176,17 +188,19 @@ def _command_line(ctx: click.Context) -> str:
 @friendly_errors
 def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], repeats: int,
          warmup: int, threads: int, peers: Optional[Tuple[str, ...]],
-         formats: Optional[Tuple[str, ...]], dtype: str, conv: str, graphs: Optional[Tuple[str, ...]],
-         frames: Optional[int], height: Optional[int], width: Optional[int],
+         formats: Optional[Tuple[str, ...]], lite_python: Optional[str], dtype: str, conv: str,
+         graphs: Optional[Tuple[str, ...]], frames: Optional[int], height: Optional[int],
+         width: Optional[int],
          decode_chunk_size: Optional[int], guidance: bool, steps: Optional[int],
          e2e_repeats: int, memory_frames: Optional[Tuple[int, ...]],
-         memory_chunks: Optional[Tuple[int, ...]], temporal_only: bool, gemm_size: int,
-         case_budget: float, case_timeout: float, schedule: str, freeze_idle: bool,
-         standalone_repeats: int, memory_limit_gb: Optional[float],
+         memory_chunks: Optional[Tuple[int, ...]], temporal_only: bool,
+         serve_clients: Optional[Tuple[int, ...]], serve_seconds: float, serve_replicas: int,
+         gemm_size: int, case_budget: float, case_timeout: float, schedule: str,
+         freeze_idle: bool, standalone_repeats: int, memory_limit_gb: Optional[float],
          seed: int, use_diffusers: bool, export_validate: bool, checkpoint: str,
          artifact: Optional[Path], images: int, backends: Tuple[str, ...], quiet: bool) -> None:
-    """Run benchmark SUITES (export, graphs, e2e, memory, train, or all) on one model config and
-    write report.json, report.md and a chart per suite into --out.
+    """Run benchmark SUITES (export, graphs, e2e, memory, train, serve, or all) on one model
+    config and write report.json, report.md and a chart per suite into --out.
 
     \b
     export  seconds, peak RSS and file size of svd-export per graph and format
@@ -195,6 +209,8 @@ def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], 
     e2e     seconds per video and per step, image to frames (VideoPipeline; diffusers)
     memory  peak RSS of VAE decoding against frame count and decode chunk size
     train   seconds per training step, compile time separately
+    serve   svd-serve under N concurrent clients: videos/s, latency p50/p90/p99, nothing
+            lost, replica RSS (needs the serve extra)
     quality (not in `all`) a model of the moving-shapes world (--checkpoint, default the
             shipped demo model) on --images fresh images at the slow and fast motion buckets:
             direction, speed, frame-0 PSNR and object area per backend; quality.json/.md
@@ -207,6 +223,9 @@ def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], 
     from .api import run_benchmarks
     from .harness import resolve_settings
 
+    if lite_python:
+        # every case runs in its own process; they inherit the Lite interpreter from here
+        os.environ["SVDEPLOY_LITE_PYTHON"] = lite_python
     log = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     if "quality" in suites:
         _quality(out, work, checkpoint, artifact, images, backends, steps, log)
@@ -221,8 +240,10 @@ def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], 
         dtype=dtype, conv=conv, steps=steps, memory_frames=memory_frames, memory_chunks=memory_chunks,
         guidance=guidance, repeats=repeats, warmup=warmup, threads=threads,
         e2e_repeats=e2e_repeats, temporal_only=temporal_only, gemm_size=gemm_size,
+        serve_clients=serve_clients, serve_seconds=serve_seconds, serve_replicas=serve_replicas,
         case_budget_s=case_budget, case_timeout_s=case_timeout, schedule=schedule,
-        freeze_idle=freeze_idle, standalone_repeats=standalone_repeats, memory_limit_gb=memory_limit_gb, seed=seed,
+        freeze_idle=freeze_idle, standalone_repeats=standalone_repeats,
+        memory_limit_gb=memory_limit_gb, seed=seed,
         use_diffusers=use_diffusers, export_validate=export_validate)
     command = _command_line(click.get_current_context())
     report = run_benchmarks(settings, chosen, command, log)

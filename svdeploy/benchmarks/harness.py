@@ -19,7 +19,7 @@ from .common import (BF16_CPU_FLAGS, ChildRun, MemoryGuard, ServedWorker, cpu_bf
 from .peers import PEERS
 from .weights import PreparedWeights, config_digest, prepare_weights
 
-SUITES: Tuple[str, ...] = ("export", "graphs", "e2e", "memory", "train")
+SUITES: Tuple[str, ...] = ("export", "graphs", "e2e", "memory", "train", "serve")
 GRAPHS: Tuple[str, ...] = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
 GEMM_BACKENDS: Tuple[str, ...] = ("onnxruntime", "numpy", "torch", "mindspore", "torch-bf16")
 SCHEDULES: Tuple[str, ...] = ("interleaved", "sequential")
@@ -57,6 +57,9 @@ class BenchSettings:
     memory_frames: Tuple[int, ...] = ()
     memory_chunks: Tuple[int, ...] = ()
     temporal_only: bool = True
+    serve_clients: Tuple[int, ...] = (1, 4)   # concurrent clients, one server run each
+    serve_seconds: float = 60.0
+    serve_replicas: int = 1
     gemm_size: int = 4096
     seed: int = 0
     use_diffusers: bool = True
@@ -128,10 +131,10 @@ def resolve_settings(cfg: ModelConfig, config: str, out: Path, *, work: Optional
             raise ConfigError(f"--graphs {g!r}: expected some of {', '.join(GRAPHS)}")
     formats = tuple(kwargs.pop("formats", None) or ("mindir", "onnx"))
     for fmt in formats:
-        if fmt not in ("mindir", "onnx"):
-            raise ConfigError(f"--formats {fmt!r}: expected mindir, onnx or both")
+        if fmt not in ("mindir", "onnx", "lite"):
+            raise ConfigError(f"--formats {fmt!r}: expected some of mindir, onnx, lite")
     dtype = kwargs.pop("dtype", "fp32")
-    if dtype == "bf16" and "onnx" in formats:
+    if dtype == "bf16" and ("onnx" in formats or "lite" in formats):
         raise ConfigError("--dtype bf16 with --formats onnx: svd-export writes bf16 graphs as "
                           "MindIR only; pass --formats mindir")
     conv = kwargs.pop("conv", None) or "auto"

@@ -31,7 +31,7 @@ import numpy as np
 from svdeploy.config import ModelConfig
 
 PEERS: Tuple[str, ...] = ("diffusers", "diffusers-bf16", "ms-pynative", "ms-graphcell",
-                          "onnxruntime", "openvino", "openvino-bf16", "plain-onnx")
+                          "onnxruntime", "openvino", "openvino-bf16", "plain-onnx", "lite")
 DEFAULT_PEERS: Tuple[str, ...] = PEERS
 PEER_LABELS: Dict[str, str] = {
     "diffusers": "diffusers eager (PyTorch CPU, fp32)",
@@ -42,11 +42,12 @@ PEER_LABELS: Dict[str, str] = {
     "openvino": "svdeploy ONNX, OpenVINO fp32",
     "openvino-bf16": "svdeploy ONNX, OpenVINO bf16",
     "plain-onnx": "diffusers U-Net via torch.onnx, ONNX Runtime",
+    "lite": "svdeploy Lite graphs (plain ONNX → Lite converter), MindSpore Lite CPU",
 }
 # Peers that need torch + diffusers; peers that need our exported files, and in which format.
 TORCH_PEERS = ("diffusers", "diffusers-bf16", "plain-onnx")
 ARTIFACT_FORMAT = {"ms-graphcell": "mindir", "onnxruntime": "onnx", "openvino": "onnx",
-                   "openvino-bf16": "onnx"}
+                   "openvino-bf16": "onnx", "lite": "lite"}
 OPENVINO_PEERS = ("openvino", "openvino-bf16")
 UNET_ONLY = ("plain-onnx",)
 
@@ -258,7 +259,14 @@ def _artifact_runner(ctx: PeerContext, graph: str, backend: str,
     else:
         if backend == "mindspore":
             _mindspore_cpu()
-        checked = load_graph(entry, ctx.artifact_dir / entry.file, backend, manifest)
+        loader = None
+        if backend == "lite":  # in process, or the worker of SVDEPLOY_LITE_PYTHON
+            from svdeploy.runtime.lite import open_lite
+
+            session = open_lite()
+            info.update(lite_version=session.version, lite_where=session.where)
+            loader = graph_loader(backend, lite_session=session)
+        checked = load_graph(entry, ctx.artifact_dir / entry.file, backend, manifest, loader)
         info["session"] = "svdeploy.runtime.backends.load_graph"
     output = entry.outputs[0].name
 
@@ -328,7 +336,8 @@ def make_runner(peer: str, graph: str, ctx: PeerContext,
         return _pynative_runner(ctx, graph, input_order)
     if peer in OPENVINO_PEERS:
         return _artifact_runner(ctx, graph, "openvino", peer_precision(peer, "fp32"))
-    return _artifact_runner(ctx, graph, "mindspore" if peer == "ms-graphcell" else "onnxruntime")
+    backend = {"ms-graphcell": "mindspore", "lite": "lite"}.get(peer, "onnxruntime")
+    return _artifact_runner(ctx, graph, backend)
 
 
 __all__ = ["PEERS", "DEFAULT_PEERS", "PEER_LABELS", "TORCH_PEERS", "ARTIFACT_FORMAT", "UNET_ONLY",

@@ -183,8 +183,31 @@ def md_memory(result: Dict[str, Any]) -> str:
         rows.append(base + [fmt_bytes(r["peak_rss_bytes"]), fmt_bytes(r["rss_after_load_bytes"]),
                             fmt_bytes(r["decode_peak_over_loaded_bytes"]), fmt_bytes(r["output_bytes"]),
                             fmt_seconds(r["decode_s"])])
-    return _table(["peer", "frames", "chunk", "peak RSS", "RSS loaded", "peak − loaded",
+    text = _table(["peer", "frames", "chunk", "peak RSS", "RSS loaded", "peak − loaded",
                    "decoded frames", "decode time"], rows) + f"\n\n{result['method']}"
+    return text + md_memory_plan(result.get("plan_rows") or [])
+
+
+def md_memory_plan(plan_rows: List[Dict[str, Any]]) -> str:
+    """svd-run --plan against the measured peak RSS per stage (one whole run per backend)."""
+    if not plan_rows:
+        return ""
+    stages = ("load", "encode", "denoise", "decode")
+    rows = []
+    for r in plan_rows:
+        status = _status(r)
+        if status:
+            rows.append([r["backend"], status] + [""] * (len(stages) + 1))
+            continue
+        rows.append([r["backend"], f"{fmt_bytes(r['predicted_peak_bytes'])} / "
+                                   f"{fmt_bytes(r['measured_peak_bytes'])}"]
+                    + [f"{fmt_bytes(r['predicted_bytes'][s])} / {fmt_bytes(r['measured_bytes'][s])}"
+                       for s in stages] + [f"{100 * r['plan_error']:+.1f} %"])
+    return ("\n\n### memory plan: predicted / measured peak RSS\n\n"
+            + _table(["backend", "peak"] + list(stages) + ["error"], rows)
+            + "\n\nOne child process per backend runs one whole video (2 steps: ONNX Runtime "
+              "sizes its arenas on a second call); each stage's peak is the process's VmHWM "
+              "reset before the stage (svdeploy.benchmarks.memplan).")
 
 
 def md_train(result: Dict[str, Any]) -> str:
@@ -205,8 +228,22 @@ def md_train(result: Dict[str, Any]) -> str:
         f"\n\n{result['method']}. {impl}. {CPU_NOTE}"
 
 
+def md_serve(result: Dict[str, Any]) -> str:
+    rows = []
+    for r in result["rows"]:
+        rows.append([str(r["clients"]), str(r["replicas"]),
+                     "–" if r["videos_per_s"] is None else f"{r['videos_per_s']:.3f}",
+                     fmt_seconds(r["latency_p50_s"]), fmt_seconds(r["latency_p90_s"]),
+                     fmt_seconds(r["latency_p99_s"]), fmt_seconds(r["run_median_s"]),
+                     f"{r['succeeded']} / {r['accepted']}", str(r["lost"]), str(r["rejected_429"]),
+                     fmt_bytes(r["replica_rss_bytes"])])
+    return _table(["clients", "replicas", "videos / s", "latency p50", "p90", "p99",
+                   "run (median)", "succeeded / accepted", "lost", "429", "replica RSS"], rows) + \
+        f"\n\n{result['method']}."
+
+
 MD_SUITES = {"export": md_export, "graphs": md_graphs, "e2e": md_e2e, "memory": md_memory,
-             "train": md_train}
+             "train": md_train, "serve": md_serve}
 
 
 def render_markdown(report: Dict[str, Any]) -> str:
@@ -242,96 +279,143 @@ def _no_data(ax: Any, text: str = "no successful measurement") -> None:
     ax.set_axis_off()
 
 
+def _chart_export(rows: List[Dict[str, Any]]) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.5))
+    ax1, ax2 = fig.subplots(1, 2)
+    labels = [f"{r['graph']}\n{r['format']}" for r in rows]
+    if rows:
+        ax1.bar(labels, [r["wall_s"] for r in rows], label="process wall")
+        ax1.bar(labels, [r["export_seconds"] for r in rows], label="trace + write")
+        ax1.set_ylabel("seconds")
+        ax1.legend()
+        ax2.bar(labels, [r["peak_rss_bytes"] / 2**20 for r in rows])
+        ax2.set_ylabel("peak RSS (MiB)")
+        for ax in (ax1, ax2):
+            ax.tick_params(axis="x", labelsize=7)
+    else:
+        _no_data(ax1)
+        _no_data(ax2)
+    return fig
+
+
+def _chart_graphs(rows: List[Dict[str, Any]]) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.8))
+    ax = fig.subplots()
+    graphs = list(dict.fromkeys(r["graph"] for r in rows))
+    peers = list(dict.fromkeys(r["peer"] for r in rows))
+    if rows:
+        width = 0.8 / max(len(peers), 1)
+        for j, peer in enumerate(peers):
+            xs, ys, lo, hi = [], [], [], []
+            for i, g in enumerate(graphs):
+                match = [r for r in rows if r["graph"] == g and r["peer"] == peer]
+                if match:
+                    r = match[0]
+                    xs.append(i + (j - (len(peers) - 1) / 2) * width)
+                    ys.append(r["median_s"])
+                    lo.append(r["median_s"] - r["p10_s"])
+                    hi.append(r["p90_s"] - r["median_s"])
+            ax.bar(xs, ys, width, yerr=[lo, hi], label=peer, capsize=2)
+        ax.set_xticks(range(len(graphs)), graphs)
+        ax.set_yscale("log")
+        ax.set_ylabel("seconds per call (median, p10–p90)")
+        ax.legend(fontsize=8)
+    else:
+        _no_data(ax)
+    return fig
+
+
+def _chart_e2e(rows: List[Dict[str, Any]]) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 4.5))
+    ax1, ax2 = fig.subplots(1, 2)
+    if rows:
+        labels = [r["peer"] for r in rows]
+        ax1.bar(labels, [r["video_median_s"] for r in rows],
+                yerr=[[r["video_median_s"] - r["video_p10_s"] for r in rows],
+                      [r["video_p90_s"] - r["video_median_s"] for r in rows]], capsize=3)
+        ax1.set_ylabel("seconds per video")
+        ax2.bar(labels, [r["step_median_s"] for r in rows])
+        ax2.set_ylabel("seconds per denoising step")
+        for ax in (ax1, ax2):
+            ax.tick_params(axis="x", labelsize=7, rotation=20)
+    else:
+        _no_data(ax1)
+        _no_data(ax2)
+    return fig
+
+
+def _chart_memory(rows: List[Dict[str, Any]]) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.8))
+    ax = fig.subplots()
+    if rows:
+        for peer in dict.fromkeys(r["peer"] for r in rows):
+            for chunk in sorted({r["chunk"] for r in rows if r["peer"] == peer}):
+                pts = sorted((r["frames"], r["peak_rss_bytes"] / 2**20) for r in rows
+                             if r["peer"] == peer and r["chunk"] == chunk)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                        label=f"{peer}, chunk {chunk}")
+        ax.set_xlabel("frames decoded")
+        ax.set_ylabel("peak RSS of the process (MiB)")
+        ax.legend(fontsize=7)
+    else:
+        _no_data(ax)
+    return fig
+
+
+def _chart_serve(rows: List[Dict[str, Any]]) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    if rows:
+        labels = [f"{r['clients']} client(s)" for r in rows]
+        for key, label in (("latency_p50_s", "p50"), ("latency_p90_s", "p90"),
+                           ("latency_p99_s", "p99")):
+            ax.plot(labels, [r[key] or 0 for r in rows], marker="o", label=f"latency {label}")
+        ax.set_ylabel("seconds, submit → video received")
+        ax.legend()
+    else:
+        _no_data(ax)
+    return fig
+
+
+def _chart_train(rows: List[Dict[str, Any]]) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    if rows:
+        labels = [r["peer"] for r in rows]
+        ax.bar(labels, [r["step_median_s"] for r in rows], label="step (median)")
+        ax.bar(labels, [r["compile_s"] for r in rows], bottom=[r["step_median_s"] for r in rows],
+               label="compile (first step − median)", alpha=0.6)
+        ax.set_ylabel("seconds")
+        ax.legend()
+    else:
+        _no_data(ax)
+    return fig
+
+
+# one chart per suite, drawn from its rows (errors and skipped cases left out)
+CHARTS = {"export": _chart_export, "graphs": _chart_graphs, "e2e": _chart_e2e,
+          "memory": _chart_memory, "serve": _chart_serve, "train": _chart_train}
+
+
 def chart(name: str, result: Dict[str, Any], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
 
     rows = [r for r in result["rows"] if "error" not in r and "skipped" not in r]
-    if name == "export":
-        fig = Figure(figsize=(10, 4.5))
-        ax1, ax2 = fig.subplots(1, 2)
-        labels = [f"{r['graph']}\n{r['format']}" for r in rows]
-        if rows:
-            ax1.bar(labels, [r["wall_s"] for r in rows], label="process wall")
-            ax1.bar(labels, [r["export_seconds"] for r in rows], label="trace + write")
-            ax1.set_ylabel("seconds")
-            ax1.legend()
-            ax2.bar(labels, [r["peak_rss_bytes"] / 2**20 for r in rows])
-            ax2.set_ylabel("peak RSS (MiB)")
-            for ax in (ax1, ax2):
-                ax.tick_params(axis="x", labelsize=7)
-        else:
-            _no_data(ax1)
-            _no_data(ax2)
-    elif name == "graphs":
-        fig = Figure(figsize=(11, 4.8))
-        ax = fig.subplots()
-        graphs = list(dict.fromkeys(r["graph"] for r in rows))
-        peers = list(dict.fromkeys(r["peer"] for r in rows))
-        if rows:
-            width = 0.8 / max(len(peers), 1)
-            for j, peer in enumerate(peers):
-                xs, ys, lo, hi = [], [], [], []
-                for i, g in enumerate(graphs):
-                    match = [r for r in rows if r["graph"] == g and r["peer"] == peer]
-                    if match:
-                        r = match[0]
-                        xs.append(i + (j - (len(peers) - 1) / 2) * width)
-                        ys.append(r["median_s"])
-                        lo.append(r["median_s"] - r["p10_s"])
-                        hi.append(r["p90_s"] - r["median_s"])
-                ax.bar(xs, ys, width, yerr=[lo, hi], label=peer, capsize=2)
-            ax.set_xticks(range(len(graphs)), graphs)
-            ax.set_yscale("log")
-            ax.set_ylabel("seconds per call (median, p10–p90)")
-            ax.legend(fontsize=8)
-        else:
-            _no_data(ax)
-    elif name == "e2e":
-        fig = Figure(figsize=(9, 4.5))
-        ax1, ax2 = fig.subplots(1, 2)
-        if rows:
-            labels = [r["peer"] for r in rows]
-            ax1.bar(labels, [r["video_median_s"] for r in rows],
-                    yerr=[[r["video_median_s"] - r["video_p10_s"] for r in rows],
-                          [r["video_p90_s"] - r["video_median_s"] for r in rows]], capsize=3)
-            ax1.set_ylabel("seconds per video")
-            ax2.bar(labels, [r["step_median_s"] for r in rows])
-            ax2.set_ylabel("seconds per denoising step")
-            for ax in (ax1, ax2):
-                ax.tick_params(axis="x", labelsize=7, rotation=20)
-        else:
-            _no_data(ax1)
-            _no_data(ax2)
-    elif name == "memory":
-        fig = Figure(figsize=(8, 4.8))
-        ax = fig.subplots()
-        if rows:
-            for peer in dict.fromkeys(r["peer"] for r in rows):
-                for chunk in sorted({r["chunk"] for r in rows if r["peer"] == peer}):
-                    pts = sorted((r["frames"], r["peak_rss_bytes"] / 2**20) for r in rows
-                                 if r["peer"] == peer and r["chunk"] == chunk)
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
-                            label=f"{peer}, chunk {chunk}")
-            ax.set_xlabel("frames decoded")
-            ax.set_ylabel("peak RSS of the process (MiB)")
-            ax.legend(fontsize=7)
-        else:
-            _no_data(ax)
-    else:  # train
-        fig = Figure(figsize=(8, 4.5))
-        ax = fig.subplots()
-        if rows:
-            labels = [r["peer"] for r in rows]
-            ax.bar(labels, [r["step_median_s"] for r in rows], label="step (median)")
-            ax.bar(labels, [r["compile_s"] for r in rows], bottom=[r["step_median_s"] for r in rows],
-                   label="compile (first step − median)", alpha=0.6)
-            ax.set_ylabel("seconds")
-            ax.legend()
-        else:
-            _no_data(ax)
+    fig = CHARTS[name](rows)
     fig.suptitle(title, fontsize=10)
     _savefig(fig, path)
 

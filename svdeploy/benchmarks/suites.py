@@ -474,7 +474,7 @@ def suite_memory(ws: Workspace) -> Dict[str, Any]:
                                output_bytes=r["output_bytes"],
                                decode_peak_over_loaded_bytes=run.peak_rss_bytes - r["rss_after_load_bytes"])
                 rows.append(row)
-    return {"rows": rows,
+    return {"rows": rows, "plan_rows": _plan_rows(ws, peers, graph_peer),
             "method": "one child process per (peer, frames, chunk): load the decoder (svdeploy: "
                       "the exported vae_decoder graph for chunk K through the runtime backend, "
                       "called F/K times as VideoPipeline._decode does; diffusers: "
@@ -482,6 +482,37 @@ def suite_memory(ws: Workspace) -> Dict[str, Any]:
                       "latents once. peak = the child's own high-water mark (VmHWM); "
                       "peak − loaded = what decoding itself added. The decoded frames "
                       "(F·3·H·W float32) are part of it and grow with F by design."}
+
+
+PLAN_BACKENDS = {"svdeploy-onnxruntime": "onnxruntime", "svdeploy-mindspore": "mindspore"}
+
+
+def _plan_rows(ws: Workspace, peers: List[str], graph_peer: Dict[str, str]) -> List[Dict[str, Any]]:
+    """svd-run --plan against the measured peak RSS of each stage of one whole run, one
+    child process per backend (svdeploy.benchmarks.memplan)."""
+    rows: List[Dict[str, Any]] = []
+    for peer in [p for p in peers if p in PLAN_BACKENDS]:
+        fmt = ARTIFACT_FORMAT[graph_peer[peer]]
+        row: Dict[str, Any] = {"peer": peer, "backend": PLAN_BACKENDS[peer]}
+        artifact = ws.artifact([fmt]) if fmt in ws.s.formats else None
+        reason = _skip_reason(ws, graph_peer[peer]) or (
+            None if artifact is not None else ws.artifact_error([fmt]))
+        if reason:
+            rows.append(dict(row, skipped=reason))
+            continue
+        ws.log(f"memory: plan against measurement, {row['backend']}")
+        run = ws.run("memplan", dict(ws.worker_base(), artifact_dir=str(artifact),
+                                     backend=row["backend"], steps=2))
+        row.update(_process(run))
+        if not run.ok:
+            row["error"] = run.error()
+        else:
+            r = run.result
+            row.update(measured_bytes=r["measured_bytes"], predicted_bytes=r["predicted_bytes"],
+                       measured_peak_bytes=r["measured_peak_bytes"],
+                       predicted_peak_bytes=r["predicted_peak_bytes"], plan_error=r["error"])
+        rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,6 +573,10 @@ def run_suite(name: str, ws: Workspace, peak: Optional[Dict[str, Any]]) -> Dict[
         result = suite_memory(ws)
     elif name == "train":
         result = suite_train(ws)
+    elif name == "serve":
+        from .serve_load import suite_serve
+
+        result = suite_serve(ws)
     else:  # pragma: no cover - the CLI checks the names
         raise ValueError(name)
     result["load_average_before"] = load_before

@@ -587,9 +587,17 @@ def task_gemm(spec: Dict[str, Any]) -> Dict[str, Any]:
             "gflops": flops / stats.median / 1e9, "best_gflops": flops / stats.min / 1e9}
 
 
+def task_memplan(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """One run's stages with their own peak RSS, against svd-run --plan (memplan.py)."""
+    from .memplan import measure_stages
+
+    return measure_stages(Path(spec["artifact_dir"]), spec["backend"], steps=spec.get("steps", 2),
+                          seed=spec.get("seed", 0))
+
+
 TASKS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
     "export": task_export, "plain_onnx": task_plain_onnx, "decode": task_decode,
-    "train": task_train, "gemm": task_gemm,
+    "train": task_train, "gemm": task_gemm, "memplan": task_memplan,
 }
 
 

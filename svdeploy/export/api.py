@@ -28,11 +28,13 @@ from svdeploy.manifest import (FORMAT_VERSION, MANIFEST_NAME, GraphEntry, Manife
 from .specs import ExportSettings, GraphSpec, graph_specs, resolve_settings
 
 PathLike = Union[str, os.PathLike]
+LITE_SUFFIX = "_lite.mindir"  # what Lite's converter writes for output stem <stem>_lite
 
 
 def export_kernels(fmt: str, settings: ExportSettings) -> KernelConfig:
-    """The op variants traced into a graph of format ``fmt``."""
-    if fmt == "onnx":
+    """The op variants traced into a graph of format ``fmt`` (lite graphs are converted from
+    plain ONNX, so they trace the ONNX variants)."""
+    if fmt in ("onnx", "lite"):
         return KernelConfig.onnx(settings.dtype)
     if settings.target == "ascend":
         # Ascend's converter fuses attention / norms itself; keep MindSpore's own ops.
@@ -129,7 +131,13 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 
 
 def _run_written_graph(path: Path, fmt: str, inputs: Sequence[np.ndarray],
-                       names: Sequence[str]) -> List[np.ndarray]:
+                       names: Sequence[str], lite_session=None) -> List[np.ndarray]:
+    if fmt == "lite":
+        graph = lite_session.load(path)
+        try:
+            return graph.run(list(inputs))
+        finally:
+            lite_session.unload(graph)
     if fmt == "mindir":
         import mindspore as ms
         from mindspore import nn
@@ -156,7 +164,9 @@ def _run_written_graph(path: Path, fmt: str, inputs: Sequence[np.ndarray],
 
 
 def _written_files(directory: Path, stem: str, fmt: str) -> Tuple[str, List[str]]:
-    """(graph file, external weight files) that ms.export / the ONNX pass produced."""
+    """(graph file, external weight files) that ms.export / the ONNX pass / Lite produced."""
+    if fmt == "lite":
+        return f"{stem}{LITE_SUFFIX}", []
     if fmt == "onnx":
         main = f"{stem}.onnx"
         data = f"{main}.data"
@@ -197,8 +207,11 @@ def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Opti
                     target: str = "cpu", graphs: Optional[Sequence[str]] = None,
                     validate: bool = True, overwrite: bool = False, seed: int = 0,
                     conv: str = "auto", progress: bool = True,
-                    log: Callable[[str], None] = lambda _msg: None) -> ExportResult:
-    """Export an svdeploy checkpoint directory (svd-convert / svd-train output) to ``out_dir``."""
+                    log: Callable[[str], None] = lambda _msg: None,
+                    lite_python: Optional[str] = None) -> ExportResult:
+    """Export an svdeploy checkpoint directory (svd-convert / svd-train output) to ``out_dir``.
+    ``lite_python`` (else ``SVDEPLOY_LITE_PYTHON``) names the interpreter whose MindSpore Lite
+    converts and validates ``lite`` graphs when mindspore_lite does not import here."""
     from svdeploy.models.loading import read_checkpoint_dir, resolve_checkpoint_dir
 
     started = time.perf_counter()
@@ -207,10 +220,25 @@ def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Opti
     settings = resolve_settings(cfg, frames=frames, height=height, width=width,
                                 guidance=guidance, decode_chunk_size=decode_chunk_size,
                                 formats=formats, dtype=dtype, target=target, graphs=graphs,
-                                validate=validate, seed=seed, conv=conv)
+                                validate=validate, seed=seed, conv=conv, lite_python=lite_python)
     out = Path(out_dir)
     _check_out(out, Path(checkpoint_dir), overwrite)
     _check_finite_weights(weights)
+    lite = _open_lite(settings)  # before any work: a missing Lite fails at once
+    try:
+        result = _export_and_publish(out, cfg, weights, settings, progress, log, lite)
+    finally:
+        if lite is not None:
+            lite.close()
+    result.directory = out
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _export_and_publish(out: Path, cfg: ModelConfig, weights: Path, settings: ExportSettings,
+                        progress: bool, log: Callable[[str], None], lite) -> ExportResult:
+    """Export into a hidden folder beside ``out`` and swap it into place; on any failure the
+    folder is removed and an earlier artifact stays as it was."""
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out, log)
     try:
@@ -219,7 +247,7 @@ def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Opti
         raise ExportError(f"cannot create the artifact beside {str(out)!r}: "
                           f"{describe_os_error(exc)}") from None
     try:
-        result = _export_into(tmp, cfg, weights, settings, progress, log)
+        result = _export_into(tmp, cfg, weights, settings, progress, log, lite)
         apply_umask(tmp)
         _swap_into_place(tmp, out)
     except OSError as exc:
@@ -231,8 +259,6 @@ def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Opti
     except BaseException:
         remove_quietly(tmp)
         raise
-    result.directory = out
-    result.seconds = time.perf_counter() - started
     return result
 
 
@@ -259,14 +285,27 @@ def _check_finite_weights(weights: Path) -> None:
                               "file?)")
 
 
+def _open_lite(settings: ExportSettings):
+    if "lite" not in settings.formats:
+        return None
+    from svdeploy.errors import BackendError
+    from svdeploy.runtime.lite import open_lite
+
+    try:
+        return open_lite(settings.lite_python)
+    except BackendError as exc:
+        raise ExportError(f"--format lite needs MindSpore Lite: {exc}") from None
+
+
 def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSettings,
-                 progress: bool, log: Callable[[str], None]) -> ExportResult:
+                 progress: bool, log: Callable[[str], None], lite=None) -> ExportResult:
     from tqdm import tqdm
 
     specs = graph_specs(cfg, settings)
     rng = np.random.default_rng(settings.seed)
     entries: List[GraphEntry] = []
     reports: List[GraphReport] = []
+    references: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
     failures: List[str] = []
     networks = list(dict.fromkeys(s.network for s in specs))
     bar = tqdm(total=len(specs) * len(settings.formats), desc="export", unit="graph",
@@ -285,6 +324,8 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
                     out = _wrap(spec, reference)(*[ms.Tensor(a) for a in inputs])
                     outs = out if isinstance(out, (tuple, list)) else [out]
                     expected[spec.name] = (inputs, [o.asnumpy() for o in outs])
+                if settings.target == "ascend":  # stored as the host validation's references
+                    references.update(expected)
             for fmt in settings.formats:
                 kernels = export_kernels(fmt, settings)
                 if reference is not None:
@@ -298,7 +339,7 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
                 for spec in net_specs:
                     bar.set_description(f"export {spec.name}.{fmt}")
                     entry, report = _export_graph(tmp, spec, fmt, net, settings, kernels,
-                                                  expected.get(spec.name))
+                                                  expected.get(spec.name), lite)
                     entries.append(entry)
                     reports.append(report)
                     if not report.passed:
@@ -321,47 +362,59 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
     manifest = _build_manifest(cfg, settings, entries)
     commands: Dict[str, str] = {}
     if settings.target == "ascend":
-        from .ascend import write_ascend_files
-
-        commands = write_ascend_files(tmp, [e for e in entries if e.format == "mindir"],
-                                      settings.dtype)
-        manifest.extra["ascend_commands"] = commands
+        commands = _write_ascend(tmp, manifest, entries, references, settings)
     write_manifest(manifest, tmp)
     return ExportResult(directory=tmp, manifest=manifest, reports=reports,
                         ascend_commands=commands)
 
 
-def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSettings,
-                  kernels: KernelConfig, expected: Optional[Tuple[List[np.ndarray], List[np.ndarray]]]
-                  ) -> Tuple[GraphEntry, GraphReport]:
+def _write_ascend(tmp: Path, manifest: Manifest, entries: List[GraphEntry],
+                  references: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]],
+                  settings: ExportSettings) -> Dict[str, str]:
+    """Converter configs and commands, the MindSpore → Lite version pairing, and (with
+    validation) reference outputs plus the host validation command."""
     import mindspore as ms
 
-    cell = _wrap(spec, net)
-    dummy = [ms.Tensor(np.zeros(t.shape, np.float32)) for t in spec.inputs]
-    started = time.perf_counter()
-    try:
-        ms.export(cell, *dummy, file_name=str(tmp / spec.file_stem),
-                  file_format="ONNX" if fmt == "onnx" else "MINDIR")
-    except (RuntimeError, TypeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"mindspore.export of {spec.name} as {fmt} failed: {first}") from exc
-    if fmt == "onnx":
-        from .onnx_passes import rewrite_onnx
+    from svdeploy.runtime.lite import WORKER_PATH
 
-        rewrite_onnx(tmp / f"{spec.file_stem}.onnx", [t.name for t in spec.inputs],
-                     [t.name for t in spec.outputs])
+    from . import ascend
+
+    mindir = [e for e in entries if e.format == "mindir"]
+    commands = ascend.write_ascend_files(tmp, mindir, settings.dtype, ms.__version__)
+    manifest.extra["ascend_commands"] = commands
+    manifest.extra["ascend_version_pairing"] = ascend.version_pairing(ms.__version__)
+    if references and mindir:
+        tolerance = max(settings.tolerance, 1e-3)  # Ascend kernels (enforce_fp32 or fp16)
+        manifest.extra["reference_outputs"] = ascend.write_reference_outputs(
+            tmp, mindir, references, tolerance)
+        manifest.extra["ascend_validate_command"] = ascend.write_validation_files(
+            tmp, WORKER_PATH, tolerance)
+    return commands
+
+
+def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSettings,
+                  kernels: KernelConfig, expected: Optional[Tuple[List[np.ndarray], List[np.ndarray]]],
+                  lite=None) -> Tuple[GraphEntry, GraphReport]:
+    started = time.perf_counter()
+    if fmt == "lite":
+        _write_lite_graph(tmp, spec, net, lite)
+    else:
+        _trace(tmp / spec.file_stem, spec, fmt, net)
     seconds = time.perf_counter() - started
     main, external = _written_files(tmp, spec.file_stem, fmt)
     error: Optional[float] = None
     if expected is not None:
         inputs, wanted = expected
-        got = _run_written_graph(tmp / main, fmt, inputs, [t.name for t in spec.inputs])
+        got = _run_written_graph(tmp / main, fmt, inputs, [t.name for t in spec.inputs], lite)
         if len(got) != len(wanted):
             raise ExportError(f"{main}: {len(got)} outputs, the network has {len(wanted)}")
         error = max(relative_error(g, w) for g, w in zip(got, wanted))
     size = (tmp / main).stat().st_size + sum((tmp / f).stat().st_size for f in external)
     extra: Dict[str, object] = {"frames": spec.frames} if spec.frames else {}
     extra["kernels"] = asdict(kernels)  # the op variants traced, for provenance
+    if fmt == "lite":
+        extra.update(lite_version=lite.version, converted_from="onnx",
+                     converter="mindspore_lite.Converter(FmkType.ONNX)")
     if external:
         extra["external_files"] = [{"file": f, "sha256": sha256_file(tmp / f)} for f in external]
     entry = GraphEntry(
@@ -371,6 +424,41 @@ def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSet
         export_seconds=round(seconds, 3), dtype=settings.dtype, extra=extra)
     report = GraphReport(spec.name, fmt, main, size, seconds, error, settings.tolerance)
     return entry, report
+
+
+def _trace(stem: Path, spec: GraphSpec, fmt: str, net, contrib_ops: bool = True) -> None:
+    """ms.export ``net`` to ``stem``.onnx / .mindir (ONNX then rewritten by onnx_passes)."""
+    import mindspore as ms
+
+    cell = _wrap(spec, net)
+    dummy = [ms.Tensor(np.zeros(t.shape, np.float32)) for t in spec.inputs]
+    try:
+        ms.export(cell, *dummy, file_name=str(stem),
+                  file_format="ONNX" if fmt == "onnx" else "MINDIR")
+    except (RuntimeError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"mindspore.export of {spec.name} as {fmt} failed: {first}") from exc
+    if fmt == "onnx":
+        from .onnx_passes import rewrite_onnx
+
+        rewrite_onnx(stem.with_name(stem.name + ".onnx"), [t.name for t in spec.inputs],
+                     [t.name for t in spec.outputs], contrib_ops=contrib_ops)
+
+
+def _write_lite_graph(tmp: Path, spec: GraphSpec, net, lite) -> None:
+    """Plain ONNX (no com.microsoft ops, which Lite refuses; Resize modes written out, which
+    Lite 2.0 would otherwise read as linear) → Lite's converter → ``<stem>_lite.mindir``."""
+    from svdeploy.errors import BackendError
+
+    source = tmp / ".lite-source"
+    source.mkdir(exist_ok=True)
+    try:
+        _trace(source / spec.file_stem, spec, "onnx", net, contrib_ops=False)
+        lite.convert(source / f"{spec.file_stem}.onnx", tmp / f"{spec.file_stem}_lite")
+    except BackendError as exc:
+        raise ExportError(f"converting {spec.name} with MindSpore Lite failed: {exc}") from None
+    finally:
+        remove_quietly(source)
 
 
 def _build_manifest(cfg: ModelConfig, s: ExportSettings, entries: List[GraphEntry]) -> Manifest:

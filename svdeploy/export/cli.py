@@ -30,8 +30,16 @@ from svdeploy.cliutil import friendly_errors, mindspore_dumps_elsewhere, setup_m
                    "a chunk, so it changes the result slightly). When it does not divide the frame "
                    "count a second graph for the last, shorter chunk is exported. Default: the "
                    "config's sampling.decode_chunk_size, else all frames.")
-@click.option("--format", "fmt", type=click.Choice(["mindir", "onnx", "both"]), default="mindir",
-              show_default=True, help="Graph format(s): MindSpore MindIR, ONNX, or both.")
+@click.option("--format", "fmt", type=str, default="mindir", show_default=True,
+              help="Graph format(s), a comma-separated list of mindir (MindSpore), onnx (ONNX "
+                   "Runtime) and lite (plain ONNX converted by MindSpore Lite's converter, run "
+                   "by --backend lite; needs mindspore_lite here or --lite-python); both = "
+                   "mindir,onnx. Example: --format onnx,lite")
+@click.option("--lite-python", "lite_python", type=str, default=None,
+              envvar="SVDEPLOY_LITE_PYTHON", show_envvar=True,
+              help="Python interpreter that has mindspore_lite (e.g. a Python 3.7 venv with "
+                   "mindspore-lite 2.0.0), used to convert and validate lite graphs when "
+                   "mindspore_lite does not import in svdeploy's own Python.")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
               show_default=True,
               help="Precision of matmul / convolution work inside the graphs (norms and softmax "
@@ -65,21 +73,24 @@ from svdeploy.cliutil import friendly_errors, mindspore_dumps_elsewhere, setup_m
 @friendly_errors
 def main(checkpoint: str, out: str, frames: Optional[int], height: Optional[int],
          width: Optional[int], guidance: bool, decode_chunk_size: Optional[int], fmt: str,
-         dtype: str, target: str, conv: str, graphs: Tuple[str, ...], validate: bool, seed: int,
-         overwrite: bool, quiet: bool) -> None:
+         lite_python: Optional[str], dtype: str, target: str, conv: str,
+         graphs: Tuple[str, ...], validate: bool, seed: int, overwrite: bool, quiet: bool) -> None:
     """Trace image encoder, VAE encoder, U-Net and temporal VAE decoder into static-shape graphs,
     check each against the network, and write an artifact for svd-run."""
+    from .specs import parse_formats
+
+    formats = parse_formats(fmt)  # a typo fails before MindSpore starts
     setup_mindspore("graph")
     from .api import export_artifact
 
-    formats = ("mindir", "onnx") if fmt == "both" else (fmt,)
     log = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     with mindspore_dumps_elsewhere():
         result = export_artifact(checkpoint, out, frames=frames, height=height, width=width,
                                  guidance=guidance, decode_chunk_size=decode_chunk_size,
                                  formats=formats, dtype=dtype, target=target,
                                  graphs=graphs or None, validate=validate, overwrite=overwrite,
-                                 seed=seed, conv=conv, progress=not quiet, log=log)
+                                 seed=seed, conv=conv, progress=not quiet, log=log,
+                                 lite_python=lite_python)
     m = result.manifest
     click.echo(f"exported {m.variant}: {m.num_frames} frames {m.height}x{m.width}, "
                f"guidance batch {m.guidance_batch}, decode chunk {m.decode_chunk_size}, "

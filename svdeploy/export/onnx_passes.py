@@ -12,6 +12,11 @@
   Softmax → MatMul → Transpose) becomes ONNX Runtime's ``com.microsoft.MultiHeadAttention``,
   which skips the head transposes. This makes the file ONNX Runtime-specific; pass
   ``contrib_ops=False`` for a plain-ONNX file.
+- Resize mode: MindSpore writes its nearest-neighbour upsampling as ``Resize`` without a
+  ``mode`` attribute (ONNX's default is ``nearest``). MindSpore Lite 2.0's ONNX parser reads a
+  missing ``mode`` as ``linear`` and silently converts the ×2 upsampling of the U-Net and the VAE
+  decoder into a bilinear one (0.34 / 0.64 relative L2 on the tiny preset); every Resize gets
+  its mode written out, which changes nothing for engines that follow the spec.
 - Output names: renamed to the graph contract's names.
 
 Validation against the in-memory network checks the rewritten file, so a wrong rewrite cannot
@@ -39,6 +44,7 @@ class PassStats:
     layer_norm: int = 0
     gemm_bias: int = 0
     attention: int = 0
+    resize_mode: int = 0
 
 
 class _Graph:
@@ -269,6 +275,18 @@ def _fuse_attention(graph) -> int:
     return count
 
 
+def explicit_resize_mode(graph) -> int:
+    """Write ``mode="nearest"`` (ONNX's default) on every Resize that omits it."""
+    from onnx import helper
+
+    count = 0
+    for node in graph.node:
+        if node.op_type == "Resize" and not any(a.name == "mode" for a in node.attribute):
+            node.attribute.append(helper.make_attribute("mode", "nearest"))
+            count += 1
+    return count
+
+
 def _prune(graph) -> None:
     """Drop nodes whose outputs nobody reads and initializers no node uses (left by fusion)."""
     needed = {o.name for o in graph.output}
@@ -314,6 +332,7 @@ def rewrite_onnx(path: Path, input_names: Sequence[str], output_names: Sequence[
         if node.op_type == ERF_STAND_IN:
             node.op_type = "Erf"
             stats.erf += 1
+    stats.resize_mode = explicit_resize_mode(graph)
     initializers = {t.name for t in graph.initializer}
     inputs = [i.name for i in graph.input if i.name not in initializers]
     if list(inputs) != list(input_names):
@@ -341,4 +360,4 @@ def rewrite_onnx(path: Path, input_names: Sequence[str], output_names: Sequence[
     return stats
 
 
-__all__ = ["rewrite_onnx", "PassStats"]
+__all__ = ["rewrite_onnx", "PassStats", "explicit_resize_mode"]

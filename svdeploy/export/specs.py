@@ -8,7 +8,8 @@ from svdeploy.config import ModelConfig, check_video_size
 from svdeploy.errors import ConfigError
 from svdeploy.manifest import TensorSpec
 
-FORMATS = ("mindir", "onnx")
+# lite: plain ONNX converted by MindSpore Lite's converter (FmkType.ONNX) into Lite's MindIR
+FORMATS = ("mindir", "onnx", "lite")
 DTYPES = ("fp32", "fp16", "bf16")
 TARGETS = ("cpu", "ascend")
 CONVS = ("auto", "native", "im2col")
@@ -32,6 +33,7 @@ class ExportSettings:
     seed: int = 0
     conv: str = "native"                # convolution kernel of CPU MindIR graphs (KernelConfig.conv)
     conv_probe: Tuple[Tuple[str, float], ...] = ()  # seconds per probe call when conv was "auto"
+    lite_python: Optional[str] = None   # interpreter with mindspore_lite (None: this one)
 
     @property
     def guidance_batch(self) -> int:
@@ -46,12 +48,27 @@ class ExportSettings:
         return TOLERANCE[self.dtype]
 
 
+def parse_formats(text: str) -> Tuple[str, ...]:
+    """``--format``: a comma-separated list of mindir, onnx, lite; ``both`` is mindir,onnx."""
+    names: List[str] = []
+    for part in (p.strip().lower() for p in str(text).split(",")):
+        if part == "both":
+            names += ["mindir", "onnx"]
+        elif part in FORMATS:
+            names.append(part)
+        else:
+            raise ConfigError(f"--format {text!r}: {part!r} is not a format; expected a "
+                              f"comma-separated list of {', '.join(FORMATS)} (or both)")
+    return tuple(dict.fromkeys(names))
+
+
 def resolve_settings(cfg: ModelConfig, *, frames: Optional[int] = None,
                      height: Optional[int] = None, width: Optional[int] = None,
                      guidance: bool = True, decode_chunk_size: Optional[int] = None,
                      formats: Sequence[str] = ("mindir",), dtype: str = "fp32",
                      target: str = "cpu", graphs: Optional[Sequence[str]] = None,
-                     validate: bool = True, seed: int = 0, conv: str = "auto") -> ExportSettings:
+                     validate: bool = True, seed: int = 0, conv: str = "auto",
+                     lite_python: Optional[str] = None) -> ExportSettings:
     """Fill defaults from the model config and check every value."""
     num_frames = frames if frames is not None else cfg.num_frames
     h = height if height is not None else cfg.height
@@ -65,12 +82,12 @@ def resolve_settings(cfg: ModelConfig, *, frames: Optional[int] = None,
         if fmt not in FORMATS:
             raise ConfigError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)} or both")
     if not formats:
-        raise ConfigError("--format: at least one of mindir, onnx is needed")
+        raise ConfigError(f"--format: at least one of {', '.join(FORMATS)} is needed")
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     if target not in TARGETS:
         raise ConfigError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
-    if dtype == "bf16" and "onnx" in formats:
+    if dtype == "bf16" and ("onnx" in formats or "lite" in formats):
         raise ConfigError("--dtype bf16 with --format onnx: MindSpore 2.10's ONNX exporter cannot "
                           "write bfloat16 casts; use --dtype fp16 or fp32 for ONNX, or mindir for bf16")
     if conv not in CONVS:
@@ -95,7 +112,7 @@ def resolve_settings(cfg: ModelConfig, *, frames: Optional[int] = None,
     return ExportSettings(num_frames=num_frames, height=h, width=w, cfg=guidance,
                           decode_chunk_size=chunk, formats=formats, dtype=dtype, target=target,
                           graphs=chosen, validate=validate, seed=seed, conv=conv,
-                          conv_probe=probe)
+                          conv_probe=probe, lite_python=lite_python)
 
 
 @dataclass

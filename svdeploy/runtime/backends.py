@@ -11,10 +11,9 @@ against the manifest and timed. Backend libraries are imported only when chosen:
 - ``openvino``: the ONNX graphs through OpenVINO's CPU plugin (it reads the
   ``com.microsoft`` attention nodes too), in float32 or bfloat16 (``precision``); compiled
   models are cached on disk (``openvino_cache_dir``), so a second start skips compilation.
-- ``lite``: the MindIR graphs through MindSpore Lite. MindSpore Lite publishes no wheel for
-  Python 3.11, so this path could not be run here: it follows the documented
-  ``mindspore_lite.Model.build_from_file`` / ``predict`` API and is untested. Choosing it
-  without the package gives a clear BackendError.
+- ``lite``: the ``lite`` graphs (converted by MindSpore Lite at export) through MindSpore Lite,
+  in process or through ``lite_worker.py`` in another interpreter (``lite.py``); an artifact
+  without lite graphs (``--target ascend``, converted on the host) runs its MindIR graphs.
 """
 from __future__ import annotations
 
@@ -31,8 +30,11 @@ from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import GraphEntry, Manifest, read_manifest, require_complete
 
 # Graph file format each backend runs.
-BACKEND_FORMATS: Dict[str, str] = {"onnxruntime": "onnx", "mindspore": "mindir", "lite": "mindir",
+BACKEND_FORMATS: Dict[str, str] = {"onnxruntime": "onnx", "mindspore": "mindir", "lite": "lite",
                                    "openvino": "onnx"}
+# Formats a backend can run, preferred first: Lite also reads MindIR from a MindSpore no newer
+# than itself (an Ascend artifact's graphs before or after converter_lite).
+_RUNNABLE_FORMATS: Dict[str, Tuple[str, ...]] = {"lite": ("lite", "mindir")}
 BACKENDS: Tuple[str, ...] = tuple(BACKEND_FORMATS)
 # Order of the automatic choice: the first backend whose graphs the artifact holds and whose
 # library imports. Measured by svd-bench on CPU (benchmarks/README.md): OpenVINO beats ONNX
@@ -44,9 +46,9 @@ _INSTALL_HINTS: Dict[str, str] = {
     "onnxruntime": "install it with `pip install onnxruntime` (or svdeploy[onnx])",
     "openvino": "install it with `pip install openvino` (or svdeploy[openvino])",
     "mindspore": "install it with `pip install mindspore`",
-    "lite": "MindSpore Lite publishes wheels only for some Python versions and platforms (none "
-            "for Python 3.11); install mindspore-lite where it exists, or choose --backend "
-            "mindspore or onnxruntime",
+    "lite": "MindSpore Lite publishes wheels only for some Python versions (mindspore-lite "
+            "2.0.0: CPython 3.7); name an interpreter that has it with --lite-python or "
+            "SVDEPLOY_LITE_PYTHON, or choose --backend mindspore or onnxruntime",
 }
 
 def first_line(exc: BaseException) -> str:
@@ -183,26 +185,47 @@ def backend_preference(manifest: Manifest) -> Tuple[str, ...]:
     return BACKEND_PREFERENCE
 
 
-def choose_backend(manifest: Manifest, requested: Optional[str] = None) -> str:
+def runnable_format(backend: str, formats: Sequence[str]) -> Optional[str]:
+    """The format of ``formats`` that ``backend`` runs (its preferred one first), or None."""
+    for fmt in _RUNNABLE_FORMATS.get(backend, (BACKEND_FORMATS[backend],)):
+        if fmt in formats:
+            return fmt
+    return None
+
+
+def _available(backend: str, lite_python: Optional[str]) -> bool:
+    if backend == "lite":
+        from .lite import lite_importable, resolve_lite_python
+
+        return resolve_lite_python(lite_python) is not None or lite_importable()
+    return backend_importable(backend)
+
+
+def choose_backend(manifest: Manifest, requested: Optional[str] = None,
+                   lite_python: Optional[str] = None) -> str:
     """The requested backend after checking it can run this artifact, or the first of
-    ``BACKEND_PREFERENCE`` that the artifact's formats and this machine allow."""
+    ``BACKEND_PREFERENCE`` that the artifact's formats and this machine allow. Lite counts as
+    available when ``mindspore_lite`` imports here or an interpreter is named for it."""
     formats = manifest.formats()
     if requested is not None:
         if requested not in BACKEND_FORMATS:
             raise BackendError(f"backend {requested!r} is unknown; expected one of "
                                f"{', '.join(BACKENDS)}")
-        fmt = BACKEND_FORMATS[requested]
-        if fmt not in formats:
-            usable = [b for b in BACKENDS if BACKEND_FORMATS[b] in formats]
-            raise BackendError(f"backend {requested!r} runs {fmt} graphs, but the artifact holds "
-                               f"only {', '.join(formats)} graphs; use one of {', '.join(usable)}")
-        import_backend(requested)
+        if runnable_format(requested, formats) is None:
+            usable = [b for b in BACKENDS if runnable_format(b, formats)]
+            wanted = "/".join(_RUNNABLE_FORMATS.get(requested, (BACKEND_FORMATS[requested],)))
+            raise BackendError(f"backend {requested!r} runs {wanted} graphs, but the artifact "
+                               f"holds only {', '.join(formats)} graphs; use one of "
+                               f"{', '.join(usable)}")
+        if requested != "lite":  # Lite is opened (in process or in a worker) at load
+            import_backend(requested)
         return requested
     for backend in backend_preference(manifest):
-        if BACKEND_FORMATS[backend] in formats and backend_importable(backend):
+        if runnable_format(backend, formats) and _available(backend, lite_python):
             return backend
     raise BackendError(f"no installed backend can run this artifact ({', '.join(formats)} graphs); "
-                       "install onnxruntime (for onnx) or mindspore (for mindir)")
+                       "install onnxruntime (for onnx) or mindspore (for mindir), or name a "
+                       "MindSpore Lite interpreter with --lite-python (for lite)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,20 +320,30 @@ def _load_mindspore(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphF
     return run
 
 
-def _load_lite(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn:
-    # Untested: MindSpore Lite cannot be installed on this project's Python (see module doc).
-    mslite = import_backend("lite")
-    context = mslite.Context()
-    context.target = ["ascend"] if manifest.target.lower() == "ascend" else ["cpu"]
-    model = mslite.Model()
-    model.build_from_file(str(path), mslite.ModelType.MINDIR, context)
+def _version_tuple(version: str) -> Tuple[int, ...]:
+    parts = []
+    for part in str(version).split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def _load_lite(entry: GraphEntry, path: Path, manifest: Manifest, session: Any) -> GraphFn:
+    converted_by = entry.extra.get("lite_version")
+    if converted_by and _version_tuple(session.version) < _version_tuple(converted_by):
+        raise BackendError(f"{path.name} was converted by MindSpore Lite {converted_by}; the Lite "
+                           f"here ({session.where}) is {session.version}, which may not read it: "
+                           f"use a Lite ≥ {converted_by}")
+    target = "ascend" if manifest.target.lower() == "ascend" else "cpu"
+    graph = session.load(path, target)
     names = [s.name for s in entry.inputs]
+    if len(graph.inputs) != len(names):
+        raise BackendError(f"{path.name}: the Lite graph takes {len(graph.inputs)} inputs, the "
+                           f"manifest lists {len(names)} ({', '.join(names)})")
 
     def run(inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
-        tensors = model.get_inputs()
-        for tensor, name in zip(tensors, names):
-            tensor.set_data_from_numpy(inputs[name])
-        return [t.get_data_to_numpy() for t in model.predict(tensors)]
+        # A Lite graph takes its inputs by position, in the manifest's order.
+        return graph.run([inputs[n] for n in names])
 
     return run
 
@@ -432,17 +465,26 @@ def _load_openvino(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn
 
 
 Loader = Callable[[GraphEntry, Path, Manifest], GraphFn]
+# Lite's loader also takes the session (in process or a worker): see graph_loader
 _LOADERS: Dict[str, Loader] = {
-    "onnxruntime": _load_onnxruntime, "mindspore": _load_mindspore, "lite": _load_lite,
-    "openvino": _load_openvino,
+    "onnxruntime": _load_onnxruntime, "mindspore": _load_mindspore, "openvino": _load_openvino,
 }
 
 
-def graph_loader(backend: str, precision: str = "fp32", threads: Optional[int] = None) -> Loader:
+def graph_loader(backend: str, precision: str = "fp32", threads: Optional[int] = None,
+                 lite_session: Any = None) -> Loader:
     """The loader of ``backend`` for a resolved precision (see ``resolve_precision``); one
-    OpenVINO core serves all graphs of an artifact."""
+    OpenVINO core serves all graphs of an artifact, and one Lite session (in process or a
+    worker, ``lite.open_lite``; opened here when none is given) all Lite graphs."""
     if backend == "openvino":
         return OpenVINOBackend(precision, openvino_cache_dir(), threads).load
+    if backend == "lite":
+        if lite_session is None:
+            from .lite import open_lite
+
+            lite_session = open_lite()
+        session = lite_session
+        return lambda entry, path, manifest: _load_lite(entry, path, manifest, session)
     return _LOADERS[backend]
 
 
@@ -456,7 +498,7 @@ def required_graph_names(manifest: Manifest) -> List[str]:
 def load_graph(entry: GraphEntry, path: Path, backend: str, manifest: Manifest,
                loader: Optional[Loader] = None) -> CheckedGraph:
     try:
-        run = (loader or _LOADERS[backend])(entry, path, manifest)
+        run = (loader or graph_loader(backend))(entry, path, manifest)
     except (BackendError, ManifestError):
         raise
     except Exception as exc:
@@ -477,20 +519,27 @@ class LoadedArtifact:
 
 
 def load_artifact(directory: Union[str, Path], backend: Optional[str] = None,
-                  verify_hashes: bool = True, precision: Optional[str] = None) -> LoadedArtifact:
+                  verify_hashes: bool = True, precision: Optional[str] = None,
+                  lite_python: Optional[str] = None) -> LoadedArtifact:
     """Read the manifest, pick the backend and its precision (``fp32``, ``bf16`` or ``auto``,
     see ``resolve_precision``), verify the hashes of the graphs it will run and load them,
-    each wrapped in a CheckedGraph."""
+    each wrapped in a CheckedGraph. ``lite_python`` (else ``SVDEPLOY_LITE_PYTHON``) names the
+    interpreter that runs MindSpore Lite when it does not import here."""
     start = time.perf_counter()
     directory = Path(directory)
     # First pass without hashing: only the chosen backend's files are hashed below.
     manifest = read_manifest(directory, verify_hashes=False, formats=[])
     require_complete(manifest, directory)
-    chosen = choose_backend(manifest, backend)
+    chosen = choose_backend(manifest, backend, lite_python=lite_python)
     resolved = resolve_precision(chosen, manifest, precision)
-    fmt = BACKEND_FORMATS[chosen]
+    fmt = runnable_format(chosen, manifest.formats())
     manifest = read_manifest(directory, verify_hashes=verify_hashes, formats=[fmt])
-    loader = graph_loader(chosen, resolved)
+    lite_session = None
+    if chosen == "lite":
+        from .lite import open_lite
+
+        lite_session = open_lite(lite_python)
+    loader = graph_loader(chosen, resolved, lite_session=lite_session)
     graphs: Dict[str, CheckedGraph] = {}
     load_seconds: Dict[str, float] = {}
     for name in required_graph_names(manifest):

@@ -14,7 +14,7 @@ import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -24,10 +24,16 @@ from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import Manifest
 
 from .backends import CheckedGraph, GraphFn, load_artifact, required_graph_names
+from .chain import check_clips
+from .decode import Window, decode_blended, decode_windows
 from .guidance import apply_guidance, guidance_scales, split_guidance_batch
-from .preprocess import CLIP_SIZE, ImageSource, clip_pixel_values, prepare_image, vae_encoder_input
+from .preprocess import (CLIP_SIZE, ImageSource, PreparedImage, clip_pixel_values, prepare_image,
+                         vae_encoder_input)
 from .schedule import edm_preconditioning, euler_step, initial_noise_scale, karras_sigmas
 from .video import frames_to_uint8
+
+# on_step(done, total): called after each denoising step; raising from it stops the run.
+StepCallback = Callable[[int, int], None]
 
 SAMPLING_KEYS = ("fps", "motion_bucket_id", "noise_aug_strength", "min_guidance_scale",
                  "max_guidance_scale", "num_inference_steps")
@@ -153,6 +159,7 @@ class GenerationResult:
     timings: Dict[str, Any]
     image: Dict[str, Any] = field(default_factory=dict)  # input size and crop box
     precision: str = "fp32"             # the backend's compute precision (fp32, bf16, fp16)
+    details: Dict[str, Any] = field(default_factory=dict)  # decode windows, chaining, ...
 
     @property
     def frames_uint8(self) -> np.ndarray:
@@ -163,7 +170,7 @@ class GenerationResult:
         return {"parameters": asdict(self.params), "seed": self.seed, "backend": self.backend,
                 "precision": self.precision,
                 "image_info": self.image, "timings": self.timings,
-                "frames": list(self.frames.shape)}
+                "frames": list(self.frames.shape), **self.details}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,11 +209,13 @@ class VideoPipeline:
 
     @classmethod
     def load(cls, artifact_dir: Union[str, Path], backend: Optional[str] = None,
-             verify_hashes: bool = True, precision: Optional[str] = None) -> "VideoPipeline":
+             verify_hashes: bool = True, precision: Optional[str] = None,
+             lite_python: Optional[str] = None) -> "VideoPipeline":
         """Open an artifact: manifest checks, backend and precision choice (``fp32``, ``bf16``
-        or ``auto``; see ``backends.resolve_precision``), sha256 verification, graph load."""
+        or ``auto``; see ``backends.resolve_precision``), sha256 verification, graph load.
+        ``lite_python``: interpreter with mindspore_lite for the lite backend (see lite.py)."""
         loaded = load_artifact(artifact_dir, backend=backend, verify_hashes=verify_hashes,
-                               precision=precision)
+                               precision=precision, lite_python=lite_python)
         return cls(loaded.manifest, loaded.graphs, backend=loaded.backend,
                    artifact_dir=loaded.directory, load_seconds=loaded.load_seconds,
                    precision=loaded.precision)
@@ -266,22 +275,30 @@ class VideoPipeline:
                  min_guidance_scale: Optional[float] = None, max_guidance_scale: Optional[float] = None,
                  num_inference_steps: Optional[int] = None, seed: Optional[int] = None,
                  image_noise: Optional[np.ndarray] = None, latents: Optional[np.ndarray] = None,
-                 progress: bool = True) -> np.ndarray:
-        """Generate a video; returns uint8 frames (F, H, W, 3). See ``generate``."""
-        return self.generate(image, fps=fps, motion_bucket_id=motion_bucket_id,
-                             noise_aug_strength=noise_aug_strength,
-                             min_guidance_scale=min_guidance_scale,
-                             max_guidance_scale=max_guidance_scale,
-                             num_inference_steps=num_inference_steps, seed=seed,
-                             image_noise=image_noise, latents=latents,
-                             progress=progress).frames_uint8
+                 progress: bool = True, clips: int = 1, decode_overlap: int = 0,
+                 on_step: Optional[StepCallback] = None) -> Union[np.ndarray, List[np.ndarray]]:
+        """Generate a video; returns uint8 frames (F, H, W, 3), or (clips·(F−1)+1, H, W, 3)
+        with ``clips``. See ``generate``. A list or tuple of images is a batch: image i runs
+        with seed ``seed + i`` and a list of videos comes back (``svdeploy.runtime.batch``)."""
+        options = dict(fps=fps, motion_bucket_id=motion_bucket_id,
+                       noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
+                       max_guidance_scale=max_guidance_scale,
+                       num_inference_steps=num_inference_steps, image_noise=image_noise,
+                       latents=latents, progress=progress, clips=clips,
+                       decode_overlap=decode_overlap, on_step=on_step)
+        if isinstance(image, (list, tuple)):
+            from .batch import generate_batch
+
+            return [r.frames_uint8 for r in generate_batch(self, image, seed=seed, **options)]
+        return self.generate(image, seed=seed, **options).frames_uint8
 
     def generate(self, image: ImageSource, fps: Optional[int] = None,
                  motion_bucket_id: Optional[int] = None, noise_aug_strength: Optional[float] = None,
                  min_guidance_scale: Optional[float] = None, max_guidance_scale: Optional[float] = None,
                  num_inference_steps: Optional[int] = None, seed: Optional[int] = None,
                  image_noise: Optional[np.ndarray] = None, latents: Optional[np.ndarray] = None,
-                 progress: bool = True) -> GenerationResult:
+                 progress: bool = True, clips: int = 1, decode_overlap: int = 0,
+                 on_step: Optional[StepCallback] = None) -> GenerationResult:
         """Generate a video and return float frames in [0, 1] with parameters and timings.
 
         Parameters left ``None`` come from the artifact's defaults. Random draws follow
@@ -296,29 +313,32 @@ class VideoPipeline:
         CFG. (diffusers also drops guidance whenever max_guidance_scale ≤ 1; we do not, so
         scales below 1 keep their meaning.) An artifact without CFG accepts only scales of
         1.0 from the caller and ignores guidance defaults.
-        """
-        start = time.perf_counter()
-        params = resolve_sampling_params(
-            self.manifest, fps=fps, motion_bucket_id=motion_bucket_id,
-            noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
-            max_guidance_scale=max_guidance_scale, num_inference_steps=num_inference_steps)
-        given_image_noise = None if image_noise is None else _noise_array(
-            "image_noise", image_noise, self.image_shape)
-        given_latents = None if latents is None else _noise_array(
-            "latents", latents, self.latent_shape)
-        both_given = given_image_noise is not None and given_latents is not None
-        used_seed = None if both_given else _resolve_seed(seed)
-        if both_given:
-            draws = (given_image_noise, given_latents)
-        else:
-            rng = np.random.default_rng(used_seed)
-            drawn_image_noise = rng.standard_normal(self.image_shape, dtype=np.float32)
-            drawn_latents = rng.standard_normal(self.latent_shape, dtype=np.float32)
-            draws = (drawn_image_noise if given_image_noise is None else given_image_noise,
-                     drawn_latents if given_latents is None else given_latents)
-        noise_for_image, noise_for_latents = draws
 
-        calls_before = {n: (g.calls, g.seconds) for n, g in self.graphs.items()}
+        ``clips`` > 1 chains clips, each conditioned on the previous one's last frame
+        (``svdeploy.runtime.chain``). ``decode_overlap`` decodes with chunks overlapping by
+        that many frames, blended linearly (``svdeploy.runtime.decode``).
+
+        ``on_step(done, total)`` is called after each denoising step (done = 1..total, over
+        all clips of a chain), for progress reports; an exception it raises stops the run
+        there (how a server cancels).
+        """
+        sampling = dict(fps=fps, motion_bucket_id=motion_bucket_id,
+                        noise_aug_strength=noise_aug_strength,
+                        min_guidance_scale=min_guidance_scale,
+                        max_guidance_scale=max_guidance_scale,
+                        num_inference_steps=num_inference_steps)
+        if check_clips(clips) != 1:
+            from .chain import generate_chain
+
+            return generate_chain(self, image, clips=clips, seed=seed, image_noise=image_noise,
+                                  latents=latents, decode_overlap=decode_overlap,
+                                  progress=progress, on_step=on_step, **sampling)
+        start = time.perf_counter()
+        windows = self.decode_windows(self.num_frames, decode_overlap)
+        params = resolve_sampling_params(self.manifest, **sampling)
+        used_seed, noise_for_image, noise_for_latents = self._noise_draws(seed, image_noise,
+                                                                          latents)
+        calls_before = self.graph_counters()
         timings: Dict[str, Any] = {}
 
         t0 = time.perf_counter()
@@ -326,34 +346,56 @@ class VideoPipeline:
         timings["preprocess_s"] = time.perf_counter() - t0
 
         steps = params.num_inference_steps
-        chunks = self._decode_chunks()
-        with tqdm(total=steps + len(chunks), desc="denoise", unit="call", file=sys.stderr,
+        with tqdm(total=steps + len(windows), desc="denoise", unit="call", file=sys.stderr,
                   disable=not progress, dynamic_ncols=True) as bar:
             t0 = time.perf_counter()
             context, image_latent = self._encode(prepared.pixels, noise_for_image, params)
             timings["encode_s"] = time.perf_counter() - t0
 
             t0 = time.perf_counter()
-            final, per_step = self._denoise(noise_for_latents[0], context, image_latent, params, bar)
+            final, per_step = self._denoise(noise_for_latents[0], context, image_latent, params,
+                                            bar, on_step)
             timings["denoise_s"] = time.perf_counter() - t0
             timings["per_step_s"] = per_step
 
             t0 = time.perf_counter()
             bar.set_description("decode")
-            decoded = self._decode(final, chunks, bar)
+            decoded = self.decode_latents(final, windows, decode_overlap, bar.update)
             timings["decode_s"] = time.perf_counter() - t0
 
-        frames = np.clip(decoded * np.float32(0.5) + np.float32(0.5), 0.0, 1.0)
-        frames = np.ascontiguousarray(frames.transpose(0, 2, 3, 1), dtype=np.float32)
-        timings["graphs"] = {
-            n: {"calls": g.calls - calls_before[n][0], "seconds": g.seconds - calls_before[n][1]}
-            for n, g in self.graphs.items()}
+        timings["graphs"] = self.graph_calls_since(calls_before)
         timings["end_to_end_s"] = time.perf_counter() - start
-        image_info = {"source_height": prepared.source_size[0],
-                      "source_width": prepared.source_size[1],
-                      "crop_box": list(prepared.crop_box) if prepared.crop_box else None}
-        return GenerationResult(frames=frames, params=params, seed=used_seed, backend=self.backend,
-                                timings=timings, image=image_info, precision=self.precision)
+        return GenerationResult(frames=decoded_to_frames(decoded), params=params, seed=used_seed,
+                                backend=self.backend, timings=timings,
+                                image=prepared_image_info(prepared), precision=self.precision,
+                                details={"decode_overlap": decode_overlap,
+                                         "decode_calls": len(windows)})
+
+    def _noise_draws(self, seed: Optional[int], image_noise: Optional[np.ndarray],
+                     latents: Optional[np.ndarray]) -> Tuple[Optional[int], np.ndarray, np.ndarray]:
+        """(seed used, image noise, latents): the seed's two draws in order, each replaced by
+        the array given for it; no seed (None) when both arrays are given."""
+        given_image_noise = None if image_noise is None else _noise_array(
+            "image_noise", image_noise, self.image_shape)
+        given_latents = None if latents is None else _noise_array(
+            "latents", latents, self.latent_shape)
+        if given_image_noise is not None and given_latents is not None:
+            return None, given_image_noise, given_latents
+        used_seed = _resolve_seed(seed)
+        rng = np.random.default_rng(used_seed)
+        drawn_image_noise = rng.standard_normal(self.image_shape, dtype=np.float32)
+        drawn_latents = rng.standard_normal(self.latent_shape, dtype=np.float32)
+        return (used_seed,
+                drawn_image_noise if given_image_noise is None else given_image_noise,
+                drawn_latents if given_latents is None else given_latents)
+
+    def graph_counters(self) -> Dict[str, Tuple[int, float]]:
+        """(calls, seconds) of every graph so far, to report one run's share."""
+        return {n: (g.calls, g.seconds) for n, g in self.graphs.items()}
+
+    def graph_calls_since(self, before: Dict[str, Tuple[int, float]]) -> Dict[str, Dict[str, Any]]:
+        return {n: {"calls": g.calls - before[n][0], "seconds": g.seconds - before[n][1]}
+                for n, g in self.graphs.items()}
 
     # -- stages ------------------------------------------------------------------------------
     def _encode(self, pixels: np.ndarray, image_noise: np.ndarray,
@@ -381,7 +423,8 @@ class VideoPipeline:
         return cond
 
     def _denoise(self, noise: np.ndarray, context: np.ndarray, image_latent: np.ndarray,
-                 params: SamplingParams, bar: tqdm) -> Tuple[np.ndarray, List[float]]:
+                 params: SamplingParams, bar: tqdm,
+                 on_step: Optional[StepCallback] = None) -> Tuple[np.ndarray, List[float]]:
         unet = self.graphs["unet"]
         batch, frames = self.manifest.guidance_batch, self.num_frames
         sched = self.manifest.scheduler
@@ -413,25 +456,37 @@ class VideoPipeline:
                     "the unet graph returned invalid values, so the run stops here")
             per_step.append(time.perf_counter() - t0)
             bar.update(1)
+            if on_step is not None:
+                on_step(i + 1, steps)
         return latents, per_step
 
-    def _decode_chunks(self) -> List[Tuple[int, int, str]]:
-        """(start, stop, graph) per decode call: full chunks, then the tail graph for the rest."""
+    def decode_windows(self, total: int, overlap: int = 0) -> List[Window]:
+        """The decoder calls for ``total`` latent frames (see ``svdeploy.runtime.decode``)."""
         frames, chunk = self.num_frames, self.manifest.decode_chunk_size
-        spans = []
-        for begin in range(0, frames, chunk):
-            stop = min(begin + chunk, frames)
-            spans.append((begin, stop, "vae_decoder" if stop - begin == chunk else "vae_decoder_tail"))
-        return spans
+        return decode_windows(total, chunk, overlap, tail=frames % chunk or None)
 
-    def _decode(self, latents: np.ndarray, chunks: List[Tuple[int, int, str]], bar: tqdm) -> np.ndarray:
+    def decode_latents(self, latents: np.ndarray, windows: List[Window], overlap: int = 0,
+                       on_window: Callable[[], Any] = lambda: None) -> np.ndarray:
+        """Denoised latents (T, C, h, w) → decoded frames (T, 3, H, W), unclipped."""
         inverse_scale = np.float32(1.0 / self.manifest.scheduler["scaling_factor"])
         z = (latents * inverse_scale).astype(np.float32)
-        pieces = []
-        for begin, stop, graph in chunks:
-            pieces.append(self.graphs[graph](z=np.ascontiguousarray(z[begin:stop]))["frames"])
-            bar.update(1)
-        return np.concatenate(pieces, axis=0)
+
+        def decode(graph: str, chunk: np.ndarray) -> np.ndarray:
+            return self.graphs[graph](z=chunk)["frames"]
+
+        return decode_blended(z, windows, overlap, decode, on_window)
+
+
+def prepared_image_info(prepared: PreparedImage) -> Dict[str, Any]:
+    """The input image's size and crop box, for the sidecar."""
+    return {"source_height": prepared.source_size[0], "source_width": prepared.source_size[1],
+            "crop_box": list(prepared.crop_box) if prepared.crop_box else None}
+
+
+def decoded_to_frames(decoded: np.ndarray) -> np.ndarray:
+    """Decoder output (T, 3, H, W) ≈[−1, 1] → frames (T, H, W, 3) float32 in [0, 1]."""
+    frames = np.clip(decoded * np.float32(0.5) + np.float32(0.5), 0.0, 1.0)
+    return np.ascontiguousarray(frames.transpose(0, 2, 3, 1), dtype=np.float32)
 
 
 _ZIP_MAGIC = b"PK\x03\x04"

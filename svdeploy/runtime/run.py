@@ -12,9 +12,11 @@ from svdeploy import __version__
 from svdeploy.errors import OutputError
 from svdeploy.fsutil import (check_writable_folder, json_text, publish_all, remove_quietly,
                              remove_stale_temporaries, write_to_temp)
-from svdeploy.manifest import read_manifest, require_complete
+from svdeploy.manifest import Manifest, read_manifest, require_complete
 
-from .pipeline import VideoPipeline, load_noise_file, resolve_sampling_params
+from .chain import check_clips
+from .decode import check_overlap
+from .pipeline import GenerationResult, VideoPipeline, load_noise_file, resolve_sampling_params
 from .preprocess import ImageSource, to_rgb_float
 from .video import (check_fps_for_output, check_output_path, output_path, render_frames,
                     sidecar_path)
@@ -55,6 +57,52 @@ def check_run_outputs(out: PathLike, *, artifact: PathLike, inputs: Dict[str, Op
     return kind, target, sidecar
 
 
+def check_run_options(manifest: Manifest, kind: str, sampling: Dict[str, Any], clips: int,
+                      decode_overlap: int) -> None:
+    """The sampling values, the frame rate the output format can hold, the chain length and
+    the decode overlap, all refused before any graph is hashed or loaded."""
+    check_fps_for_output(kind, resolve_sampling_params(manifest, **sampling).fps)
+    check_clips(clips)
+    check_overlap(decode_overlap, manifest.decode_chunk_size)
+
+
+def run_record(pipe: VideoPipeline, result: GenerationResult, *, artifact: PathLike,
+               image: PathLike, target: Path, kind: str, noise_file: Optional[PathLike],
+               verify_hashes: bool, write_seconds: float) -> Dict[str, Any]:
+    """The JSON sidecar of one video (a single run or one video of a batch)."""
+    record: Dict[str, Any] = {
+        "svdeploy_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "artifact": str(Path(artifact).resolve()),
+        "variant": pipe.manifest.variant,
+        "image": str(Path(image).resolve()),
+        "output": str(target.resolve()),
+        "format": kind,
+        "noise_file": str(Path(noise_file).resolve()) if noise_file is not None else None,
+        "num_frames": int(result.frames.shape[0]),   # clips·(F−1)+1 for a chain
+        "height": pipe.manifest.height,
+        "width": pipe.manifest.width,
+        "decode_chunk_size": pipe.manifest.decode_chunk_size,
+        "verify_hashes": verify_hashes,
+        **result.metadata(),
+    }
+    record["timings"] = dict(result.timings, load_s=pipe.load_seconds, write_s=write_seconds)
+    return record
+
+
+def publish_video(rendered: Path, target: Path, sidecar: Path, record: Dict[str, Any]) -> None:
+    """Write the sidecar to a temporary and publish it with the rendered video: both appear
+    together or neither does (an earlier pair stays as it was)."""
+    record["sidecar"] = str(sidecar.resolve())
+    try:
+        sidecar_tmp = write_to_temp(sidecar, lambda tmp: tmp.write_text(json_text(record),
+                                                                        encoding="utf-8"), ".json")
+    except BaseException:
+        remove_quietly(rendered)
+        raise
+    publish_all([(rendered, target), (sidecar_tmp, sidecar)])
+
+
 def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike],
                 out: Union[str, os.PathLike], *, backend: Optional[str] = None,
                 precision: Optional[str] = None, seed: Optional[int] = None,
@@ -64,10 +112,13 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
                 noise_aug_strength: Optional[float] = None,
                 min_guidance_scale: Optional[float] = None,
                 max_guidance_scale: Optional[float] = None,
-                num_inference_steps: Optional[int] = None,
-                overwrite: bool = False) -> Dict[str, Any]:
+                num_inference_steps: Optional[int] = None, clips: int = 1,
+                decode_overlap: int = 0, overwrite: bool = False,
+                lite_python: Optional[str] = None) -> Dict[str, Any]:
     """Generate a video from ``image`` with ``artifact`` into ``out`` (format by extension)
-    and write ``out``.json beside it. Returns the sidecar record.
+    and write ``out``.json beside it. Returns the sidecar record. ``clips`` chains clips
+    (``chain``), ``decode_overlap`` blends overlapping decoder windows (``decode``);
+    ``lite_python`` names the interpreter with MindSpore Lite for the lite backend.
 
     ``out`` and its sidecar are refused if they exist (unless ``overwrite``), name an input or
     lie inside the artifact; both are written to temporaries and appear together or not at all."""
@@ -83,7 +134,7 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
     sampling = dict(fps=fps, motion_bucket_id=motion_bucket_id,
                     noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
                     max_guidance_scale=max_guidance_scale, num_inference_steps=num_inference_steps)
-    check_fps_for_output(kind, resolve_sampling_params(manifest, **sampling).fps)
+    check_run_options(manifest, kind, sampling, clips, decode_overlap)
     rgb: ImageSource = to_rgb_float(image)
     image_noise = latents = None
     if noise_file is not None:
@@ -91,37 +142,15 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
             noise_file, (1, 3, manifest.height, manifest.width), (1, *manifest.latent_shape))
 
     pipe = VideoPipeline.load(artifact, backend=backend, verify_hashes=verify_hashes,
-                              precision=precision)
+                              precision=precision, lite_python=lite_python)
     result = pipe.generate(rgb, seed=seed, image_noise=image_noise, latents=latents,
-                           progress=progress, **sampling)
+                           progress=progress, clips=clips, decode_overlap=decode_overlap,
+                           **sampling)
     t0 = time.perf_counter()
     rendered = render_frames(result.frames, out, fps=result.params.fps)
-    write_seconds = time.perf_counter() - t0
-
-    record: Dict[str, Any] = {
-        "svdeploy_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "artifact": str(Path(artifact).resolve()),
-        "variant": pipe.manifest.variant,
-        "image": str(Path(image).resolve()),
-        "output": str(target.resolve()),
-        "format": kind,
-        "noise_file": str(Path(noise_file).resolve()) if noise_file is not None else None,
-        "num_frames": pipe.num_frames,
-        "height": pipe.manifest.height,
-        "width": pipe.manifest.width,
-        "decode_chunk_size": pipe.manifest.decode_chunk_size,
-        "verify_hashes": verify_hashes,
-        **result.metadata(),
-    }
-    record["timings"] = dict(result.timings, load_s=pipe.load_seconds, write_s=write_seconds,
-                             total_s=time.perf_counter() - start)
-    record["sidecar"] = str(sidecar.resolve())
-    try:
-        sidecar_tmp = write_to_temp(sidecar, lambda tmp: tmp.write_text(json_text(record),
-                                                                        encoding="utf-8"), ".json")
-    except BaseException:
-        remove_quietly(rendered)
-        raise
-    publish_all([(rendered, target), (sidecar_tmp, sidecar)])
+    record = run_record(pipe, result, artifact=artifact, image=image, target=target, kind=kind,
+                        noise_file=noise_file, verify_hashes=verify_hashes,
+                        write_seconds=time.perf_counter() - t0)
+    record["timings"]["total_s"] = time.perf_counter() - start
+    publish_video(rendered, target, sidecar, record)
     return record
