@@ -27,10 +27,10 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from svdeploy.config import ModelConfig, save_model_config
+from svdeploy.config import ModelConfig
 from svdeploy.fsutil import apply_umask
 from svdeploy.models.keys import NETWORK_PREFIXES
-from svdeploy.models.loading import CONFIG_FILE, WEIGHTS_FILE
+from svdeploy.models.loading import WEIGHTS_FILE
 
 from .config import AutoencoderConfig, TrainingConfig
 from .data import VideoDataset
@@ -167,7 +167,9 @@ def write_stage_checkpoint(out: Path, model_cfg: ModelConfig, source_weights: Pa
     replaced, ``model_cfg`` as its config, the loss log, and ``stage.json`` written last."""
     import json
 
-    from svdeploy.models.weights_io import SafetensorsFile, SafetensorsWriter
+    from svdeploy.models.weights_io import SafetensorsFile
+
+    from .checkpoint import write_float32_checkpoint
 
     tensors: Dict[str, np.ndarray] = {}
     with SafetensorsFile(source_weights) as src:
@@ -184,12 +186,7 @@ def write_stage_checkpoint(out: Path, model_cfg: ModelConfig, source_weights: Pa
         shutil.rmtree(out)  # an incomplete stage folder (no stage.json) of an interrupted run
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        names = sorted(tensors)
-        with SafetensorsWriter(tmp / WEIGHTS_FILE, [(n, tensors[n].shape, "F32") for n in names],
-                               metadata={"format": "pt", "producer": "svd-train autoencoder"}) as w:
-            for name in names:
-                w.write(name, tensors[name])
-        save_model_config(model_cfg, tmp / CONFIG_FILE)
+        write_float32_checkpoint(tmp, model_cfg, tensors, "svd-train autoencoder")
         with open(tmp / LOG_FILE, "w", encoding="utf-8", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=("step", "loss", "seconds"))
             writer.writeheader()

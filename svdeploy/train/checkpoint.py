@@ -229,3 +229,15 @@ def read_state(checkpoint: PathLike) -> Dict[str, Any]:
         raise CheckpointError(f"{path}: state version {state.get('version')!r}; this svdeploy "
                               f"reads version {STATE_VERSION}")
     return state
+
+
+def write_float32_checkpoint(folder: Path, cfg: ModelConfig, tensors: Mapping[str, np.ndarray],
+                             producer: str) -> None:
+    """``folder``/weights.safetensors (every tensor float32, sorted by name) and config.yaml:
+    the checkpoint-directory files the random initialisation and the autoencoder stage write."""
+    names = sorted(tensors)
+    with SafetensorsWriter(folder / WEIGHTS_FILE, [(n, tensors[n].shape, "F32") for n in names],
+                           metadata={"format": "pt", "producer": producer}) as w:
+        for name in names:
+            w.write(name, tensors[name])
+    save_model_config(cfg, folder / CONFIG_FILE)

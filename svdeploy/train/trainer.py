@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 
 import numpy as np
 
-from svdeploy.config import ModelConfig, save_model_config, to_dict, write_yaml_atomic
+from svdeploy.config import ModelConfig, to_dict, write_yaml_atomic
 from svdeploy.errors import CheckpointError, ConfigError
 from svdeploy.fsutil import apply_umask
 from svdeploy.models.keys import NETWORK_PREFIXES, network_parameter_shapes, numel, sgm_parameter_shapes
-from svdeploy.models.loading import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_dir, resolve_checkpoint_dir
+from svdeploy.models.loading import WEIGHTS_FILE, read_checkpoint_dir, resolve_checkpoint_dir
 
 from . import checkpoint as ckpt
 from .config import TrainingConfig
@@ -212,7 +212,6 @@ def write_random_checkpoint(cfg: ModelConfig, directory: Path, seed: int) -> Pat
     import mindspore as ms
 
     from svdeploy.models import NETWORK_NAMES, build_network
-    from svdeploy.models.weights_io import SafetensorsWriter
 
     ms.set_seed(seed)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -227,12 +226,7 @@ def write_random_checkpoint(cfg: ModelConfig, directory: Path, seed: int) -> Pat
         if set(tensors) != set(expected):
             raise CheckpointError("random networks do not match the analytic parameter table: "
                                   f"{sorted(set(tensors) ^ set(expected))[:5]}")
-        names = sorted(tensors)
-        with SafetensorsWriter(tmp / WEIGHTS_FILE, [(n, tensors[n].shape, "F32") for n in names],
-                               metadata={"format": "pt", "producer": "svd-train random_init"}) as w:
-            for name in names:
-                w.write(name, tensors[name])
-        save_model_config(cfg, tmp / CONFIG_FILE)
+        ckpt.write_float32_checkpoint(tmp, cfg, tensors, "svd-train random_init")
         apply_umask(tmp)
         os.rename(tmp, directory)
     except BaseException:
