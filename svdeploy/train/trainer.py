@@ -53,7 +53,9 @@ def training_kernels(conv: str = "auto", compute_dtype: str = "fp32") -> KernelC
     0.5 GFLOP/s, the Im2Col form at 18–24). The (k,1,1) temporal convolutions run as one GEMM
     (MindSpore's CPU Conv3D for them is ~0.4 GFLOP/s) in the unfold form, whose gradient avoids
     the per-tap time slices that took 0.18 s of a 1.2 s demo U-Net step (MindSpore 2.10, 2-core
-    EPYC)."""
+    EPYC). The VAE encoder's asymmetric pad is a concatenation of zeros: MindSpore 2.10's CPU
+    PadV3 kernel (ops.pad) spun forever inside its constant-mode loop at the 34th training step
+    of the autoencoder stage, every run (batch 1 or 2, any data)."""
     from svdeploy.kernels.config import KernelConfig
 
     if conv == "auto":
@@ -61,7 +63,7 @@ def training_kernels(conv: str = "auto", compute_dtype: str = "fp32") -> KernelC
 
         conv = fastest_conv()
         logger.info("training convolutions: %s (probe)", conv)
-    return KernelConfig(single_token_cross_attention=True, temporal_conv="unfold",
+    return KernelConfig(single_token_cross_attention=True, temporal_conv="unfold", pad="concat",
                         conv=conv, compute_dtype=compute_dtype)  # type: ignore[arg-type]
 
 
