@@ -109,10 +109,12 @@ def test_cli_max_memory_refuses_before_loading_and_writes_nothing(artifact, tmp_
 
 
 @pytest.mark.slow
-def test_plan_is_within_30_percent_of_measured_peak_rss_on_the_tiny_preset(tmp_path):
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_plan_is_within_30_percent_of_measured_peak_rss_on_the_tiny_preset(tmp_path, backend):
     """Export the tiny preset's ONNX graphs (random weights), run one video in a fresh
-    process that records each stage's VmHWM, and compare with the plan."""
-    pytest.importorskip("onnxruntime")
+    process that records each stage's VmHWM, and compare with the plan (the backend's own
+    calibration, not a borrowed one)."""
+    pytest.importorskip(backend)
     from svdeploy.config import load_model_config
     from svdeploy.export import export_artifact
     from svdeploy.models.convert import convert_checkpoint
@@ -124,11 +126,12 @@ def test_plan_is_within_30_percent_of_measured_peak_rss_on_the_tiny_preset(tmp_p
     export_artifact(tmp_path / "ckpt", artifact, formats=("onnx",), decode_chunk_size=2,
                     validate=False, progress=False)
     proc = subprocess.run([sys.executable, "-m", "svdeploy.benchmarks.memplan", str(artifact),
-                           "--backend", "onnxruntime", "--steps", "2"],
+                           "--backend", backend, "--steps", "2"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["per_stage_reset"]
+    assert plan_for_artifact(artifact, backend=backend).fitted_on
     assert abs(result["predicted_peak_bytes"] / result["measured_peak_bytes"] - 1) <= 0.30, result
 
 

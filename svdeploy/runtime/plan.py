@@ -7,18 +7,22 @@ graph files' sizes and a per-backend calibration (``CALIBRATIONS``):
 
     resident = base + weights · Σ graph file bytes + per_graph · graphs   (after loading)
     load     = resident
-    encode   = load    + encoder working memory (fixed + per pixel · H·W)
-    denoise  = encode  + U-Net working memory (fixed + per latent pixel · B·F·h·w)
+    encode   = load    + encoder working memory (pixel = H·W)
+    denoise  = encode  + U-Net working memory (pixel = latent pixel of the guided batch, B·F·h·w)
                        + the sampling loop's NumPy arrays
-    decode   = denoise − loop arrays + decoder working memory (fixed + per pixel · K·H·W)
+    decode   = denoise − loop arrays + decoder working memory (pixel = K·H·W)
                        + the decoded video's NumPy arrays (T frames)
+    working  = fixed + per_byte · graph bytes + pixels · (per_pixel + per_pixel_mib · graph MiB)
+
+The last term is there because activations grow with the networks' widths, which an artifact
+does not record: a graph's size stands for its width (measured: ONNX Runtime's U-Net held
+15 KiB per latent pixel on tiny and demo, 36 on mid).
 
 Stages add up because a backend keeps a graph's working memory after its calls (ONNX Runtime
 an arena per session, MindSpore each compiled graph). The per-backend constants are fitted
 from ``python -m svdeploy.benchmarks.memplan`` (svdeploy/benchmarks/README.md has the table).
-Working memory depends on the networks' widths, which an artifact does not record: the
-constants hold for the widths they were fitted on (tiny / mid: VAE ch 32, U-Net 32–64
-channels); a full-size SVD (VAE ch 128, U-Net 320) needs its own fit.
+The constants hold for the widths they were fitted on (tiny, demo, mid: VAE ch 32, U-Net
+32–64 channels); a full-size SVD (VAE ch 128, U-Net 320) needs its own fit.
 
 The plan is for runs of two or more steps: ONNX Runtime sizes a session's arena on its second
 call, so a 1-step run stays below it (measured on tiny: 214 MB against 275–283 MB).
@@ -42,10 +46,13 @@ from svdeploy.manifest import Manifest, read_manifest
 
 from .backends import BACKEND_FORMATS, choose_backend, required_graph_names, runnable_format
 from .chain import chained_frame_count, check_clips
-from .decode import check_overlap
+from .decode import check_overlap, decode_windows
 
 STAGES = ("load", "encode", "denoise", "decode")
 MiB = 1 << 20
+
+
+Terms = Tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -57,24 +64,33 @@ class Calibration:
     base: int                 # interpreter, NumPy, Pillow and the backend library imported
     weights: float            # resident bytes per byte of graph file, after loading
     per_graph: int            # resident bytes per loaded graph (session / cell overhead)
-    # working memory of a stage's graphs: (fixed, per byte of their graph files, per pixel)
-    encoder: Tuple[float, float, float]   # CLIP + VAE encoder; pixel = one frame's H·W
-    unet: Tuple[float, float, float]      # pixel = latent pixel of the guided batch, B·F·h·w
-    decoder: Tuple[float, float, float]   # pixel = decoded pixel of one chunk, K·H·W
+    # working memory of a stage's graphs: (fixed, per byte of their graph files, per pixel,
+    # per pixel and MiB of their graph files); see the module doc
+    encoder: Terms   # CLIP + VAE encoder; pixel = one frame's H·W
+    unet: Terms      # pixel = latent pixel of the guided batch, B·F·h·w
+    decoder: Terms   # pixel = decoded pixel of one chunk, K·H·W
     fitted_on: str = ""
+    # a decoder called twice or more holds this many times one call's working memory (ONNX
+    # Runtime grows a session's arena on the second call: 1.95× measured on tiny and demo)
+    repeated_decoder: float = 1.0
 
 
-# Fitted on measurements of ``python -m svdeploy.benchmarks.memplan`` (one process per case,
-# 2026-12-05; svdeploy/benchmarks/README.md "memory plan"): ONNX Runtime on the tiny and mid
-# presets, MindSpore on tiny (chunks 4 and 2) only (the mid run did not fit this
-# shared machine). What they do not cover: see the module doc.
+# Fitted on measurements of ``python -m svdeploy.benchmarks.memplan`` (one process per case;
+# svdeploy/benchmarks/README.md "memory plan"): ONNX Runtime and OpenVINO on the tiny, demo
+# and mid presets (2026-12-07), MindSpore on tiny (chunks 4 and 2) only (the mid run did not
+# fit a shared machine, 2026-12-05). What they do not cover: see the module doc.
 CALIBRATIONS: Dict[str, Calibration] = {
     "onnxruntime": Calibration(base=73 * MiB, weights=1.68, per_graph=int(4.4 * MiB),
-                               encoder=(8 * MiB, 0.0, 470.0), unet=(0.0, 3.54, 12_800.0),
-                               decoder=(0.0, 0.0, 3_500.0), fitted_on="tiny, mid"),
+                               encoder=(8 * MiB, 0.0, 470.0, 0.0),
+                               unet=(0.0, 0.0, 14_450.0, 211.0),
+                               decoder=(0.0, 0.0, 1_900.0, 0.0), repeated_decoder=1.95,
+                               fitted_on="tiny, demo, mid"),
+    "openvino": Calibration(base=198 * MiB, weights=2.71, per_graph=0,
+                            encoder=(8 * MiB, 0.0, 392.0, 0.0), unet=(0.0, 0.0, 1_564.0, 18.1),
+                            decoder=(0.0, 0.0, 790.0, 0.0), fitted_on="tiny, demo, mid"),
     "mindspore": Calibration(base=471 * MiB, weights=2.5, per_graph=0,
-                             encoder=(114 * MiB, 0.0, 0.0), unet=(1354 * MiB, 0.0, 0.0),
-                             decoder=(36 * MiB, 0.0, 42_000.0), fitted_on="tiny"),
+                             encoder=(114 * MiB, 0.0, 0.0, 0.0), unet=(1354 * MiB, 0.0, 0.0, 0.0),
+                             decoder=(36 * MiB, 0.0, 42_000.0, 0.0), fitted_on="tiny"),
 }
 # Backends without a measurement of their own borrow the figures of the backend running the
 # same graph format (MindSpore Lite cannot be installed here, see README).
@@ -190,13 +206,16 @@ def plan_memory(manifest: Manifest, graph_bytes: Dict[str, int], backend: str, *
     loop_arrays = (4 + 5 * manifest.guidance_batch) * frames * latent_frame + total * latent_frame
     # decoded video: the blended accumulator, its normalised copy, then the [0,1] frames
     video_arrays = 3 * total * 3 * pixels * 4
-    def working(terms: Tuple[float, float, float], graphs: Tuple[str, ...], count: int) -> int:
-        return int(terms[0] + terms[1] * sum(graph_bytes.get(g, 0) for g in graphs)
-                   + terms[2] * count)
+
+    def working(terms: Terms, graphs: Tuple[str, ...], count: int) -> int:
+        size = sum(graph_bytes.get(g, 0) for g in graphs)
+        return int(terms[0] + terms[1] * size + count * (terms[2] + terms[3] * size / MiB))
 
     encode = working(cal.encoder, ("image_encoder", "vae_encoder"), pixels)
     unet = working(cal.unet, ("unet",), manifest.guidance_batch * frames * lat_h * lat_w)
     decode = working(cal.decoder, ("vae_decoder",), chunk * pixels)
+    if _decoder_calls(total, chunk, decode_overlap, frames) > 1:
+        decode = int(decode * cal.repeated_decoder)
     stages = {"load": resident, "encode": resident + encode,
               "denoise": resident + encode + unet + loop_arrays,
               "decode": resident + encode + unet + decode + video_arrays + total * latent_frame}
@@ -206,6 +225,14 @@ def plan_memory(manifest: Manifest, graph_bytes: Dict[str, int], backend: str, *
                       parts=parts, fitted_on=cal.fitted_on,
                       borrowed_from="" if source == backend else source, clips=clips, manifest=manifest,
                       graph_bytes=dict(graph_bytes))
+
+
+def _decoder_calls(total: int, chunk: int, overlap: int, frames: int) -> int:
+    """Calls of the chunk-sized decoder graph for ``total`` frames."""
+    if total < chunk:
+        return 1
+    windows = decode_windows(total, chunk, overlap, tail=frames % chunk or None)
+    return sum(1 for w in windows if w.graph == "vae_decoder")
 
 
 def plan_for_artifact(artifact: Union[str, os.PathLike], backend: Optional[str] = None, *,
