@@ -110,12 +110,15 @@ class QualityReport:
 
 def evaluate(generate: Callable[[np.ndarray, int, int], np.ndarray], backend: str, images: int,
              frames: int, seed: int = EVAL_SEED,
-             log: Callable[[str], None] = lambda _m: None) -> QualityReport:
+             log: Callable[[str], None] = lambda _m: None,
+             buckets: Optional[Dict[str, int]] = None) -> QualityReport:
     """Score ``generate(image (H, W, 3) in [0, 1], motion_bucket_id, seed) → frames (F, H, W, 3)
-    in [0, 1]`` on ``images`` fresh world images at the slow and fast buckets."""
+    in [0, 1]`` on ``images`` fresh world images at the slow and fast buckets: ``buckets`` when
+    given (e.g. the model's world.json), else the ones svd-data gives these images' clips."""
     clips = eval_clips(images, frames, seed)
-    with tempfile.TemporaryDirectory(prefix="svd-quality-") as work:
-        buckets = world_buckets(clips, Path(work))
+    if buckets is None:
+        with tempfile.TemporaryDirectory(prefix="svd-quality-") as work:
+            buckets = world_buckets(clips, Path(work))
     report = QualityReport(backend=backend, buckets=buckets)
     for index, clip in enumerate(clips):
         image = render_frame(clip, 0)
