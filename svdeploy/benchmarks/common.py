@@ -18,6 +18,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from svdeploy.contract import relative_error as relative_l2  # the old name, re-exported
+
 WORKER_MODULE = "svdeploy.benchmarks.worker"
 
 
@@ -88,18 +90,6 @@ def time_repeated(fn: Callable[[], Any], repeats: int, warmup: int,
         if budget_s is not None and i + 1 >= 3 and time.perf_counter() - started > budget_s:
             break
     return Stats(samples, cpu)
-
-
-def relative_l2(actual: np.ndarray, expected: np.ndarray) -> float:
-    """‖actual − expected‖₂ / ‖expected‖₂ in float64 (inf when actual is not finite)."""
-    a = np.asarray(actual, np.float64)
-    e = np.asarray(expected, np.float64)
-    if a.shape != e.shape:
-        raise ValueError(f"output shape {a.shape} differs from the reference's {e.shape}")
-    if not np.all(np.isfinite(a)):
-        return float("inf")
-    denom = float(np.linalg.norm(e))
-    return float(np.linalg.norm(a - e) / (denom if denom > 0 else 1.0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from svdeploy.config import ModelConfig, check_video_size, to_dict
+from svdeploy.contract import NETWORK_NAMES
 from svdeploy.errors import ConfigError
 
 from .common import (BF16_CPU_FLAGS, ChildRun, MemoryGuard, ServedWorker, cpu_bf16_flags,
@@ -20,7 +21,7 @@ from .peers import PEERS
 from .weights import PreparedWeights, config_digest, prepare_weights
 
 SUITES: Tuple[str, ...] = ("export", "graphs", "e2e", "memory", "train", "serve")
-GRAPHS: Tuple[str, ...] = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
+GRAPHS: Tuple[str, ...] = NETWORK_NAMES  # the graphs svd-bench measures (svdeploy.contract)
 GEMM_BACKENDS: Tuple[str, ...] = ("onnxruntime", "numpy", "torch", "mindspore", "torch-bf16")
 SCHEDULES: Tuple[str, ...] = ("interleaved", "sequential")
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from svdeploy.config import ModelConfig
+from svdeploy.contract import graph_network
 
 PEERS: Tuple[str, ...] = ("diffusers", "diffusers-bf16", "ms-pynative", "ms-graphcell",
                           "onnxruntime", "openvino", "openvino-bf16", "plain-onnx", "lite")
@@ -51,7 +52,6 @@ ARTIFACT_FORMAT = {"ms-graphcell": "mindir", "onnxruntime": "onnx", "openvino": 
 OPENVINO_PEERS = ("openvino", "openvino-bf16")
 UNET_ONLY = ("plain-onnx",)
 
-GRAPH_NAMES = ("image_encoder", "vae_encoder", "unet", "vae_decoder", "vae_decoder_tail")
 Runner = Callable[[Dict[str, np.ndarray]], np.ndarray]
 
 
@@ -297,7 +297,7 @@ def build_ms_graph_cell(ctx: PeerContext, graph: str) -> Tuple[Any, Any]:
                                 guidance=ctx.guidance, decode_chunk_size=ctx.decode_chunk_size,
                                 formats=("mindir",), dtype=ctx.dtype, conv=ctx.conv)
     kernels = export_kernels("mindir", settings)
-    network = "vae_decoder" if graph == "vae_decoder_tail" else graph
+    network = graph_network(graph)
     net = load_network(network, ctx.checkpoint_dir, kernels, ctx.cfg)  # type: ignore[arg-type]
     net.set_train(False)
     if graph == "image_encoder":

@@ -13,6 +13,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from svdeploy.contract import TAIL_GRAPH
+
 from .common import ChildRun, ServedWorker, Stats, load_average, relative_l2, save_npz_atomic
 from .flops import graph_flops
 from .harness import GRAPHS, BenchSettings, Workspace
@@ -48,7 +50,7 @@ def _process(run: Any) -> Dict[str, Any]:
 def _graph_names(s: BenchSettings) -> List[str]:
     names = list(s.graphs)
     if "vae_decoder" in names and s.frames % s.decode_chunk_size:
-        names.insert(names.index("vae_decoder") + 1, "vae_decoder_tail")
+        names.insert(names.index("vae_decoder") + 1, TAIL_GRAPH)
     return names
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from svdeploy import __version__
 from svdeploy.config import ModelConfig
+from svdeploy.contract import NETWORK_NAMES, relative_error
 from svdeploy.errors import CheckpointError, ExportError
 from svdeploy.fsutil import (apply_umask, check_replaceable, describe_os_error, make_temp_dir,
                              remove_quietly, remove_stale_temporaries, replace_dir)
@@ -115,19 +116,6 @@ def _wrap(spec: GraphSpec, net):  # -> nn.Cell
     if spec.network == "unet":
         return UNetGraph(net, spec.frames)
     return VAEDecoderGraph(net, spec.frames)
-
-
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    """‖actual − expected‖₂ / ‖expected‖₂ (inf if actual has NaN/Inf)."""
-    actual = np.asarray(actual, np.float64)
-    expected = np.asarray(expected, np.float64)
-    if actual.shape != expected.shape:
-        raise ExportError(f"graph output shape {actual.shape} differs from the network's "
-                          f"{expected.shape}")
-    if not np.all(np.isfinite(actual)):
-        return float("inf")
-    denom = np.linalg.norm(expected)
-    return float(np.linalg.norm(actual - expected) / (denom if denom > 0 else 1.0))
 
 
 def _run_written_graph(path: Path, fmt: str, inputs: Sequence[np.ndarray],
@@ -408,7 +396,10 @@ def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSet
         got = _run_written_graph(tmp / main, fmt, inputs, [t.name for t in spec.inputs], lite)
         if len(got) != len(wanted):
             raise ExportError(f"{main}: {len(got)} outputs, the network has {len(wanted)}")
-        error = max(relative_error(g, w) for g, w in zip(got, wanted))
+        try:
+            error = max(relative_error(g, w) for g, w in zip(got, wanted))
+        except ValueError as exc:  # a shape mismatch
+            raise ExportError(f"{main}: {exc} (the in-memory network's)") from None
     size = (tmp / main).stat().st_size + sum((tmp / f).stat().st_size for f in external)
     extra: Dict[str, object] = {"frames": spec.frames} if spec.frames else {}
     extra["kernels"] = asdict(kernels)  # the op variants traced, for provenance
@@ -480,7 +471,7 @@ def _build_manifest(cfg: ModelConfig, s: ExportSettings, entries: List[GraphEntr
         graphs=entries,
         extra={"validated": s.validate,
                # an export of a subset of the networks (e.g. --graph unet) cannot be run
-               "partial": set(s.graphs) != {"image_encoder", "vae_encoder", "unet", "vae_decoder"},
+               "partial": set(s.graphs) != set(NETWORK_NAMES),
                # --conv auto: the probe convolution's seconds per call that chose the kernel
                "conv_probe_seconds": dict(s.conv_probe)},
     )

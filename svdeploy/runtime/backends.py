@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from svdeploy.contract import required_graphs
 from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import GraphEntry, Manifest, read_manifest, require_complete
 
@@ -489,10 +490,8 @@ def graph_loader(backend: str, precision: str = "fp32", threads: Optional[int] =
 
 
 def required_graph_names(manifest: Manifest) -> List[str]:
-    names = ["image_encoder", "vae_encoder", "unet", "vae_decoder"]
-    if manifest.num_frames % manifest.decode_chunk_size:
-        names.append("vae_decoder_tail")
-    return names
+    """The graphs a run of ``manifest`` needs (svdeploy.contract.required_graphs)."""
+    return list(required_graphs(manifest.num_frames, manifest.decode_chunk_size))
 
 
 def load_graph(entry: GraphEntry, path: Path, backend: str, manifest: Manifest,

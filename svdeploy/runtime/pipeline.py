@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from svdeploy.config import SamplingConfig
+from svdeploy.contract import graph_specs
 from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import Manifest
 
@@ -240,20 +241,10 @@ class VideoPipeline:
         batch, chunk = m.guidance_batch, m.decode_chunk_size
         embed = self.graphs["image_encoder"].entry.outputs
         context_dim = embed[0].shape[-1] if embed else -1
-        expected = {
-            "image_encoder": ({"pixel_values": (1, 3, CLIP_SIZE, CLIP_SIZE)},
-                              {"image_embeds": (1, 1, context_dim)}),
-            "vae_encoder": ({"image": self.image_shape}, {"latent": (1, channels, lat_h, lat_w)}),
-            "unet": ({"sample": (batch * frames, 2 * channels, lat_h, lat_w), "c_noise": (1,),
-                      "context": (batch, 1, context_dim), "time_ids": (batch, 3)},
-                     {"v": (batch * frames, channels, lat_h, lat_w)}),
-            "vae_decoder": ({"z": (chunk, channels, lat_h, lat_w)},
-                            {"frames": (chunk, 3, m.height, m.width)}),
-        }
-        if frames % chunk:
-            tail = frames % chunk
-            expected["vae_decoder_tail"] = ({"z": (tail, channels, lat_h, lat_w)},
-                                            {"frames": (tail, 3, m.height, m.width)})
+        expected = graph_specs(height=m.height, width=m.width, num_frames=frames,
+                               latent_channels=channels, latent_height=lat_h, latent_width=lat_w,
+                               context_dim=context_dim, clip_size=CLIP_SIZE,
+                               guidance_batch=batch, decode_chunk_size=chunk)
         for name, (inputs, outputs) in expected.items():
             entry = self.graphs[name].entry
             got_inputs = {s.name: tuple(s.shape) for s in entry.inputs}
