@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from importlib import resources
@@ -19,7 +18,7 @@ from typing import Any, Literal, Optional, Tuple, Type, TypeVar, Union
 import yaml
 
 from .errors import ConfigError
-from .fsutil import apply_umask
+from .fsutil import atomic_write_text
 
 T = TypeVar("T")
 
@@ -392,17 +391,8 @@ def read_yaml(path: Union[str, os.PathLike]) -> Any:
 
 
 def write_yaml_atomic(data: Any, path: Union[str, os.PathLike]) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(data, fh, sort_keys=False)
-        apply_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``data`` as YAML at ``path``, through svdeploy.fsutil.atomic_write_text."""
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def preset_path(name: str) -> Path:

@@ -30,6 +30,7 @@ import numpy as np
 
 from svdeploy.config import ModelConfig
 from svdeploy.contract import graph_network
+from svdeploy.fsutil import atomic_write_with
 
 PEERS: Tuple[str, ...] = ("diffusers", "diffusers-bf16", "ms-pynative", "ms-graphcell",
                           "onnxruntime", "openvino", "openvino-bf16", "plain-onnx", "lite")
@@ -177,17 +178,17 @@ def export_plain_onnx(ctx: PeerContext, path: Path) -> Dict[str, Any]:
     b, c, d = ctx.guidance_batch, ctx.cfg.latent_channels, ctx.cfg.unet.context_dim
     args = (torch.zeros(b * ctx.frames, 2 * c, h, w), torch.zeros(1), torch.zeros(b, 1, d),
             torch.zeros(b, 3))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
     started = time.perf_counter()
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings about shape asserts
-        torch.onnx.export(module, args, str(tmp), input_names=["sample", "c_noise", "context",
-                                                                "time_ids"],
-                          output_names=["v"], opset_version=17, dynamo=False)
-    os.replace(tmp, path)
+    def export(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about shape asserts
+            torch.onnx.export(module, args, str(tmp), input_names=["sample", "c_noise", "context",
+                                                                    "time_ids"],
+                              output_names=["v"], opset_version=17, dynamo=False)
+
+    atomic_write_with(path, export, suffix=".onnx", parents=True)
     return {"export_seconds": time.perf_counter() - started, "bytes": path.stat().st_size,
             "exporter": f"torch.onnx.export (TorchScript, opset 17), torch {torch.__version__}"}
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from svdeploy.config import ModelConfig, model_config_from_dict
 
-from .common import (save_npz_atomic, set_mindspore_threads, set_torch_threads, time_repeated,
-                     write_json_atomic)
+from .common import (PROTOCOL, save_npz_atomic, set_mindspore_threads, set_torch_threads,
+                     time_repeated, write_json_atomic)
 
 
 def _rss_now() -> int:
@@ -385,7 +385,6 @@ class E2ESession:
 
 
 SESSIONS = {"graph": GraphSession, "e2e": E2ESession}
-PROTOCOL = "@@svd-bench@@"  # marks the protocol's lines among whatever libraries print
 
 
 def _send(kind: str, payload: Any = None) -> None:

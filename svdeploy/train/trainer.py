@@ -9,6 +9,7 @@ stream (:func:`svdeploy.train.loss.draw_video`), so a resumed run continues exac
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import shutil
@@ -23,7 +24,7 @@ import numpy as np
 
 from svdeploy.config import ModelConfig, to_dict, write_yaml_atomic
 from svdeploy.errors import CheckpointError, ConfigError
-from svdeploy.fsutil import apply_umask
+from svdeploy.fsutil import apply_umask, atomic_write_text
 from svdeploy.models.keys import NETWORK_PREFIXES, network_parameter_shapes, numel, sgm_parameter_shapes
 from svdeploy.models.loading import WEIGHTS_FILE, read_checkpoint_dir, resolve_checkpoint_dir
 
@@ -256,19 +257,12 @@ def read_log(path: Path) -> List[Dict[str, str]]:
 
 
 def _write_log_atomic(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: row.get(k, "") for k in LOG_COLUMNS})
-        apply_umask(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in LOG_COLUMNS})
+    atomic_write_text(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,7 +518,6 @@ class Trainer:
         log_path = self.out / LOG_FILE
         if self.rank == 0:
             write_yaml_atomic(to_dict(cfg), self.out / CONFIG_COPY)
-            apply_umask(self.out / CONFIG_COPY)
             # rows after the checkpoint we resume from were never saved: drop them
             kept = [r for r in read_log(log_path) if self.state is not None and int(r["step"]) <= step]
             _write_log_atomic(log_path, kept)
