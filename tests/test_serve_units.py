@@ -194,6 +194,28 @@ def test_precision_is_resolved_as_svd_run_does_before_ray_starts():
         check_precision(MANIFEST, "onnxruntime", "fp16")
 
 
+def test_lite_replicas_get_the_interpreter_that_svd_serve_was_given(tmp_path, monkeypatch):
+    """--lite-python reaches the settings every replica loads with; without it (nor
+    SVDEPLOY_LITE_PYTHON, nor mindspore_lite here) a lite artifact is refused before Ray starts."""
+    import dataclasses
+
+    from svdeploy.manifest import write_manifest
+    from svdeploy.runtime import lite
+    from svdeploy.serve.settings import ServeSettings, resolve_settings
+
+    monkeypatch.delenv("SVDEPLOY_LITE_PYTHON", raising=False)
+    monkeypatch.setattr(lite, "lite_importable", lambda: False)
+    graphs = [dataclasses.replace(g, format="lite", file=g.file.replace(".onnx", ".ms"))
+              for g in MANIFEST.graphs]
+    write_manifest(dataclasses.replace(MANIFEST, graphs=graphs), tmp_path)
+    with pytest.raises(BackendError, match="lite"):
+        resolve_settings(tmp_path, tmp_path / "jobs", backend="lite")
+    settings = resolve_settings(tmp_path, tmp_path / "jobs", backend="lite",
+                                lite_python="/opt/py37/bin/python")
+    assert settings.backend == "lite"
+    assert ServeSettings.from_json(settings.to_json()).lite_python == "/opt/py37/bin/python"
+
+
 def test_multipart_encoding_round_trips_through_the_standard_parser():
     from email.parser import BytesParser
 
@@ -228,7 +250,7 @@ def test_cli_help_and_one_line_errors(tmp_path):
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
     for option in ("--replicas", "--address", "--jobs-dir", "--max-queue", "--max-upload",
-                   "--keep", "--precision", "--backend"):
+                   "--keep", "--precision", "--backend", "--lite-python", "SVDEPLOY_LITE_PYTHON"):
         assert option in result.output
     result = CliRunner().invoke(main, [str(tmp_path / "missing"), "--jobs-dir", str(tmp_path / "j")])
     assert result.exit_code == 2 and result.output.startswith("error: ")

@@ -175,7 +175,7 @@ class Generator:
     def __init__(self, settings: Dict[str, Any]) -> None:
         s = ServeSettings.from_json(settings)
         self.pipe = VideoPipeline.load(s.artifact, backend=s.backend, verify_hashes=s.verify_hashes,
-                                       precision=s.precision)
+                                       precision=s.precision, lite_python=s.lite_python)
         # One thread: a cancelled job's last step finishes before the next job starts.
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="svd-job")
 

@@ -44,6 +44,11 @@ def _converted(parse):
               help="Compute precision of the replicas, as svd-run --precision (fp32, bf16 on "
                    "openvino, auto; mindspore/lite run the exported dtype). Checked before Ray "
                    "starts. Default: auto.")
+@click.option("--lite-python", "lite_python", type=str, default=None,
+              envvar="SVDEPLOY_LITE_PYTHON", show_envvar=True,
+              help="Python interpreter that has mindspore_lite, as svd-run --lite-python: the "
+                   "lite backend's replicas run their graphs in a worker of that interpreter "
+                   "(the path must exist on every node that holds a replica).")
 @click.option("--jobs-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("svd-serve-jobs"), show_default=True,
               help="Job records, inputs and results (on the node of the API replica: the head "
@@ -66,7 +71,8 @@ def _converted(parse):
               help="Ray's and Serve's logs (every request) on this terminal.")
 @friendly_errors
 def main(artifact: Path, host: str, port: int, replicas: int, replica_cpus: float,
-         replica_gpus: float, backend: Optional[str], precision: Optional[str], jobs_dir: Path,
+         replica_gpus: float, backend: Optional[str], precision: Optional[str],
+         lite_python: Optional[str], jobs_dir: Path,
          address: Optional[str], max_queue: int, max_upload: int, keep_seconds: float,
          no_verify: bool, verbose: bool) -> None:
     """Serve the exported ARTIFACT (made by svd-export) over HTTP: POST an image to /v1/videos,
@@ -82,7 +88,8 @@ def main(artifact: Path, host: str, port: int, replicas: int, replica_cpus: floa
     from .server import start_server
 
     settings = resolve_settings(
-        artifact, jobs_dir, backend=backend, precision=precision, host=host, port=port,
+        artifact, jobs_dir, backend=backend, precision=precision, lite_python=lite_python,
+        host=host, port=port,
         replicas=replicas, replica_cpus=replica_cpus, replica_gpus=replica_gpus, address=address,
         max_queue=max_queue, max_upload=max_upload, keep_seconds=keep_seconds,
         verify_hashes=not no_verify)

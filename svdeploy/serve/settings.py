@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from svdeploy.errors import InputError
+from svdeploy.errors import BackendError, InputError
 from svdeploy.manifest import Manifest, read_manifest
 from svdeploy.runtime import choose_backend
 from svdeploy.runtime.backends import PRECISIONS, resolve_precision
@@ -48,6 +48,7 @@ class ServeSettings:
     replica_cpus: float = 1.0
     replica_gpus: float = 0.0
     precision: Optional[str] = None
+    lite_python: Optional[str] = None   # interpreter with mindspore_lite (the lite backend's worker)
     address: Optional[str] = None   # None: start a local Ray
     max_queue: int = 16
     max_upload: int = 20 * 1000 ** 2
@@ -63,11 +64,14 @@ class ServeSettings:
 
 
 def resolve_settings(artifact: Path, jobs_dir: Path, backend: Optional[str] = None,
-                     precision: Optional[str] = None, **options: Any) -> ServeSettings:
+                     precision: Optional[str] = None, lite_python: Optional[str] = None,
+                     **options: Any) -> ServeSettings:
     """Check the artifact (manifest only: the replicas verify the hashes when they load it),
     the backend and the precision, and every numeric option; errors name the option."""
     manifest = read_manifest(artifact, verify_hashes=False, formats=[])
-    chosen = choose_backend(manifest, backend)
+    chosen = choose_backend(manifest, backend, lite_python=lite_python)
+    if chosen == "lite":
+        lite_python = lite_interpreter(lite_python)
     if precision is not None:
         precision = check_precision(manifest, chosen, precision)
     for name, low in (("replicas", 1), ("max_queue", 1), ("max_upload", 1)):
@@ -81,7 +85,22 @@ def resolve_settings(artifact: Path, jobs_dir: Path, backend: Optional[str] = No
         raise InputError(f"--port {port}: expected 1..65535")
     given = {k: v for k, v in options.items() if v is not None}
     return ServeSettings(artifact=str(Path(artifact).resolve()), backend=chosen,
-                         jobs_dir=str(Path(jobs_dir).resolve()), precision=precision, **given)
+                         jobs_dir=str(Path(jobs_dir).resolve()), precision=precision,
+                         lite_python=lite_python, **given)
+
+
+def lite_interpreter(explicit: Optional[str]) -> Optional[str]:
+    """The interpreter the lite replicas will use, resolved here (the option, else
+    SVDEPLOY_LITE_PYTHON) so that replicas on other nodes get the same path; None when
+    mindspore_lite imports in this Python. Neither: refused before Ray starts."""
+    from svdeploy.runtime import lite
+
+    named = lite.resolve_lite_python(explicit)
+    if named is None and not lite.lite_importable():
+        raise BackendError("backend 'lite': mindspore_lite does not import in this Python and no "
+                           "interpreter is named; pass --lite-python PYTHON (one with "
+                           "mindspore_lite installed) or set SVDEPLOY_LITE_PYTHON")
+    return named
 
 
 def check_precision(manifest: Manifest, backend: str, precision: str) -> str:
