@@ -436,15 +436,15 @@ def _svdeploy_train_step(spec: Dict[str, Any], cfg: ModelConfig, batch: Dict[str
     import mindspore as ms
     from mindspore import ParameterTuple
 
+    from svdeploy.kernels.config import KernelConfig
     from svdeploy.models.build import load_network
     from svdeploy.train.config import OptimizerConfig
     from svdeploy.train.loss import EDMLoss
     from svdeploy.train.step import MicroBatch, StepRunner, select_trainable
-    from svdeploy.train.trainer import training_kernels
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
-    kernels = training_kernels(spec.get("conv", "im2col"), spec["dtype"])  # what svd-train builds
+    kernels = KernelConfig.for_training(spec.get("conv", "im2col"), spec["dtype"])  # svd-train's
     unet = load_network("unet", spec["checkpoint_dir"], kernels, cfg)
     names, _frozen = select_trainable(unet, spec["temporal_only"])
     params = dict(unet.parameters_and_names())

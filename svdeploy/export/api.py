@@ -33,27 +33,12 @@ LITE_SUFFIX = "_lite.mindir"  # what Lite's converter writes for output stem <st
 
 
 def export_kernels(fmt: str, settings: ExportSettings) -> KernelConfig:
-    """The op variants traced into a graph of format ``fmt`` (lite graphs are converted from
-    plain ONNX, so they trace the ONNX variants)."""
-    if fmt in ("onnx", "lite"):
-        return KernelConfig.onnx(settings.dtype)
-    if settings.target == "ascend":
-        # Ascend's converter fuses attention / norms itself; keep MindSpore's own ops.
-        return KernelConfig(single_token_cross_attention=True, compute_dtype=settings.dtype)
-    # MindSpore on CPU: LayerNorm-based GroupNorm is its fast path, the (k,1,1) temporal
-    # convolution runs as one GEMM (its Conv3D kernel is ~0.4 GFLOP/s there); the spatial
-    # convolution kernel is the export's choice (KernelConfig.conv says which CPUs favour which)
-    return KernelConfig(group_norm="layernorm", single_token_cross_attention=True,
-                        temporal_conv="matmul", conv=settings.conv,
-                        compute_dtype=settings.dtype)  # type: ignore[arg-type]
+    """The op variants traced into a graph of format ``fmt`` (``KernelConfig.for_export``)."""
+    return KernelConfig.for_export(fmt, settings.target, settings.conv, settings.dtype)
 
 
-# The float32 network every graph is checked against: MindSpore's own kernels, the exact sgm
-# computation (tests/test_network_parity.py checks it against diffusers), except that the
-# (k,1,1) temporal convolution is computed as a GEMM: MindSpore's CPU Conv3D for that shape
-# runs at ~0.4 GFLOP/s, which made validating a mid-size VAE decoder take minutes (and a
-# full-size one hours). Both forms agree to 2e-7 (tests/test_kernels.py).
-REFERENCE_KERNELS = KernelConfig.reference().with_(temporal_conv="matmul")
+# The float32 network every graph is checked against (KernelConfig.for_validation says why).
+REFERENCE_KERNELS = KernelConfig.for_validation()
 
 
 @dataclass

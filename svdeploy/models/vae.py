@@ -211,8 +211,7 @@ class AE3DConv(Conv2d):
         super().__init__(in_channels, out_channels, 3, padding=1,
                          compute_dtype=kernels.compute_dtype, kind=kernels.conv)
         self.time_mix_conv = TemporalConv(out_channels, out_channels, video_kernel_size,
-                                          kernels.temporal_conv, kernels.compute_dtype,
-                                          kernels.conv)
+                                          kernels.temporal_conv, kernels.compute_dtype)
 
     def construct(self, x: Tensor, num_frames: int) -> Tensor:
         x = self.forward_conv(x)

@@ -47,25 +47,10 @@ LOG_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "loss_scale", "applie
 
 
 def training_kernels(conv: str = "auto", compute_dtype: str = "fp32") -> KernelConfig:
-    """The op variants of svd-train's graphs. Softmax over SVD's single context token is exactly
-    1, so q/k of the cross-attention get exactly zero gradient either way; skipping them is exact
-    and cheaper. Spatial convolutions: ``conv`` (``auto`` times native and im2col here once, as
-    svd-export does; on AVX-512 EPYCs MindSpore's native 3×3 Conv2D and its gradient ran at
-    0.5 GFLOP/s, the Im2Col form at 18–24). The (k,1,1) temporal convolutions run as one GEMM
-    (MindSpore's CPU Conv3D for them is ~0.4 GFLOP/s) in the unfold form, whose gradient avoids
-    the per-tap time slices that took 0.18 s of a 1.2 s demo U-Net step (MindSpore 2.10, 2-core
-    EPYC). The VAE encoder's asymmetric pad is a concatenation of zeros: MindSpore 2.10's CPU
-    PadV3 kernel (ops.pad) spun forever inside its constant-mode loop at the 34th training step
-    of the autoencoder stage, every run (batch 1 or 2, any data)."""
+    """The op variants of svd-train's graphs (``KernelConfig.for_training`` says why each)."""
     from svdeploy.kernels.config import KernelConfig
 
-    if conv == "auto":
-        from svdeploy.kernels.probe import fastest_conv
-
-        conv = fastest_conv()
-        logger.info("training convolutions: %s (probe)", conv)
-    return KernelConfig(single_token_cross_attention=True, temporal_conv="unfold", pad="concat",
-                        conv=conv, compute_dtype=compute_dtype)  # type: ignore[arg-type]
+    return KernelConfig.for_training(conv, compute_dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +333,6 @@ class Trainer:
         import mindspore as ms
         from mindspore import ParameterTuple, nn
 
-        from svdeploy.kernels.config import KernelConfig
         from svdeploy.models import build_network
         from svdeploy.models.loading import load_into_cell
 
@@ -364,10 +348,7 @@ class Trainer:
                               "bfloat16 matmul; use fp32 or fp16 (with LossScale) on CPU, bf16 "
                               "on Ascend")
         self.unet = build_network("unet", mcfg, self.kernels)
-        # frozen, forward only: the LayerNorm form of GroupNorm and the concatenated pad ran this
-        # encoder 25 % faster than the native kernels (MindSpore 2.10 CPU, 64×64 frames)
-        vae_encoder = build_network("vae_encoder", mcfg, self.kernels.with_(
-            compute_dtype="fp32", group_norm="layernorm", pad="concat"))
+        vae_encoder = build_network("vae_encoder", mcfg, self.kernels.frozen_encoder())
         image_encoder = build_network("image_encoder", mcfg)
         for name, net in (("unet", self.unet), ("vae_encoder", vae_encoder),
                           ("image_encoder", image_encoder)):
