@@ -163,7 +163,8 @@ class ImageEncoderConfig:
 
 @dataclass
 class SamplingConfig:
-    """Defaults of a run; the preset carries its own guidance default (DESIGN.md §4)."""
+    """Defaults of a run; the preset carries its own guidance default
+    (docs/NUMERICS.md §2.5)."""
 
     fps: int = 7
     motion_bucket_id: int = 127

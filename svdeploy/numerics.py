@@ -1,7 +1,7 @@
 """NumPy formulas shared by the runtime and training, below both (a core module).
 
-The CLIP branch of the conditioning (DESIGN.md §4): the H×W image in [0, 1] is resized to
-224×224 with diffusers' antialiased bicubic and CLIP-normalised. The resize is written as two
+The CLIP branch of the conditioning (docs/NUMERICS.md §2.1): the H×W image in [0, 1] is resized
+to 224×224 with diffusers' antialiased bicubic and CLIP-normalised. The resize is written as two
 small matrices (one per axis) that fold the Gaussian blur with its reflect padding and the
 bicubic interpolation together. ``svdeploy.runtime.preprocess`` re-exports every name, and
 training (``svdeploy.train.conditioning``) preprocesses exactly as inference does by calling

@@ -57,7 +57,7 @@ def stub_numpy(a, u, p, q, x, timesteps, context, y):
 
 
 def reference_loss(weights, x0, image_latent, context, ids, sigma, noise, keep, frames):
-    """DESIGN.md §4 + the EDM loss, in float64 NumPy, frame-major inside each video."""
+    """docs/NUMERICS.md §4, §6: the EDM loss, in float64 NumPy, frame-major inside each video."""
     s = np.repeat(sigma.astype(np.float64), frames)[:, None, None, None]
     noisy = x0 + s * noise
     c_in, c_skip = 1 / np.sqrt(s ** 2 + 1), 1 / (s ** 2 + 1)

@@ -74,7 +74,7 @@ class ExportResult:
 
 
 def _random_inputs(spec: GraphSpec, cfg: ModelConfig, rng: np.random.Generator) -> List[np.ndarray]:
-    """Inputs in the ranges the runtime feeds (DESIGN.md §4)."""
+    """Inputs in the ranges the runtime feeds (docs/NUMERICS.md §2, §3)."""
     arrays = []
     for t in spec.inputs:
         if t.name == "image":

@@ -1,4 +1,4 @@
-"""``VideoPipeline``: image → video over the four exported graphs (DESIGN.md §4).
+"""``VideoPipeline``: image → video over the four exported graphs (docs/NUMERICS.md).
 
 Everything between the graph calls is NumPy here: preprocessing, the two random draws,
 the Karras schedule, guidance, Euler steps, chunked decoding and clipping. The graphs come
@@ -293,10 +293,10 @@ class VideoPipeline:
         """Generate a video and return float frames in [0, 1] with parameters and timings.
 
         Parameters left ``None`` come from the artifact's defaults. Random draws follow
-        DESIGN.md §4: ``numpy.random.default_rng(seed)`` gives ``image_noise`` (1, 3, H, W)
-        first, then ``latents`` (1, F, C, h, w), both standard normal. A given array replaces
-        its draw; the draws still happen in order, so giving only ``image_noise`` keeps the
-        seed's latents. ``image`` is a path, a PIL image or an (H, W[, C]) array.
+        docs/NUMERICS.md §2.3: ``numpy.random.default_rng(seed)`` gives ``image_noise``
+        (1, 3, H, W) first, then ``latents`` (1, F, C, h, w), both standard normal. A given
+        array replaces its draw; the draws still happen in order, so giving only
+        ``image_noise`` keeps the seed's latents. ``image`` is a path, a PIL image or an (H, W[, C]) array.
 
         Guidance: an artifact exported with CFG always runs [uncond, cond] and applies
         ``v_u + g_f·(v_c − v_u)`` (sgm's LinearPredictionGuider), for any scales; when every

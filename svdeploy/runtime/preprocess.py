@@ -1,4 +1,4 @@
-"""Image loading and the two conditioning branches (DESIGN.md §4).
+"""Image loading and the two conditioning branches (docs/NUMERICS.md §2).
 
 Input images of any common kind become float32 RGB in [0, 1] at the exported size:
 

@@ -3,7 +3,8 @@
 For a micro-batch of B clips of F frames (in [−1, 1]) and each clip's draws:
 
 * x0 = VAE mean of every frame × scale_factor (the U-Net's target latents);
-* image latent = VAE mean of (cond_image + cond_aug · image_noise), NOT scaled (DESIGN.md §4);
+* image latent = VAE mean of (cond_image + cond_aug · image_noise), NOT scaled
+  (docs/NUMERICS.md §2.2);
 * context = CLIP embedding of the clean cond image, preprocessed exactly as at inference
   (:func:`svdeploy.numerics.clip_pixel_values`: antialiased resize to 224, CLIP
   normalisation), as a one-token context (B, 1, D).

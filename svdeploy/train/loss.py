@@ -1,7 +1,7 @@
 """EDM training loss of SVD's v-prediction U-Net, and the per-video random draws.
 
-The U-Net sees exactly what it sees at inference (DESIGN.md §4): ``[noisy·c_in, image_latent]``
-on channels, ``c_noise = 0.25·ln σ``, the CLIP embedding as a one-token context and the embedded
+The U-Net sees exactly what it sees at inference (docs/NUMERICS.md §6):
+``[noisy·c_in, image_latent]`` on channels, ``c_noise = 0.25·ln σ``, the CLIP embedding as a one-token context and the embedded
 time ids ``[fps − 1, motion_bucket_id, cond_aug]``, both repeated per frame. Then
 
     denoised = c_skip·noisy + c_out·unet_out          (sgm VScalingWithEDMcNoise)
