@@ -228,17 +228,12 @@ def _autocast_methods(module: Any, *names: str) -> None:
         setattr(module, name, wrapped)
 
 
-def _diffusers_video(spec: Dict[str, Any], cfg: ModelConfig, image: np.ndarray,
-                     image_noise: np.ndarray, latents: np.ndarray,
-                     bf16: bool) -> Callable[[int], Dict[str, Any]]:
-    """A function steps → {frames, timings} over diffusers' StableVideoDiffusionPipeline, with
-    its one random draw (the image noise) and the initial latents taken from the given arrays."""
+def _diffusers_svd_pipeline(spec: Dict[str, Any], cfg: ModelConfig, bf16: bool) -> Any:
+    """diffusers' StableVideoDiffusionPipeline over the prepared diffusers networks, with SVD's
+    scheduler; with ``bf16`` the networks (not the preprocessing) run under bf16 autocast."""
     import warnings
 
-    import torch
-    import diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion as svd_module
     from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
-    from PIL import Image
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -261,6 +256,19 @@ def _diffusers_video(spec: Dict[str, Any], cfg: ModelConfig, image: np.ndarray,
         _autocast_methods(nets["unet"], "forward")
         _autocast_methods(nets["image_encoder"], "forward")
         _autocast_methods(nets["vae"], "encode", "decode")
+    return pipe
+
+
+def _diffusers_video(spec: Dict[str, Any], cfg: ModelConfig, image: np.ndarray,
+                     image_noise: np.ndarray, latents: np.ndarray,
+                     bf16: bool) -> Callable[[int], Dict[str, Any]]:
+    """A function steps → {frames, timings} over diffusers' StableVideoDiffusionPipeline, with
+    its one random draw (the image noise) and the initial latents taken from the given arrays."""
+    import torch
+    import diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion as svd_module
+    from PIL import Image
+
+    pipe = _diffusers_svd_pipeline(spec, cfg, bf16)
     picture = Image.fromarray(image)
     sampling = cfg.sampling
 
@@ -296,15 +304,19 @@ def _diffusers_video(spec: Dict[str, Any], cfg: ModelConfig, image: np.ndarray,
             total = time.perf_counter() - t0
         finally:
             svd_module.randn_tensor = original
-        # per step: between consecutive step-end callbacks (the first from the pipeline start,
-        # so it also holds the image encoding; reported separately as encode+step1)
-        per_step = [b - a for a, b in zip(marks, marks[1:])]
         return {"frames": np.asarray(frames, np.float32)[0],
-                "timings": {"end_to_end_s": total, "per_step_s": per_step,
-                            "until_first_step_end_s": marks[0] - t0 if marks else None,
-                            "after_last_step_s": t0 + total - marks[-1] if marks else None}}
+                "timings": _step_timings(marks, t0, total)}
 
     return video
+
+
+def _step_timings(marks: List[float], t0: float, total: float) -> Dict[str, Any]:
+    """Per step: between consecutive step-end callbacks (the first from the pipeline start,
+    so it also holds the image encoding; reported separately as encode+step1)."""
+    per_step = [b - a for a, b in zip(marks, marks[1:])]
+    return {"end_to_end_s": total, "per_step_s": per_step,
+            "until_first_step_end_s": marks[0] - t0 if marks else None,
+            "after_last_step_s": t0 + total - marks[-1] if marks else None}
 
 
 def _svdeploy_pipeline(spec: Dict[str, Any], backend: str, precision: str) -> Any:
