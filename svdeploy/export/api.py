@@ -272,6 +272,8 @@ def _open_lite(settings: ExportSettings):
 
 def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSettings,
                  progress: bool, log: Callable[[str], None], lite=None) -> ExportResult:
+    """Every graph of every format into ``tmp`` (one network in memory at a time), each checked
+    against the reference network; then the manifest (and the Ascend files)."""
     from tqdm import tqdm
 
     specs = graph_specs(cfg, settings)
@@ -280,48 +282,27 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
     reports: List[GraphReport] = []
     references: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
     failures: List[str] = []
-    networks = list(dict.fromkeys(s.network for s in specs))
     bar = tqdm(total=len(specs) * len(settings.formats), desc="export", unit="graph",
                disable=not progress, dynamic_ncols=True)
     try:
-        for network in networks:
+        for network in dict.fromkeys(s.network for s in specs):
             net_specs = [s for s in specs if s.network == network]
             reference = (_load_network(network, cfg, weights, REFERENCE_KERNELS)
                          if settings.validate else None)
-            expected: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
-            if reference is not None:
-                for spec in net_specs:
-                    import mindspore as ms
-
-                    inputs = _random_inputs(spec, cfg, rng)
-                    out = _wrap(spec, reference)(*[ms.Tensor(a) for a in inputs])
-                    outs = out if isinstance(out, (tuple, list)) else [out]
-                    expected[spec.name] = (inputs, [o.asnumpy() for o in outs])
-                if settings.target == "ascend":  # stored as the host validation's references
-                    references.update(expected)
+            expected = (_reference_outputs(net_specs, reference, cfg, rng)
+                        if reference is not None else {})
+            if settings.target == "ascend":  # stored as the host validation's references
+                references.update(expected)
             for fmt in settings.formats:
                 kernels = export_kernels(fmt, settings)
-                if reference is not None:
-                    from svdeploy.models.build import build_network
-
-                    net = build_network(network, cfg, kernels)  # type: ignore[arg-type]
-                    _share_parameters(net, reference)
-                    net.set_train(False)
-                else:
-                    net = _load_network(network, cfg, weights, kernels)
+                net = _network_to_trace(network, cfg, weights, kernels, reference)
                 for spec in net_specs:
                     bar.set_description(f"export {spec.name}.{fmt}")
                     entry, report = _export_graph(tmp, spec, fmt, net, settings, kernels,
                                                   expected.get(spec.name), lite)
                     entries.append(entry)
                     reports.append(report)
-                    if not report.passed:
-                        failures.append(f"{spec.name}.{fmt}: max relative error "
-                                        f"{report.parity_max_rel_error:.3e} > tolerance "
-                                        f"{report.tolerance:.0e}")
-                    log(f"{spec.name}.{fmt}: {report.bytes / 1e6:.1f} MB in "
-                        f"{report.export_seconds:.1f} s, max rel err "
-                        f"{'-' if report.parity_max_rel_error is None else f'{report.parity_max_rel_error:.2e}'}")
+                    failures.extend(_report_graph(report, log))
                     bar.update(1)
                 del net
                 gc.collect()
@@ -339,6 +320,47 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
     write_manifest(manifest, tmp)
     return ExportResult(directory=tmp, manifest=manifest, reports=reports,
                         ascend_commands=commands)
+
+
+def _reference_outputs(net_specs: List[GraphSpec], reference, cfg: ModelConfig,
+                       rng: np.random.Generator
+                       ) -> Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]]:
+    """Per graph: random inputs (drawn from ``rng`` in graph order) and the reference
+    network's outputs for them."""
+    import mindspore as ms
+
+    expected: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
+    for spec in net_specs:
+        inputs = _random_inputs(spec, cfg, rng)
+        out = _wrap(spec, reference)(*[ms.Tensor(a) for a in inputs])
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        expected[spec.name] = (inputs, [o.asnumpy() for o in outs])
+    return expected
+
+
+def _network_to_trace(network: str, cfg: ModelConfig, weights: Path, kernels: KernelConfig,
+                      reference):
+    """The network with the format's kernels: sharing the reference's parameters when there
+    is one (no second read of the weights), else loaded from ``weights``."""
+    if reference is None:
+        return _load_network(network, cfg, weights, kernels)
+    from svdeploy.models.build import build_network
+
+    net = build_network(network, cfg, kernels)  # type: ignore[arg-type]
+    _share_parameters(net, reference)
+    net.set_train(False)
+    return net
+
+
+def _report_graph(report: GraphReport, log: Callable[[str], None]) -> List[str]:
+    """Logs one written graph; returns its parity failure, if any, as a one-item list."""
+    err = "-" if report.parity_max_rel_error is None else f"{report.parity_max_rel_error:.2e}"
+    log(f"{report.name}.{report.format}: {report.bytes / 1e6:.1f} MB in "
+        f"{report.export_seconds:.1f} s, max rel err {err}")
+    if report.passed:
+        return []
+    return [f"{report.name}.{report.format}: max relative error "
+            f"{report.parity_max_rel_error:.3e} > tolerance {report.tolerance:.0e}"]
 
 
 def _write_ascend(tmp: Path, manifest: Manifest, entries: List[GraphEntry],
