@@ -437,61 +437,85 @@ def convert_checkpoint(src: Union[str, os.PathLike], out_dir: Union[str, os.Path
     """
     started = time.perf_counter()
     src, out_dir = Path(src), Path(out_dir)
+    _check_destination(src, out_dir, overwrite)
+    source = _open_source(src, source_format)
+    try:
+        cfg, plan = _plan_conversion(source, config)
+        return _convert_and_publish(source, plan, cfg, src, out_dir, overwrite, progress, log,
+                                    started)
+    finally:
+        source.close()
+
+
+def _check_destination(src: Path, out_dir: Path, overwrite: bool) -> None:
+    """Refuse an ``out_dir`` that is not replaceable or holds the source, before any work."""
     _check_out_dir(out_dir, overwrite)
     if out_dir.exists() and src.exists() and (src.resolve() == out_dir.resolve()
                                               or out_dir.resolve() in src.resolve().parents):
         # replacing --out would delete the checkpoint being converted
         raise CheckpointError(f"--out {out_dir} contains the source {src}; choose another output directory")
     check_replaceable(out_dir, {"the source": src})
-    source = _open_source(src, source_format)
-    try:
-        if source.files.keys() == {""}:
-            candidates, conflicts, ignored = _single_file_candidates(source)
-            found = {t: _shape_of(source, r) or () for t, r in candidates.items()}
-            cfg, label = _resolve_config(source, config, found)
-            plan = _plan_single_file(source, cfg, label, candidates, conflicts, ignored)
-        else:
-            cfg, label = _resolve_config(source, config, None)
-            plan = _plan_diffusers(source, cfg, label)
 
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(out_dir, log)
-        try:
-            tmp_dir = make_temp_dir(out_dir, "partial")
-        except OSError as exc:
-            raise CheckpointError(f"cannot create the output beside {out_dir}: "
-                                  f"{describe_os_error(exc)}") from None
-        try:
-            dtypes = _write_weights(source, plan, tmp_dir / WEIGHTS_FILE, progress)
-            save_model_config(cfg, tmp_dir / CONFIG_FILE)
-            tensors: Dict[str, int] = {n: 0 for n in NETWORKS}
-            parameters: Dict[str, int] = {n: 0 for n in NETWORKS}
-            for name, shape in plan.expected.items():
-                network = network_of(name)
-                assert network is not None
-                tensors[network] += 1
-                parameters[network] += numel(shape)
-            report = ConvertReport(
-                source=src.resolve(), source_format=source.source_format, container=source.container,
-                out_dir=out_dir, config=cfg, tensors=tensors, parameters=parameters,
-                ignored=len(plan.ignored), ignored_examples=plan.ignored[:20],
-                source_dtypes=dict(sorted(dtypes.items())), seconds=0.0)
-            source.close()
-            report.seconds = time.perf_counter() - started
-            with open(tmp_dir / PROVENANCE_FILE, "w", encoding="utf-8") as fh:
-                json.dump(report.to_json(), fh, indent=2)
-                fh.write("\n")
-            apply_umask(tmp_dir)
-            _move_into_place(tmp_dir, out_dir, overwrite)
-        except OSError as exc:
-            remove_quietly(tmp_dir)
-            raise CheckpointError(
-                f"converting into {out_dir} failed: {describe_os_error(exc)}"
-                f"{f' ({exc.filename})' if exc.filename else ''}; nothing was written"
-                f"{' and the earlier output is unchanged' if out_dir.exists() else ''}") from None
-        except BaseException:
-            remove_quietly(tmp_dir)
-            raise
-    finally:
+
+def _plan_conversion(source: _Source, config) -> Tuple[ModelConfig, _Plan]:
+    """The model config (given, or detected from the source's tensors) and the plan that
+    makes every expected tensor from the source's."""
+    if source.files.keys() == {""}:
+        candidates, conflicts, ignored = _single_file_candidates(source)
+        found = {t: _shape_of(source, r) or () for t, r in candidates.items()}
+        cfg, label = _resolve_config(source, config, found)
+        return cfg, _plan_single_file(source, cfg, label, candidates, conflicts, ignored)
+    cfg, label = _resolve_config(source, config, None)
+    return cfg, _plan_diffusers(source, cfg, label)
+
+
+def _convert_and_publish(source: _Source, plan: _Plan, cfg: ModelConfig, src: Path,
+                         out_dir: Path, overwrite: bool, progress: bool,
+                         log: Optional[Callable[[str], None]], started: float) -> ConvertReport:
+    """Write the checkpoint into a hidden folder beside ``out_dir`` and swap it into place; on
+    any failure the folder is removed and an earlier output stays as it was."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir, log)
+    try:
+        tmp_dir = make_temp_dir(out_dir, "partial")
+    except OSError as exc:
+        raise CheckpointError(f"cannot create the output beside {out_dir}: "
+                              f"{describe_os_error(exc)}") from None
+    try:
+        dtypes = _write_weights(source, plan, tmp_dir / WEIGHTS_FILE, progress)
+        save_model_config(cfg, tmp_dir / CONFIG_FILE)
+        tensors, parameters = _network_counts(plan)
+        report = ConvertReport(
+            source=src.resolve(), source_format=source.source_format,
+            container=source.container, out_dir=out_dir, config=cfg, tensors=tensors,
+            parameters=parameters, ignored=len(plan.ignored), ignored_examples=plan.ignored[:20],
+            source_dtypes=dict(sorted(dtypes.items())), seconds=0.0)
         source.close()
+        report.seconds = time.perf_counter() - started
+        with open(tmp_dir / PROVENANCE_FILE, "w", encoding="utf-8") as fh:
+            json.dump(report.to_json(), fh, indent=2)
+            fh.write("\n")
+        apply_umask(tmp_dir)
+        _move_into_place(tmp_dir, out_dir, overwrite)
+    except OSError as exc:
+        remove_quietly(tmp_dir)
+        raise CheckpointError(
+            f"converting into {out_dir} failed: {describe_os_error(exc)}"
+            f"{f' ({exc.filename})' if exc.filename else ''}; nothing was written"
+            f"{' and the earlier output is unchanged' if out_dir.exists() else ''}") from None
+    except BaseException:
+        remove_quietly(tmp_dir)
+        raise
     return report
+
+
+def _network_counts(plan: _Plan) -> Tuple[Dict[str, int], Dict[str, int]]:
+    """(tensors, parameters) per network of the planned checkpoint."""
+    tensors: Dict[str, int] = {n: 0 for n in NETWORKS}
+    parameters: Dict[str, int] = {n: 0 for n in NETWORKS}
+    for name, shape in plan.expected.items():
+        network = network_of(name)
+        assert network is not None
+        tensors[network] += 1
+        parameters[network] += numel(shape)
+    return tensors, parameters
