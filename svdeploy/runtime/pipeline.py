@@ -331,29 +331,8 @@ class VideoPipeline:
                                                                           latents)
         calls_before = self.graph_counters()
         timings: Dict[str, Any] = {}
-
-        t0 = time.perf_counter()
-        prepared = prepare_image(image, self.manifest.height, self.manifest.width)
-        timings["preprocess_s"] = time.perf_counter() - t0
-
-        steps = params.num_inference_steps
-        with tqdm(total=steps + len(windows), desc="denoise", unit="call", file=sys.stderr,
-                  disable=not progress, dynamic_ncols=True) as bar:
-            t0 = time.perf_counter()
-            context, image_latent = self._encode(prepared.pixels, noise_for_image, params)
-            timings["encode_s"] = time.perf_counter() - t0
-
-            t0 = time.perf_counter()
-            final, per_step = self._denoise(noise_for_latents[0], context, image_latent, params,
-                                            bar, on_step)
-            timings["denoise_s"] = time.perf_counter() - t0
-            timings["per_step_s"] = per_step
-
-            t0 = time.perf_counter()
-            bar.set_description("decode")
-            decoded = self.decode_latents(final, windows, decode_overlap, bar.update)
-            timings["decode_s"] = time.perf_counter() - t0
-
+        prepared, decoded = self._run_stages(image, noise_for_image, noise_for_latents[0], params,
+                                             windows, decode_overlap, progress, on_step, timings)
         timings["graphs"] = self.graph_calls_since(calls_before)
         timings["end_to_end_s"] = time.perf_counter() - start
         return GenerationResult(frames=decoded_to_frames(decoded), params=params, seed=used_seed,
@@ -361,6 +340,36 @@ class VideoPipeline:
                                 image=prepared_image_info(prepared), precision=self.precision,
                                 details={"decode_overlap": decode_overlap,
                                          "decode_calls": len(windows)})
+
+    def _run_stages(self, image: ImageSource, image_noise: np.ndarray, noise: np.ndarray,
+                    params: SamplingParams, windows: List[Window], decode_overlap: int,
+                    progress: bool, on_step: Optional[StepCallback],
+                    timings: Dict[str, Any]) -> Tuple[PreparedImage, np.ndarray]:
+        """The timed stages of one clip, the seconds of each into ``timings``: preprocessing,
+        then encoding, denoising and decoding under one progress bar of steps + decode calls.
+        Returns (the prepared image, the decoded frames)."""
+        t0 = time.perf_counter()
+        prepared = prepare_image(image, self.manifest.height, self.manifest.width)
+        timings["preprocess_s"] = time.perf_counter() - t0
+        pixels = prepared.pixels
+
+        steps = params.num_inference_steps
+        with tqdm(total=steps + len(windows), desc="denoise", unit="call", file=sys.stderr,
+                  disable=not progress, dynamic_ncols=True) as bar:
+            t0 = time.perf_counter()
+            context, image_latent = self._encode(pixels, image_noise, params)
+            timings["encode_s"] = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            final, per_step = self._denoise(noise, context, image_latent, params, bar, on_step)
+            timings["denoise_s"] = time.perf_counter() - t0
+            timings["per_step_s"] = per_step
+
+            t0 = time.perf_counter()
+            bar.set_description("decode")
+            decoded = self.decode_latents(final, windows, decode_overlap, bar.update)
+            timings["decode_s"] = time.perf_counter() - t0
+        return prepared, decoded
 
     def _noise_draws(self, seed: Optional[int], image_noise: Optional[np.ndarray],
                      latents: Optional[np.ndarray]) -> Tuple[Optional[int], np.ndarray, np.ndarray]:
