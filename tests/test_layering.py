@@ -202,3 +202,29 @@ def test_no_module_cites_design_md():
     _check(found, "no svdeploy module cites DESIGN.md (cite docs/NUMERICS.md)")
     assert (ROOT / "docs" / "NUMERICS.md").is_file()
 
+
+# ---------------------------------------------------------------------------------------------
+# Functions read top to bottom
+# ---------------------------------------------------------------------------------------------
+MAX_FUNCTION_LINES = 60
+
+
+def _long_functions(limit: int) -> List[str]:
+    """Every function or method of svdeploy/ longer than ``limit`` lines (from its ``def`` line
+    to its last line; decorators not counted), as file:line name (length)."""
+    found = []
+    for path in MODULES.values():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > limit:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length})")
+    return sorted(found)
+
+
+def test_no_function_is_longer_than_60_lines():
+    _check(_long_functions(MAX_FUNCTION_LINES),
+           f"no function in svdeploy/ is longer than {MAX_FUNCTION_LINES} lines (split it into "
+           "steps that read top to bottom)")
+    assert _long_functions(20), "the function scan finds functions"
