@@ -69,7 +69,7 @@ def graph_specs(*, height: int, width: int, num_frames: int, latent_channels: in
                         {"v": (n, c, h, w)}),
         "vae_decoder": decoder(k),
     }
-    specs = {name: table[name] for name in NETWORK_NAMES if name in networks}
+    specs: Dict[str, GraphIO] = {name: table[name] for name in NETWORK_NAMES if name in networks}
     if "vae_decoder" in specs and num_frames % k:
         specs[TAIL_GRAPH] = decoder(num_frames % k)
     return specs

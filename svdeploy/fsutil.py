@@ -147,7 +147,7 @@ def check_writable_folder(folder: PathLike, what: str = "output") -> None:
 # ---------------------------------------------------------------------------------------------
 # Atomic writes
 # ---------------------------------------------------------------------------------------------
-def write_to_temp(path: PathLike, write: Callable[[Path], None], suffix: str = "",
+def write_to_temp(path: PathLike, write: Callable[[Path], object], suffix: str = "",
                   parents: bool = False) -> Path:
     """Run ``write(tmp)`` on a hidden sibling of ``path`` and return it, unpublished (readable
     as a plain file would be). On any failure the temporary is removed; an OSError becomes an

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from .contract import GRAPH_FORMATS, GRAPH_NAMES, REQUIRED_GRAPHS, required_graphs
+from .contract import REQUIRED_GRAPHS  # noqa: F401  (re-exported: manifest.REQUIRED_GRAPHS)
+from .contract import GRAPH_FORMATS, GRAPH_NAMES, required_graphs
 from .errors import ManifestError
 from .fsutil import atomic_write_text, json_text
 
@@ -309,10 +310,10 @@ class Manifest:
                                 f"1..{self.num_frames}")
         seen = set()
         for g in self.graphs:
-            key = (g.name, g.format)
-            if key in seen:
+            graph_key = (g.name, g.format)
+            if graph_key in seen:
                 raise ManifestError(f"{where}: graph {g.name}.{g.format} is listed twice")
-            seen.add(key)
+            seen.add(graph_key)
         for fmt in self.formats() if not self.extra.get("partial") else ():
             missing = [n for n in required_graphs(self.num_frames, self.decode_chunk_size)
                        if (n, fmt) not in seen]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from PIL import Image
 
 from svdref.diffusers_tiny import make_image
@@ -50,7 +50,7 @@ def snapshot(folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def run(*args) -> "click.testing.Result":
+def run(*args) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args])
 
 

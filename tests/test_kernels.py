@@ -338,11 +338,12 @@ def test_im2col_conv_gradients_match_native(mode, k, stride, pad):
     rng = np.random.default_rng(6)
     x = Tensor(rng.standard_normal((2, 5, 12, 16)).astype(np.float32))
     w = rng.standard_normal((7, 5, k, k)).astype(np.float32) * 0.3
-    grads = {}
+    grads, probe = {}, None
     for kind in ("native", "im2col"):
         conv = Conv2d(5, 7, k, stride=stride, padding=pad, kind=kind)
         conv.weight.set_data(Tensor(w))
-        probe = Tensor(rng.standard_normal(conv(x).shape).astype(np.float32)) if not grads else probe
+        if probe is None:
+            probe = Tensor(rng.standard_normal(conv(x).shape).astype(np.float32))
 
         gx, (gw, _) = ms.value_and_grad(ProbeLoss(conv, probe), 0, conv.trainable_params())(x)[1]
         grads[kind] = (gx.asnumpy(), gw.asnumpy())

@@ -228,7 +228,8 @@ def test_multipart_encoding_round_trips_through_the_standard_parser():
 
 
 def test_serve_imports_the_runtime_only():
-    """serve → runtime → core: the app and the CLI load no model, export, training or kernel code."""
+    """serve → runtime → core: the app and the CLI load no model, export, training or kernel
+    code."""
     import subprocess
     import sys
 

@@ -41,7 +41,7 @@ def test_packaged_yaml_is_the_seed_recipe_and_the_defaults():
     assert (t.diffusion.p_mean, t.diffusion.p_std) == (1.0, 1.6)
     # every value the file sets equals the dataclass default, so --help's defaults are true
     defaults = to_dict(TrainingConfig())
-    file_values = to_dict(training_config_from_dict(apply_overrides(raw, parse_override_args(REQUIRED)))) 
+    file_values = to_dict(training_config_from_dict(apply_overrides(raw, parse_override_args(REQUIRED))))
     for name, _, default, _ in iter_options():
         if name in ("train.random_init", "train.dataset.init_args.data_dir",
                     "train.dataset.init_args.metadata"):

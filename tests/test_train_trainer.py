@@ -237,7 +237,7 @@ def test_an_output_dir_with_checkpoints_is_not_reused_without_resume(videos, tmp
     assert (out / "checkpoints" / "step-00000002").is_dir()                   # kept
 
 
-# ---- data parallel through msrun ------------------------------------------------------------------
+# ---- data parallel through msrun ----------------------------------------------------------
 def _free_port() -> int:
     import socket
 

@@ -230,7 +230,8 @@ class MemoryGuard:
                 rss, largest = max(sizes, key=lambda item: item[0])
                 largest.killed_reason = (
                     f"killed by svd-bench at {rss / 2**30:.1f} GiB RSS: the workers together held "
-                    f"{total / 2**30:.2f} GiB, above --memory-limit {self.limit_bytes / 2**30:.2f} GiB")
+                    f"{total / 2**30:.2f} GiB, above --memory-limit "
+                    f"{self.limit_bytes / 2**30:.2f} GiB")
                 kill_process(largest.process)
             time.sleep(self.interval_s)
 

@@ -190,7 +190,9 @@ def prepare(plan: GpuPlan, validate: bool) -> Dict[str, Any]:  # pragma: no cove
     for fmt, marker in (("onnx", "onnxruntime"), ("mindir", "mindspore")):
         if not any(marker in p for p in plan.peers):
             continue
-        target = plan.work / f"artifact-{fmt}-{plan.dtype}-f{plan.frames}-{plan.height}x{plan.width}-k{plan.decode_chunk_size}"
+        size = f"{plan.height}x{plan.width}"
+        target = plan.work / (f"artifact-{fmt}-{plan.dtype}-f{plan.frames}-{size}"
+                              f"-k{plan.decode_chunk_size}")
         if not (target / "manifest.json").is_file():
             setup_mindspore("graph")
             export_artifact(weights.checkpoint_dir, target, frames=plan.frames, height=plan.height,

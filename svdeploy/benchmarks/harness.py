@@ -339,7 +339,9 @@ class Workspace:
             else:
                 a = rng.standard_normal(t.shape)
             arrays[t.name] = a.astype(np.float32)
-        path = s.work / "inputs" / f"{graph}-f{s.frames}-{s.height}x{s.width}-b{s.guidance_batch}-k{s.decode_chunk_size}.npz"
+        name = (f"{graph}-f{s.frames}-{s.height}x{s.width}-b{s.guidance_batch}"
+                f"-k{s.decode_chunk_size}.npz")
+        path = s.work / "inputs" / name
         if not path.is_file():
             save_npz_atomic(path, arrays)
         return path, [t.name for t in spec.inputs]

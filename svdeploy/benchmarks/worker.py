@@ -8,6 +8,7 @@ so that the parent can interleave the peers. Not a user command.
 """
 from __future__ import annotations
 
+import functools
 import json
 import resource
 import sys
@@ -567,11 +568,11 @@ def task_gemm(spec: Dict[str, Any]) -> Dict[str, Any]:
         model.ir_version = min(model.ir_version, 9)
         session = ort.InferenceSession(model.SerializeToString(), sess_options=ort_session_options(threads),
                                        providers=["CPUExecutionProvider"])
-        fn: Callable[[], Any] = lambda: session.run(None, {"a": a})
+        fn: Callable[[], Any] = functools.partial(session.run, None, {"a": a})
         what = f"onnxruntime {ort.__version__} MatMul fp32"
         onnx.checker.check_model(model)
     elif backend == "numpy":
-        fn = lambda: a @ b
+        fn = functools.partial(np.matmul, a, b)
         what = f"numpy {np.__version__} matmul fp32 (BLAS threads from OPENBLAS/OMP_NUM_THREADS)"
     elif backend in ("torch", "torch-bf16"):
         import torch
@@ -579,7 +580,7 @@ def task_gemm(spec: Dict[str, Any]) -> Dict[str, Any]:
         torch.set_num_threads(threads)
         dtype = torch.bfloat16 if backend == "torch-bf16" else torch.float32
         ta, tb = torch.from_numpy(a).to(dtype), torch.from_numpy(b).to(dtype)
-        fn = lambda: torch.mm(ta, tb)
+        fn = functools.partial(torch.mm, ta, tb)
         what = f"torch {torch.__version__} mm {'bf16' if dtype == torch.bfloat16 else 'fp32'}"
     elif backend == "mindspore":
         import mindspore as ms
@@ -588,7 +589,10 @@ def task_gemm(spec: Dict[str, Any]) -> Dict[str, Any]:
         ms.set_device("CPU")
         set_mindspore_threads(threads)
         ma, mb = ms.Tensor(a), ms.Tensor(b)
-        fn = lambda: ops.matmul(ma, mb).asnumpy()
+
+        def fn() -> Any:
+            return ops.matmul(ma, mb).asnumpy()
+
         what = f"mindspore {ms.__version__} matmul fp32 (PyNative)"
     else:
         raise ValueError(f"GEMM backend {backend!r} is unknown")

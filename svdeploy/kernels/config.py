@@ -45,7 +45,8 @@ class KernelConfig:
                  layernorm   reshape to (N, G, ·) + LayerNorm without affine, then the
                              per-channel affine (exports; one fused op per norm)
     gelu:        erf         exact GELU with MindSpore's erf (SVD's GEGLU and ViT-H use exact GELU)
-                 poly        erf by Abramowitz–Stegun 7.1.26 (|error| ≤ 1.5e-6 in float32), exports anywhere
+                 poly        erf by Abramowitz–Stegun 7.1.26 (|error| ≤ 1.5e-6 in float32),
+                             exports anywhere
                  onnx_erf    export-only: traces erf as ONNX ``Acos`` (which MindSpore exports);
                              the ONNX post-pass renames every Acos node to Erf. The in-memory
                              cell is NOT numerically GELU; use only for tracing an ONNX graph.

@@ -212,8 +212,8 @@ class TemporalConv(nn.Cell):
     def _taps_as_one_matmul(self, x: Tensor, w: Tensor) -> Tensor:
         """All k taps in one GEMM over every pixel of every frame, then each tap's result
         shifted in time: y[t] = Σ_i W_i · x[t + i − k//2], zero outside the chunk. MindSpore's
-        CPU Conv3D / Conv2D for a (k,1,1) kernel ran at 0.4 GFLOP/s (AVX-512 EPYC, MindSpore 2.10.0);
-        this runs 7–40× faster on the same shapes."""
+        CPU Conv3D / Conv2D for a (k,1,1) kernel ran at 0.4 GFLOP/s (AVX-512 EPYC, MindSpore
+        2.10.0); this runs 7–40× faster on the same shapes."""
         b, c, t, p = x.shape
         k, o, half = self.kernel_size, self.out_channels, self.kernel_size // 2
         # (O, C, k, 1, 1) → (k, O, C) → (k·O, C): tap-major rows

@@ -105,9 +105,11 @@ class ConvertReport:
         lines = [f"converted {self.source} ({self.source_format}, {self.container}; "
                  f"{', '.join(f'{k} ×{v}' for k, v in sorted(self.source_dtypes.items()))})"]
         for network in NETWORKS:
-            lines.append(f"  {network:<14} {self.tensors[network]:>6} tensors {self.parameters[network]:>15,} parameters")
+            lines.append(f"  {network:<14} {self.tensors[network]:>6} tensors "
+                         f"{self.parameters[network]:>15,} parameters")
         size_gb = self.total_parameters * 4 / 1e9
-        lines.append(f"  {'total':<14} {self.total_tensors:>6} tensors {self.total_parameters:>15,} parameters "
+        lines.append(f"  {'total':<14} {self.total_tensors:>6} tensors "
+                     f"{self.total_parameters:>15,} parameters "
                      f"({size_gb:.2f} GB float32)")
         lines.append(f"  ignored: {self.ignored} tensor(s) outside the four networks")
         lines.append(f"  config: {cfg.variant}, {cfg.num_frames} frames, {cfg.height}×{cfg.width}")
@@ -189,7 +191,8 @@ def _open_diffusers(src: Path) -> _Source:
     if absent:
         raise CheckpointError(
             f"{src} looks like a diffusers folder but has no {', '.join(a + '/' for a in absent)}; "
-            f"expected {', '.join(c + '/' for c in DIFFUSERS_COMPONENTS)} each with config.json and weights")
+            f"expected {', '.join(c + '/' for c in DIFFUSERS_COMPONENTS)} "
+            "each with config.json and weights")
     configs = {c: _read_json(src / c / "config.json") for c in DIFFUSERS_COMPONENTS}
     cfg = model_config_from_diffusers(configs["unet"], configs["vae"], configs["image_encoder"], str(src))
     files: Dict[str, TensorFile] = {}
@@ -265,7 +268,8 @@ def _resolve_config(source: _Source, config: Union[str, os.PathLike, ModelConfig
         differences = network_config_differences(source.own_config, cfg)
         if differences:
             raise ConfigError(
-                f"{label} does not describe the networks of {source.path} ({source.source_format}): "
+                f"{label} does not describe the networks of "
+                f"{source.path} ({source.source_format}): "
                 + "; ".join(f"{d} (source vs --config)" for d in differences))
         return cfg, label
     if config is None:
@@ -273,8 +277,10 @@ def _resolve_config(source: _Source, config: Union[str, os.PathLike, ModelConfig
         hint = (f"; its tensors fit preset(s) {', '.join(fits)}" if fits
                 else "; its tensors fit none of the presets, so pass a YAML file")
         raise ConfigError(
-            f"{source.path} ({source.source_format}) does not say which model it is: pass --config svd "
-            f"(14 frames) or --config svd_xt (25 frames), another preset ({', '.join(PRESETS)}), or a "
+            f"{source.path} ({source.source_format}) does "
+            "not say which model it is: pass --config svd "
+            "(14 frames) or --config svd_xt (25 frames), "
+            f"another preset ({', '.join(PRESETS)}), or a "
             f"YAML file{hint}")
     return _load_config(config)
 
@@ -324,9 +330,12 @@ def _plan_single_file(source: _Source, cfg: ModelConfig, label: str,
     if not candidates:
         first = ", ".join(list(source.files[""].infos)[:3]) or "none"
         raise CheckpointError(
-            f"{source.path} ({source.source_format}) holds no tensor of the four SVD networks (names like "
-            f"model.diffusion_model.*, first_stage_model.decoder.*, conditioner.embedders.*); its first "
-            f"names are: {first}. A diffusers component file? Then convert the whole diffusers folder")
+            f"{source.path} ({source.source_format}) holds no "
+            "tensor of the four SVD networks (names like "
+            "model.diffusion_model.*, first_stage_model.decoder.*, "
+            "conditioner.embedders.*); its first "
+            f"names are: {first}. A diffusers component "
+            "file? Then convert the whole diffusers folder")
     missing = [t for t in expected if t not in candidates]
     unexpected = [_describe_source(r, source) for t, r in candidates.items() if t not in expected] + conflicts
     misshaped = []
@@ -342,7 +351,8 @@ def _plan_single_file(source: _Source, cfg: ModelConfig, label: str,
                 else "the file's tensors fit none of the presets")
         raise CheckpointError(
             f"{source.path} ({source.source_format}) does not fit {label}: "
-            f"{format_strict_problems(sorted(missing), sorted(unexpected), sorted(misshaped))}; {hint}")
+            f"{format_strict_problems(sorted(missing), sorted(unexpected), sorted(misshaped))}; "
+            f"{hint}")
     return _Plan({t: candidates[t] for t in expected}, expected, ignored)
 
 
@@ -413,7 +423,8 @@ def _write_weights(source: _Source, plan: _Plan, path: Path, progress: bool) -> 
                 del arrays  # one tensor in memory at a time (q/k/v packing briefly holds two)
                 if not np.isfinite(tensor).all():
                     raise CheckpointError(
-                        f"{source.path}: tensor {_describe_source(recipe, source)} holds NaN or Inf "
+                        f"{source.path}: tensor "
+                        f"{_describe_source(recipe, source)} holds NaN or Inf "
                         "values; expected finite weights (a diverged training run or a damaged "
                         "file?)")
                 writer.write(name, np.ascontiguousarray(tensor, dtype=np.float32))

@@ -265,7 +265,8 @@ def _vae_decoder_name(name: str, levels: int) -> Tuple[str, str]:
 
 
 def _clip_recipe(name: str) -> Tuple[Tuple[str, ...], str]:
-    """OpenCLIP visual name (without prefix) → (transformers CLIPVisionModelWithProjection names, op)."""
+    """OpenCLIP visual name (without prefix) → (transformers CLIPVisionModelWithProjection
+    names, op)."""
     fixed = {"class_embedding": "vision_model.embeddings.class_embedding",
              "positional_embedding": "vision_model.embeddings.position_embedding.weight",
              "conv1.weight": "vision_model.embeddings.patch_embedding.weight"}

@@ -8,6 +8,7 @@ from any callables injected with a manifest (``VideoPipeline(manifest, graphs)``
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import sys
 import time
@@ -209,7 +210,7 @@ class VideoPipeline:
         self._check_contract()
 
     @classmethod
-    def load(cls, artifact_dir: Union[str, Path], backend: Optional[str] = None,
+    def load(cls, artifact_dir: Union[str, os.PathLike], backend: Optional[str] = None,
              verify_hashes: bool = True, precision: Optional[str] = None,
              lite_python: Optional[str] = None) -> "VideoPipeline":
         """Open an artifact: manifest checks, backend and precision choice (``fp32``, ``bf16``
@@ -231,7 +232,7 @@ class VideoPipeline:
         return (1, 3, self.manifest.height, self.manifest.width)
 
     @property
-    def latent_shape(self) -> Tuple[int, int, int, int, int]:
+    def latent_shape(self) -> Tuple[int, ...]:
         return (1, *self.manifest.latent_shape)
 
     def _check_contract(self) -> None:
@@ -271,7 +272,7 @@ class VideoPipeline:
         """Generate a video; returns uint8 frames (F, H, W, 3), or (clips·(F−1)+1, H, W, 3)
         with ``clips``. See ``generate``. A list or tuple of images is a batch: image i runs
         with seed ``seed + i`` and a list of videos comes back (``svdeploy.runtime.batch``)."""
-        options = dict(fps=fps, motion_bucket_id=motion_bucket_id,
+        options: Dict[str, Any] = dict(fps=fps, motion_bucket_id=motion_bucket_id,
                        noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
                        max_guidance_scale=max_guidance_scale,
                        num_inference_steps=num_inference_steps, image_noise=image_noise,
@@ -296,7 +297,8 @@ class VideoPipeline:
         docs/NUMERICS.md §2.3: ``numpy.random.default_rng(seed)`` gives ``image_noise``
         (1, 3, H, W) first, then ``latents`` (1, F, C, h, w), both standard normal. A given
         array replaces its draw; the draws still happen in order, so giving only
-        ``image_noise`` keeps the seed's latents. ``image`` is a path, a PIL image or an (H, W[, C]) array.
+        ``image_noise`` keeps the seed's latents. ``image`` is a path, a PIL image or an
+        (H, W[, C]) array.
 
         Guidance: an artifact exported with CFG always runs [uncond, cond] and applies
         ``v_u + g_f·(v_c − v_u)`` (sgm's LinearPredictionGuider), for any scales; when every
@@ -452,7 +454,8 @@ class VideoPipeline:
             latents = euler_step(latents, v, sigma, sigma_next)
             if not np.all(np.isfinite(latents)):
                 raise BackendError(
-                    f"the latents hold NaN or Inf after step {i + 1} of {steps} (sigma {sigma:.6g}); "
+                    "the latents hold NaN or Inf after step "
+                    f"{i + 1} of {steps} (sigma {sigma:.6g}); "
                     "the unet graph returned invalid values, so the run stops here")
             per_step.append(time.perf_counter() - t0)
             bar.update(1)
@@ -525,7 +528,7 @@ def _check_noise_headers(path: Path, expected: Dict[str, Tuple[int, ...]]) -> No
                                  "standard-normal values")
 
 
-def load_noise_file(path: Union[str, Path], image_shape: Tuple[int, ...],
+def load_noise_file(path: Union[str, os.PathLike], image_shape: Tuple[int, ...],
                     latent_shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
     """Read ``image_noise`` and ``latents`` from an .npz file and check their shapes (from
     the headers first, so memory is bounded by the expected sizes)."""

@@ -127,7 +127,8 @@ def write_weights(path: Path, cfg: ModelConfig, unet_params: Iterable[Tuple[str,
         extra = sorted(set(trained) - set(expected))
         if missing or extra:
             raise CheckpointError(
-                f"cannot write {path}: {len(missing)} tensor(s) missing from {frozen_source} and the "
+                f"cannot write {path}: {len(missing)} tensor(s) "
+                f"missing from {frozen_source} and the "
                 f"trained network ({', '.join(missing[:5])}), {len(extra)} unexpected "
                 f"({', '.join(extra[:5])})")
         entries = [(n, expected[n], "F32") for n in names]

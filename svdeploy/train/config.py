@@ -506,7 +506,8 @@ MODEL_SIZE_DEFAULT = "the model's (--svd-config)"
 # Help texts of the dataset's own keys (VideoDatasetConfig lives in svdeploy.train.data).
 DATASET_HELP: Dict[str, str] = {
     "data_dir": "Folder the labels CSV's paths are relative to (required).",
-    "metadata": "Labels CSV (path,length,motion_bucket_id; `svd-data motion-buckets` writes one; required).",
+    "metadata": "Labels CSV (path,length,motion_bucket_id; `svd-data motion-buckets` writes "
+                "one; required).",
     "frames": "Frames per clip.",
     "step": "Take every step-th frame of the video.",
     "height": "Clip height in pixels (multiple of the model's size factor).",

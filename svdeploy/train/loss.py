@@ -1,8 +1,9 @@
 """EDM training loss of SVD's v-prediction U-Net, and the per-video random draws.
 
 The U-Net sees exactly what it sees at inference (docs/NUMERICS.md §6):
-``[noisy·c_in, image_latent]`` on channels, ``c_noise = 0.25·ln σ``, the CLIP embedding as a one-token context and the embedded
-time ids ``[fps − 1, motion_bucket_id, cond_aug]``, both repeated per frame. Then
+``[noisy·c_in, image_latent]`` on channels, ``c_noise = 0.25·ln σ``, the CLIP embedding as a
+one-token context and the embedded time ids ``[fps − 1, motion_bucket_id, cond_aug]``, both
+repeated per frame. Then
 
     denoised = c_skip·noisy + c_out·unet_out          (sgm VScalingWithEDMcNoise)
     loss     = mean(w·(denoised − x0)²),  w = (σ²+1)/σ²   (sgm EDMWeighting, sigma_data = 1)

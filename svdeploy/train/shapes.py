@@ -19,7 +19,7 @@ import csv
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, Sequence, Tuple, Union
 
 import numpy as np
 

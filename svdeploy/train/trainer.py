@@ -191,7 +191,8 @@ def check_same_networks(given: ModelConfig, found: ModelConfig, where: str) -> N
             keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             raise ConfigError(
                 f"--svd-config describes other networks than {where}: {section}."
-                f"{', '.join(keys)} differ ({', '.join(f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in keys[:3])})")
+                f"{', '.join(keys)} differ "
+                f"({', '.join(f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in keys[:3])})")
 
 
 def write_random_checkpoint(cfg: ModelConfig, directory: Path, seed: int) -> Path:
