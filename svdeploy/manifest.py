@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from .contract import REQUIRED_GRAPHS  # noqa: F401  (re-exported: manifest.REQUIRED_GRAPHS)
-from .contract import GRAPH_FORMATS, GRAPH_NAMES, required_graphs
+from .contract import (
+    GRAPH_FORMATS,
+    GRAPH_NAMES,
+    REQUIRED_GRAPHS,  # noqa: F401  (re-exported: manifest.REQUIRED_GRAPHS)
+    required_graphs,
+)
 from .errors import ManifestError
 from .fsutil import atomic_write_text, json_text
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 
-
 import numpy as np
 import pytest
 from click.testing import CliRunner

@@ -5,17 +5,21 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
 import pytest
-
-import mindspore as ms
 from mindspore import Tensor, nn
 
 from svdeploy.kernels.activation import erf_poly, gelu, gelu_reference
 from svdeploy.kernels.attention import attention, attention_reference
 from svdeploy.kernels.config import KernelConfig
-from svdeploy.kernels.linear import (Conv2d, Linear, TemporalConv, pad_bottom_right,
-                                     temporal_conv_reference)
+from svdeploy.kernels.linear import (
+    Conv2d,
+    Linear,
+    TemporalConv,
+    pad_bottom_right,
+    temporal_conv_reference,
+)
 from svdeploy.kernels.norm import GroupNorm, LayerNorm, group_norm_reference, layer_norm_reference
 
 

@@ -11,9 +11,15 @@ from click.testing import CliRunner
 from svdeploy.config import from_dict, load_model_config, read_yaml, to_dict
 from svdeploy.errors import ConfigError
 from svdeploy.train.cli import main
-from svdeploy.train.config import (TrainingConfig, apply_overrides, default_config_path,
-                                   iter_options, load_training_config, parse_override_args,
-                                   training_config_from_dict)
+from svdeploy.train.config import (
+    TrainingConfig,
+    apply_overrides,
+    default_config_path,
+    iter_options,
+    load_training_config,
+    parse_override_args,
+    training_config_from_dict,
+)
 from svdeploy.train.step import is_temporal
 from svdeploy.train.trainer import count_parameters
 

@@ -7,10 +7,9 @@ import logging
 from pathlib import Path
 from typing import Dict, List
 
+import mindspore as ms
 import numpy as np
 import pytest
-
-import mindspore as ms
 
 from svdeploy.config import load_model_config, model_config_from_dict, save_model_config, to_dict
 from svdeploy.models import NETWORK_NAMES, load_network

@@ -240,8 +240,12 @@ def _diffusers_fp16(plan: GpuPlan, prepared: Dict[str, Any], result: GpuResult) 
 def _diffusers_fp16_pipeline(folder: Path) -> Any:  # pragma: no cover
     """diffusers' StableVideoDiffusionPipeline in float16 on the GPU, from a diffusers folder."""
     import torch
-    from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler,
-                           StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel)
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
     from .weights import align_diffusers_eps
@@ -265,9 +269,9 @@ def _diffusers_fp16_video(pipe: Any, plan: GpuPlan, inputs: Dict[str, Any],
                           result: GpuResult) -> Any:  # pragma: no cover
     """A function steps → frames that runs ``pipe`` on the given inputs (its one random draw
     replayed from ``inputs``) and appends the video and step seconds to ``result``."""
+    import diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion as svd_module
     import numpy as np
     import torch
-    import diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion as svd_module
     from PIL import Image
 
     dtype = torch.float16

@@ -15,8 +15,16 @@ from svdeploy.config import ModelConfig, check_video_size, to_dict
 from svdeploy.contract import NETWORK_NAMES
 from svdeploy.errors import ConfigError
 
-from .common import (BF16_CPU_FLAGS, ChildRun, MemoryGuard, ServedWorker, cpu_bf16_flags,
-                     run_worker, save_npz_atomic, write_json_atomic)
+from .common import (
+    BF16_CPU_FLAGS,
+    ChildRun,
+    MemoryGuard,
+    ServedWorker,
+    cpu_bf16_flags,
+    run_worker,
+    save_npz_atomic,
+    write_json_atomic,
+)
 from .peers import PEERS
 from .weights import PreparedWeights, config_digest, prepare_weights
 
@@ -316,7 +324,8 @@ class Workspace:
     # -- inputs ----------------------------------------------------------------------------------
     def graph_inputs(self, graph: str) -> Tuple[Path, List[str]]:
         """Deterministic inputs of ``graph`` in the ranges the runtime feeds (saved once)."""
-        from svdeploy.export.specs import graph_specs, resolve_settings as export_settings
+        from svdeploy.export.specs import graph_specs
+        from svdeploy.export.specs import resolve_settings as export_settings
 
         s = self.s
         es = export_settings(s.cfg, frames=s.frames, height=s.height, width=s.width,

@@ -18,7 +18,6 @@ import numpy as np
 from .common import demo_image
 from .harness import Workspace
 
-
 RAY_DAEMONS = ("gcs_server", "raylet")
 
 

@@ -18,8 +18,16 @@ from svdeploy.contract import TAIL_GRAPH
 from .common import ChildRun, ServedWorker, Stats, load_average, relative_l2, save_npz_atomic
 from .flops import graph_flops
 from .harness import GRAPHS, BenchSettings, Workspace
-from .peers import (ARTIFACT_FORMAT, OPENVINO_PEERS, PEER_LABELS, TORCH_PEERS, UNET_ONLY,
-                    openvino_skip_reason, peer_precision, reference_peer)
+from .peers import (
+    ARTIFACT_FORMAT,
+    OPENVINO_PEERS,
+    PEER_LABELS,
+    TORCH_PEERS,
+    UNET_ONLY,
+    openvino_skip_reason,
+    peer_precision,
+    reference_peer,
+)
 
 Log = Callable[[str], None]
 

@@ -20,8 +20,14 @@ import numpy as np
 
 from svdeploy.config import ModelConfig, model_config_from_dict
 
-from .common import (PROTOCOL, save_npz_atomic, set_mindspore_threads, set_torch_threads,
-                     time_repeated, write_json_atomic)
+from .common import (
+    PROTOCOL,
+    save_npz_atomic,
+    set_mindspore_threads,
+    set_torch_threads,
+    time_repeated,
+    write_json_atomic,
+)
 
 
 def _rss_now() -> int:
@@ -265,8 +271,8 @@ def _diffusers_video(spec: Dict[str, Any], cfg: ModelConfig, image: np.ndarray,
                      bf16: bool) -> Callable[[int], Dict[str, Any]]:
     """A function steps → {frames, timings} over diffusers' StableVideoDiffusionPipeline, with
     its one random draw (the image noise) and the initial latents taken from the given arrays."""
-    import torch
     import diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion as svd_module
+    import torch
     from PIL import Image
 
     pipe = _diffusers_svd_pipeline(spec, cfg, bf16)
@@ -325,8 +331,12 @@ def _svdeploy_pipeline(spec: Dict[str, Any], backend: str, precision: str) -> An
     (OpenVINO's default is every core; ONNX Runtime's loader takes its default too)."""
     from svdeploy.manifest import read_manifest
     from svdeploy.runtime import VideoPipeline
-    from svdeploy.runtime.backends import (BACKEND_FORMATS, graph_loader, load_graph,
-                                           required_graph_names)
+    from svdeploy.runtime.backends import (
+        BACKEND_FORMATS,
+        graph_loader,
+        load_graph,
+        required_graph_names,
+    )
 
     if backend != "openvino":
         return VideoPipeline.load(spec["artifact_dir"], backend=backend, precision=precision)

@@ -20,11 +20,24 @@ from svdeploy import __version__
 from svdeploy.config import ModelConfig
 from svdeploy.contract import NETWORK_NAMES, relative_error
 from svdeploy.errors import CheckpointError, ExportError
-from svdeploy.fsutil import (apply_umask, check_replaceable, describe_os_error, make_temp_dir,
-                             remove_quietly, remove_stale_temporaries, replace_dir)
+from svdeploy.fsutil import (
+    apply_umask,
+    check_replaceable,
+    describe_os_error,
+    make_temp_dir,
+    remove_quietly,
+    remove_stale_temporaries,
+    replace_dir,
+)
 from svdeploy.kernels.config import KernelConfig
-from svdeploy.manifest import (FORMAT_VERSION, MANIFEST_NAME, GraphEntry, Manifest, sha256_file,
-                               write_manifest)
+from svdeploy.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    GraphEntry,
+    Manifest,
+    sha256_file,
+    write_manifest,
+)
 
 from .specs import ExportSettings, GraphSpec, graph_specs, resolve_settings
 

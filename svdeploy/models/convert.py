@@ -36,17 +36,45 @@ import numpy as np
 import svdeploy
 from svdeploy.config import PRESETS, ModelConfig, load_model_config, save_model_config
 from svdeploy.errors import CheckpointError, ConfigError
-from svdeploy.fsutil import (apply_umask, check_replaceable, describe_os_error, make_temp_dir,
-                             remove_quietly, remove_stale_temporaries, replace_dir)
+from svdeploy.fsutil import (
+    apply_umask,
+    check_replaceable,
+    describe_os_error,
+    make_temp_dir,
+    remove_quietly,
+    remove_stale_temporaries,
+    replace_dir,
+)
 
-from .keymap import (DIFFUSERS_COMPONENTS, DIFFUSERS_IGNORABLE, Recipe, apply_recipe,
-                     diffusers_recipes, looks_like_mindone, mindone_to_sgm,
-                     model_config_from_diffusers, network_config_differences, recipe_shape)
+from .keymap import (
+    DIFFUSERS_COMPONENTS,
+    DIFFUSERS_IGNORABLE,
+    Recipe,
+    apply_recipe,
+    diffusers_recipes,
+    looks_like_mindone,
+    mindone_to_sgm,
+    model_config_from_diffusers,
+    network_config_differences,
+    recipe_shape,
+)
 from .keys import NETWORKS, count_parameters, network_of, numel, sgm_parameter_shapes
-from .loading import (CONFIG_FILE, PROVENANCE_FILE, WEIGHTS_FILE, format_strict_problems,
-                      read_checkpoint_dir)
-from .weights_io import (MergedTensorFile, SafetensorsFile, SafetensorsWriter, TensorFile,
-                         TorchFile, open_tensor_file, sniff_file)
+from .loading import (
+    CONFIG_FILE,
+    PROVENANCE_FILE,
+    WEIGHTS_FILE,
+    format_strict_problems,
+    read_checkpoint_dir,
+)
+from .weights_io import (
+    MergedTensorFile,
+    SafetensorsFile,
+    SafetensorsWriter,
+    TensorFile,
+    TorchFile,
+    open_tensor_file,
+    sniff_file,
+)
 
 SourceFormat = Literal["sgm", "mindone", "diffusers", "svdeploy"]
 SOURCE_FORMATS: Tuple[str, ...] = ("sgm", "mindone", "diffusers", "svdeploy")

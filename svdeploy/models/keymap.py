@@ -38,8 +38,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from svdeploy.config import (ImageEncoderConfig, ModelConfig, UNetConfig, VAEConfig,
-                             load_model_config)
+from svdeploy.config import (
+    ImageEncoderConfig,
+    ModelConfig,
+    UNetConfig,
+    VAEConfig,
+    load_model_config,
+)
 from svdeploy.errors import ConfigError
 
 from .keys import NETWORK_PREFIXES, NETWORKS, network_of, network_parameter_shapes

@@ -14,7 +14,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from svdeploy.config import GROUPS, VAEConfig
 from svdeploy.kernels.attention import attention
 from svdeploy.kernels.config import KernelConfig
-from svdeploy.kernels.linear import (Conv2d, TemporalConv, pad_bottom_right, upsample_nearest2x)
+from svdeploy.kernels.linear import Conv2d, TemporalConv, pad_bottom_right, upsample_nearest2x
 from svdeploy.kernels.norm import GroupNorm
 
 from .unet import TemporalResBlock, frames_to_time_major, time_major_to_frames

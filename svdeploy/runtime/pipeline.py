@@ -29,8 +29,14 @@ from .backends import CheckedGraph, GraphFn, load_artifact, required_graph_names
 from .chain import check_clips
 from .decode import Window, decode_blended, decode_windows
 from .guidance import apply_guidance, guidance_scales, split_guidance_batch
-from .preprocess import (CLIP_SIZE, ImageSource, PreparedImage, clip_pixel_values, prepare_image,
-                         vae_encoder_input)
+from .preprocess import (
+    CLIP_SIZE,
+    ImageSource,
+    PreparedImage,
+    clip_pixel_values,
+    prepare_image,
+    vae_encoder_input,
+)
 from .schedule import edm_preconditioning, euler_step, initial_noise_scale, karras_sigmas
 from .video import frames_to_uint8
 

@@ -31,12 +31,21 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from svdeploy.errors import InputError
-# the CLIP branch is shared with training (svdeploy.train.conditioning): svdeploy.numerics
-from svdeploy.numerics import (BICUBIC_A, CLIP_MEAN, CLIP_SIZE, CLIP_STD,  # noqa: F401
-                               antialias_sigma_and_size, bicubic_matrix, blur_matrix,
-                               clip_pixel_values, gaussian_kernel, resize_antialiased,
-                               resize_axis_matrix)
 
+# the CLIP branch is shared with training (svdeploy.train.conditioning): svdeploy.numerics
+from svdeploy.numerics import (  # noqa: F401
+    BICUBIC_A,
+    CLIP_MEAN,
+    CLIP_SIZE,
+    CLIP_STD,
+    antialias_sigma_and_size,
+    bicubic_matrix,
+    blur_matrix,
+    clip_pixel_values,
+    gaussian_kernel,
+    resize_antialiased,
+    resize_axis_matrix,
+)
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")

@@ -10,16 +10,21 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from svdeploy import __version__
 from svdeploy.errors import OutputError
-from svdeploy.fsutil import (check_writable_folder, json_text, publish_all, remove_quietly,
-                             remove_stale_temporaries, write_to_temp)
+from svdeploy.fsutil import (
+    check_writable_folder,
+    json_text,
+    publish_all,
+    remove_quietly,
+    remove_stale_temporaries,
+    write_to_temp,
+)
 from svdeploy.manifest import Manifest, read_manifest, require_complete
 
 from .chain import check_clips
 from .decode import check_overlap
 from .pipeline import GenerationResult, VideoPipeline, load_noise_file, resolve_sampling_params
 from .preprocess import ImageSource, to_rgb_float
-from .video import (check_fps_for_output, check_output_path, output_path, render_frames,
-                    sidecar_path)
+from .video import check_fps_for_output, check_output_path, output_path, render_frames, sidecar_path
 
 PathLike = Union[str, os.PathLike]
 

@@ -13,8 +13,15 @@ from typing import TYPE_CHECKING, List, Union
 import numpy as np
 
 from svdeploy.errors import InputError
-from svdeploy.fsutil import (apply_umask, make_temp_dir, output_error, publish, remove_quietly,
-                             replace_dir, write_to_temp)
+from svdeploy.fsutil import (
+    apply_umask,
+    make_temp_dir,
+    output_error,
+    publish,
+    remove_quietly,
+    replace_dir,
+    write_to_temp,
+)
 
 if TYPE_CHECKING:
     from PIL import Image

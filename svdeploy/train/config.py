@@ -19,8 +19,14 @@ from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import yaml
 
-from svdeploy.config import (ModelConfig, _type_name, check_video_size, from_dict, preset_path,
-                             read_yaml)
+from svdeploy.config import (
+    ModelConfig,
+    _type_name,
+    check_video_size,
+    from_dict,
+    preset_path,
+    read_yaml,
+)
 from svdeploy.errors import ConfigError
 
 from .data import VideoDatasetConfig

@@ -35,10 +35,10 @@ Method (module constants; ``flow_fps``, ``analysis_size`` and ``saturation`` are
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union

@@ -25,7 +25,12 @@ import numpy as np
 from svdeploy.config import ModelConfig, to_dict, write_yaml_atomic
 from svdeploy.errors import CheckpointError, ConfigError
 from svdeploy.fsutil import apply_umask, atomic_write_text
-from svdeploy.models.keys import NETWORK_PREFIXES, network_parameter_shapes, numel, sgm_parameter_shapes
+from svdeploy.models.keys import (
+    NETWORK_PREFIXES,
+    network_parameter_shapes,
+    numel,
+    sgm_parameter_shapes,
+)
 from svdeploy.models.loading import WEIGHTS_FILE, read_checkpoint_dir, resolve_checkpoint_dir
 
 from . import checkpoint as ckpt
