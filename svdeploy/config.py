@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Literal, Optional, Tuple, Type, TypeVar, Union, cast
 
 import yaml
 
 from .errors import ConfigError
-from .fsutil import apply_umask
+from .fsutil import atomic_write_text
 
 T = TypeVar("T")
 
@@ -83,7 +82,8 @@ class UNetConfig:
             if (2 ** level in self.attention_resolutions or level == len(self.channel_mult) - 1) \
                     and ch % self.num_head_channels:
                 raise ConfigError(
-                    f"{path}.num_head_channels = {self.num_head_channels}: must divide the attention "
+                    f"{path}.num_head_channels = {self.num_head_channels}: "
+                    "must divide the attention "
                     f"width {ch} of level {level}")
         if self.adm_in_channels % 3 or self.addition_time_embed_dim % 2:
             raise ConfigError(f"{path}.adm_in_channels = {self.adm_in_channels}: must be 3 × an even "
@@ -164,7 +164,8 @@ class ImageEncoderConfig:
 
 @dataclass
 class SamplingConfig:
-    """Defaults of a run; the preset carries its own guidance default (DESIGN.md §4)."""
+    """Defaults of a run; the preset carries its own guidance default
+    (docs/NUMERICS.md §2.5)."""
 
     fps: int = 7
     motion_bucket_id: int = 127
@@ -301,7 +302,7 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, path: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and return it in canonical form."""
     origin = typing.get_origin(tp)
-    if is_dataclass(tp):
+    if isinstance(tp, type) and is_dataclass(tp):
         return from_dict(tp, value, path)
     if origin is Union:
         args = typing.get_args(tp)
@@ -362,7 +363,7 @@ def from_dict(cls: Type[T], data: Any, path: str = "config") -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls) if f.init}
+    known = {f.name for f in fields(cast(Any, cls)) if f.init}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; allowed: "
@@ -392,17 +393,8 @@ def read_yaml(path: Union[str, os.PathLike]) -> Any:
 
 
 def write_yaml_atomic(data: Any, path: Union[str, os.PathLike]) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(data, fh, sort_keys=False)
-        apply_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``data`` as YAML at ``path``, through svdeploy.fsutil.atomic_write_text."""
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def preset_path(name: str) -> Path:
@@ -436,7 +428,7 @@ def save_model_config(cfg: ModelConfig, path: Union[str, os.PathLike]) -> None:
 
 def replace(cfg: T, **changes: Any) -> T:
     """dataclasses.replace that re-validates ModelConfig results."""
-    new = dataclasses.replace(cfg, **changes)
+    new = dataclasses.replace(cast(Any, cfg), **changes)
     if isinstance(new, ModelConfig):
         new.validate()
     return new

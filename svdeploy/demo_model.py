@@ -108,7 +108,8 @@ def read_column(path: Path, column: str) -> List[float]:
 
 
 def stage_losses(run: Path) -> Dict[str, List[float]]:
-    from svdeploy.train.autoencoder import LOG_FILE as AE_LOG, STAGE_DIR
+    from svdeploy.train.autoencoder import LOG_FILE as AE_LOG
+    from svdeploy.train.autoencoder import STAGE_DIR
     from svdeploy.train.trainer import LOG_FILE
 
     return {"autoencoder": read_column(run / STAGE_DIR / AE_LOG, "loss"),
@@ -162,8 +163,13 @@ def package(checkpoint: Path, out: Path, work: Path, losses: Dict[str, List[floa
 
     from svdeploy.benchmarks.quality import eval_clips, world_buckets
     from svdeploy.config import save_model_config
-    from svdeploy.fsutil import (apply_umask, atomic_write_json, make_temp_dir, remove_quietly,
-                                  replace_dir)
+    from svdeploy.fsutil import (
+        apply_umask,
+        atomic_write_json,
+        make_temp_dir,
+        remove_quietly,
+        replace_dir,
+    )
     from svdeploy.models.loading import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_dir
 
     cfg, weights = read_checkpoint_dir(checkpoint)

@@ -147,12 +147,15 @@ def check_writable_folder(folder: PathLike, what: str = "output") -> None:
 # ---------------------------------------------------------------------------------------------
 # Atomic writes
 # ---------------------------------------------------------------------------------------------
-def write_to_temp(path: PathLike, write: Callable[[Path], None], suffix: str = "") -> Path:
+def write_to_temp(path: PathLike, write: Callable[[Path], object], suffix: str = "",
+                  parents: bool = False) -> Path:
     """Run ``write(tmp)`` on a hidden sibling of ``path`` and return it, unpublished (readable
     as a plain file would be). On any failure the temporary is removed; an OSError becomes an
-    OutputError naming ``path``."""
+    OutputError naming ``path``. ``parents``: create the folder first when missing."""
     path = Path(path)
     try:
+        if parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
         tmp = make_temp_file(path, suffix)
     except OSError as exc:
         raise output_error(path, exc, "nothing was written") from None
@@ -177,11 +180,13 @@ def publish(tmp: Path, path: PathLike) -> None:
         raise output_error(path, exc, "an earlier file there is unchanged") from None
 
 
-def atomic_write_with(path: PathLike, write: Callable[[Path], None], suffix: str = "") -> Path:
+def atomic_write_with(path: PathLike, write: Callable[[Path], None], suffix: str = "",
+                      parents: bool = False) -> Path:
     """Write ``path`` through ``write(tmp)`` and a rename: readers see the old file or the
-    complete new one, never a part."""
+    complete new one, never a part. ``suffix`` ends the temporary name (for writers that pick
+    the format from it: matplotlib, numpy.savez); ``parents`` creates the folder."""
     path = Path(path)
-    publish(write_to_temp(path, write, suffix), path)
+    publish(write_to_temp(path, write, suffix, parents), path)
     return path
 
 
@@ -194,21 +199,25 @@ def _write_durably(tmp: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    return atomic_write_with(path, lambda tmp: _write_durably(tmp, data))
+def atomic_write_bytes(path: PathLike, data: bytes, parents: bool = False) -> Path:
+    return atomic_write_with(path, lambda tmp: _write_durably(tmp, data), parents=parents)
 
 
-def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
-    return atomic_write_bytes(path, text.encode(encoding))
+def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8",
+                      parents: bool = False) -> Path:
+    return atomic_write_bytes(path, text.encode(encoding), parents)
 
 
-def json_text(data: Any, indent: int = 2) -> str:
-    # allow_nan=False: NaN / Infinity are not JSON and other readers refuse them
-    return json.dumps(data, indent=indent, allow_nan=False) + "\n"
+def json_text(data: Any, indent: int = 2, default: Optional[Callable[[Any], Any]] = None,
+              allow_nan: bool = False) -> str:
+    # allow_nan=False by default: NaN / Infinity are not JSON and other readers refuse them
+    return json.dumps(data, indent=indent, default=default, allow_nan=allow_nan) + "\n"
 
 
-def atomic_write_json(path: PathLike, data: Any, indent: int = 2) -> Path:
-    return atomic_write_text(path, json_text(data, indent))
+def atomic_write_json(path: PathLike, data: Any, indent: int = 2,
+                      default: Optional[Callable[[Any], Any]] = None, allow_nan: bool = False,
+                      parents: bool = False) -> Path:
+    return atomic_write_text(path, json_text(data, indent, default, allow_nan), parents=parents)
 
 
 def replace_dir(tmp: PathLike, out: PathLike) -> None:

@@ -16,18 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from .contract import (
+    GRAPH_FORMATS,
+    GRAPH_NAMES,
+    REQUIRED_GRAPHS,  # noqa: F401  (re-exported: manifest.REQUIRED_GRAPHS)
+    required_graphs,
+)
 from .errors import ManifestError
 from .fsutil import atomic_write_text, json_text
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
-# lite: a MindIR converted by MindSpore Lite's converter (loadable by Lite only)
-GRAPH_FORMATS = ("mindir", "onnx", "lite")
 DTYPES = ("float32", "float16", "bfloat16", "int32", "int64", "uint8")
-# The graphs an artifact holds. vae_decoder_tail exists only when frames % chunk != 0.
-GRAPH_NAMES = ("image_encoder", "vae_encoder", "unet", "vae_decoder", "vae_decoder_tail")
-REQUIRED_GRAPHS = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
+# GRAPH_FORMATS, GRAPH_NAMES and REQUIRED_GRAPHS: svdeploy.contract (re-exported here)
 # Bounds on what a manifest may make us read: its own size and its JSON nesting (the exporter
 # writes ~10 KB and depth 5; a hostile file must not exhaust memory or the recursion limit).
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
@@ -312,14 +314,13 @@ class Manifest:
                                 f"1..{self.num_frames}")
         seen = set()
         for g in self.graphs:
-            key = (g.name, g.format)
-            if key in seen:
+            graph_key = (g.name, g.format)
+            if graph_key in seen:
                 raise ManifestError(f"{where}: graph {g.name}.{g.format} is listed twice")
-            seen.add(key)
+            seen.add(graph_key)
         for fmt in self.formats() if not self.extra.get("partial") else ():
-            missing = [n for n in REQUIRED_GRAPHS if (n, fmt) not in seen]
-            if self.num_frames % self.decode_chunk_size and ("vae_decoder_tail", fmt) not in seen:
-                missing.append("vae_decoder_tail")
+            missing = [n for n in required_graphs(self.num_frames, self.decode_chunk_size)
+                       if (n, fmt) not in seen]
             if missing:
                 raise ManifestError(f"{where}: the {fmt} graphs {', '.join(missing)} are missing")
         if not self.graphs:

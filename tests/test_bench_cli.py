@@ -11,15 +11,20 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from svdeploy.benchmarks import gpu_svd_xt
+from svdeploy.benchmarks import gpu_svd_xt, harness
 from svdeploy.benchmarks.cli import main
-from svdeploy.kernels.probe import fastest_conv
-from svdeploy.benchmarks import harness
-from svdeploy.benchmarks.common import (MemoryGuard, Stats, cpu_bf16_flags, relative_l2,
-                                        run_measured, time_repeated)
+from svdeploy.benchmarks.common import (
+    MemoryGuard,
+    Stats,
+    cpu_bf16_flags,
+    relative_l2,
+    run_measured,
+    time_repeated,
+)
 from svdeploy.benchmarks.harness import resolve_settings
 from svdeploy.config import load_model_config
 from svdeploy.errors import ConfigError
+from svdeploy.kernels.probe import fastest_conv
 
 
 def _invoke(args):

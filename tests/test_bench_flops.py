@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from svdeploy.benchmarks.flops import (cross_attention_one_token, graph_flops, self_attention,
-                                       spatial_video_transformer, unet_resblock, vae_attention,
-                                       video_resblock)
+from svdeploy.benchmarks.flops import (
+    cross_attention_one_token,
+    graph_flops,
+    self_attention,
+    spatial_video_transformer,
+    unet_resblock,
+    vae_attention,
+    video_resblock,
+)
 from svdeploy.config import load_model_config
 
 

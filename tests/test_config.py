@@ -8,8 +8,15 @@ from typing import Any, Dict
 import pytest
 import yaml
 
-from svdeploy.config import (PRESETS, ModelConfig, load_model_config, model_config_from_dict,
-                             preset_path, save_model_config, to_dict)
+from svdeploy.config import (
+    PRESETS,
+    ModelConfig,
+    load_model_config,
+    model_config_from_dict,
+    preset_path,
+    save_model_config,
+    to_dict,
+)
 from svdeploy.errors import ConfigError
 
 

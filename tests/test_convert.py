@@ -17,11 +17,25 @@ from svdeploy.models.convert import convert_checkpoint
 from svdeploy.models.keys import sgm_parameter_shapes
 from svdeploy.models.loading import read_checkpoint_dir
 from svdeploy.models.weights_io import SafetensorsFile
-from svdref.checkpoints import (EXTRA_MINDONE_TENSORS, EXTRA_SGM_TENSORS, save_diffusers_folder,
-                                         sgm_state_dict, write_mindone_ckpt, write_sgm_bf16_safetensors,
-                                         write_sgm_safetensors, write_torch_checkpoint)
-from svdref.diffusers_tiny import (TINY3_CLIP, TINY3_UNET, TINY3_VAE, TINY_CLIP, TINY_UNET,
-                                            TINY_VAE, build_components)
+from svdref.checkpoints import (
+    EXTRA_MINDONE_TENSORS,
+    EXTRA_SGM_TENSORS,
+    save_diffusers_folder,
+    sgm_state_dict,
+    write_mindone_ckpt,
+    write_sgm_bf16_safetensors,
+    write_sgm_safetensors,
+    write_torch_checkpoint,
+)
+from svdref.diffusers_tiny import (
+    TINY3_CLIP,
+    TINY3_UNET,
+    TINY3_VAE,
+    TINY_CLIP,
+    TINY_UNET,
+    TINY_VAE,
+    build_components,
+)
 
 MODELS = {"tiny": (TINY_UNET, TINY_VAE, TINY_CLIP), "tiny3": (TINY3_UNET, TINY3_VAE, TINY3_CLIP)}
 

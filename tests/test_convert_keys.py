@@ -7,11 +7,24 @@ import pytest
 
 from svdeploy.config import load_model_config
 from svdeploy.models.keymap import model_config_from_diffusers
-from svdeploy.models.keys import (NETWORK_PREFIXES, NETWORKS, count_parameters, network_of,
-                                  network_parameter_shapes, sgm_parameter_shapes)
+from svdeploy.models.keys import (
+    NETWORK_PREFIXES,
+    NETWORKS,
+    count_parameters,
+    network_of,
+    network_parameter_shapes,
+    sgm_parameter_shapes,
+)
 from svdref.checkpoints import diffusers_parameter_counts, sgm_state_dict
-from svdref.diffusers_tiny import (TINY3_CLIP, TINY3_UNET, TINY3_VAE, TINY_CLIP, TINY_UNET,
-                                            TINY_VAE, build_components)
+from svdref.diffusers_tiny import (
+    TINY3_CLIP,
+    TINY3_UNET,
+    TINY3_VAE,
+    TINY_CLIP,
+    TINY_UNET,
+    TINY_VAE,
+    build_components,
+)
 
 MODELS = {"tiny": (TINY_UNET, TINY_VAE, TINY_CLIP), "tiny3": (TINY3_UNET, TINY3_VAE, TINY3_CLIP)}
 

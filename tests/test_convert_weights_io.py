@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 
 from svdeploy.errors import CheckpointError
-from svdeploy.models.weights_io import (MindsporeCkptFile, SafetensorsFile, SafetensorsWriter,
-                                        TorchFile, bf16_bits_to_float32, open_tensor_file,
-                                        save_safetensors, sniff_file)
+from svdeploy.models.weights_io import (
+    MindsporeCkptFile,
+    SafetensorsFile,
+    SafetensorsWriter,
+    TorchFile,
+    bf16_bits_to_float32,
+    open_tensor_file,
+    save_safetensors,
+    sniff_file,
+)
 
 RNG = np.random.default_rng(0)
 ARRAYS = {

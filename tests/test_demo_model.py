@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svdeploy.benchmarks.quality import (SPEEDS, QualityReport, eval_clips, evaluate, score_video)
+from svdeploy.benchmarks.quality import SPEEDS, QualityReport, eval_clips, evaluate, score_video
 from svdeploy.demo import sheet, side_by_side
 from svdeploy.demo_model import loss_curve, packaged_dir, write_float16
 from svdeploy.models.loading import resolve_checkpoint_dir

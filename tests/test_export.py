@@ -10,19 +10,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+import mindspore as ms
 import pytest
 from click.testing import CliRunner
 
-import mindspore as ms
-
-from svdeploy.config import load_model_config, save_model_config, replace as cfg_replace
+from svdeploy.config import load_model_config, save_model_config
+from svdeploy.config import replace as cfg_replace
 from svdeploy.errors import CheckpointError, ConfigError, ExportError, ManifestError
 from svdeploy.export import api as export_api
 from svdeploy.export import export_artifact
 from svdeploy.export.cli import main as export_cli
-from svdeploy.manifest import MANIFEST_NAME, read_manifest
 from svdeploy.kernels.probe import fastest_conv
+from svdeploy.manifest import MANIFEST_NAME, read_manifest
 from svdeploy.models.convert import convert_checkpoint
 from svdeploy.models.random_weights import write_random_sgm_file
 

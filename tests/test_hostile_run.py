@@ -16,11 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from PIL import Image
 
-from svdref.diffusers_tiny import make_image
-from svdref.fake_artifact import C, F, H, LH, LW, W, build_fake_artifact, numpy_pipeline
 from svdeploy import fsutil
 from svdeploy.errors import InputError, ManifestError
 from svdeploy.manifest import MANIFEST_NAME, read_manifest, sha256_file
@@ -28,6 +26,8 @@ from svdeploy.runtime import VideoPipeline, save_frames, to_rgb_float
 from svdeploy.runtime import run as run_module
 from svdeploy.runtime import video as video_module
 from svdeploy.runtime.cli import main
+from svdref.diffusers_tiny import make_image
+from svdref.fake_artifact import LH, LW, C, F, H, W, build_fake_artifact, numpy_pipeline
 
 ARGS = ("--steps", "1", "--seed", "3", "--quiet", "--backend", "onnxruntime")
 
@@ -50,7 +50,7 @@ def snapshot(folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def run(*args) -> "click.testing.Result":
+def run(*args) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args])
 
 

@@ -5,17 +5,21 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
 import pytest
-
-import mindspore as ms
 from mindspore import Tensor, nn
 
 from svdeploy.kernels.activation import erf_poly, gelu, gelu_reference
 from svdeploy.kernels.attention import attention, attention_reference
 from svdeploy.kernels.config import KernelConfig
-from svdeploy.kernels.linear import (Conv2d, Linear, TemporalConv, pad_bottom_right,
-                                     temporal_conv_reference)
+from svdeploy.kernels.linear import (
+    Conv2d,
+    Linear,
+    TemporalConv,
+    pad_bottom_right,
+    temporal_conv_reference,
+)
 from svdeploy.kernels.norm import GroupNorm, LayerNorm, group_norm_reference, layer_norm_reference
 
 
@@ -186,21 +190,21 @@ def test_bf16_im2col_conv_exports_to_mindir(tmp_path):
     assert (tmp_path / "conv.mindir").stat().st_size > 0
 
 
-@pytest.mark.parametrize("kind,conv,frames,k", [("conv3d", "native", 5, 3),
-                                                ("conv2d", "native", 5, 3),
-                                                ("conv3d", "im2col", 5, 3),
-                                                ("matmul", "native", 5, 3),
-                                                ("matmul", "native", 1, 3),
-                                                ("matmul", "native", 2, 5),
-                                                ("matmul", "native", 7, 5),
-                                                ("unfold", "native", 5, 3),
-                                                ("unfold", "native", 1, 3),
-                                                ("unfold", "native", 2, 5),
-                                                ("unfold", "native", 7, 5)])
-def test_temporal_conv_variants_match_reference(mode, kind, conv, frames, k):
+@pytest.mark.parametrize("kind,frames,k", [("conv3d", 5, 3),
+                                           ("conv2d", 5, 3),
+                                           ("im2col", 5, 3),
+                                           ("matmul", 5, 3),
+                                           ("matmul", 1, 3),
+                                           ("matmul", 2, 5),
+                                           ("matmul", 7, 5),
+                                           ("unfold", 5, 3),
+                                           ("unfold", 1, 3),
+                                           ("unfold", 2, 5),
+                                           ("unfold", 7, 5)])
+def test_temporal_conv_variants_match_reference(mode, kind, frames, k):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 6, frames, 11)).astype(np.float32)  # (B, C, T, P)
-    layer = TemporalConv(6, 4, k, kind=kind, conv_kind=conv)
+    layer = TemporalConv(6, 4, k, kind=kind)
     w = rng.standard_normal((4, 6, k, 1, 1)).astype(np.float32) * 0.3
     b = rng.standard_normal(4).astype(np.float32)
     layer.weight.set_data(Tensor(w))
@@ -239,6 +243,22 @@ def test_fp16_compute_is_close_to_fp32():
 def test_kernel_config_rejects_unknown_variant():
     with pytest.raises(ValueError, match="group_norm"):
         KernelConfig(group_norm="fast")
+
+
+def test_kernel_policy_constructors():
+    """One named constructor per use; each graph format / target, validation and training."""
+    assert KernelConfig.for_export("onnx", "cpu", "native", "fp16") == KernelConfig.onnx("fp16")
+    assert KernelConfig.for_export("lite", "cpu") == KernelConfig.onnx()
+    assert KernelConfig.for_export("mindir", "ascend", compute_dtype="bf16") == KernelConfig(
+        single_token_cross_attention=True, compute_dtype="bf16")
+    cpu = KernelConfig.for_export("mindir", "cpu", "im2col")
+    assert (cpu.group_norm, cpu.temporal_conv, cpu.conv) == ("layernorm", "matmul", "im2col")
+    assert KernelConfig.for_validation() == KernelConfig(temporal_conv="matmul")
+    train = KernelConfig.for_training("native", "fp16")
+    assert (train.temporal_conv, train.pad, train.conv, train.compute_dtype,
+            train.single_token_cross_attention) == ("unfold", "concat", "native", "fp16", True)
+    enc = train.frozen_encoder()
+    assert (enc.compute_dtype, enc.group_norm, enc.pad) == ("fp32", "layernorm", "concat")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,11 +342,12 @@ def test_im2col_conv_gradients_match_native(mode, k, stride, pad):
     rng = np.random.default_rng(6)
     x = Tensor(rng.standard_normal((2, 5, 12, 16)).astype(np.float32))
     w = rng.standard_normal((7, 5, k, k)).astype(np.float32) * 0.3
-    grads = {}
+    grads, probe = {}, None
     for kind in ("native", "im2col"):
         conv = Conv2d(5, 7, k, stride=stride, padding=pad, kind=kind)
         conv.weight.set_data(Tensor(w))
-        probe = Tensor(rng.standard_normal(conv(x).shape).astype(np.float32)) if not grads else probe
+        if probe is None:
+            probe = Tensor(rng.standard_normal(conv(x).shape).astype(np.float32))
 
         gx, (gw, _) = ms.value_and_grad(ProbeLoss(conv, probe), 0, conv.trainable_params())(x)[1]
         grads[kind] = (gx.asnumpy(), gw.asnumpy())

@@ -15,8 +15,13 @@ from svdeploy.errors import InputError
 from svdeploy.train import motion
 from svdeploy.train.data import read_labels
 from svdeploy.train.data_cli import main as svd_data
-from svdref.videos import (MOTION_SPEEDS, count_frames, make_dataset,
-                                    moving_square_frames, write_video)
+from svdref.videos import (
+    MOTION_SPEEDS,
+    count_frames,
+    make_dataset,
+    moving_square_frames,
+    write_video,
+)
 
 
 @pytest.fixture(scope="module")

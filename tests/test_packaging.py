@@ -185,7 +185,8 @@ def _lock_pins() -> dict:
 
 
 def test_lock_pins_every_requirement_within_pyproject_ranges():
-    # Stale after an edit of pyproject.toml without `make lock`: then this fails, naming the package.
+    # Stale after an edit of pyproject.toml without `make lock`: then this fails, naming the
+    # package.
     pins = _lock_pins()
     requirements = [Requirement(text) for text in metadata.requires("svdeploy")]
     assert {r.name for r in requirements} >= {"mindspore", "onnxruntime", "torch", "diffusers",
@@ -194,7 +195,8 @@ def test_lock_pins_every_requirement_within_pyproject_ranges():
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} (pyproject.toml) is not pinned in {LOCK.name}: run `make lock`"
         assert req.specifier.contains(pins[name], prereleases=True), (
-            f"{LOCK.name} pins {name}=={pins[name]}, outside pyproject.toml's {req}: run `make lock`")
+            f"{LOCK.name} pins {name}=={pins[name]}, outside "
+            f"pyproject.toml's {req}: run `make lock`")
     for tool in ("pip", "setuptools", "wheel", "kernels"):
         assert tool in pins, f"{tool} is not pinned in {LOCK.name}"
 

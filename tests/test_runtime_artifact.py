@@ -13,8 +13,20 @@ import pytest
 from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import read_manifest
 from svdeploy.runtime import VideoPipeline, choose_backend
-from svdref.fake_artifact import (B, C, D, F, H, LH, LW, NUMPY_GRAPHS, W,
-                                           build_fake_artifact, copy_artifact, numpy_pipeline)
+from svdref.fake_artifact import (
+    LH,
+    LW,
+    NUMPY_GRAPHS,
+    B,
+    C,
+    D,
+    F,
+    H,
+    W,
+    build_fake_artifact,
+    copy_artifact,
+    numpy_pipeline,
+)
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from svdref.diffusers_tiny import make_image
 from svdeploy.runtime import VideoPipeline, output_kind
 from svdeploy.runtime.cli import main
-from svdref.fake_artifact import F, H, LH, LW, C, W, build_fake_artifact
+from svdref.diffusers_tiny import make_image
+from svdref.fake_artifact import LH, LW, C, F, H, W, build_fake_artifact
 
 
 @pytest.fixture(scope="module")

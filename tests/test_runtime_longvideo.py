@@ -12,14 +12,30 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from svdref.diffusers_tiny import make_image
-from svdref.fake_artifact import (C, F, H, K, LH, LW, NUMPY_GRAPHS, W, build_fake_artifact,
-                                   numpy_pipeline)
 from svdeploy.errors import InputError
 from svdeploy.runtime.chain import chained_frame_count, clip_rng
 from svdeploy.runtime.cli import main
-from svdeploy.runtime.decode import (Window, blend_weights, border_flicker, decode_blended,
-                                     decode_calls, decode_windows)
+from svdeploy.runtime.decode import (
+    Window,
+    blend_weights,
+    border_flicker,
+    decode_blended,
+    decode_calls,
+    decode_windows,
+)
+from svdref.diffusers_tiny import make_image
+from svdref.fake_artifact import (
+    LH,
+    LW,
+    NUMPY_GRAPHS,
+    C,
+    F,
+    H,
+    K,
+    W,
+    build_fake_artifact,
+    numpy_pipeline,
+)
 
 IMAGE = make_image(H, W)
 SCALE = 0.18215

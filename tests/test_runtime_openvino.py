@@ -18,7 +18,7 @@ from svdeploy.manifest import read_manifest
 from svdeploy.runtime import VideoPipeline, load_artifact
 from svdeploy.runtime.backends import OpenVINOBackend, graph_loader, resolve_precision
 from svdeploy.runtime.cli import main as run_cli
-from svdref.fake_artifact import H, NUMPY_GRAPHS, W, build_fake_artifact, numpy_pipeline
+from svdref.fake_artifact import NUMPY_GRAPHS, H, W, build_fake_artifact, numpy_pipeline
 
 ov = pytest.importorskip("openvino")  # the test extra installs it
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from svdeploy.runtime import VideoPipeline
 from svdref.diffusers_tiny import build_tiny_pipeline, make_image, run_with_noise
 from svdref.torch_backend import fake_manifest, torch_graphs
-from svdeploy.runtime import VideoPipeline
 
 torch.set_num_threads(2)
 SIZE = 32          # image 32×32 → latents 16×16 (VAE factor 2)

@@ -5,12 +5,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from svdref.diffusers_tiny import make_image
 from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import TensorSpec
 from svdeploy.runtime import VideoPipeline, edm_preconditioning, karras_sigmas
-from svdref.fake_artifact import (B, C, D, DEFAULTS, F, H, LH, LW, NUMPY_GRAPHS, STEPS, W,
-                                   numpy_manifest, numpy_pipeline)
+from svdref.diffusers_tiny import make_image
+from svdref.fake_artifact import (
+    DEFAULTS,
+    LH,
+    LW,
+    NUMPY_GRAPHS,
+    STEPS,
+    B,
+    C,
+    D,
+    F,
+    H,
+    W,
+    numpy_manifest,
+    numpy_pipeline,
+)
 
 IMAGE = make_image(H, W)
 

@@ -12,12 +12,18 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from svdref.diffusers_tiny import make_image
-from svdref.fake_artifact import H, W, build_fake_artifact, numpy_manifest
 from svdeploy.errors import InputError, MemoryLimitError
 from svdeploy.runtime.cli import main
-from svdeploy.runtime.plan import (STAGES, check_memory_limit, largest_fitting_chunk,
-                                   parse_size, plan_for_artifact, plan_memory)
+from svdeploy.runtime.plan import (
+    STAGES,
+    check_memory_limit,
+    largest_fitting_chunk,
+    parse_size,
+    plan_for_artifact,
+    plan_memory,
+)
+from svdref.diffusers_tiny import make_image
+from svdref.fake_artifact import H, W, build_fake_artifact, numpy_manifest
 
 GRAPH_BYTES = {"image_encoder": 10 << 20, "vae_encoder": 20 << 20, "unet": 300 << 20,
                "vae_decoder": 50 << 20, "vae_decoder_tail": 50 << 20}

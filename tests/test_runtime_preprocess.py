@@ -6,10 +6,18 @@ import pytest
 import torch
 from PIL import Image
 
-from svdref.diffusers_tiny import build_tiny_pipeline, make_image
 from svdeploy.errors import InputError
-from svdeploy.runtime import (center_crop_box, clip_pixel_values, fit_to_size, load_image,
-                              prepare_image, resize_antialiased, to_rgb_float, vae_encoder_input)
+from svdeploy.runtime import (
+    center_crop_box,
+    clip_pixel_values,
+    fit_to_size,
+    load_image,
+    prepare_image,
+    resize_antialiased,
+    to_rgb_float,
+    vae_encoder_input,
+)
+from svdref.diffusers_tiny import build_tiny_pipeline, make_image
 
 torch.set_num_threads(2)
 
@@ -19,8 +27,9 @@ torch.set_num_threads(2)
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("size", [(64, 64), (32, 48), (300, 500), (576, 1024), (17, 260)])
 def test_antialiased_resize_equals_diffusers(size):
-    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import \
-        _resize_with_antialiasing
+    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
+        _resize_with_antialiasing,
+    )
 
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, *size)).astype(np.float32)
     theirs = _resize_with_antialiasing(torch.from_numpy(x), (224, 224)).numpy()
@@ -38,8 +47,9 @@ def test_resize_of_a_constant_image_is_constant():
 
 
 def test_clip_pixel_values_equal_diffusers_preprocessing():
-    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import \
-        _resize_with_antialiasing
+    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
+        _resize_with_antialiasing,
+    )
 
     pipe = build_tiny_pipeline(0)
     pixels = make_image(48, 80).astype(np.float32).transpose(2, 0, 1)[None] / np.float32(255)

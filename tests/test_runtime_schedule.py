@@ -6,10 +6,17 @@ import pytest
 import torch
 from diffusers import EulerDiscreteScheduler
 
-from svdref.diffusers_tiny import SVD_SCHEDULER_CONFIG
 from svdeploy.errors import InputError
-from svdeploy.runtime import (apply_guidance, denoised_from_v, edm_preconditioning, euler_step,
-                              guidance_scales, initial_noise_scale, karras_sigmas)
+from svdeploy.runtime import (
+    apply_guidance,
+    denoised_from_v,
+    edm_preconditioning,
+    euler_step,
+    guidance_scales,
+    initial_noise_scale,
+    karras_sigmas,
+)
+from svdref.diffusers_tiny import SVD_SCHEDULER_CONFIG
 
 torch.set_num_threads(2)
 

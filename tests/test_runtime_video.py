@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from svdeploy.errors import InputError
+from svdeploy.fsutil import atomic_write_json
 from svdeploy.runtime import frames_to_uint8, output_kind, save_frames, sidecar_path
 from svdeploy.runtime import video as video_module
-from svdeploy.fsutil import atomic_write_json
 
 
 def moving_frames(count: int = 6, height: int = 24, width: int = 32) -> np.ndarray:

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svdref.fake_artifact import DEFAULTS, F, H, W, export_onnx, fake_manifest
 from svdeploy.manifest import write_manifest
 from svdeploy.runtime import run_to_file
 from svdeploy.serve.client import ServeClient
 from svdeploy.serve.launch import ServeProcess, _alive
+from svdref.fake_artifact import DEFAULTS, F, H, W, export_onnx, fake_manifest
 
 pytestmark = pytest.mark.slow
 

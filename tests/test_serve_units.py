@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svdref.fake_artifact import DEFAULTS, numpy_manifest, numpy_pipeline
 from svdeploy.errors import BackendError, InputError, ServeError
 from svdeploy.serve import JobStore, RequestError, check_image, parse_fields
 from svdeploy.serve.client import encode_multipart
 from svdeploy.serve.jobs import MAX_ATTEMPTS, lock_jobs_dir
 from svdeploy.serve.settings import check_precision, parse_duration, parse_size
 from svdeploy.serve.worker import JobCancelled, generate_video
+from svdref.fake_artifact import DEFAULTS, numpy_manifest, numpy_pipeline
 
 MANIFEST = numpy_manifest()
 
@@ -228,7 +228,8 @@ def test_multipart_encoding_round_trips_through_the_standard_parser():
 
 
 def test_serve_imports_the_runtime_only():
-    """serve → runtime → core: the app and the CLI load no model, export, training or kernel code."""
+    """serve → runtime → core: the app and the CLI load no model, export, training or kernel
+    code."""
     import subprocess
     import sys
 

@@ -9,8 +9,17 @@ import pytest
 from click.testing import CliRunner
 
 from svdeploy.train.data_cli import main as data_main
-from svdeploy.train.shapes import (COLOURS, SIZE, coverage, direction_cosine, draw_clip, psnr,
-                                   read_world, render_clip, track_object)
+from svdeploy.train.shapes import (
+    COLOURS,
+    SIZE,
+    coverage,
+    direction_cosine,
+    draw_clip,
+    psnr,
+    read_world,
+    render_clip,
+    track_object,
+)
 
 
 def test_clip_draws_are_deterministic_and_inside_the_frame():

@@ -11,9 +11,15 @@ from click.testing import CliRunner
 from svdeploy.config import from_dict, load_model_config, read_yaml, to_dict
 from svdeploy.errors import ConfigError
 from svdeploy.train.cli import main
-from svdeploy.train.config import (TrainingConfig, apply_overrides, default_config_path,
-                                   iter_options, load_training_config, parse_override_args,
-                                   training_config_from_dict)
+from svdeploy.train.config import (
+    TrainingConfig,
+    apply_overrides,
+    default_config_path,
+    iter_options,
+    load_training_config,
+    parse_override_args,
+    training_config_from_dict,
+)
 from svdeploy.train.step import is_temporal
 from svdeploy.train.trainer import count_parameters
 
@@ -41,7 +47,7 @@ def test_packaged_yaml_is_the_seed_recipe_and_the_defaults():
     assert (t.diffusion.p_mean, t.diffusion.p_std) == (1.0, 1.6)
     # every value the file sets equals the dataclass default, so --help's defaults are true
     defaults = to_dict(TrainingConfig())
-    file_values = to_dict(training_config_from_dict(apply_overrides(raw, parse_override_args(REQUIRED)))) 
+    file_values = to_dict(training_config_from_dict(apply_overrides(raw, parse_override_args(REQUIRED))))
     for name, _, default, _ in iter_options():
         if name in ("train.random_init", "train.dataset.init_args.data_dir",
                     "train.dataset.init_args.metadata"):

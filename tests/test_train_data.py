@@ -11,9 +11,17 @@ import pytest
 from svdeploy.config import from_dict, to_dict
 from svdeploy.errors import ConfigError, InputError
 from svdeploy.train import data
-from svdeploy.train.data import (Sample, VideoDataset, VideoDatasetConfig, cover_size,
-                                 draw_start, read_frames, read_labels, resize_cover_crop,
-                                 to_model_range)
+from svdeploy.train.data import (
+    Sample,
+    VideoDataset,
+    VideoDatasetConfig,
+    cover_size,
+    draw_start,
+    read_frames,
+    read_labels,
+    resize_cover_crop,
+    to_model_range,
+)
 from svdeploy.train.motion import VideoTooShortError
 from svdref.videos import INDEX_VIDEOS, decode_index, make_dataset, write_labels
 

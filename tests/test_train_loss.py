@@ -5,20 +5,30 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import mindspore as ms
 import numpy as np
 import pytest
-
-import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 from svdeploy.config import load_model_config
 from svdeploy.runtime.preprocess import CLIP_MEAN, CLIP_STD
 from svdeploy.runtime.schedule import edm_preconditioning
-from svdeploy.train.config import DiffusionConfig, LRSchedulerConfig, LossScaleConfig
+from svdeploy.train.config import (
+    DiffusionConfig,
+    LossScaleConfig,
+    LRSchedulerConfig,
+    OptimizerConfig,
+)
 from svdeploy.train.loss import EDMLoss, draw_video, time_ids
-from svdeploy.train.config import OptimizerConfig
-from svdeploy.train.step import (AdamW, LossScaler, MicroBatch, StepRunner, clip_coefficient,
-                                 is_temporal, learning_rate)
+from svdeploy.train.step import (
+    AdamW,
+    LossScaler,
+    MicroBatch,
+    StepRunner,
+    clip_coefficient,
+    is_temporal,
+    learning_rate,
+)
 
 D, ADM = 6, 12       # context dim, adm_in (3 × 4)
 
@@ -57,7 +67,7 @@ def stub_numpy(a, u, p, q, x, timesteps, context, y):
 
 
 def reference_loss(weights, x0, image_latent, context, ids, sigma, noise, keep, frames):
-    """DESIGN.md §4 + the EDM loss, in float64 NumPy, frame-major inside each video."""
+    """docs/NUMERICS.md §4, §6: the EDM loss, in float64 NumPy, frame-major inside each video."""
     s = np.repeat(sigma.astype(np.float64), frames)[:, None, None, None]
     noisy = x0 + s * noise
     c_in, c_skip = 1 / np.sqrt(s ** 2 + 1), 1 / (s ** 2 + 1)

@@ -7,10 +7,9 @@ import logging
 from pathlib import Path
 from typing import Dict, List
 
+import mindspore as ms
 import numpy as np
 import pytest
-
-import mindspore as ms
 
 from svdeploy.config import load_model_config, model_config_from_dict, save_model_config, to_dict
 from svdeploy.models import NETWORK_NAMES, load_network
@@ -237,7 +236,7 @@ def test_an_output_dir_with_checkpoints_is_not_reused_without_resume(videos, tmp
     assert (out / "checkpoints" / "step-00000002").is_dir()                   # kept
 
 
-# ---- data parallel through msrun ------------------------------------------------------------------
+# ---- data parallel through msrun ----------------------------------------------------------
 def _free_port() -> int:
     import socket
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import click
 
@@ -186,19 +186,10 @@ def _command_line(ctx: click.Context) -> str:
               help="quality: runtime backends to evaluate, comma-separated.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @friendly_errors
-def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], repeats: int,
-         warmup: int, threads: int, peers: Optional[Tuple[str, ...]],
-         formats: Optional[Tuple[str, ...]], lite_python: Optional[str], dtype: str, conv: str,
-         graphs: Optional[Tuple[str, ...]], frames: Optional[int], height: Optional[int],
-         width: Optional[int],
-         decode_chunk_size: Optional[int], guidance: bool, steps: Optional[int],
-         e2e_repeats: int, memory_frames: Optional[Tuple[int, ...]],
-         memory_chunks: Optional[Tuple[int, ...]], temporal_only: bool,
-         serve_clients: Optional[Tuple[int, ...]], serve_seconds: float, serve_replicas: int,
-         gemm_size: int, case_budget: float, case_timeout: float, schedule: str,
-         freeze_idle: bool, standalone_repeats: int, memory_limit_gb: Optional[float],
-         seed: int, use_diffusers: bool, export_validate: bool, checkpoint: str,
-         artifact: Optional[Path], images: int, backends: Tuple[str, ...], quiet: bool) -> None:
+def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path],
+         steps: Optional[int], lite_python: Optional[str], checkpoint: str,
+         artifact: Optional[Path], images: int, backends: Tuple[str, ...], quiet: bool,
+         **options: Any) -> None:
     """Run benchmark SUITES (export, graphs, e2e, memory, train, serve, or all) on one model
     config and write report.json, report.md and a chart per suite into --out.
 
@@ -234,17 +225,10 @@ def main(suites: Tuple[str, ...], config: str, out: Path, work: Optional[Path], 
             return
     cfg = load_model_config(config)
     chosen = SUITES if "all" in suites else tuple(dict.fromkeys(suites))
-    settings = resolve_settings(
-        cfg, config, out, work=work, frames=frames, height=height, width=width,
-        decode_chunk_size=decode_chunk_size, peers=peers, graphs=graphs, formats=formats,
-        dtype=dtype, conv=conv, steps=steps, memory_frames=memory_frames, memory_chunks=memory_chunks,
-        guidance=guidance, repeats=repeats, warmup=warmup, threads=threads,
-        e2e_repeats=e2e_repeats, temporal_only=temporal_only, gemm_size=gemm_size,
-        serve_clients=serve_clients, serve_seconds=serve_seconds, serve_replicas=serve_replicas,
-        case_budget_s=case_budget, case_timeout_s=case_timeout, schedule=schedule,
-        freeze_idle=freeze_idle, standalone_repeats=standalone_repeats,
-        memory_limit_gb=memory_limit_gb, seed=seed,
-        use_diffusers=use_diffusers, export_validate=export_validate)
+    # every other option is a benchmark setting (harness.BenchSettings); two are renamed there
+    options["case_budget_s"] = options.pop("case_budget")
+    options["case_timeout_s"] = options.pop("case_timeout")
+    settings = resolve_settings(cfg, config, out, work=work, steps=steps, **options)
     command = _command_line(click.get_current_context())
     report = run_benchmarks(settings, chosen, command, log)
     click.echo(f"svd-bench: {', '.join(chosen)} in {report['seconds']:.0f} s; report: "

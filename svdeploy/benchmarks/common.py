@@ -2,6 +2,7 @@
 peak RSS, thread settings, machine description, deterministic inputs, atomic writes."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -18,7 +19,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from svdeploy.contract import relative_error as relative_l2  # the old name, re-exported
+from svdeploy.fsutil import atomic_write_json, atomic_write_text, atomic_write_with
+
 WORKER_MODULE = "svdeploy.benchmarks.worker"
+PROTOCOL = "@@svd-bench@@"  # marks the worker protocol's lines among whatever libraries print
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,18 +93,6 @@ def time_repeated(fn: Callable[[], Any], repeats: int, warmup: int,
         if budget_s is not None and i + 1 >= 3 and time.perf_counter() - started > budget_s:
             break
     return Stats(samples, cpu)
-
-
-def relative_l2(actual: np.ndarray, expected: np.ndarray) -> float:
-    """‖actual − expected‖₂ / ‖expected‖₂ in float64 (inf when actual is not finite)."""
-    a = np.asarray(actual, np.float64)
-    e = np.asarray(expected, np.float64)
-    if a.shape != e.shape:
-        raise ValueError(f"output shape {a.shape} differs from the reference's {e.shape}")
-    if not np.all(np.isfinite(a)):
-        return float("inf")
-    denom = float(np.linalg.norm(e))
-    return float(np.linalg.norm(a - e) / (denom if denom > 0 else 1.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +230,8 @@ class MemoryGuard:
                 rss, largest = max(sizes, key=lambda item: item[0])
                 largest.killed_reason = (
                     f"killed by svd-bench at {rss / 2**30:.1f} GiB RSS: the workers together held "
-                    f"{total / 2**30:.2f} GiB, above --memory-limit {self.limit_bytes / 2**30:.2f} GiB")
+                    f"{total / 2**30:.2f} GiB, above --memory-limit "
+                    f"{self.limit_bytes / 2**30:.2f} GiB")
                 kill_process(largest.process)
             time.sleep(self.interval_s)
 
@@ -359,8 +353,6 @@ class ServedWorker:
         self.ready = self._expect("READY") is not None
 
     def _read(self) -> None:
-        from .worker import PROTOCOL
-
         assert self.process.stdout is not None
         for line in self.process.stdout:
             if line.startswith(PROTOCOL):
@@ -579,10 +571,6 @@ def demo_image(height: int, width: int) -> np.ndarray:
     return (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
@@ -593,30 +581,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+# svd-bench's writers: svdeploy.fsutil's atomic writes, creating the folder; its JSON also
+# takes NumPy scalars, paths and objects with to_json, and keeps NaN (a failed measurement)
+write_text_atomic = functools.partial(atomic_write_text, parents=True)
+write_json_atomic = functools.partial(atomic_write_json, default=_json_default, allow_nan=True,
+                                      parents=True)
 
 
 def save_npz_atomic(path: Path, arrays: Dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_with(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz", parents=True)
 
 
 def fmt_bytes(n: Optional[float]) -> str:

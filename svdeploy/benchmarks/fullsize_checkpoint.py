@@ -1,7 +1,8 @@
 """Full-size conversion benchmark: write a random-weight Stability single file, then time and
 measure ``svd-convert`` on it.
 
-    python -m svdeploy.benchmarks.fullsize_checkpoint --variant svd_xt --out /data/svd_xt_random.safetensors
+    python -m svdeploy.benchmarks.fullsize_checkpoint --variant svd_xt \
+        --out /data/svd_xt_random.safetensors
 
 The file has every tensor of the four networks at full size (from the analytic key table, so it
 is exactly what ``svd-convert`` expects), plus a few tensors it must ignore (a text-tower piece,

@@ -190,7 +190,9 @@ def prepare(plan: GpuPlan, validate: bool) -> Dict[str, Any]:  # pragma: no cove
     for fmt, marker in (("onnx", "onnxruntime"), ("mindir", "mindspore")):
         if not any(marker in p for p in plan.peers):
             continue
-        target = plan.work / f"artifact-{fmt}-{plan.dtype}-f{plan.frames}-{plan.height}x{plan.width}-k{plan.decode_chunk_size}"
+        size = f"{plan.height}x{plan.width}"
+        target = plan.work / (f"artifact-{fmt}-{plan.dtype}-f{plan.frames}-{size}"
+                              f"-k{plan.decode_chunk_size}")
         if not (target / "manifest.json").is_file():
             setup_mindspore("graph")
             export_artifact(weights.checkpoint_dir, target, frames=plan.frames, height=plan.height,
@@ -218,19 +220,38 @@ def _inputs(plan: GpuPlan) -> Dict[str, Any]:
 def _diffusers_fp16(plan: GpuPlan, prepared: Dict[str, Any], result: GpuResult) -> Any:  # pragma: no cover
     import numpy as np
     import torch
-    import diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion as svd_module
-    from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler,
-                           StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel)
-    from PIL import Image
+
+    inputs = _inputs(plan)
+    t0 = time.perf_counter()
+    pipe = _diffusers_fp16_pipeline(Path(prepared["diffusers"]))
+    result.load_s = time.perf_counter() - t0
+    video = _diffusers_fp16_video(pipe, plan, inputs, result)
+    t0 = time.perf_counter()
+    video(1)
+    result.warmup_s = time.perf_counter() - t0
+    result.video_s.clear()
+    result.step_s.clear()
+    torch.cuda.reset_peak_memory_stats()
+    frames = [video(plan.steps) for _ in range(plan.repeats)][0]
+    result.details["torch_max_memory_allocated"] = int(torch.cuda.max_memory_allocated())
+    np.save(plan.work / "frames-diffusers-fp16.npy", frames)
+
+
+def _diffusers_fp16_pipeline(folder: Path) -> Any:  # pragma: no cover
+    """diffusers' StableVideoDiffusionPipeline in float16 on the GPU, from a diffusers folder."""
+    import torch
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
     from .weights import align_diffusers_eps
     from .worker import SVD_SCHEDULER_CONFIG
 
-    inputs = _inputs(plan)
-    folder = Path(prepared["diffusers"])
     dtype = torch.float16
-    t0 = time.perf_counter()
     unet = UNetSpatioTemporalConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype)
     align_diffusers_eps(unet, 1e-5)
     pipe = StableVideoDiffusionPipeline(
@@ -241,7 +262,19 @@ def _diffusers_fp16(plan: GpuPlan, prepared: Dict[str, Any], result: GpuResult) 
         scheduler=EulerDiscreteScheduler(**SVD_SCHEDULER_CONFIG),
         feature_extractor=CLIPImageProcessor()).to("cuda")
     pipe.set_progress_bar_config(disable=True)
-    result.load_s = time.perf_counter() - t0
+    return pipe
+
+
+def _diffusers_fp16_video(pipe: Any, plan: GpuPlan, inputs: Dict[str, Any],
+                          result: GpuResult) -> Any:  # pragma: no cover
+    """A function steps → frames that runs ``pipe`` on the given inputs (its one random draw
+    replayed from ``inputs``) and appends the video and step seconds to ``result``."""
+    import diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion as svd_module
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    dtype = torch.float16
     image_noise = torch.from_numpy(inputs["image_noise"])
 
     def video(steps: int) -> Any:
@@ -275,15 +308,7 @@ def _diffusers_fp16(plan: GpuPlan, prepared: Dict[str, Any], result: GpuResult) 
         result.step_s.extend(b - a for a, b in zip(marks, marks[1:]))
         return np.asarray(frames, np.float32)
 
-    t0 = time.perf_counter()
-    video(1)
-    result.warmup_s = time.perf_counter() - t0
-    result.video_s.clear()
-    result.step_s.clear()
-    torch.cuda.reset_peak_memory_stats()
-    frames = [video(plan.steps) for _ in range(plan.repeats)][0]
-    result.details["torch_max_memory_allocated"] = int(torch.cuda.max_memory_allocated())
-    np.save(plan.work / "frames-diffusers-fp16.npy", frames)
+    return video
 
 
 def _svdeploy(plan: GpuPlan, prepared: Dict[str, Any], result: GpuResult) -> None:  # pragma: no cover

@@ -12,15 +12,24 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from svdeploy.config import ModelConfig, check_video_size, to_dict
+from svdeploy.contract import NETWORK_NAMES
 from svdeploy.errors import ConfigError
 
-from .common import (BF16_CPU_FLAGS, ChildRun, MemoryGuard, ServedWorker, cpu_bf16_flags,
-                     run_worker, save_npz_atomic, write_json_atomic)
+from .common import (
+    BF16_CPU_FLAGS,
+    ChildRun,
+    MemoryGuard,
+    ServedWorker,
+    cpu_bf16_flags,
+    run_worker,
+    save_npz_atomic,
+    write_json_atomic,
+)
 from .peers import PEERS
 from .weights import PreparedWeights, config_digest, prepare_weights
 
 SUITES: Tuple[str, ...] = ("export", "graphs", "e2e", "memory", "train", "serve")
-GRAPHS: Tuple[str, ...] = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
+GRAPHS: Tuple[str, ...] = NETWORK_NAMES  # the graphs svd-bench measures (svdeploy.contract)
 GEMM_BACKENDS: Tuple[str, ...] = ("onnxruntime", "numpy", "torch", "mindspore", "torch-bf16")
 SCHEDULES: Tuple[str, ...] = ("interleaved", "sequential")
 
@@ -102,6 +111,31 @@ def resolve_settings(cfg: ModelConfig, config: str, out: Path, *, work: Optional
     h = height or cfg.height
     w = width or cfg.width
     check_video_size(cfg, h, w, f, "bench")
+    notes = _size_notes(cfg, f, h, w)
+    chunk = kwargs.pop("decode_chunk_size", None) or cfg.sampling.decode_chunk_size or f
+    if not 1 <= chunk <= f:
+        raise ConfigError(f"--decode-chunk-size {chunk}: expected 1..{f} (the frame count)")
+    peers = _resolve_peers(tuple(kwargs.pop("peers", None) or ()), notes)
+    graphs = tuple(kwargs.pop("graphs", None) or GRAPHS)
+    formats = tuple(kwargs.pop("formats", None) or ("mindir", "onnx"))
+    dtype = kwargs.pop("dtype", "fp32")
+    _check_graphs_formats_dtype(graphs, formats, dtype)
+    conv = _resolve_conv(kwargs.pop("conv", None) or "auto", notes)
+    steps = kwargs.pop("steps", None) or cfg.sampling.num_inference_steps
+    memory_frames = tuple(kwargs.pop("memory_frames", None) or (f, 2 * f, 4 * f))
+    memory_chunks = tuple(kwargs.pop("memory_chunks", None)
+                          or sorted({max(1, f // 4), max(1, f // 2), f}))
+    _check_counts(memory_frames, memory_chunks, kwargs)
+    settings = BenchSettings(config=config, cfg=cfg, out=out, work=work or out / "work",
+                             frames=f, height=h, width=w, decode_chunk_size=chunk, dtype=dtype,
+                             formats=formats, peers=peers, graphs=graphs, steps=steps,
+                             memory_frames=memory_frames, memory_chunks=memory_chunks,
+                             conv=conv, notes=notes, **{k: v for k, v in kwargs.items() if v is not None})
+    return settings
+
+
+def _size_notes(cfg: ModelConfig, f: int, h: int, w: int) -> List[str]:
+    """Notes on a frame count or video size other than the preset's."""
     notes: List[str] = []
     if f != cfg.num_frames:
         notes.append(f"frame count reduced from the preset's {cfg.num_frames} to {f} (--frames)"
@@ -109,49 +143,59 @@ def resolve_settings(cfg: ModelConfig, config: str, out: Path, *, work: Optional
                      f"frame count {f} instead of the preset's {cfg.num_frames} (--frames)")
     if (h, w) != (cfg.height, cfg.width):
         notes.append(f"video size {h}×{w} instead of the preset's {cfg.height}×{cfg.width}")
-    chunk = kwargs.pop("decode_chunk_size", None) or cfg.sampling.decode_chunk_size or f
-    if not 1 <= chunk <= f:
-        raise ConfigError(f"--decode-chunk-size {chunk}: expected 1..{f} (the frame count)")
-    peers = tuple(kwargs.pop("peers", None) or ())
+    return notes
+
+
+def _resolve_peers(peers: Tuple[str, ...], notes: List[str]) -> Tuple[str, ...]:
+    """The peers asked for (checked), or the default ones (appends a note to ``notes`` when
+    the bf16 peers are left out)."""
     for p in peers:
         if p not in PEERS:
             raise ConfigError(f"--peers {p!r}: expected some of {', '.join(PEERS)}")
-    if not peers:
-        peers = PEERS
-        if cpu_bf16_flags() == []:
-            # emulated bf16 runs a mid U-Net call for minutes: not a peer anyone would pick
-            peers = tuple(p for p in PEERS if p not in ("diffusers-bf16", "openvino-bf16"))
-            notes.append("diffusers-bf16 and openvino-bf16 left out of the default peers: this "
-                         "CPU has no bf16 "
-                         f"instructions ({', '.join(BF16_CPU_FLAGS)} absent), so PyTorch emulates "
-                         "bf16; name it in --peers to measure it anyway")
-    graphs = tuple(kwargs.pop("graphs", None) or GRAPHS)
+    if peers:
+        return peers
+    if cpu_bf16_flags() != []:
+        return PEERS
+    # emulated bf16 runs a mid U-Net call for minutes: not a peer anyone would pick
+    notes.append("diffusers-bf16 and openvino-bf16 left out of the default peers: this "
+                 "CPU has no bf16 "
+                 f"instructions ({', '.join(BF16_CPU_FLAGS)} absent), so PyTorch emulates "
+                 "bf16; name it in --peers to measure it anyway")
+    return tuple(p for p in PEERS if p not in ("diffusers-bf16", "openvino-bf16"))
+
+
+def _check_graphs_formats_dtype(graphs: Tuple[str, ...], formats: Tuple[str, ...],
+                                dtype: str) -> None:
     for g in graphs:
         if g not in GRAPHS:
             raise ConfigError(f"--graphs {g!r}: expected some of {', '.join(GRAPHS)}")
-    formats = tuple(kwargs.pop("formats", None) or ("mindir", "onnx"))
     for fmt in formats:
         if fmt not in ("mindir", "onnx", "lite"):
             raise ConfigError(f"--formats {fmt!r}: expected some of mindir, onnx, lite")
-    dtype = kwargs.pop("dtype", "fp32")
     if dtype == "bf16" and ("onnx" in formats or "lite" in formats):
         raise ConfigError("--dtype bf16 with --formats onnx: svd-export writes bf16 graphs as "
                           "MindIR only; pass --formats mindir")
-    conv = kwargs.pop("conv", None) or "auto"
+
+
+def _resolve_conv(conv: str, notes: List[str]) -> str:
+    """native or im2col; ``auto`` is resolved once here, so every worker (exports,
+    ms-pynative) uses the same kernel, and a note says what the probe measured."""
     if conv not in ("auto", "native", "im2col"):
         raise ConfigError(f"--conv {conv!r}: expected auto, native or im2col")
-    if conv == "auto":
-        # resolved once here, so every worker (exports, ms-pynative) uses the same kernel
-        from svdeploy.kernels.probe import conv_probe, fastest_conv
+    if conv != "auto":
+        return conv
+    from svdeploy.kernels.probe import conv_probe, fastest_conv
 
-        conv = fastest_conv()
-        notes = list(notes) + [f"--conv auto chose {conv}: a 3×3 64→64 convolution on "
-                               "(4, 64, 32, 32) took " + ", ".join(
-                                   f"{k} {v * 1e3:.1f} ms" for k, v in sorted(conv_probe().items()))]
-    steps = kwargs.pop("steps", None) or cfg.sampling.num_inference_steps
-    memory_frames = tuple(kwargs.pop("memory_frames", None) or (f, 2 * f, 4 * f))
-    memory_chunks = tuple(kwargs.pop("memory_chunks", None)
-                          or sorted({max(1, f // 4), max(1, f // 2), f}))
+    conv = fastest_conv()
+    notes.append(f"--conv auto chose {conv}: a 3×3 64→64 convolution on "
+                 "(4, 64, 32, 32) took " + ", ".join(
+                     f"{k} {v * 1e3:.1f} ms" for k, v in sorted(conv_probe().items())))
+    return conv
+
+
+def _check_counts(memory_frames: Tuple[int, ...], memory_chunks: Tuple[int, ...],
+                  kwargs: Dict[str, Any]) -> None:
+    """The memory sweep, schedule, memory limit and repeat counts."""
     for value, name in [(v, "--memory-frames") for v in memory_frames] + \
                        [(v, "--memory-chunks") for v in memory_chunks]:
         if value < 1:
@@ -165,12 +209,6 @@ def resolve_settings(cfg: ModelConfig, config: str, out: Path, *, work: Optional
     for key in ("repeats", "e2e_repeats", "threads", "gemm_size"):
         if key in kwargs and kwargs[key] is not None and kwargs[key] < 1:
             raise ConfigError(f"--{key.replace('_', '-')} {kwargs[key]}: expected ≥ 1")
-    settings = BenchSettings(config=config, cfg=cfg, out=out, work=work or out / "work",
-                             frames=f, height=h, width=w, decode_chunk_size=chunk, dtype=dtype,
-                             formats=formats, peers=peers, graphs=graphs, steps=steps,
-                             memory_frames=memory_frames, memory_chunks=memory_chunks,
-                             conv=conv, notes=notes, **{k: v for k, v in kwargs.items() if v is not None})
-    return settings
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,7 +324,8 @@ class Workspace:
     # -- inputs ----------------------------------------------------------------------------------
     def graph_inputs(self, graph: str) -> Tuple[Path, List[str]]:
         """Deterministic inputs of ``graph`` in the ranges the runtime feeds (saved once)."""
-        from svdeploy.export.specs import graph_specs, resolve_settings as export_settings
+        from svdeploy.export.specs import graph_specs
+        from svdeploy.export.specs import resolve_settings as export_settings
 
         s = self.s
         es = export_settings(s.cfg, frames=s.frames, height=s.height, width=s.width,
@@ -309,7 +348,9 @@ class Workspace:
             else:
                 a = rng.standard_normal(t.shape)
             arrays[t.name] = a.astype(np.float32)
-        path = s.work / "inputs" / f"{graph}-f{s.frames}-{s.height}x{s.width}-b{s.guidance_batch}-k{s.decode_chunk_size}.npz"
+        name = (f"{graph}-f{s.frames}-{s.height}x{s.width}-b{s.guidance_batch}"
+                f"-k{s.decode_chunk_size}.npz")
+        path = s.work / "inputs" / name
         if not path.is_file():
             save_npz_atomic(path, arrays)
         return path, [t.name for t in spec.inputs]

@@ -29,6 +29,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from svdeploy.config import ModelConfig
+from svdeploy.contract import graph_network
+from svdeploy.fsutil import atomic_write_with
 
 PEERS: Tuple[str, ...] = ("diffusers", "diffusers-bf16", "ms-pynative", "ms-graphcell",
                           "onnxruntime", "openvino", "openvino-bf16", "plain-onnx", "lite")
@@ -51,7 +53,6 @@ ARTIFACT_FORMAT = {"ms-graphcell": "mindir", "onnxruntime": "onnx", "openvino": 
 OPENVINO_PEERS = ("openvino", "openvino-bf16")
 UNET_ONLY = ("plain-onnx",)
 
-GRAPH_NAMES = ("image_encoder", "vae_encoder", "unet", "vae_decoder", "vae_decoder_tail")
 Runner = Callable[[Dict[str, np.ndarray]], np.ndarray]
 
 
@@ -177,17 +178,17 @@ def export_plain_onnx(ctx: PeerContext, path: Path) -> Dict[str, Any]:
     b, c, d = ctx.guidance_batch, ctx.cfg.latent_channels, ctx.cfg.unet.context_dim
     args = (torch.zeros(b * ctx.frames, 2 * c, h, w), torch.zeros(1), torch.zeros(b, 1, d),
             torch.zeros(b, 3))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
     started = time.perf_counter()
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings about shape asserts
-        torch.onnx.export(module, args, str(tmp), input_names=["sample", "c_noise", "context",
-                                                                "time_ids"],
-                          output_names=["v"], opset_version=17, dynamo=False)
-    os.replace(tmp, path)
+    def export(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about shape asserts
+            torch.onnx.export(module, args, str(tmp), input_names=["sample", "c_noise", "context",
+                                                                    "time_ids"],
+                              output_names=["v"], opset_version=17, dynamo=False)
+
+    atomic_write_with(path, export, suffix=".onnx", parents=True)
     return {"export_seconds": time.perf_counter() - started, "bytes": path.stat().st_size,
             "exporter": f"torch.onnx.export (TorchScript, opset 17), torch {torch.__version__}"}
 
@@ -297,7 +298,7 @@ def build_ms_graph_cell(ctx: PeerContext, graph: str) -> Tuple[Any, Any]:
                                 guidance=ctx.guidance, decode_chunk_size=ctx.decode_chunk_size,
                                 formats=("mindir",), dtype=ctx.dtype, conv=ctx.conv)
     kernels = export_kernels("mindir", settings)
-    network = "vae_decoder" if graph == "vae_decoder_tail" else graph
+    network = graph_network(graph)
     net = load_network(network, ctx.checkpoint_dir, kernels, ctx.cfg)  # type: ignore[arg-type]
     net.set_train(False)
     if graph == "image_encoder":

@@ -25,8 +25,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from svdeploy.train.shapes import (ShapeClip, bucket_for_speed, direction_cosine, draw_clip, psnr,
-                                   render_frame, track_object)
+from svdeploy.train.shapes import (
+    ShapeClip,
+    bucket_for_speed,
+    direction_cosine,
+    draw_clip,
+    psnr,
+    render_frame,
+    track_object,
+)
 
 SPEEDS = {"slow": 1.0, "fast": 2.5}          # px/frame of the clips each bucket comes from
 COSINE_TARGET = {"slow": 0.7, "fast": 0.9}   # per video, on ≥ SHARE_TARGET of the images

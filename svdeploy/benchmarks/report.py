@@ -1,10 +1,10 @@
 """report.json, report.md and one PNG chart per suite."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
+
+from svdeploy.fsutil import atomic_write_with
 
 from .common import fmt_bytes, fmt_seconds, write_json_atomic, write_text_atomic
 
@@ -262,16 +262,6 @@ def render_markdown(report: Dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Charts
 # ---------------------------------------------------------------------------------------------
-def _savefig(fig: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _no_data(ax: Any, text: str = "no successful measurement") -> None:
@@ -417,7 +407,8 @@ def chart(name: str, result: Dict[str, Any], path: Path, title: str) -> None:
     rows = [r for r in result["rows"] if "error" not in r and "skipped" not in r]
     fig = CHARTS[name](rows)
     fig.suptitle(title, fontsize=10)
-    _savefig(fig, path)
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"),
+                      suffix=".png")
 
 
 def write_report(report: Dict[str, Any], out: Path) -> List[Path]:

@@ -18,7 +18,6 @@ import numpy as np
 from .common import demo_image
 from .harness import Workspace
 
-
 RAY_DAEMONS = ("gcs_server", "raylet")
 
 
@@ -84,7 +83,8 @@ def suite_serve(ws: Workspace) -> Dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=".serve-bench-", dir=s.work))
     try:
         for clients in s.serve_clients:
-            ws.log(f"serve: {clients} client(s) for {s.serve_seconds:g} s, {s.serve_replicas} replica(s)")
+            ws.log(f"serve: {clients} client(s) for {s.serve_seconds:g} "
+                   f"s, {s.serve_replicas} replica(s)")
             args = ["--replicas", str(s.serve_replicas), "--max-queue", str(max(16, 2 * clients)),
                     "--no-verify", "--replica-cpus", str(min(1.0, s.threads / s.serve_replicas))]
             with ServeProcess(artifact, tmp / f"jobs-{clients}", args,

@@ -13,11 +13,21 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from svdeploy.contract import TAIL_GRAPH
+
 from .common import ChildRun, ServedWorker, Stats, load_average, relative_l2, save_npz_atomic
 from .flops import graph_flops
 from .harness import GRAPHS, BenchSettings, Workspace
-from .peers import (ARTIFACT_FORMAT, OPENVINO_PEERS, PEER_LABELS, TORCH_PEERS, UNET_ONLY,
-                    openvino_skip_reason, peer_precision, reference_peer)
+from .peers import (
+    ARTIFACT_FORMAT,
+    OPENVINO_PEERS,
+    PEER_LABELS,
+    TORCH_PEERS,
+    UNET_ONLY,
+    openvino_skip_reason,
+    peer_precision,
+    reference_peer,
+)
 
 Log = Callable[[str], None]
 
@@ -48,7 +58,7 @@ def _process(run: Any) -> Dict[str, Any]:
 def _graph_names(s: BenchSettings) -> List[str]:
     names = list(s.graphs)
     if "vae_decoder" in names and s.frames % s.decode_chunk_size:
-        names.insert(names.index("vae_decoder") + 1, "vae_decoder_tail")
+        names.insert(names.index("vae_decoder") + 1, TAIL_GRAPH)
     return names
 
 
@@ -231,63 +241,85 @@ def suite_graphs(ws: Workspace, peak: Dict[str, Any]) -> Dict[str, Any]:
     plain_path, plain_info = (ws.plain_onnx() if "plain-onnx" in s.peers and "unet" in s.graphs
                               else (None, {}))
     rows: List[Dict[str, Any]] = []
-    outputs_dir = s.work / "outputs"
     for graph in _graph_names(s):
-        inputs_path, order = ws.graph_inputs(graph)
-        flops_d = _flops(s, graph, "diffusers")
-        flops_s = _flops(s, graph, "svdeploy")
-        graph_rows: Dict[str, Dict[str, Any]] = {}
-        specs: Dict[str, Dict[str, Any]] = {}
-        for peer in s.peers:
-            row: Dict[str, Any] = {"graph": graph, "peer": peer, "label": PEER_LABELS[peer],
-                                   "precision": peer_precision(peer, s.dtype),
-                                   "flops": flops_d, "flops_svdeploy_schedule": flops_s}
-            graph_rows[peer] = row
-            reason = _skip_reason(ws, peer, graph)
-            if reason is None and peer in ARTIFACT_FORMAT and artifact is None:
-                reason = ws.artifact_error(needed_formats)
-            if reason is None and peer == "plain-onnx" and plain_path is None:
-                reason = plain_info.get("error", "torch.onnx export unavailable")
-            if reason:
-                row["skipped"] = reason
-                continue
-            specs[peer] = dict(ws.worker_base(), peer=peer, graph=graph,
-                               artifact_dir=str(artifact) if artifact else None,
-                               plain_onnx_path=str(plain_path) if plain_path else None,
-                               inputs_path=str(inputs_path), input_order=order,
-                               output_path=str(outputs_dir / f"{graph}-{peer}.npz"))
+        graph_rows, specs = _graph_specs(ws, graph, artifact, needed_formats, plain_path,
+                                         plain_info)
         ws.log(f"graphs: {graph} ({', '.join(specs)})")
-        outputs: Dict[str, Path] = {}
         measured = measure_peers(ws, "graph", specs, s.repeats, max(s.warmup - 1, 0))
         alone = measure_standalone(ws, "graph", specs, max(s.warmup - 1, 0))
-        for peer, (run, samples) in measured.items():
-            row = graph_rows[peer]
-            row.update(_process(run))
-            if not run.ok or not samples:
-                row["error"] = run.error() if not run.ok else "no timed call succeeded"
-                continue
-            stats = _stats(samples)
-            r = run.result
-            row.update(stats=stats.to_json(), median_s=stats.median, p10_s=stats.p10,
-                       p90_s=stats.p90, n=stats.n, load_s=r["load_s"],
-                       first_call_s=r["first_call_s"], rss_after_load_bytes=r["rss_after_load_bytes"],
-                       setup=r.get("setup"), cpu_per_wall=round(stats.cpu_per_wall or 0.0, 2))
-            _add_standalone(row, samples, alone.get(peer), "median_s")
-            outputs[peer] = Path(specs[peer]["output_path"])
+        outputs = _record_graph_timings(graph_rows, specs, measured, alone)
         ordered = [graph_rows[p] for p in s.peers]
         _add_comparisons(ordered, outputs, peak, ws.has_diffusers)
         rows.extend(ordered)
     return {"rows": rows, "plain_onnx": plain_info, "artifact": str(artifact) if artifact else None,
-            "schedule": s.schedule,
-            "method": f"per graph, one process per peer ({s.schedule}): load, 1 untimed first "
-                      f"call (compilation), {max(s.warmup - 1, 0)} more warm-up calls, then "
-                      f"{s.repeats} timed calls on identical inputs"
-                      + (", the peers taking turns call by call" if s.schedule == "interleaved" else "")
-                      + "; median and p10/p90",
+            "schedule": s.schedule, "method": _graphs_method(s),
             "flops_note": "flops = diffusers' schedule of the same math (full one-token "
                           "cross-attention); flops_svdeploy_schedule = what svdeploy's graphs "
                           "compute (to_v/to_out of the single context token, broadcast). "
                           "GFLOP/s and % of peak use `flops` for every peer."}
+
+
+def _graph_specs(ws: Workspace, graph: str, artifact: Optional[Path], needed_formats: List[str],
+                 plain_path: Optional[Path], plain_info: Dict[str, Any]
+                 ) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Dict[str, Any]]]:
+    """(a row per peer, a worker spec per peer that can run ``graph``); a peer that cannot
+    says why in its row's ``skipped``."""
+    s = ws.s
+    inputs_path, order = ws.graph_inputs(graph)
+    flops_d = _flops(s, graph, "diffusers")
+    flops_s = _flops(s, graph, "svdeploy")
+    graph_rows: Dict[str, Dict[str, Any]] = {}
+    specs: Dict[str, Dict[str, Any]] = {}
+    for peer in s.peers:
+        row: Dict[str, Any] = {"graph": graph, "peer": peer, "label": PEER_LABELS[peer],
+                               "precision": peer_precision(peer, s.dtype),
+                               "flops": flops_d, "flops_svdeploy_schedule": flops_s}
+        graph_rows[peer] = row
+        reason = _skip_reason(ws, peer, graph)
+        if reason is None and peer in ARTIFACT_FORMAT and artifact is None:
+            reason = ws.artifact_error(needed_formats)
+        if reason is None and peer == "plain-onnx" and plain_path is None:
+            reason = plain_info.get("error", "torch.onnx export unavailable")
+        if reason:
+            row["skipped"] = reason
+            continue
+        specs[peer] = dict(ws.worker_base(), peer=peer, graph=graph,
+                           artifact_dir=str(artifact) if artifact else None,
+                           plain_onnx_path=str(plain_path) if plain_path else None,
+                           inputs_path=str(inputs_path), input_order=order,
+                           output_path=str(s.work / "outputs" / f"{graph}-{peer}.npz"))
+    return graph_rows, specs
+
+
+def _record_graph_timings(graph_rows: Dict[str, Dict[str, Any]],
+                          specs: Dict[str, Dict[str, Any]], measured: Dict[str, Any],
+                          alone: Dict[str, Any]) -> Dict[str, Path]:
+    """Each measured peer's statistics into its row; returns the output file of every peer
+    that produced one."""
+    outputs: Dict[str, Path] = {}
+    for peer, (run, samples) in measured.items():
+        row = graph_rows[peer]
+        row.update(_process(run))
+        if not run.ok or not samples:
+            row["error"] = run.error() if not run.ok else "no timed call succeeded"
+            continue
+        stats = _stats(samples)
+        r = run.result
+        row.update(stats=stats.to_json(), median_s=stats.median, p10_s=stats.p10,
+                   p90_s=stats.p90, n=stats.n, load_s=r["load_s"],
+                   first_call_s=r["first_call_s"], rss_after_load_bytes=r["rss_after_load_bytes"],
+                   setup=r.get("setup"), cpu_per_wall=round(stats.cpu_per_wall or 0.0, 2))
+        _add_standalone(row, samples, alone.get(peer), "median_s")
+        outputs[peer] = Path(specs[peer]["output_path"])
+    return outputs
+
+
+def _graphs_method(s: BenchSettings) -> str:
+    return (f"per graph, one process per peer ({s.schedule}): load, 1 untimed first "
+            f"call (compilation), {max(s.warmup - 1, 0)} more warm-up calls, then "
+            f"{s.repeats} timed calls on identical inputs"
+            + (", the peers taking turns call by call" if s.schedule == "interleaved" else "")
+            + "; median and p10/p90")
 
 
 def _add_comparisons(rows: List[Dict[str, Any]], outputs: Dict[str, Path], peak: Dict[str, Any],
@@ -336,8 +368,6 @@ E2E_LABELS = {"svdeploy-onnxruntime": "svdeploy VideoPipeline, ONNX Runtime back
 
 
 def suite_e2e(ws: Workspace) -> Dict[str, Any]:
-    from .common import demo_image
-
     s = ws.s
     graph_peer = {v: k for k, v in E2E_PEERS.items()}
     peers = [E2E_PEERS[p] for p in s.peers if p in E2E_PEERS]
@@ -345,6 +375,22 @@ def suite_e2e(ws: Workspace) -> Dict[str, Any]:
     needed = sorted({ARTIFACT_FORMAT[graph_peer[p]] for p in peers if graph_peer[p] in ARTIFACT_FORMAT}
                     & set(s.formats))
     artifact = ws.artifact(needed) if needed else None
+    inputs_path = _e2e_inputs(s)
+    rows, specs = _e2e_specs(ws, peers, artifact, needed, inputs_path)
+    ws.log(f"e2e: {', '.join(specs)}; {s.e2e_repeats} videos of {s.steps} steps each")
+    measured = measure_peers(ws, "e2e", specs, s.e2e_repeats, max(s.warmup - 1, 0))
+    alone = measure_standalone(ws, "e2e", specs, max(s.warmup - 1, 0))
+    frames_paths = _record_e2e_timings(rows, specs, measured, alone)
+    ordered = [rows[p] for p in peers]
+    _add_e2e_comparisons(ordered, frames_paths)
+    return {"rows": ordered, "not_applicable": not_applicable,
+            "schedule": s.schedule, "method": _e2e_method(s)}
+
+
+def _e2e_inputs(s: BenchSettings) -> Path:
+    """The image, image noise and initial latents every peer generates from (seeded), saved."""
+    from .common import demo_image
+
     rng = np.random.default_rng(s.seed)
     h, w = s.latent_hw
     image_noise = rng.standard_normal((1, 3, s.height, s.width), dtype=np.float32)
@@ -352,6 +398,15 @@ def suite_e2e(ws: Workspace) -> Dict[str, Any]:
     inputs_path = s.work / "inputs" / f"e2e-f{s.frames}-{s.height}x{s.width}-s{s.seed}.npz"
     save_npz_atomic(inputs_path, {"image": demo_image(s.height, s.width),
                                   "image_noise": image_noise, "latents": latents})
+    return inputs_path
+
+
+def _e2e_specs(ws: Workspace, peers: List[str], artifact: Optional[Path], needed: List[str],
+               inputs_path: Path) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Dict[str, Any]]]:
+    """(a row per peer, a worker spec per peer that can run); a peer that cannot says why in
+    its row's ``skipped``."""
+    s = ws.s
+    graph_peer = {v: k for k, v in E2E_PEERS.items()}
     rows: Dict[str, Dict[str, Any]] = {}
     specs: Dict[str, Dict[str, Any]] = {}
     for peer in peers:
@@ -370,10 +425,14 @@ def suite_e2e(ws: Workspace) -> Dict[str, Any]:
                            artifact_dir=str(artifact) if artifact else None,
                            inputs_path=str(inputs_path), steps=s.steps,
                            output_path=str(s.work / "outputs" / f"e2e-{peer}.npz"))
-    ws.log(f"e2e: {', '.join(specs)}; {s.e2e_repeats} videos of {s.steps} steps each")
+    return rows, specs
+
+
+def _record_e2e_timings(rows: Dict[str, Dict[str, Any]], specs: Dict[str, Dict[str, Any]],
+                        measured: Dict[str, Any], alone: Dict[str, Any]) -> Dict[str, Path]:
+    """Video and per-step statistics of each measured peer into its row; returns the frames
+    file of every peer that produced one."""
     frames_paths: Dict[str, Path] = {}
-    measured = measure_peers(ws, "e2e", specs, s.e2e_repeats, max(s.warmup - 1, 0))
-    alone = measure_standalone(ws, "e2e", specs, max(s.warmup - 1, 0))
     for peer, (run, samples) in measured.items():
         row = rows[peer]
         row.update(_process(run))
@@ -392,7 +451,11 @@ def suite_e2e(ws: Workspace) -> Dict[str, Any]:
                    cpu_per_wall=round(video.cpu_per_wall or 0.0, 2))
         _add_standalone(row, samples, alone.get(peer), "video_median_s")
         frames_paths[peer] = Path(specs[peer]["output_path"])
-    rows = [rows[p] for p in peers]  # type: ignore[assignment]
+    return frames_paths
+
+
+def _add_e2e_comparisons(rows: List[Dict[str, Any]], frames_paths: Dict[str, Path]) -> None:
+    """Speed-ups against diffusers at the same precision, frame parity against diffusers fp32."""
     medians = {r["peer"]: r for r in rows if "video_median_s" in r}
     reference = None
     if "diffusers" in frames_paths:
@@ -411,15 +474,16 @@ def suite_e2e(ws: Workspace) -> Dict[str, Any]:
                 frames = data["frames"]
             row["parity_max_abs"] = float(np.abs(frames - reference).max())
             row["parity_rel_l2"] = relative_l2(frames, reference)
-    return {"rows": rows, "not_applicable": not_applicable,
-            "schedule": s.schedule,
-            "method": f"one process per peer ({s.schedule}): load, a 1-step warm-up video, then "
-                      f"{s.e2e_repeats} videos of {s.steps} steps"
-                      + (", the peers taking turns video by video" if s.schedule == "interleaved" else "")
-                      + ", from the same image, image "
-                      "noise and initial latents; per-step = time of each denoising step "
-                      "(U-Net call, guidance, Euler update); parity = output frames in [0, 1] "
-                      "against diffusers fp32"}
+
+
+def _e2e_method(s: BenchSettings) -> str:
+    return (f"one process per peer ({s.schedule}): load, a 1-step warm-up video, then "
+            f"{s.e2e_repeats} videos of {s.steps} steps"
+            + (", the peers taking turns video by video" if s.schedule == "interleaved" else "")
+            + ", from the same image, image "
+            "noise and initial latents; per-step = time of each denoising step "
+            "(U-Net call, guidance, Euler update); parity = output frames in [0, 1] "
+            "against diffusers fp32")
 
 
 def _non_step_seconds(runs: List[Dict[str, Any]]) -> Optional[float]:

@@ -15,12 +15,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from svdeploy.config import ModelConfig, save_model_config, to_dict
+from svdeploy.fsutil import atomic_write_json, make_temp_dir, replace_dir
 
 DIFFUSERS_DIR = "diffusers"
 CHECKPOINT_DIR = "checkpoint"
@@ -199,10 +199,10 @@ def prepare_weights(cfg: ModelConfig, work: Path, seed: int = 0, use_diffusers: 
             stale.unlink()
     if available:
         nets = build_diffusers_networks(cfg, seed)
-        tmp = Path(tempfile.mkdtemp(prefix=".diffusers.", dir=work))
+        tmp = make_temp_dir(folder)
         for name, module in nets.items():
             module.save_pretrained(tmp / name, safe_serialization=True)
-        os.replace(tmp, folder)
+        replace_dir(tmp, folder)
         del nets
         convert_checkpoint(folder, checkpoint, config=_canonical_order(cfg), progress=progress)
         source = "diffusers random init → convert_checkpoint"
@@ -216,21 +216,10 @@ def prepare_weights(cfg: ModelConfig, work: Path, seed: int = 0, use_diffusers: 
         tmp_file.unlink()
         assert (checkpoint / CONFIG_FILE).is_file() and (checkpoint / WEIGHTS_FILE).is_file()
         source = "svdeploy random_weights → convert_checkpoint"
-    _write_json_atomic(stamp_path, {"digest": digest, "source": source, "seed": seed})
+    atomic_write_json(stamp_path, {"digest": digest, "source": source, "seed": seed})
     return PreparedWeights(checkpoint, folder if available else None, source, reason, reused=False)
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 __all__ = ["PreparedWeights", "prepare_weights", "diffusers_unet_config", "diffusers_vae_config",

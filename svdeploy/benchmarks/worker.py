@@ -8,6 +8,7 @@ so that the parent can interleave the peers. Not a user command.
 """
 from __future__ import annotations
 
+import functools
 import json
 import resource
 import sys
@@ -19,8 +20,14 @@ import numpy as np
 
 from svdeploy.config import ModelConfig, model_config_from_dict
 
-from .common import (save_npz_atomic, set_mindspore_threads, set_torch_threads, time_repeated,
-                     write_json_atomic)
+from .common import (
+    PROTOCOL,
+    save_npz_atomic,
+    set_mindspore_threads,
+    set_torch_threads,
+    time_repeated,
+    write_json_atomic,
+)
 
 
 def _rss_now() -> int:
@@ -228,17 +235,12 @@ def _autocast_methods(module: Any, *names: str) -> None:
         setattr(module, name, wrapped)
 
 
-def _diffusers_video(spec: Dict[str, Any], cfg: ModelConfig, image: np.ndarray,
-                     image_noise: np.ndarray, latents: np.ndarray,
-                     bf16: bool) -> Callable[[int], Dict[str, Any]]:
-    """A function steps → {frames, timings} over diffusers' StableVideoDiffusionPipeline, with
-    its one random draw (the image noise) and the initial latents taken from the given arrays."""
+def _diffusers_svd_pipeline(spec: Dict[str, Any], cfg: ModelConfig, bf16: bool) -> Any:
+    """diffusers' StableVideoDiffusionPipeline over the prepared diffusers networks, with SVD's
+    scheduler; with ``bf16`` the networks (not the preprocessing) run under bf16 autocast."""
     import warnings
 
-    import torch
-    import diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion as svd_module
     from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
-    from PIL import Image
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -261,6 +263,19 @@ def _diffusers_video(spec: Dict[str, Any], cfg: ModelConfig, image: np.ndarray,
         _autocast_methods(nets["unet"], "forward")
         _autocast_methods(nets["image_encoder"], "forward")
         _autocast_methods(nets["vae"], "encode", "decode")
+    return pipe
+
+
+def _diffusers_video(spec: Dict[str, Any], cfg: ModelConfig, image: np.ndarray,
+                     image_noise: np.ndarray, latents: np.ndarray,
+                     bf16: bool) -> Callable[[int], Dict[str, Any]]:
+    """A function steps → {frames, timings} over diffusers' StableVideoDiffusionPipeline, with
+    its one random draw (the image noise) and the initial latents taken from the given arrays."""
+    import diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion as svd_module
+    import torch
+    from PIL import Image
+
+    pipe = _diffusers_svd_pipeline(spec, cfg, bf16)
     picture = Image.fromarray(image)
     sampling = cfg.sampling
 
@@ -296,15 +311,19 @@ def _diffusers_video(spec: Dict[str, Any], cfg: ModelConfig, image: np.ndarray,
             total = time.perf_counter() - t0
         finally:
             svd_module.randn_tensor = original
-        # per step: between consecutive step-end callbacks (the first from the pipeline start,
-        # so it also holds the image encoding; reported separately as encode+step1)
-        per_step = [b - a for a, b in zip(marks, marks[1:])]
         return {"frames": np.asarray(frames, np.float32)[0],
-                "timings": {"end_to_end_s": total, "per_step_s": per_step,
-                            "until_first_step_end_s": marks[0] - t0 if marks else None,
-                            "after_last_step_s": t0 + total - marks[-1] if marks else None}}
+                "timings": _step_timings(marks, t0, total)}
 
     return video
+
+
+def _step_timings(marks: List[float], t0: float, total: float) -> Dict[str, Any]:
+    """Per step: between consecutive step-end callbacks (the first from the pipeline start,
+    so it also holds the image encoding; reported separately as encode+step1)."""
+    per_step = [b - a for a, b in zip(marks, marks[1:])]
+    return {"end_to_end_s": total, "per_step_s": per_step,
+            "until_first_step_end_s": marks[0] - t0 if marks else None,
+            "after_last_step_s": t0 + total - marks[-1] if marks else None}
 
 
 def _svdeploy_pipeline(spec: Dict[str, Any], backend: str, precision: str) -> Any:
@@ -312,8 +331,12 @@ def _svdeploy_pipeline(spec: Dict[str, Any], backend: str, precision: str) -> An
     (OpenVINO's default is every core; ONNX Runtime's loader takes its default too)."""
     from svdeploy.manifest import read_manifest
     from svdeploy.runtime import VideoPipeline
-    from svdeploy.runtime.backends import (BACKEND_FORMATS, graph_loader, load_graph,
-                                           required_graph_names)
+    from svdeploy.runtime.backends import (
+        BACKEND_FORMATS,
+        graph_loader,
+        load_graph,
+        required_graph_names,
+    )
 
     if backend != "openvino":
         return VideoPipeline.load(spec["artifact_dir"], backend=backend, precision=precision)
@@ -385,7 +408,6 @@ class E2ESession:
 
 
 SESSIONS = {"graph": GraphSession, "e2e": E2ESession}
-PROTOCOL = "@@svd-bench@@"  # marks the protocol's lines among whatever libraries print
 
 
 def _send(kind: str, payload: Any = None) -> None:
@@ -437,15 +459,15 @@ def _svdeploy_train_step(spec: Dict[str, Any], cfg: ModelConfig, batch: Dict[str
     import mindspore as ms
     from mindspore import ParameterTuple
 
+    from svdeploy.kernels.config import KernelConfig
     from svdeploy.models.build import load_network
     from svdeploy.train.config import OptimizerConfig
     from svdeploy.train.loss import EDMLoss
     from svdeploy.train.step import MicroBatch, StepRunner, select_trainable
-    from svdeploy.train.trainer import training_kernels
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
-    kernels = training_kernels(spec.get("conv", "im2col"), spec["dtype"])  # what svd-train builds
+    kernels = KernelConfig.for_training(spec.get("conv", "im2col"), spec["dtype"])  # svd-train's
     unet = load_network("unet", spec["checkpoint_dir"], kernels, cfg)
     names, _frozen = select_trainable(unet, spec["temporal_only"])
     params = dict(unet.parameters_and_names())
@@ -556,11 +578,11 @@ def task_gemm(spec: Dict[str, Any]) -> Dict[str, Any]:
         model.ir_version = min(model.ir_version, 9)
         session = ort.InferenceSession(model.SerializeToString(), sess_options=ort_session_options(threads),
                                        providers=["CPUExecutionProvider"])
-        fn: Callable[[], Any] = lambda: session.run(None, {"a": a})
+        fn: Callable[[], Any] = functools.partial(session.run, None, {"a": a})
         what = f"onnxruntime {ort.__version__} MatMul fp32"
         onnx.checker.check_model(model)
     elif backend == "numpy":
-        fn = lambda: a @ b
+        fn = functools.partial(np.matmul, a, b)
         what = f"numpy {np.__version__} matmul fp32 (BLAS threads from OPENBLAS/OMP_NUM_THREADS)"
     elif backend in ("torch", "torch-bf16"):
         import torch
@@ -568,7 +590,7 @@ def task_gemm(spec: Dict[str, Any]) -> Dict[str, Any]:
         torch.set_num_threads(threads)
         dtype = torch.bfloat16 if backend == "torch-bf16" else torch.float32
         ta, tb = torch.from_numpy(a).to(dtype), torch.from_numpy(b).to(dtype)
-        fn = lambda: torch.mm(ta, tb)
+        fn = functools.partial(torch.mm, ta, tb)
         what = f"torch {torch.__version__} mm {'bf16' if dtype == torch.bfloat16 else 'fp32'}"
     elif backend == "mindspore":
         import mindspore as ms
@@ -577,7 +599,10 @@ def task_gemm(spec: Dict[str, Any]) -> Dict[str, Any]:
         ms.set_device("CPU")
         set_mindspore_threads(threads)
         ma, mb = ms.Tensor(a), ms.Tensor(b)
-        fn = lambda: ops.matmul(ma, mb).asnumpy()
+
+        def fn() -> Any:
+            return ops.matmul(ma, mb).asnumpy()
+
         what = f"mindspore {ms.__version__} matmul fp32 (PyNative)"
     else:
         raise ValueError(f"GEMM backend {backend!r} is unknown")

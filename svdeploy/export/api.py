@@ -18,12 +18,26 @@ import numpy as np
 
 from svdeploy import __version__
 from svdeploy.config import ModelConfig
+from svdeploy.contract import NETWORK_NAMES, relative_error
 from svdeploy.errors import CheckpointError, ExportError
-from svdeploy.fsutil import (apply_umask, check_replaceable, describe_os_error, make_temp_dir,
-                             remove_quietly, remove_stale_temporaries, replace_dir)
+from svdeploy.fsutil import (
+    apply_umask,
+    check_replaceable,
+    describe_os_error,
+    make_temp_dir,
+    remove_quietly,
+    remove_stale_temporaries,
+    replace_dir,
+)
 from svdeploy.kernels.config import KernelConfig
-from svdeploy.manifest import (FORMAT_VERSION, MANIFEST_NAME, GraphEntry, Manifest, sha256_file,
-                               write_manifest)
+from svdeploy.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    GraphEntry,
+    Manifest,
+    sha256_file,
+    write_manifest,
+)
 
 from .specs import ExportSettings, GraphSpec, graph_specs, resolve_settings
 
@@ -32,27 +46,12 @@ LITE_SUFFIX = "_lite.mindir"  # what Lite's converter writes for output stem <st
 
 
 def export_kernels(fmt: str, settings: ExportSettings) -> KernelConfig:
-    """The op variants traced into a graph of format ``fmt`` (lite graphs are converted from
-    plain ONNX, so they trace the ONNX variants)."""
-    if fmt in ("onnx", "lite"):
-        return KernelConfig.onnx(settings.dtype)
-    if settings.target == "ascend":
-        # Ascend's converter fuses attention / norms itself; keep MindSpore's own ops.
-        return KernelConfig(single_token_cross_attention=True, compute_dtype=settings.dtype)
-    # MindSpore on CPU: LayerNorm-based GroupNorm is its fast path, the (k,1,1) temporal
-    # convolution runs as one GEMM (its Conv3D kernel is ~0.4 GFLOP/s there); the spatial
-    # convolution kernel is the export's choice (KernelConfig.conv says which CPUs favour which)
-    return KernelConfig(group_norm="layernorm", single_token_cross_attention=True,
-                        temporal_conv="matmul", conv=settings.conv,
-                        compute_dtype=settings.dtype)  # type: ignore[arg-type]
+    """The op variants traced into a graph of format ``fmt`` (``KernelConfig.for_export``)."""
+    return KernelConfig.for_export(fmt, settings.target, settings.conv, settings.dtype)
 
 
-# The float32 network every graph is checked against: MindSpore's own kernels, the exact sgm
-# computation (tests/test_network_parity.py checks it against diffusers), except that the
-# (k,1,1) temporal convolution is computed as a GEMM: MindSpore's CPU Conv3D for that shape
-# runs at ~0.4 GFLOP/s, which made validating a mid-size VAE decoder take minutes (and a
-# full-size one hours). Both forms agree to 2e-7 (tests/test_kernels.py).
-REFERENCE_KERNELS = KernelConfig.reference().with_(temporal_conv="matmul")
+# The float32 network every graph is checked against (KernelConfig.for_validation says why).
+REFERENCE_KERNELS = KernelConfig.for_validation()
 
 
 @dataclass
@@ -88,7 +87,7 @@ class ExportResult:
 
 
 def _random_inputs(spec: GraphSpec, cfg: ModelConfig, rng: np.random.Generator) -> List[np.ndarray]:
-    """Inputs in the ranges the runtime feeds (DESIGN.md §4)."""
+    """Inputs in the ranges the runtime feeds (docs/NUMERICS.md §2, §3)."""
     arrays = []
     for t in spec.inputs:
         if t.name == "image":
@@ -115,19 +114,6 @@ def _wrap(spec: GraphSpec, net):  # -> nn.Cell
     if spec.network == "unet":
         return UNetGraph(net, spec.frames)
     return VAEDecoderGraph(net, spec.frames)
-
-
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    """‖actual − expected‖₂ / ‖expected‖₂ (inf if actual has NaN/Inf)."""
-    actual = np.asarray(actual, np.float64)
-    expected = np.asarray(expected, np.float64)
-    if actual.shape != expected.shape:
-        raise ExportError(f"graph output shape {actual.shape} differs from the network's "
-                          f"{expected.shape}")
-    if not np.all(np.isfinite(actual)):
-        return float("inf")
-    denom = np.linalg.norm(expected)
-    return float(np.linalg.norm(actual - expected) / (denom if denom > 0 else 1.0))
 
 
 def _run_written_graph(path: Path, fmt: str, inputs: Sequence[np.ndarray],
@@ -299,6 +285,8 @@ def _open_lite(settings: ExportSettings):
 
 def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSettings,
                  progress: bool, log: Callable[[str], None], lite=None) -> ExportResult:
+    """Every graph of every format into ``tmp`` (one network in memory at a time), each checked
+    against the reference network; then the manifest (and the Ascend files)."""
     from tqdm import tqdm
 
     specs = graph_specs(cfg, settings)
@@ -307,48 +295,27 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
     reports: List[GraphReport] = []
     references: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
     failures: List[str] = []
-    networks = list(dict.fromkeys(s.network for s in specs))
     bar = tqdm(total=len(specs) * len(settings.formats), desc="export", unit="graph",
                disable=not progress, dynamic_ncols=True)
     try:
-        for network in networks:
+        for network in dict.fromkeys(s.network for s in specs):
             net_specs = [s for s in specs if s.network == network]
             reference = (_load_network(network, cfg, weights, REFERENCE_KERNELS)
                          if settings.validate else None)
-            expected: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
-            if reference is not None:
-                for spec in net_specs:
-                    import mindspore as ms
-
-                    inputs = _random_inputs(spec, cfg, rng)
-                    out = _wrap(spec, reference)(*[ms.Tensor(a) for a in inputs])
-                    outs = out if isinstance(out, (tuple, list)) else [out]
-                    expected[spec.name] = (inputs, [o.asnumpy() for o in outs])
-                if settings.target == "ascend":  # stored as the host validation's references
-                    references.update(expected)
+            expected = (_reference_outputs(net_specs, reference, cfg, rng)
+                        if reference is not None else {})
+            if settings.target == "ascend":  # stored as the host validation's references
+                references.update(expected)
             for fmt in settings.formats:
                 kernels = export_kernels(fmt, settings)
-                if reference is not None:
-                    from svdeploy.models.build import build_network
-
-                    net = build_network(network, cfg, kernels)  # type: ignore[arg-type]
-                    _share_parameters(net, reference)
-                    net.set_train(False)
-                else:
-                    net = _load_network(network, cfg, weights, kernels)
+                net = _network_to_trace(network, cfg, weights, kernels, reference)
                 for spec in net_specs:
                     bar.set_description(f"export {spec.name}.{fmt}")
                     entry, report = _export_graph(tmp, spec, fmt, net, settings, kernels,
                                                   expected.get(spec.name), lite)
                     entries.append(entry)
                     reports.append(report)
-                    if not report.passed:
-                        failures.append(f"{spec.name}.{fmt}: max relative error "
-                                        f"{report.parity_max_rel_error:.3e} > tolerance "
-                                        f"{report.tolerance:.0e}")
-                    log(f"{spec.name}.{fmt}: {report.bytes / 1e6:.1f} MB in "
-                        f"{report.export_seconds:.1f} s, max rel err "
-                        f"{'-' if report.parity_max_rel_error is None else f'{report.parity_max_rel_error:.2e}'}")
+                    failures.extend(_report_graph(report, log))
                     bar.update(1)
                 del net
                 gc.collect()
@@ -366,6 +333,47 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
     write_manifest(manifest, tmp)
     return ExportResult(directory=tmp, manifest=manifest, reports=reports,
                         ascend_commands=commands)
+
+
+def _reference_outputs(net_specs: List[GraphSpec], reference, cfg: ModelConfig,
+                       rng: np.random.Generator
+                       ) -> Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]]:
+    """Per graph: random inputs (drawn from ``rng`` in graph order) and the reference
+    network's outputs for them."""
+    import mindspore as ms
+
+    expected: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
+    for spec in net_specs:
+        inputs = _random_inputs(spec, cfg, rng)
+        out = _wrap(spec, reference)(*[ms.Tensor(a) for a in inputs])
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        expected[spec.name] = (inputs, [o.asnumpy() for o in outs])
+    return expected
+
+
+def _network_to_trace(network: str, cfg: ModelConfig, weights: Path, kernels: KernelConfig,
+                      reference):
+    """The network with the format's kernels: sharing the reference's parameters when there
+    is one (no second read of the weights), else loaded from ``weights``."""
+    if reference is None:
+        return _load_network(network, cfg, weights, kernels)
+    from svdeploy.models.build import build_network
+
+    net = build_network(network, cfg, kernels)  # type: ignore[arg-type]
+    _share_parameters(net, reference)
+    net.set_train(False)
+    return net
+
+
+def _report_graph(report: GraphReport, log: Callable[[str], None]) -> List[str]:
+    """Logs one written graph; returns its parity failure, if any, as a one-item list."""
+    err = "-" if report.parity_max_rel_error is None else f"{report.parity_max_rel_error:.2e}"
+    log(f"{report.name}.{report.format}: {report.bytes / 1e6:.1f} MB in "
+        f"{report.export_seconds:.1f} s, max rel err {err}")
+    if report.passed:
+        return []
+    return [f"{report.name}.{report.format}: max relative error "
+            f"{report.parity_max_rel_error:.3e} > tolerance {report.tolerance:.0e}"]
 
 
 def _write_ascend(tmp: Path, manifest: Manifest, entries: List[GraphEntry],
@@ -408,7 +416,10 @@ def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSet
         got = _run_written_graph(tmp / main, fmt, inputs, [t.name for t in spec.inputs], lite)
         if len(got) != len(wanted):
             raise ExportError(f"{main}: {len(got)} outputs, the network has {len(wanted)}")
-        error = max(relative_error(g, w) for g, w in zip(got, wanted))
+        try:
+            error = max(relative_error(g, w) for g, w in zip(got, wanted))
+        except ValueError as exc:  # a shape mismatch
+            raise ExportError(f"{main}: {exc} (the in-memory network's)") from None
     size = (tmp / main).stat().st_size + sum((tmp / f).stat().st_size for f in external)
     extra: Dict[str, object] = {"frames": spec.frames} if spec.frames else {}
     extra["kernels"] = asdict(kernels)  # the op variants traced, for provenance
@@ -480,7 +491,7 @@ def _build_manifest(cfg: ModelConfig, s: ExportSettings, entries: List[GraphEntr
         graphs=entries,
         extra={"validated": s.validate,
                # an export of a subset of the networks (e.g. --graph unet) cannot be run
-               "partial": set(s.graphs) != {"image_encoder", "vae_encoder", "unet", "vae_decoder"},
+               "partial": set(s.graphs) != set(NETWORK_NAMES),
                # --conv auto: the probe convolution's seconds per call that chose the kernel
                "conv_probe_seconds": dict(s.conv_probe)},
     )

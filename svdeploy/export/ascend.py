@@ -6,9 +6,10 @@ runs the Ascend converter: the export writes, per graph, the converter's config 
 exact command, plus ``ascend/convert.sh`` running them all; the version pairing (a MindIR
 from MindSpore X needs a Lite ≥ X: Lite 2.0.0 refuses MindSpore 2.10's MindIR, "maximum mind ir
 version: 1"); and ``ascend/validate.sh``, which runs the converted graphs on the host against
-reference inputs / outputs stored in ``reference/`` (``lite_worker.py validate``). Option names follow the MindSpore Lite docs
-("Ascend Conversion Tool Description": ``[ascend_context]`` with ``input_format`` and
-``precision_mode``; static input shapes go to ``converter_lite --inputShape``).
+reference inputs / outputs stored in ``reference/`` (``lite_worker.py validate``). Option
+names follow the MindSpore Lite docs ("Ascend Conversion Tool Description":
+``[ascend_context]`` with ``input_format`` and ``precision_mode``; static input shapes go to
+``converter_lite --inputShape``).
 """
 from __future__ import annotations
 
@@ -104,8 +105,10 @@ def write_validation_files(directory: Path, worker: Path, tolerance: float) -> s
     shutil.copyfile(worker, directory / ASCEND_DIR / "lite_worker.py")
     command = shlex.join(validation_command(tolerance))
     _write_script(directory / ASCEND_DIR / "validate.sh", [
-        "# Run the converted graphs (ascend/*_ascend.mindir, from convert.sh) on this Ascend host",
-        "# with MindSpore Lite's Python package, on the inputs stored in reference/, and compare",
+        "# Run the converted graphs (ascend/*_ascend.mindir, "
+        "from convert.sh) on this Ascend host",
+        "# with MindSpore Lite's Python package, on "
+        "the inputs stored in reference/, and compare",
         "# with the float32 network's outputs stored beside them (relative L2 per graph).",
         command])
     return command
@@ -128,7 +131,8 @@ def write_ascend_files(directory: Path, entries: Sequence[GraphEntry], dtype: st
         "# Convert this artifact's MindIR graphs for Ascend with MindSpore Lite (converter_lite",
         "# must be on PATH, from the MindSpore Lite package for your CANN version). Run from the",
         "# artifact directory: bash ascend/convert.sh",
-        f"# Version pairing: these MindIR files were written by MindSpore {mindspore_version or '?'}; "
+        "# Version pairing: these MindIR files were "
+        f"written by MindSpore {mindspore_version or '?'}; "
         f"converter_lite must be MindSpore Lite >= {mindspore_version or 'that version'}",
         "# (an older Lite refuses a newer MindIR version). Then: bash ascend/validate.sh",
         "set -euo pipefail",

@@ -6,6 +6,7 @@ from typing import Optional, Tuple
 import click
 
 from svdeploy.cliutil import friendly_errors, mindspore_dumps_elsewhere, setup_mindspore
+from svdeploy.contract import NETWORK_NAMES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -57,7 +58,7 @@ from svdeploy.cliutil import friendly_errors, mindspore_dumps_elsewhere, setup_m
                    "it explicitly when the graphs will run on another kind of CPU. ONNX and "
                    "Ascend graphs always use native.")
 @click.option("--graph", "graphs", multiple=True,
-              type=click.Choice(["image_encoder", "vae_encoder", "unet", "vae_decoder"]),
+              type=click.Choice(list(NETWORK_NAMES)),
               help="Export only these networks (repeatable). The artifact is then marked partial "
                    "and svd-run refuses it; useful for timing one graph at full size.")
 @click.option("--validate/--no-validate", default=True, show_default=True,

@@ -73,6 +73,16 @@ class _Graph:
             return users[0]
         return None
 
+    def sole_producer(self, name: str, op_type: str, perm=None):
+        """The node of ``op_type`` (with transpose ``perm``, if given) that produces ``name``,
+        when ``name`` has no other consumer."""
+        node = self.producer.get(name)
+        if node is None or node.op_type != op_type or len(self.consumers.get(name, [])) != 1:
+            return None
+        if perm is not None and _perm(node) != perm:
+            return None
+        return node
+
     def constant_array(self, name: str):
         from onnx import numpy_helper
 
@@ -94,68 +104,82 @@ def _attr(node, name: str):
 
 
 def _fuse_layer_norm(graph) -> int:
-    from onnx import helper
-
+    """ReduceMean → Sub → (ReduceSumSquare / count + eps → Sqrt) → Div → Mul γ → Add β over
+    the last axis becomes one LayerNormalization node."""
     g = _Graph(graph)
     ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
              for vi in list(graph.value_info) + list(graph.input)
              if vi.type.tensor_type.HasField("shape")}
     remove: List[object] = []
-    insert: Dict[int, object] = {}
+    insert: Dict[int, List[object]] = {}
     index = {id(n): i for i, n in enumerate(graph.node)}
     for mean in list(graph.node):
-        if mean.op_type != "ReduceMean":
+        match = _match_layer_norm(g, mean, ranks) if mean.op_type == "ReduceMean" else None
+        if match is None:
             continue
-        axes = _attr(mean, "axes")
-        if axes is None or len(axes) != 1 or _attr(mean, "keepdims") == 0:
-            continue
-        x = mean.input[0]
-        sub = g.only_consumer(mean.output[0], "Sub")
-        if sub is None or sub.input[0] != x:
-            continue
-        users = g.consumers.get(sub.output[0], [])
-        sqsum = next((u for u in users if u.op_type == "ReduceSumSquare"), None)
-        div2 = next((u for u in users if u.op_type == "Div" and u.input[0] == sub.output[0]), None)
-        if sqsum is None or div2 is None or len(users) != 2 or _attr(sqsum, "axes") != axes:
-            continue
-        div1 = g.only_consumer(sqsum.output[0], "Div")
-        add_eps = div1 and g.only_consumer(div1.output[0], "Add")
-        sqrt = add_eps and g.only_consumer(add_eps.output[0], "Sqrt")
-        if sqrt is None or div2.input[1] != sqrt.output[0]:
-            continue
-        mul = g.only_consumer(div2.output[0], "Mul")
-        add_beta = mul and g.only_consumer(mul.output[0], "Add")
-        if add_beta is None:
-            continue
-        eps = g.constant_array(add_eps.input[1])
-        count = g.constant_array(div1.input[1])
-        if eps is None or eps.size != 1 or count is None or count.size != 1:
-            continue
-        gamma = mul.input[1] if mul.input[0] == div2.output[0] else mul.input[0]
-        beta = add_beta.input[1] if add_beta.input[0] == mul.output[0] else add_beta.input[0]
-        # LayerNormalization normalises the trailing axes from `axis` on: only fuse a reduction
-        # over the last axis (rank known from shape inference)
-        rank = ranks.get(x)
-        if rank is None or int(axes[0]) not in (-1, rank - 1):
-            continue
-        node = helper.make_node("LayerNormalization", [x, gamma, beta], [add_beta.output[0]],
-                                axis=-1, epsilon=float(eps.reshape(-1)[0]),
-                                name=(mean.name or "ln") + "/fused_layer_norm")
-        chain = [mean, sub, sqsum, div1, add_eps, sqrt, div2, mul, add_beta]
+        chain, node = match
         remove.extend(chain)
-        insert[index[id(add_beta)]] = node
+        insert[index[id(chain[-1])]] = [node]
     if not remove:
         return 0
+    _splice(graph, remove, insert)
+    return len(insert)
+
+
+def _match_layer_norm(g: _Graph, mean, ranks: Dict[str, int]):
+    """(the nine nodes of a decomposed layer norm starting at ``mean``, the fused node that
+    replaces them), or None when the pattern around ``mean`` does not match."""
+    from onnx import helper
+
+    axes = _attr(mean, "axes")
+    if axes is None or len(axes) != 1 or _attr(mean, "keepdims") == 0:
+        return None
+    x = mean.input[0]
+    sub = g.only_consumer(mean.output[0], "Sub")
+    if sub is None or sub.input[0] != x:
+        return None
+    users = g.consumers.get(sub.output[0], [])
+    sqsum = next((u for u in users if u.op_type == "ReduceSumSquare"), None)
+    div2 = next((u for u in users if u.op_type == "Div" and u.input[0] == sub.output[0]), None)
+    if sqsum is None or div2 is None or len(users) != 2 or _attr(sqsum, "axes") != axes:
+        return None
+    div1 = g.only_consumer(sqsum.output[0], "Div")
+    add_eps = div1 and g.only_consumer(div1.output[0], "Add")
+    sqrt = add_eps and g.only_consumer(add_eps.output[0], "Sqrt")
+    if sqrt is None or div2.input[1] != sqrt.output[0]:
+        return None
+    mul = g.only_consumer(div2.output[0], "Mul")
+    add_beta = mul and g.only_consumer(mul.output[0], "Add")
+    if add_beta is None:
+        return None
+    eps = g.constant_array(add_eps.input[1])
+    count = g.constant_array(div1.input[1])
+    if eps is None or eps.size != 1 or count is None or count.size != 1:
+        return None
+    gamma = mul.input[1] if mul.input[0] == div2.output[0] else mul.input[0]
+    beta = add_beta.input[1] if add_beta.input[0] == mul.output[0] else add_beta.input[0]
+    # LayerNormalization normalises the trailing axes from `axis` on: only fuse a reduction
+    # over the last axis (rank known from shape inference)
+    rank = ranks.get(x)
+    if rank is None or int(axes[0]) not in (-1, rank - 1):
+        return None
+    node = helper.make_node("LayerNormalization", [x, gamma, beta], [add_beta.output[0]],
+                            axis=-1, epsilon=float(eps.reshape(-1)[0]),
+                            name=(mean.name or "ln") + "/fused_layer_norm")
+    return [mean, sub, sqsum, div1, add_eps, sqrt, div2, mul, add_beta], node
+
+
+def _splice(graph, remove: List[object], insert: Dict[int, List[object]]) -> None:
+    """Drop the ``remove`` nodes and put each ``insert[i]`` before the node now at index i
+    (node order stays topological: every insertion point is after its inputs' producers)."""
     removed = {id(n) for n in remove}
     kept = []
     for i, n in enumerate(graph.node):
-        if i in insert:
-            kept.append(insert[i])
+        kept.extend(insert.get(i, []))
         if id(n) not in removed:
             kept.append(n)
     del graph.node[:]
     graph.node.extend(kept)
-    return len(insert)
 
 
 def _fuse_gemm_bias(graph) -> int:
@@ -187,92 +211,99 @@ def _perm(node):
     return list(_attr(node, "perm") or [])
 
 
+def _heads_reshape(g: _Graph, name: str):
+    """(Transpose(0,2,1,3) ← Reshape to [B, N, H, d]) feeding ``name``."""
+    transpose = g.sole_producer(name, "Transpose", [0, 2, 1, 3])
+    reshape = transpose and g.sole_producer(transpose.input[0], "Reshape")
+    shape = reshape and g.constant_array(reshape.input[1])
+    if reshape is None or shape is None or shape.size != 4 or (shape <= 0).any():
+        return None
+    return transpose, reshape, [int(v) for v in shape]
+
+
 def _fuse_attention(graph) -> int:
-    from onnx import helper, numpy_helper
-
+    """Per-head Reshape/Transpose → MatMul(q, kᵀ) → Mul scale → Softmax → MatMul(·, v) →
+    Transpose becomes one com.microsoft MultiHeadAttention over (B, S, H·d) inputs."""
     g = _Graph(graph)
-
-    def produced(name: str, op_type: str, perm=None):
-        node = g.producer.get(name)
-        if node is None or node.op_type != op_type or len(g.consumers.get(name, [])) != 1:
-            return None
-        if perm is not None and _perm(node) != perm:
-            return None
-        return node
-
-    def heads_reshape(name: str):
-        """(Transpose(0,2,1,3) ← Reshape to [B, N, H, d]) feeding ``name``."""
-        transpose = produced(name, "Transpose", [0, 2, 1, 3])
-        reshape = transpose and produced(transpose.input[0], "Reshape")
-        shape = reshape and g.constant_array(reshape.input[1])
-        if reshape is None or shape is None or shape.size != 4 or (shape <= 0).any():
-            return None
-        return transpose, reshape, [int(v) for v in shape]
-
     remove: List[object] = []
     new_nodes: Dict[int, List[object]] = {}
     index = {id(n): i for i, n in enumerate(graph.node)}
-    new_inits = []
+    new_inits: List[object] = []
     count = 0
     for softmax in list(graph.node):
-        if softmax.op_type != "Softmax" or _attr(softmax, "axis") not in (3, -1):
+        match = _match_attention(g, softmax)
+        if match is None:
             continue
-        mul = produced(softmax.input[0], "Mul")
-        if mul is None:
-            continue
-        scale_name = next((i for i in mul.input if g.constant_array(i) is not None), None)
-        scale = scale_name and g.constant_array(scale_name)
-        scores_name = next((i for i in mul.input if i != scale_name), None)
-        matmul_qk = scores_name and produced(scores_name, "MatMul")
-        if scale is None or scale.size != 1 or matmul_qk is None:
-            continue
-        q = heads_reshape(matmul_qk.input[0])
-        k_swap = produced(matmul_qk.input[1], "Transpose", [0, 1, 3, 2])
-        k = k_swap and heads_reshape(k_swap.input[0])
-        users = g.consumers.get(softmax.output[0], [])
-        matmul_pv = users[0] if len(users) == 1 and users[0].op_type == "MatMul" else None
-        if q is None or k is None or matmul_pv is None or matmul_pv.input[0] != softmax.output[0]:
-            continue
-        v = heads_reshape(matmul_pv.input[1])
-        out_users = g.consumers.get(matmul_pv.output[0], [])
-        out_t = out_users[0] if len(out_users) == 1 else None
-        if v is None or out_t is None or out_t.op_type != "Transpose" or _perm(out_t) != [0, 2, 1, 3]:
-            continue
-        heads = q[2][2]
-        if k[2][2] != heads or v[2][2] != heads:
-            continue
-        stem = f"svdeploy_mha_{count}"
-        inputs = []
-        for tag, (_, reshape, (b, n, h, dim)) in (("q", q), ("k", k), ("v", v)):
-            shape_name = f"{stem}_{tag}_shape"
-            new_inits.append(numpy_helper.from_array(
-                np.array([b, n, h * dim], dtype=np.int64), shape_name))
-            inputs.append(f"{stem}_{tag}")
-            new_nodes.setdefault(index[id(out_t)], []).append(
-                helper.make_node("Reshape", [reshape.input[0], shape_name], [inputs[-1]],
-                                 name=f"{stem}/{tag}_to_bsh"))
-        new_nodes[index[id(out_t)]].append(helper.make_node(
-            "MultiHeadAttention", inputs, [out_t.output[0] + "_bsh"], domain="com.microsoft",
-            num_heads=heads, scale=float(scale.reshape(-1)[0]), name=f"{stem}/attention"))
-        # the Reshape after the output transpose now reads (B, S, H·d), the same element order
-        for consumer in g.consumers.get(out_t.output[0], []):
-            for i, value in enumerate(consumer.input):
-                if value == out_t.output[0]:
-                    consumer.input[i] = out_t.output[0] + "_bsh"
-        remove.extend([q[0], k[0], k_swap, matmul_qk, mul, softmax, v[0], matmul_pv, out_t])
+        nodes, inits = _attention_nodes(g, match, f"svdeploy_mha_{count}")
+        new_nodes.setdefault(index[id(match["out_t"])], []).extend(nodes)
+        new_inits.extend(inits)
+        remove.extend(match["chain"])
         count += 1
     if not count:
         return 0
-    removed = {id(n) for n in remove}
-    kept = []
-    for i, n in enumerate(graph.node):
-        kept.extend(new_nodes.get(i, []))
-        if id(n) not in removed:
-            kept.append(n)
-    del graph.node[:]
-    graph.node.extend(kept)
+    _splice(graph, remove, new_nodes)
     graph.initializer.extend(new_inits)
     return count
+
+
+def _match_attention(g: _Graph, softmax):
+    """The attention pattern ending in ``softmax`` as a dict (q, k, v: (transpose, reshape,
+    [B, N, H, d]); scale; heads; out_t: the output transpose; chain: the nodes it replaces),
+    or None when it does not match."""
+    if softmax.op_type != "Softmax" or _attr(softmax, "axis") not in (3, -1):
+        return None
+    mul = g.sole_producer(softmax.input[0], "Mul")
+    if mul is None:
+        return None
+    scale_name = next((i for i in mul.input if g.constant_array(i) is not None), None)
+    scale = scale_name and g.constant_array(scale_name)
+    scores_name = next((i for i in mul.input if i != scale_name), None)
+    matmul_qk = scores_name and g.sole_producer(scores_name, "MatMul")
+    if scale is None or scale.size != 1 or matmul_qk is None:
+        return None
+    q = _heads_reshape(g, matmul_qk.input[0])
+    k_swap = g.sole_producer(matmul_qk.input[1], "Transpose", [0, 1, 3, 2])
+    k = k_swap and _heads_reshape(g, k_swap.input[0])
+    users = g.consumers.get(softmax.output[0], [])
+    matmul_pv = users[0] if len(users) == 1 and users[0].op_type == "MatMul" else None
+    if q is None or k is None or matmul_pv is None or matmul_pv.input[0] != softmax.output[0]:
+        return None
+    v = _heads_reshape(g, matmul_pv.input[1])
+    out_users = g.consumers.get(matmul_pv.output[0], [])
+    out_t = out_users[0] if len(out_users) == 1 else None
+    if v is None or out_t is None or out_t.op_type != "Transpose" or _perm(out_t) != [0, 2, 1, 3]:
+        return None
+    heads = q[2][2]
+    if k[2][2] != heads or v[2][2] != heads:
+        return None
+    return {"q": q, "k": k, "v": v, "scale": float(scale.reshape(-1)[0]), "heads": heads,
+            "out_t": out_t,
+            "chain": [q[0], k[0], k_swap, matmul_qk, mul, softmax, v[0], matmul_pv, out_t]}
+
+
+def _attention_nodes(g: _Graph, match, stem: str):
+    """(new nodes: q, k, v reshaped to (B, S, H·d) and the MultiHeadAttention, new shape
+    initializers); rewires the consumers of the output transpose to the fused output."""
+    from onnx import helper, numpy_helper
+
+    out_t = match["out_t"]
+    nodes, inits, inputs = [], [], []
+    for tag in ("q", "k", "v"):
+        _, reshape, (b, n, h, dim) = match[tag]
+        shape_name = f"{stem}_{tag}_shape"
+        inits.append(numpy_helper.from_array(np.array([b, n, h * dim], dtype=np.int64), shape_name))
+        inputs.append(f"{stem}_{tag}")
+        nodes.append(helper.make_node("Reshape", [reshape.input[0], shape_name], [inputs[-1]],
+                                      name=f"{stem}/{tag}_to_bsh"))
+    nodes.append(helper.make_node(
+        "MultiHeadAttention", inputs, [out_t.output[0] + "_bsh"], domain="com.microsoft",
+        num_heads=match["heads"], scale=match["scale"], name=f"{stem}/attention"))
+    # the Reshape after the output transpose now reads (B, S, H·d), the same element order
+    for consumer in g.consumers.get(out_t.output[0], []):
+        for i, value in enumerate(consumer.input):
+            if value == out_t.output[0]:
+                consumer.input[i] = out_t.output[0] + "_bsh"
+    return nodes, inits
 
 
 def explicit_resize_mode(graph) -> int:

@@ -5,11 +5,12 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 from svdeploy.config import ModelConfig, check_video_size
+from svdeploy.contract import GRAPH_FORMATS, NETWORK_NAMES, TAIL_GRAPH, graph_network
+from svdeploy.contract import graph_specs as contract_graph_specs
 from svdeploy.errors import ConfigError
 from svdeploy.manifest import TensorSpec
 
-# lite: plain ONNX converted by MindSpore Lite's converter (FmkType.ONNX) into Lite's MindIR
-FORMATS = ("mindir", "onnx", "lite")
+FORMATS = GRAPH_FORMATS  # lite: plain ONNX converted by MindSpore Lite (FmkType.ONNX)
 DTYPES = ("fp32", "fp16", "bf16")
 TARGETS = ("cpu", "ascend")
 CONVS = ("auto", "native", "im2col")
@@ -28,7 +29,7 @@ class ExportSettings:
     formats: Tuple[str, ...] = ("mindir",)
     dtype: str = "fp32"
     target: str = "cpu"
-    graphs: Tuple[str, ...] = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
+    graphs: Tuple[str, ...] = NETWORK_NAMES
     validate: bool = True
     seed: int = 0
     conv: str = "native"                # convolution kernel of CPU MindIR graphs (KernelConfig.conv)
@@ -104,11 +105,10 @@ def resolve_settings(cfg: ModelConfig, *, frames: Optional[int] = None,
             conv, probe = fastest_conv(), tuple(sorted(conv_probe().items()))
         else:
             conv = "native"
-    all_graphs = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
-    chosen = tuple(graphs) if graphs else all_graphs
+    chosen = tuple(graphs) if graphs else NETWORK_NAMES
     for g in chosen:
-        if g not in all_graphs:
-            raise ConfigError(f"--graph {g!r}: expected one of {', '.join(all_graphs)}")
+        if g not in NETWORK_NAMES:
+            raise ConfigError(f"--graph {g!r}: expected one of {', '.join(NETWORK_NAMES)}")
     return ExportSettings(num_frames=num_frames, height=h, width=w, cfg=guidance,
                           decode_chunk_size=chunk, formats=formats, dtype=dtype, target=target,
                           graphs=chosen, validate=validate, seed=seed, conv=conv,
@@ -129,36 +129,19 @@ class GraphSpec:
 
 
 def graph_specs(cfg: ModelConfig, s: ExportSettings) -> List[GraphSpec]:
-    """The graphs an export writes, in order, with their static shapes."""
-    c = cfg.latent_channels
+    """The graphs an export writes, in order, with their static shapes (svdeploy.contract)."""
     f = cfg.vae.downsample_factor
-    h, w = s.height // f, s.width // f
-    d = cfg.unet.context_dim
-    b = s.guidance_batch
-    size = cfg.image_encoder.image_size
-    specs: List[GraphSpec] = []
-    if "image_encoder" in s.graphs:
-        specs.append(GraphSpec("image_encoder", "image_encoder",
-                               [TensorSpec("pixel_values", (1, 3, size, size))],
-                               [TensorSpec("image_embeds", (1, 1, d))]))
-    if "vae_encoder" in s.graphs:
-        specs.append(GraphSpec("vae_encoder", "vae_encoder",
-                               [TensorSpec("image", (1, 3, s.height, s.width))],
-                               [TensorSpec("latent", (1, c, h, w))]))
-    if "unet" in s.graphs:
-        n = b * s.num_frames
-        specs.append(GraphSpec("unet", "unet",
-                               [TensorSpec("sample", (n, 2 * c, h, w)), TensorSpec("c_noise", (1,)),
-                                TensorSpec("context", (b, 1, d)), TensorSpec("time_ids", (b, 3))],
-                               [TensorSpec("v", (n, c, h, w))], frames=s.num_frames))
-    if "vae_decoder" in s.graphs:
-        k = s.decode_chunk_size
-        specs.append(GraphSpec("vae_decoder", "vae_decoder",
-                               [TensorSpec("z", (k, c, h, w))],
-                               [TensorSpec("frames", (k, 3, s.height, s.width))], frames=k))
-        if s.tail_frames:
-            t = s.tail_frames
-            specs.append(GraphSpec("vae_decoder_tail", "vae_decoder",
-                                   [TensorSpec("z", (t, c, h, w))],
-                                   [TensorSpec("frames", (t, 3, s.height, s.width))], frames=t))
-    return specs
+    shapes = contract_graph_specs(
+        height=s.height, width=s.width, num_frames=s.num_frames,
+        latent_channels=cfg.latent_channels, latent_height=s.height // f,
+        latent_width=s.width // f, context_dim=cfg.unet.context_dim,
+        clip_size=cfg.image_encoder.image_size, guidance_batch=s.guidance_batch,
+        decode_chunk_size=s.decode_chunk_size, networks=s.graphs)
+    # static frame count inside the graph: the U-Net's clip, each decoder graph's chunk
+    frames = {"unet": s.num_frames, "vae_decoder": s.decode_chunk_size,
+              TAIL_GRAPH: s.tail_frames}
+    return [GraphSpec(name, graph_network(name),
+                      [TensorSpec(n, shape) for n, shape in io.inputs.items()],
+                      [TensorSpec(n, shape) for n, shape in io.outputs.items()],
+                      frames=frames.get(name, 0))
+            for name, io in shapes.items()]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, nn, ops
 
 from .config import GeluKind

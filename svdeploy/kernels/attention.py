@@ -1,8 +1,8 @@
 """Multi-head scaled dot-product attention variants, and a NumPy reference."""
 from __future__ import annotations
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, ops
 
 from .config import AttentionKind

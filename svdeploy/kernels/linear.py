@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Uniform, initializer
 from mindspore.ops import operations as P
@@ -142,14 +142,13 @@ class TemporalConv(nn.Cell):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 kind: TemporalConvKind = "conv3d", compute_dtype: ComputeDtype = "fp32",
-                 conv_kind: ConvKind = "native") -> None:
+                 kind: TemporalConvKind = "conv3d",
+                 compute_dtype: ComputeDtype = "fp32") -> None:
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
         self.kind = kind
-        self.im2col = conv_kind == "im2col"
         fan_in = in_channels * kernel_size
         self.weight = _init_weight((out_channels, in_channels, kernel_size, 1, 1), fan_in)
         self.bias = _init_bias(out_channels, fan_in)
@@ -169,24 +168,32 @@ class TemporalConv(nn.Cell):
             y = self._taps_as_one_matmul(x, w)
         elif self.kind == "unfold":
             y = self._unfolded_taps(x, w)
-        elif self.im2col:
-            half = self.kernel_size // 2
-            zeros = ops.zeros((b, c, half, p), x.dtype)
-            padded = ops.concat((zeros, x, zeros), 2)
-            cols = ops.concat([padded[:, :, i:i + t] for i in range(self.kernel_size)], 1)
-            # (O, C, k, 1, 1) → (O, k, C) → (O, k·C, 1, 1), window order as in cols
-            wk = w.reshape(self.out_channels, self.in_channels, self.kernel_size)
-            wk = wk.transpose(0, 2, 1).reshape(self.out_channels, -1, 1, 1)
-            y = self.pointwise(cols, wk)
+        elif self.kind == "im2col":
+            y = self._shifted_frames_on_channels(x, w)
         elif self.kind == "conv3d":
             y = self.conv3d(x.reshape(b, c, t, p, 1), w).reshape(b, self.out_channels, t, p)
         else:
-            half = self.kernel_size // 2
-            zeros = ops.zeros((b, c, half, p), x.dtype)
-            padded = ops.concat((zeros, x, zeros), 2)  # (B, C, T + 2·half, P)
+            padded = self._pad_frames(x)  # (B, C, T + 2·half, P)
             y = self.conv2d(padded, w.reshape(self.out_channels, self.in_channels,
                                               self.kernel_size, 1))
         return y.astype(ms.float32) + self.bias.reshape(1, -1, 1, 1)
+
+    def _pad_frames(self, x: Tensor) -> Tensor:
+        """k//2 zero frames before and after: (B, C, T, P) → (B, C, T + 2·(k//2), P)."""
+        b, c, _, p = x.shape
+        zeros = ops.zeros((b, c, self.kernel_size // 2, p), x.dtype)
+        return ops.concat((zeros, x, zeros), 2)
+
+    def _shifted_frames_on_channels(self, x: Tensor, w: Tensor) -> Tensor:
+        """The k frames each output frame reads, concatenated on channels, then one 1×1
+        convolution with the (O, k·C) weight."""
+        t = x.shape[2]
+        padded = self._pad_frames(x)
+        cols = ops.concat([padded[:, :, i:i + t] for i in range(self.kernel_size)], 1)
+        # (O, C, k, 1, 1) → (O, k, C) → (O, k·C, 1, 1), window order as in cols
+        wk = w.reshape(self.out_channels, self.in_channels, self.kernel_size)
+        wk = wk.transpose(0, 2, 1).reshape(self.out_channels, -1, 1, 1)
+        return self.pointwise(cols, wk)
 
     def _unfolded_taps(self, x: Tensor, w: Tensor) -> Tensor:
         """(B, C, T, P) as an image of T rows and P columns: Im2Col with a (k, 1) window and
@@ -205,8 +212,8 @@ class TemporalConv(nn.Cell):
     def _taps_as_one_matmul(self, x: Tensor, w: Tensor) -> Tensor:
         """All k taps in one GEMM over every pixel of every frame, then each tap's result
         shifted in time: y[t] = Σ_i W_i · x[t + i − k//2], zero outside the chunk. MindSpore's
-        CPU Conv3D / Conv2D for a (k,1,1) kernel ran at 0.4 GFLOP/s (AVX-512 EPYC, MindSpore 2.10.0);
-        this runs 7–40× faster on the same shapes."""
+        CPU Conv3D / Conv2D for a (k,1,1) kernel ran at 0.4 GFLOP/s (AVX-512 EPYC, MindSpore
+        2.10.0); this runs 7–40× faster on the same shapes."""
         b, c, t, p = x.shape
         k, o, half = self.kernel_size, self.out_channels, self.kernel_size // 2
         # (O, C, k, 1, 1) → (k, O, C) → (k·O, C): tap-major rows

@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Literal, Tuple, Union
+from typing import Dict, Tuple, Union
 
 from mindspore import nn
 
 from svdeploy.config import ModelConfig
+from svdeploy.contract import NETWORK_NAMES, NetworkName
 from svdeploy.kernels.config import KernelConfig
 
 from .clip import ImageEncoder
 from .unet import VideoUNet
 from .vae import VAEEncoder, VideoDecoder
-
-NetworkName = Literal["image_encoder", "vae_encoder", "unet", "vae_decoder"]
-NETWORK_NAMES: Tuple[NetworkName, ...] = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
 
 
 def build_network(name: NetworkName, cfg: ModelConfig,

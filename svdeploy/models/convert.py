@@ -36,17 +36,45 @@ import numpy as np
 import svdeploy
 from svdeploy.config import PRESETS, ModelConfig, load_model_config, save_model_config
 from svdeploy.errors import CheckpointError, ConfigError
-from svdeploy.fsutil import (apply_umask, check_replaceable, describe_os_error, make_temp_dir,
-                             remove_quietly, remove_stale_temporaries, replace_dir)
+from svdeploy.fsutil import (
+    apply_umask,
+    check_replaceable,
+    describe_os_error,
+    make_temp_dir,
+    remove_quietly,
+    remove_stale_temporaries,
+    replace_dir,
+)
 
-from .keymap import (DIFFUSERS_COMPONENTS, DIFFUSERS_IGNORABLE, Recipe, apply_recipe,
-                     diffusers_recipes, looks_like_mindone, mindone_to_sgm,
-                     model_config_from_diffusers, network_config_differences, recipe_shape)
+from .keymap import (
+    DIFFUSERS_COMPONENTS,
+    DIFFUSERS_IGNORABLE,
+    Recipe,
+    apply_recipe,
+    diffusers_recipes,
+    looks_like_mindone,
+    mindone_to_sgm,
+    model_config_from_diffusers,
+    network_config_differences,
+    recipe_shape,
+)
 from .keys import NETWORKS, count_parameters, network_of, numel, sgm_parameter_shapes
-from .loading import (CONFIG_FILE, PROVENANCE_FILE, WEIGHTS_FILE, format_strict_problems,
-                      read_checkpoint_dir)
-from .weights_io import (MergedTensorFile, SafetensorsFile, SafetensorsWriter, TensorFile,
-                         TorchFile, open_tensor_file, sniff_file)
+from .loading import (
+    CONFIG_FILE,
+    PROVENANCE_FILE,
+    WEIGHTS_FILE,
+    format_strict_problems,
+    read_checkpoint_dir,
+)
+from .weights_io import (
+    MergedTensorFile,
+    SafetensorsFile,
+    SafetensorsWriter,
+    TensorFile,
+    TorchFile,
+    open_tensor_file,
+    sniff_file,
+)
 
 SourceFormat = Literal["sgm", "mindone", "diffusers", "svdeploy"]
 SOURCE_FORMATS: Tuple[str, ...] = ("sgm", "mindone", "diffusers", "svdeploy")
@@ -105,9 +133,11 @@ class ConvertReport:
         lines = [f"converted {self.source} ({self.source_format}, {self.container}; "
                  f"{', '.join(f'{k} ×{v}' for k, v in sorted(self.source_dtypes.items()))})"]
         for network in NETWORKS:
-            lines.append(f"  {network:<14} {self.tensors[network]:>6} tensors {self.parameters[network]:>15,} parameters")
+            lines.append(f"  {network:<14} {self.tensors[network]:>6} tensors "
+                         f"{self.parameters[network]:>15,} parameters")
         size_gb = self.total_parameters * 4 / 1e9
-        lines.append(f"  {'total':<14} {self.total_tensors:>6} tensors {self.total_parameters:>15,} parameters "
+        lines.append(f"  {'total':<14} {self.total_tensors:>6} tensors "
+                     f"{self.total_parameters:>15,} parameters "
                      f"({size_gb:.2f} GB float32)")
         lines.append(f"  ignored: {self.ignored} tensor(s) outside the four networks")
         lines.append(f"  config: {cfg.variant}, {cfg.num_frames} frames, {cfg.height}×{cfg.width}")
@@ -189,7 +219,8 @@ def _open_diffusers(src: Path) -> _Source:
     if absent:
         raise CheckpointError(
             f"{src} looks like a diffusers folder but has no {', '.join(a + '/' for a in absent)}; "
-            f"expected {', '.join(c + '/' for c in DIFFUSERS_COMPONENTS)} each with config.json and weights")
+            f"expected {', '.join(c + '/' for c in DIFFUSERS_COMPONENTS)} "
+            "each with config.json and weights")
     configs = {c: _read_json(src / c / "config.json") for c in DIFFUSERS_COMPONENTS}
     cfg = model_config_from_diffusers(configs["unet"], configs["vae"], configs["image_encoder"], str(src))
     files: Dict[str, TensorFile] = {}
@@ -265,7 +296,8 @@ def _resolve_config(source: _Source, config: Union[str, os.PathLike, ModelConfig
         differences = network_config_differences(source.own_config, cfg)
         if differences:
             raise ConfigError(
-                f"{label} does not describe the networks of {source.path} ({source.source_format}): "
+                f"{label} does not describe the networks of "
+                f"{source.path} ({source.source_format}): "
                 + "; ".join(f"{d} (source vs --config)" for d in differences))
         return cfg, label
     if config is None:
@@ -273,8 +305,10 @@ def _resolve_config(source: _Source, config: Union[str, os.PathLike, ModelConfig
         hint = (f"; its tensors fit preset(s) {', '.join(fits)}" if fits
                 else "; its tensors fit none of the presets, so pass a YAML file")
         raise ConfigError(
-            f"{source.path} ({source.source_format}) does not say which model it is: pass --config svd "
-            f"(14 frames) or --config svd_xt (25 frames), another preset ({', '.join(PRESETS)}), or a "
+            f"{source.path} ({source.source_format}) does "
+            "not say which model it is: pass --config svd "
+            "(14 frames) or --config svd_xt (25 frames), "
+            f"another preset ({', '.join(PRESETS)}), or a "
             f"YAML file{hint}")
     return _load_config(config)
 
@@ -324,9 +358,12 @@ def _plan_single_file(source: _Source, cfg: ModelConfig, label: str,
     if not candidates:
         first = ", ".join(list(source.files[""].infos)[:3]) or "none"
         raise CheckpointError(
-            f"{source.path} ({source.source_format}) holds no tensor of the four SVD networks (names like "
-            f"model.diffusion_model.*, first_stage_model.decoder.*, conditioner.embedders.*); its first "
-            f"names are: {first}. A diffusers component file? Then convert the whole diffusers folder")
+            f"{source.path} ({source.source_format}) holds no "
+            "tensor of the four SVD networks (names like "
+            "model.diffusion_model.*, first_stage_model.decoder.*, "
+            "conditioner.embedders.*); its first "
+            f"names are: {first}. A diffusers component "
+            "file? Then convert the whole diffusers folder")
     missing = [t for t in expected if t not in candidates]
     unexpected = [_describe_source(r, source) for t, r in candidates.items() if t not in expected] + conflicts
     misshaped = []
@@ -342,7 +379,8 @@ def _plan_single_file(source: _Source, cfg: ModelConfig, label: str,
                 else "the file's tensors fit none of the presets")
         raise CheckpointError(
             f"{source.path} ({source.source_format}) does not fit {label}: "
-            f"{format_strict_problems(sorted(missing), sorted(unexpected), sorted(misshaped))}; {hint}")
+            f"{format_strict_problems(sorted(missing), sorted(unexpected), sorted(misshaped))}; "
+            f"{hint}")
     return _Plan({t: candidates[t] for t in expected}, expected, ignored)
 
 
@@ -413,7 +451,8 @@ def _write_weights(source: _Source, plan: _Plan, path: Path, progress: bool) -> 
                 del arrays  # one tensor in memory at a time (q/k/v packing briefly holds two)
                 if not np.isfinite(tensor).all():
                     raise CheckpointError(
-                        f"{source.path}: tensor {_describe_source(recipe, source)} holds NaN or Inf "
+                        f"{source.path}: tensor "
+                        f"{_describe_source(recipe, source)} holds NaN or Inf "
                         "values; expected finite weights (a diverged training run or a damaged "
                         "file?)")
                 writer.write(name, np.ascontiguousarray(tensor, dtype=np.float32))
@@ -437,61 +476,85 @@ def convert_checkpoint(src: Union[str, os.PathLike], out_dir: Union[str, os.Path
     """
     started = time.perf_counter()
     src, out_dir = Path(src), Path(out_dir)
+    _check_destination(src, out_dir, overwrite)
+    source = _open_source(src, source_format)
+    try:
+        cfg, plan = _plan_conversion(source, config)
+        return _convert_and_publish(source, plan, cfg, src, out_dir, overwrite, progress, log,
+                                    started)
+    finally:
+        source.close()
+
+
+def _check_destination(src: Path, out_dir: Path, overwrite: bool) -> None:
+    """Refuse an ``out_dir`` that is not replaceable or holds the source, before any work."""
     _check_out_dir(out_dir, overwrite)
     if out_dir.exists() and src.exists() and (src.resolve() == out_dir.resolve()
                                               or out_dir.resolve() in src.resolve().parents):
         # replacing --out would delete the checkpoint being converted
         raise CheckpointError(f"--out {out_dir} contains the source {src}; choose another output directory")
     check_replaceable(out_dir, {"the source": src})
-    source = _open_source(src, source_format)
-    try:
-        if source.files.keys() == {""}:
-            candidates, conflicts, ignored = _single_file_candidates(source)
-            found = {t: _shape_of(source, r) or () for t, r in candidates.items()}
-            cfg, label = _resolve_config(source, config, found)
-            plan = _plan_single_file(source, cfg, label, candidates, conflicts, ignored)
-        else:
-            cfg, label = _resolve_config(source, config, None)
-            plan = _plan_diffusers(source, cfg, label)
 
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(out_dir, log)
-        try:
-            tmp_dir = make_temp_dir(out_dir, "partial")
-        except OSError as exc:
-            raise CheckpointError(f"cannot create the output beside {out_dir}: "
-                                  f"{describe_os_error(exc)}") from None
-        try:
-            dtypes = _write_weights(source, plan, tmp_dir / WEIGHTS_FILE, progress)
-            save_model_config(cfg, tmp_dir / CONFIG_FILE)
-            tensors: Dict[str, int] = {n: 0 for n in NETWORKS}
-            parameters: Dict[str, int] = {n: 0 for n in NETWORKS}
-            for name, shape in plan.expected.items():
-                network = network_of(name)
-                assert network is not None
-                tensors[network] += 1
-                parameters[network] += numel(shape)
-            report = ConvertReport(
-                source=src.resolve(), source_format=source.source_format, container=source.container,
-                out_dir=out_dir, config=cfg, tensors=tensors, parameters=parameters,
-                ignored=len(plan.ignored), ignored_examples=plan.ignored[:20],
-                source_dtypes=dict(sorted(dtypes.items())), seconds=0.0)
-            source.close()
-            report.seconds = time.perf_counter() - started
-            with open(tmp_dir / PROVENANCE_FILE, "w", encoding="utf-8") as fh:
-                json.dump(report.to_json(), fh, indent=2)
-                fh.write("\n")
-            apply_umask(tmp_dir)
-            _move_into_place(tmp_dir, out_dir, overwrite)
-        except OSError as exc:
-            remove_quietly(tmp_dir)
-            raise CheckpointError(
-                f"converting into {out_dir} failed: {describe_os_error(exc)}"
-                f"{f' ({exc.filename})' if exc.filename else ''}; nothing was written"
-                f"{' and the earlier output is unchanged' if out_dir.exists() else ''}") from None
-        except BaseException:
-            remove_quietly(tmp_dir)
-            raise
-    finally:
+
+def _plan_conversion(source: _Source, config) -> Tuple[ModelConfig, _Plan]:
+    """The model config (given, or detected from the source's tensors) and the plan that
+    makes every expected tensor from the source's."""
+    if source.files.keys() == {""}:
+        candidates, conflicts, ignored = _single_file_candidates(source)
+        found = {t: _shape_of(source, r) or () for t, r in candidates.items()}
+        cfg, label = _resolve_config(source, config, found)
+        return cfg, _plan_single_file(source, cfg, label, candidates, conflicts, ignored)
+    cfg, label = _resolve_config(source, config, None)
+    return cfg, _plan_diffusers(source, cfg, label)
+
+
+def _convert_and_publish(source: _Source, plan: _Plan, cfg: ModelConfig, src: Path,
+                         out_dir: Path, overwrite: bool, progress: bool,
+                         log: Optional[Callable[[str], None]], started: float) -> ConvertReport:
+    """Write the checkpoint into a hidden folder beside ``out_dir`` and swap it into place; on
+    any failure the folder is removed and an earlier output stays as it was."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir, log)
+    try:
+        tmp_dir = make_temp_dir(out_dir, "partial")
+    except OSError as exc:
+        raise CheckpointError(f"cannot create the output beside {out_dir}: "
+                              f"{describe_os_error(exc)}") from None
+    try:
+        dtypes = _write_weights(source, plan, tmp_dir / WEIGHTS_FILE, progress)
+        save_model_config(cfg, tmp_dir / CONFIG_FILE)
+        tensors, parameters = _network_counts(plan)
+        report = ConvertReport(
+            source=src.resolve(), source_format=source.source_format,
+            container=source.container, out_dir=out_dir, config=cfg, tensors=tensors,
+            parameters=parameters, ignored=len(plan.ignored), ignored_examples=plan.ignored[:20],
+            source_dtypes=dict(sorted(dtypes.items())), seconds=0.0)
         source.close()
+        report.seconds = time.perf_counter() - started
+        with open(tmp_dir / PROVENANCE_FILE, "w", encoding="utf-8") as fh:
+            json.dump(report.to_json(), fh, indent=2)
+            fh.write("\n")
+        apply_umask(tmp_dir)
+        _move_into_place(tmp_dir, out_dir, overwrite)
+    except OSError as exc:
+        remove_quietly(tmp_dir)
+        raise CheckpointError(
+            f"converting into {out_dir} failed: {describe_os_error(exc)}"
+            f"{f' ({exc.filename})' if exc.filename else ''}; nothing was written"
+            f"{' and the earlier output is unchanged' if out_dir.exists() else ''}") from None
+    except BaseException:
+        remove_quietly(tmp_dir)
+        raise
     return report
+
+
+def _network_counts(plan: _Plan) -> Tuple[Dict[str, int], Dict[str, int]]:
+    """(tensors, parameters) per network of the planned checkpoint."""
+    tensors: Dict[str, int] = {n: 0 for n in NETWORKS}
+    parameters: Dict[str, int] = {n: 0 for n in NETWORKS}
+    for name, shape in plan.expected.items():
+        network = network_of(name)
+        assert network is not None
+        tensors[network] += 1
+        parameters[network] += numel(shape)
+    return tensors, parameters

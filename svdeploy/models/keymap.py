@@ -38,8 +38,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from svdeploy.config import (ImageEncoderConfig, ModelConfig, UNetConfig, VAEConfig,
-                             load_model_config)
+from svdeploy.config import (
+    ImageEncoderConfig,
+    ModelConfig,
+    UNetConfig,
+    VAEConfig,
+    load_model_config,
+)
 from svdeploy.errors import ConfigError
 
 from .keys import NETWORK_PREFIXES, NETWORKS, network_of, network_parameter_shapes
@@ -265,7 +270,8 @@ def _vae_decoder_name(name: str, levels: int) -> Tuple[str, str]:
 
 
 def _clip_recipe(name: str) -> Tuple[Tuple[str, ...], str]:
-    """OpenCLIP visual name (without prefix) → (transformers CLIPVisionModelWithProjection names, op)."""
+    """OpenCLIP visual name (without prefix) → (transformers CLIPVisionModelWithProjection
+    names, op)."""
     fixed = {"class_embedding": "vision_model.embeddings.class_embedding",
              "positional_embedding": "vision_model.embeddings.position_embedding.weight",
              "conv1.weight": "vision_model.embeddings.patch_embedding.weight"}
@@ -342,6 +348,48 @@ def _uniform(value: Any, count: int, key: str, where: str) -> int:
     return values[0]
 
 
+def _attention_levels(down: List[str], up: List[str], where: str) -> List[int]:
+    """The levels whose down blocks have cross-attention; the up blocks must mirror them."""
+    levels = len(down)
+    attention_levels = []
+    for level, kind in enumerate(down):
+        if kind == "CrossAttnDownBlockSpatioTemporal":
+            attention_levels.append(level)
+        elif kind != "DownBlockSpatioTemporal":
+            raise ConfigError(f"{where}: down_block_types[{level}] = {kind!r}: expected "
+                              "'CrossAttnDownBlockSpatioTemporal' or 'DownBlockSpatioTemporal'")
+        mirrored = up[levels - 1 - level]
+        expected = ("CrossAttnUpBlockSpatioTemporal" if kind.startswith("CrossAttn")
+                    else "UpBlockSpatioTemporal")
+        if mirrored != expected:
+            raise ConfigError(f"{where}: up_block_types[{levels - 1 - level}] = {mirrored!r}: expected "
+                              f"{expected!r} to mirror down_block_types[{level}] (sgm U-Nets are symmetric)")
+    return attention_levels
+
+
+def _head_channels(config: Mapping[str, Any], channels: List[int], attention_levels: List[int],
+                   where: str) -> int:
+    """sgm's num_head_channels: one head width for every attention level and the mid block
+    (which uses the last level's heads)."""
+    levels = len(channels)
+    heads = _get(config, "num_attention_heads", where)
+    heads_per_level = list(heads) if isinstance(heads, (list, tuple)) else [heads] * levels
+    if len(heads_per_level) != levels:
+        raise ConfigError(f"{where}: num_attention_heads = {heads!r}: expected {levels} entries")
+    head_channels = set()
+    for level in sorted(set(attention_levels) | {levels - 1}):
+        if channels[level] % heads_per_level[level]:
+            raise ConfigError(f"{where}: num_attention_heads[{level}] = {heads_per_level[level]} does not "
+                              f"divide block_out_channels[{level}] = {channels[level]}")
+        head_channels.add(channels[level] // heads_per_level[level])
+    if len(head_channels) != 1:
+        raise ConfigError(
+            f"{where}: block_out_channels / num_attention_heads gives head widths "
+            f"{sorted(head_channels)} across the attention levels; sgm's VideoUNet needs one "
+            "num_head_channels for all of them")
+    return head_channels.pop()
+
+
 def unet_config_from_diffusers(config: Mapping[str, Any], where: str) -> Tuple[UNetConfig, int, int]:
     """→ (UNetConfig, num_frames, sample_size)."""
     cls = config.get("_class_name", _UNET_CLASS)
@@ -358,35 +406,8 @@ def unet_config_from_diffusers(config: Mapping[str, Any], where: str) -> Tuple[U
     if any(c % model_channels for c in channels):
         raise ConfigError(f"{where}: block_out_channels = {channels}: every entry must be a multiple "
                           f"of the first ({model_channels})")
-    attention_levels = []
-    for level, kind in enumerate(down):
-        if kind == "CrossAttnDownBlockSpatioTemporal":
-            attention_levels.append(level)
-        elif kind != "DownBlockSpatioTemporal":
-            raise ConfigError(f"{where}: down_block_types[{level}] = {kind!r}: expected "
-                              "'CrossAttnDownBlockSpatioTemporal' or 'DownBlockSpatioTemporal'")
-        mirrored = up[levels - 1 - level]
-        expected = ("CrossAttnUpBlockSpatioTemporal" if kind.startswith("CrossAttn")
-                    else "UpBlockSpatioTemporal")
-        if mirrored != expected:
-            raise ConfigError(f"{where}: up_block_types[{levels - 1 - level}] = {mirrored!r}: expected "
-                              f"{expected!r} to mirror down_block_types[{level}] (sgm U-Nets are symmetric)")
-    heads = _get(config, "num_attention_heads", where)
-    heads_per_level = list(heads) if isinstance(heads, (list, tuple)) else [heads] * levels
-    if len(heads_per_level) != levels:
-        raise ConfigError(f"{where}: num_attention_heads = {heads!r}: expected {levels} entries")
-    # sgm fixes the head width (num_head_channels); the mid block uses the last level's heads.
-    head_channels = set()
-    for level in sorted(set(attention_levels) | {levels - 1}):
-        if channels[level] % heads_per_level[level]:
-            raise ConfigError(f"{where}: num_attention_heads[{level}] = {heads_per_level[level]} does not "
-                              f"divide block_out_channels[{level}] = {channels[level]}")
-        head_channels.add(channels[level] // heads_per_level[level])
-    if len(head_channels) != 1:
-        raise ConfigError(
-            f"{where}: block_out_channels / num_attention_heads gives head widths "
-            f"{sorted(head_channels)} across the attention levels; sgm's VideoUNet needs one "
-            "num_head_channels for all of them")
+    attention_levels = _attention_levels(down, up, where)
+    head_channels = _head_channels(config, channels, attention_levels, where)
     adm = _get(config, "projection_class_embeddings_input_dim", where)
     time_dim = _get(config, "addition_time_embed_dim", where)
     if adm != 3 * time_dim:
@@ -399,7 +420,7 @@ def unet_config_from_diffusers(config: Mapping[str, Any], where: str) -> Tuple[U
         channel_mult=tuple(c // model_channels for c in channels),
         num_res_blocks=_uniform(_get(config, "layers_per_block", where), levels, "layers_per_block", where),
         attention_resolutions=tuple(sorted((2 ** level for level in attention_levels), reverse=True)),
-        num_head_channels=head_channels.pop(),
+        num_head_channels=head_channels,
         transformer_depth=_uniform(_get(config, "transformer_layers_per_block", where, 1), levels,
                                    "transformer_layers_per_block", where),
         context_dim=_get(config, "cross_attention_dim", where),

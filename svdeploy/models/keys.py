@@ -20,10 +20,12 @@ from __future__ import annotations
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from svdeploy.config import ModelConfig
+from svdeploy.contract import NETWORK_NAMES
 
 Shape = Tuple[int, ...]
 
-NETWORKS: Tuple[str, ...] = ("unet", "vae_decoder", "vae_encoder", "image_encoder")
+# the four networks, in the contract's one order (svdeploy.contract); the old name stays
+NETWORKS: Tuple[str, ...] = NETWORK_NAMES
 
 NETWORK_PREFIXES: Dict[str, str] = {
     "unet": "model.diffusion_model.",

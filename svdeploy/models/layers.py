@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import operations as P
 

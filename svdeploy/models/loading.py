@@ -134,7 +134,8 @@ def load_into_cell(cell: Any, weights_path: PathLike, prefix: str, strict: bool 
 
 
 def load_network_weights(cell: Any, weights_path: PathLike, network: str, strict: bool = True) -> Dict[str, int]:
-    """:func:`load_into_cell` with the prefix of ``network`` (unet, vae_decoder, vae_encoder, image_encoder)."""
+    """:func:`load_into_cell` with the prefix of ``network`` (unet, vae_decoder, vae_encoder,
+    image_encoder)."""
     if network not in NETWORK_PREFIXES:
         raise CheckpointError(f"unknown network {network!r}; expected one of {', '.join(NETWORK_PREFIXES)}")
     return load_into_cell(cell, weights_path, NETWORK_PREFIXES[network], strict=strict)

@@ -66,15 +66,14 @@ class TemporalResBlock(nn.Cell):
         kind = kernels.temporal_conv
         self.in_layers = nn.CellList([GroupNorm(GROUPS, channels, eps, kernels.group_norm),
                                       nn.SiLU(), TemporalConv(channels, channels, kernel_size,
-                                                              kind, cd, kernels.conv)])
+                                                              kind, cd)])
         self.has_emb = emb_channels > 0
         self.emb_layers = (nn.CellList([nn.SiLU(), Linear(emb_channels, channels,
                                                           compute_dtype=cd)])
                            if self.has_emb else None)
         self.out_layers = nn.CellList([GroupNorm(GROUPS, channels, eps, kernels.group_norm),
                                        nn.SiLU(), nn.Dropout(p=0.0),
-                                       TemporalConv(channels, channels, kernel_size, kind, cd,
-                                                    kernels.conv)])
+                                       TemporalConv(channels, channels, kernel_size, kind, cd)])
 
     def construct(self, x: Tensor, emb: Optional[Tensor]) -> Tensor:
         """x: (B, C, T, P); emb: (B·T, E) or None."""

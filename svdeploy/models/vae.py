@@ -14,7 +14,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from svdeploy.config import GROUPS, VAEConfig
 from svdeploy.kernels.attention import attention
 from svdeploy.kernels.config import KernelConfig
-from svdeploy.kernels.linear import (Conv2d, TemporalConv, pad_bottom_right, upsample_nearest2x)
+from svdeploy.kernels.linear import Conv2d, TemporalConv, pad_bottom_right, upsample_nearest2x
 from svdeploy.kernels.norm import GroupNorm
 
 from .unet import TemporalResBlock, frames_to_time_major, time_major_to_frames
@@ -211,8 +211,7 @@ class AE3DConv(Conv2d):
         super().__init__(in_channels, out_channels, 3, padding=1,
                          compute_dtype=kernels.compute_dtype, kind=kernels.conv)
         self.time_mix_conv = TemporalConv(out_channels, out_channels, video_kernel_size,
-                                          kernels.temporal_conv, kernels.compute_dtype,
-                                          kernels.conv)
+                                          kernels.temporal_conv, kernels.compute_dtype)
 
     def construct(self, x: Tensor, num_frames: int) -> Tensor:
         x = self.forward_conv(x)

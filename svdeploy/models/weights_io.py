@@ -1,4 +1,5 @@
-"""Streaming tensor file I/O: safetensors (read + write), MindSpore ``.ckpt`` and torch files (read).
+"""Streaming tensor file I/O: safetensors (read + write), MindSpore ``.ckpt`` and torch files
+(read).
 
 Full-size SVD checkpoints hold 9 GB, so nothing here loads a whole file: a reader parses the
 index (safetensors header, or a scan of the protobuf records of a MindSpore checkpoint) when it
@@ -190,7 +191,8 @@ class SafetensorsFile(TensorFile):
             info, begin, end = self._check_entry(name, entry)
             if end > data_size:
                 raise CheckpointError(
-                    f"{self.path} is truncated: tensor {name!r} needs data bytes {begin}..{end} but the "
+                    f"{self.path} is truncated: tensor {name!r} "
+                    f"needs data bytes {begin}..{end} but the "
                     f"file holds only {data_size} data bytes")
             self.infos[name] = info
             self._offsets[name] = (begin, end)
@@ -356,7 +358,8 @@ def save_safetensors(path: PathLike, tensors: Mapping[str, np.ndarray],
 # ---------------------------------------------------------------------------------------------
 # checkpoint.proto (MindSpore):
 #   message Checkpoint { message Value { required string tag = 1;
-#                                        oneof value { TensorProto tensor = 2; MapTensorProto maptensor = 3; } }
+#                                        oneof value { TensorProto tensor = 2;
+#                                                      MapTensorProto maptensor = 3; } }
 #                        repeated Value value = 1; }
 #   message TensorProto { repeated int64 dims = 1; required string tensor_type = 2;
 #                         required bytes tensor_content = 3; }
@@ -454,11 +457,7 @@ class MindsporeCkptFile(TensorFile):
     def _scan(self) -> None:
         assert self._fh is not None
         size = os.fstat(self._fh.fileno()).st_size
-        end = size
-        if size >= _CRC_TRAILER_LEN:
-            self._fh.seek(size - _CRC_TRAILER_LEN)
-            if self._fh.read(len(_CRC_TRAILER)) == _CRC_TRAILER:
-                end = size - _CRC_TRAILER_LEN
+        end = self._records_end(size)
         self._fh.seek(0)
         wire = _WireReader(self._fh, self.path, size)
         previous_tag: Optional[str] = None
@@ -475,7 +474,8 @@ class MindsporeCkptFile(TensorFile):
             value_end = self._fh.tell() + length
             if value_end > end:
                 raise CheckpointError(
-                    f"{self.path} is truncated: the record at byte {start} needs {length} bytes but the "
+                    f"{self.path} is truncated: the record at "
+                    f"byte {start} needs {length} bytes but the "
                     f"file ends at byte {end}")
             tag, entry = self._parse_value(wire, value_end, start)
             self._fh.seek(value_end)
@@ -494,6 +494,19 @@ class MindsporeCkptFile(TensorFile):
             previous_tag = tag
         if not self._entries and not self.non_tensors:
             raise CheckpointError(f"{self.path} is not a MindSpore checkpoint: it holds no tensors")
+        self._index_tensors()
+
+    def _records_end(self, size: int) -> int:
+        """Where the protobuf records end: before the CRC trailer when the file has one."""
+        assert self._fh is not None
+        if size >= _CRC_TRAILER_LEN:
+            self._fh.seek(size - _CRC_TRAILER_LEN)
+            if self._fh.read(len(_CRC_TRAILER)) == _CRC_TRAILER:
+                return size - _CRC_TRAILER_LEN
+        return size
+
+    def _index_tensors(self) -> None:
+        """TensorInfo of every scanned entry with a tensor dtype (others are non_tensors)."""
         for tag, entry in self._entries.items():
             if entry.tensor_type == "str":
                 self.non_tensors[tag] = "string value"
@@ -506,8 +519,10 @@ class MindsporeCkptFile(TensorFile):
             stored = sum(length for _, length in entry.segments)
             if stored != info.nbytes:
                 raise CheckpointError(
-                    f"{self.path}: tensor {tag!r} ({entry.tensor_type}, shape {entry.dims}) should hold "
-                    f"{info.nbytes} bytes but the file stores {stored}; the file is truncated or corrupt")
+                    f"{self.path}: tensor {tag!r} ({entry.tensor_type}, "
+                    f"shape {entry.dims}) should hold "
+                    f"{info.nbytes} bytes but the file stores "
+                    f"{stored}; the file is truncated or corrupt")
             self.infos[tag] = info
 
     def _parse_value(self, wire: _WireReader, value_end: int, start: int) -> Tuple[str, Optional[_CkptEntry]]:
@@ -663,7 +678,8 @@ class TorchFile(TensorFile):
         except pickle.UnpicklingError as exc:
             raise CheckpointError(
                 f"{self.path}: torch refused to load it with weights_only=True (it pickles objects "
-                f"other than tensors: {str(exc).splitlines()[0][:200]}); save its state_dict alone, or "
+                f"other than tensors: {str(exc).splitlines()[0][:200]}); "
+                "save its state_dict alone, or "
                 "as safetensors") from None
         except Exception as exc:  # torch raises RuntimeError/EOFError/... for damaged files
             raise CheckpointError(f"{self.path} is not a readable torch checkpoint: "

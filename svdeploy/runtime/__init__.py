@@ -4,16 +4,38 @@ Imports only numpy, Pillow, tqdm and svdeploy's config/manifest/errors; the back
 (onnxruntime, mindspore or mindspore_lite) is imported when a backend is chosen, PyAV when an
 mp4 is written. No model, export, training or kernel code is loaded.
 """
-from .backends import (BACKEND_FORMATS, BACKEND_PREFERENCE, BACKENDS, CheckedGraph, LoadedArtifact,
-                       choose_backend, load_artifact)
+from .backends import (
+                       BACKEND_FORMATS,
+                       BACKEND_PREFERENCE,
+                       BACKENDS,
+                       CheckedGraph,
+                       LoadedArtifact,
+                       choose_backend,
+                       load_artifact,
+)
 from .guidance import apply_guidance, guidance_scales, split_guidance_batch
 from .pipeline import GenerationResult, SamplingParams, VideoPipeline, resolve_sampling_params
-from .preprocess import (CLIP_MEAN, CLIP_STD, center_crop_box, clip_pixel_values, fit_to_size,
-                         load_image, prepare_image, resize_antialiased, to_rgb_float,
-                         vae_encoder_input)
+from .preprocess import (
+                       CLIP_MEAN,
+                       CLIP_STD,
+                       center_crop_box,
+                       clip_pixel_values,
+                       fit_to_size,
+                       load_image,
+                       prepare_image,
+                       resize_antialiased,
+                       to_rgb_float,
+                       vae_encoder_input,
+)
 from .run import run_to_file
-from .schedule import (Preconditioning, denoised_from_v, edm_preconditioning, euler_step,
-                       initial_noise_scale, karras_sigmas)
+from .schedule import (
+                       Preconditioning,
+                       denoised_from_v,
+                       edm_preconditioning,
+                       euler_step,
+                       initial_noise_scale,
+                       karras_sigmas,
+)
 from .video import frames_to_uint8, output_kind, save_frames, sidecar_path
 
 __all__ = [

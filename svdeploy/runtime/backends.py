@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from svdeploy.contract import required_graphs
 from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import GraphEntry, Manifest, read_manifest, require_complete
 
@@ -178,8 +179,8 @@ def backend_importable(backend: str) -> bool:
 
 def backend_preference(manifest: Manifest) -> Tuple[str, ...]:
     """Fastest first, as measured by svd-bench on each platform: on a CPU, ONNX Runtime beats
-    MindSpore's GraphCell (svdeploy/benchmarks/README.md); an artifact exported for Ascend runs on the
-    NPU only through MindSpore Lite, so there Lite comes first."""
+    MindSpore's GraphCell (svdeploy/benchmarks/README.md); an artifact exported for Ascend runs on
+    the NPU only through MindSpore Lite, so there Lite comes first."""
     if manifest.target == "ascend":
         return ("lite",) + tuple(b for b in BACKEND_PREFERENCE if b != "lite")
     return BACKEND_PREFERENCE
@@ -489,10 +490,8 @@ def graph_loader(backend: str, precision: str = "fp32", threads: Optional[int] =
 
 
 def required_graph_names(manifest: Manifest) -> List[str]:
-    names = ["image_encoder", "vae_encoder", "unet", "vae_decoder"]
-    if manifest.num_frames % manifest.decode_chunk_size:
-        names.append("vae_decoder_tail")
-    return names
+    """The graphs a run of ``manifest`` needs (svdeploy.contract.required_graphs)."""
+    return list(required_graphs(manifest.num_frames, manifest.decode_chunk_size))
 
 
 def load_graph(entry: GraphEntry, path: Path, backend: str, manifest: Manifest,
@@ -518,7 +517,7 @@ class LoadedArtifact:
     precision: str = "fp32"
 
 
-def load_artifact(directory: Union[str, Path], backend: Optional[str] = None,
+def load_artifact(directory: Union[str, os.PathLike], backend: Optional[str] = None,
                   verify_hashes: bool = True, precision: Optional[str] = None,
                   lite_python: Optional[str] = None) -> LoadedArtifact:
     """Read the manifest, pick the backend and its precision (``fp32``, ``bf16`` or ``auto``,
@@ -533,6 +532,7 @@ def load_artifact(directory: Union[str, Path], backend: Optional[str] = None,
     chosen = choose_backend(manifest, backend, lite_python=lite_python)
     resolved = resolve_precision(chosen, manifest, precision)
     fmt = runnable_format(chosen, manifest.formats())
+    assert fmt is not None  # choose_backend picks a backend that can run one of the formats
     manifest = read_manifest(directory, verify_hashes=verify_hashes, formats=[fmt])
     lite_session = None
     if chosen == "lite":

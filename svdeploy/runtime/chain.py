@@ -81,8 +81,12 @@ def generate_chain(pipe: "VideoPipeline", image: ImageSource, *, clips: int,
                    **sampling: Any) -> "GenerationResult":
     """``clips`` chained clips from ``image`` as one GenerationResult (module doc).
     ``on_step(done, total)`` counts the denoising steps of all clips together."""
-    from .pipeline import GenerationResult, decoded_to_frames, prepared_image_info, \
-        resolve_sampling_params
+    from .pipeline import (
+        GenerationResult,
+        decoded_to_frames,
+        prepared_image_info,
+        resolve_sampling_params,
+    )
 
     start = time.perf_counter()
     clips = check_clips(clips)

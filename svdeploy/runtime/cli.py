@@ -30,8 +30,8 @@ from .run import run_to_file
 @click.option("--steps", type=int, default=None,
               help="Number of Euler sampling steps (≥ 1). Default: the artifact's (25 for svd).")
 @click.option("--fps", type=int, default=None,
-              help="Frame rate the model is conditioned on (1..120; .gif ≤ 100), also the playback rate of the "
-                   "written video. Default: the artifact's (7).")
+              help="Frame rate the model is conditioned on (1..120; .gif ≤ 100), also the "
+                   "playback rate of the written video. Default: the artifact's (7).")
 @click.option("--motion-bucket-id", type=int, default=None,
               help="Amount of motion, 0..255 (higher moves more). Default: the artifact's (127).")
 @click.option("--noise-aug-strength", type=float, default=None,
@@ -115,7 +115,8 @@ def main(artifact: Path, images: Tuple[Path, ...], out: str, steps: Optional[int
     if _plan_or_refuse(artifact, backend, lite_python, clips, decode_overlap, len(images),
                        plan_only, max_memory):
         return
-    options = dict(backend=backend, precision=precision, seed=seed, noise_file=noise_file,
+    options: Dict[str, Any] = dict(backend=backend, precision=precision, seed=seed,
+                                   noise_file=noise_file,
                    verify_hashes=not no_verify, progress=not quiet, clips=clips,
                    decode_overlap=decode_overlap, overwrite=overwrite, lite_python=lite_python,
                    fps=fps, motion_bucket_id=motion_bucket_id,
@@ -149,7 +150,8 @@ def _plan_or_refuse(artifact: Path, backend: Optional[str], lite_python: Optiona
         click.echo(plan.table())
         click.echo(plan.json_line())
         return True
-    check_memory_limit(plan, limit)
+    if limit is not None:
+        check_memory_limit(plan, limit)
     return False
 
 

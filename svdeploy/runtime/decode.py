@@ -22,6 +22,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
+from svdeploy.contract import TAIL_GRAPH
 from svdeploy.errors import InputError
 
 DecodeFn = Callable[[str, np.ndarray], np.ndarray]   # (graph name, z chunk) → frames chunk
@@ -55,7 +56,7 @@ def decode_windows(total: int, chunk: int, overlap: int = 0,
     if overlap == 0 and (remainder == 0 or remainder == tail):
         windows = [Window(b, b + chunk, "vae_decoder") for b in range(0, total - remainder, chunk)]
         if remainder:
-            windows.append(Window(total - remainder, total, "vae_decoder_tail"))
+            windows.append(Window(total - remainder, total, TAIL_GRAPH))
         return windows
     stride = chunk - overlap
     starts = list(range(0, total - chunk, stride)) + [total - chunk]

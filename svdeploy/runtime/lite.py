@@ -206,8 +206,9 @@ def _stop(proc: subprocess.Popen, log) -> None:
     try:
         if proc.poll() is None:
             try:
-                lite_worker.write_message(proc.stdin, {"op": "exit"})
-                proc.stdin.close()
+                if proc.stdin is not None:
+                    lite_worker.write_message(proc.stdin, {"op": "exit"})
+                    proc.stdin.close()
                 proc.wait(timeout=10)
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 proc.kill()
@@ -215,7 +216,8 @@ def _stop(proc: subprocess.Popen, log) -> None:
     finally:
         for stream in (proc.stdin, proc.stdout):
             try:
-                stream.close()
+                if stream is not None:
+                    stream.close()
             except (OSError, ValueError):
                 pass
         log.close()

@@ -279,6 +279,7 @@ def validate(artifact, target, graph_dir, tolerance):
 
 
 def _relative_error(got, want):
+    # svdeploy.contract.relative_error, restated: this file runs alone (numpy and Lite only)
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     if got.shape != want.shape or not np.all(np.isfinite(got)):
         return float("inf")

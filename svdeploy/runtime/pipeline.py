@@ -1,4 +1,4 @@
-"""``VideoPipeline``: image → video over the four exported graphs (DESIGN.md §4).
+"""``VideoPipeline``: image → video over the four exported graphs (docs/NUMERICS.md).
 
 Everything between the graph calls is NumPy here: preprocessing, the two random draws,
 the Karras schedule, guidance, Euler steps, chunked decoding and clipping. The graphs come
@@ -8,6 +8,7 @@ from any callables injected with a manifest (``VideoPipeline(manifest, graphs)``
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import sys
 import time
@@ -20,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from svdeploy.config import SamplingConfig
+from svdeploy.contract import graph_specs
 from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import Manifest
 
@@ -27,8 +29,14 @@ from .backends import CheckedGraph, GraphFn, load_artifact, required_graph_names
 from .chain import check_clips
 from .decode import Window, decode_blended, decode_windows
 from .guidance import apply_guidance, guidance_scales, split_guidance_batch
-from .preprocess import (CLIP_SIZE, ImageSource, PreparedImage, clip_pixel_values, prepare_image,
-                         vae_encoder_input)
+from .preprocess import (
+    CLIP_SIZE,
+    ImageSource,
+    PreparedImage,
+    clip_pixel_values,
+    prepare_image,
+    vae_encoder_input,
+)
 from .schedule import edm_preconditioning, euler_step, initial_noise_scale, karras_sigmas
 from .video import frames_to_uint8
 
@@ -208,7 +216,7 @@ class VideoPipeline:
         self._check_contract()
 
     @classmethod
-    def load(cls, artifact_dir: Union[str, Path], backend: Optional[str] = None,
+    def load(cls, artifact_dir: Union[str, os.PathLike], backend: Optional[str] = None,
              verify_hashes: bool = True, precision: Optional[str] = None,
              lite_python: Optional[str] = None) -> "VideoPipeline":
         """Open an artifact: manifest checks, backend and precision choice (``fp32``, ``bf16``
@@ -230,7 +238,7 @@ class VideoPipeline:
         return (1, 3, self.manifest.height, self.manifest.width)
 
     @property
-    def latent_shape(self) -> Tuple[int, int, int, int, int]:
+    def latent_shape(self) -> Tuple[int, ...]:
         return (1, *self.manifest.latent_shape)
 
     def _check_contract(self) -> None:
@@ -240,20 +248,10 @@ class VideoPipeline:
         batch, chunk = m.guidance_batch, m.decode_chunk_size
         embed = self.graphs["image_encoder"].entry.outputs
         context_dim = embed[0].shape[-1] if embed else -1
-        expected = {
-            "image_encoder": ({"pixel_values": (1, 3, CLIP_SIZE, CLIP_SIZE)},
-                              {"image_embeds": (1, 1, context_dim)}),
-            "vae_encoder": ({"image": self.image_shape}, {"latent": (1, channels, lat_h, lat_w)}),
-            "unet": ({"sample": (batch * frames, 2 * channels, lat_h, lat_w), "c_noise": (1,),
-                      "context": (batch, 1, context_dim), "time_ids": (batch, 3)},
-                     {"v": (batch * frames, channels, lat_h, lat_w)}),
-            "vae_decoder": ({"z": (chunk, channels, lat_h, lat_w)},
-                            {"frames": (chunk, 3, m.height, m.width)}),
-        }
-        if frames % chunk:
-            tail = frames % chunk
-            expected["vae_decoder_tail"] = ({"z": (tail, channels, lat_h, lat_w)},
-                                            {"frames": (tail, 3, m.height, m.width)})
+        expected = graph_specs(height=m.height, width=m.width, num_frames=frames,
+                               latent_channels=channels, latent_height=lat_h, latent_width=lat_w,
+                               context_dim=context_dim, clip_size=CLIP_SIZE,
+                               guidance_batch=batch, decode_chunk_size=chunk)
         for name, (inputs, outputs) in expected.items():
             entry = self.graphs[name].entry
             got_inputs = {s.name: tuple(s.shape) for s in entry.inputs}
@@ -280,7 +278,7 @@ class VideoPipeline:
         """Generate a video; returns uint8 frames (F, H, W, 3), or (clips·(F−1)+1, H, W, 3)
         with ``clips``. See ``generate``. A list or tuple of images is a batch: image i runs
         with seed ``seed + i`` and a list of videos comes back (``svdeploy.runtime.batch``)."""
-        options = dict(fps=fps, motion_bucket_id=motion_bucket_id,
+        options: Dict[str, Any] = dict(fps=fps, motion_bucket_id=motion_bucket_id,
                        noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
                        max_guidance_scale=max_guidance_scale,
                        num_inference_steps=num_inference_steps, image_noise=image_noise,
@@ -302,10 +300,11 @@ class VideoPipeline:
         """Generate a video and return float frames in [0, 1] with parameters and timings.
 
         Parameters left ``None`` come from the artifact's defaults. Random draws follow
-        DESIGN.md §4: ``numpy.random.default_rng(seed)`` gives ``image_noise`` (1, 3, H, W)
-        first, then ``latents`` (1, F, C, h, w), both standard normal. A given array replaces
-        its draw; the draws still happen in order, so giving only ``image_noise`` keeps the
-        seed's latents. ``image`` is a path, a PIL image or an (H, W[, C]) array.
+        docs/NUMERICS.md §2.3: ``numpy.random.default_rng(seed)`` gives ``image_noise``
+        (1, 3, H, W) first, then ``latents`` (1, F, C, h, w), both standard normal. A given
+        array replaces its draw; the draws still happen in order, so giving only
+        ``image_noise`` keeps the seed's latents. ``image`` is a path, a PIL image or an
+        (H, W[, C]) array.
 
         Guidance: an artifact exported with CFG always runs [uncond, cond] and applies
         ``v_u + g_f·(v_c − v_u)`` (sgm's LinearPredictionGuider), for any scales; when every
@@ -340,29 +339,8 @@ class VideoPipeline:
                                                                           latents)
         calls_before = self.graph_counters()
         timings: Dict[str, Any] = {}
-
-        t0 = time.perf_counter()
-        prepared = prepare_image(image, self.manifest.height, self.manifest.width)
-        timings["preprocess_s"] = time.perf_counter() - t0
-
-        steps = params.num_inference_steps
-        with tqdm(total=steps + len(windows), desc="denoise", unit="call", file=sys.stderr,
-                  disable=not progress, dynamic_ncols=True) as bar:
-            t0 = time.perf_counter()
-            context, image_latent = self._encode(prepared.pixels, noise_for_image, params)
-            timings["encode_s"] = time.perf_counter() - t0
-
-            t0 = time.perf_counter()
-            final, per_step = self._denoise(noise_for_latents[0], context, image_latent, params,
-                                            bar, on_step)
-            timings["denoise_s"] = time.perf_counter() - t0
-            timings["per_step_s"] = per_step
-
-            t0 = time.perf_counter()
-            bar.set_description("decode")
-            decoded = self.decode_latents(final, windows, decode_overlap, bar.update)
-            timings["decode_s"] = time.perf_counter() - t0
-
+        prepared, decoded = self._run_stages(image, noise_for_image, noise_for_latents[0], params,
+                                             windows, decode_overlap, progress, on_step, timings)
         timings["graphs"] = self.graph_calls_since(calls_before)
         timings["end_to_end_s"] = time.perf_counter() - start
         return GenerationResult(frames=decoded_to_frames(decoded), params=params, seed=used_seed,
@@ -370,6 +348,36 @@ class VideoPipeline:
                                 image=prepared_image_info(prepared), precision=self.precision,
                                 details={"decode_overlap": decode_overlap,
                                          "decode_calls": len(windows)})
+
+    def _run_stages(self, image: ImageSource, image_noise: np.ndarray, noise: np.ndarray,
+                    params: SamplingParams, windows: List[Window], decode_overlap: int,
+                    progress: bool, on_step: Optional[StepCallback],
+                    timings: Dict[str, Any]) -> Tuple[PreparedImage, np.ndarray]:
+        """The timed stages of one clip, the seconds of each into ``timings``: preprocessing,
+        then encoding, denoising and decoding under one progress bar of steps + decode calls.
+        Returns (the prepared image, the decoded frames)."""
+        t0 = time.perf_counter()
+        prepared = prepare_image(image, self.manifest.height, self.manifest.width)
+        timings["preprocess_s"] = time.perf_counter() - t0
+        pixels = prepared.pixels
+
+        steps = params.num_inference_steps
+        with tqdm(total=steps + len(windows), desc="denoise", unit="call", file=sys.stderr,
+                  disable=not progress, dynamic_ncols=True) as bar:
+            t0 = time.perf_counter()
+            context, image_latent = self._encode(pixels, image_noise, params)
+            timings["encode_s"] = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            final, per_step = self._denoise(noise, context, image_latent, params, bar, on_step)
+            timings["denoise_s"] = time.perf_counter() - t0
+            timings["per_step_s"] = per_step
+
+            t0 = time.perf_counter()
+            bar.set_description("decode")
+            decoded = self.decode_latents(final, windows, decode_overlap, bar.update)
+            timings["decode_s"] = time.perf_counter() - t0
+        return prepared, decoded
 
     def _noise_draws(self, seed: Optional[int], image_noise: Optional[np.ndarray],
                      latents: Optional[np.ndarray]) -> Tuple[Optional[int], np.ndarray, np.ndarray]:
@@ -452,7 +460,8 @@ class VideoPipeline:
             latents = euler_step(latents, v, sigma, sigma_next)
             if not np.all(np.isfinite(latents)):
                 raise BackendError(
-                    f"the latents hold NaN or Inf after step {i + 1} of {steps} (sigma {sigma:.6g}); "
+                    "the latents hold NaN or Inf after step "
+                    f"{i + 1} of {steps} (sigma {sigma:.6g}); "
                     "the unet graph returned invalid values, so the run stops here")
             per_step.append(time.perf_counter() - t0)
             bar.update(1)
@@ -525,7 +534,7 @@ def _check_noise_headers(path: Path, expected: Dict[str, Tuple[int, ...]]) -> No
                                  "standard-normal values")
 
 
-def load_noise_file(path: Union[str, Path], image_shape: Tuple[int, ...],
+def load_noise_file(path: Union[str, os.PathLike], image_shape: Tuple[int, ...],
                     latent_shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
     """Read ``image_noise`` and ``latents`` from an .npz file and check their shapes (from
     the headers first, so memory is bounded by the expected sizes)."""

@@ -244,7 +244,9 @@ def plan_for_artifact(artifact: Union[str, os.PathLike], backend: Optional[str] 
     manifest = read_manifest(directory, verify_hashes=False, formats=[])
     chosen = choose_backend(manifest, backend, lite_python=lite_python)
     # the files the backend will load (lite: its Lite graphs, else the MindIR ones)
-    sizes = _graph_bytes(manifest, directory, runnable_format(chosen, manifest.formats()))
+    fmt = runnable_format(chosen, manifest.formats())
+    assert fmt is not None  # choose_backend picks a backend that can run one of the formats
+    sizes = _graph_bytes(manifest, directory, fmt)
     return plan_memory(manifest, sizes, chosen, clips=clips, decode_overlap=decode_overlap)
 
 

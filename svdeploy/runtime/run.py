@@ -6,20 +6,25 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from svdeploy import __version__
 from svdeploy.errors import OutputError
-from svdeploy.fsutil import (check_writable_folder, json_text, publish_all, remove_quietly,
-                             remove_stale_temporaries, write_to_temp)
+from svdeploy.fsutil import (
+    check_writable_folder,
+    json_text,
+    publish_all,
+    remove_quietly,
+    remove_stale_temporaries,
+    write_to_temp,
+)
 from svdeploy.manifest import Manifest, read_manifest, require_complete
 
 from .chain import check_clips
 from .decode import check_overlap
 from .pipeline import GenerationResult, VideoPipeline, load_noise_file, resolve_sampling_params
 from .preprocess import ImageSource, to_rgb_float
-from .video import (check_fps_for_output, check_output_path, output_path, render_frames,
-                    sidecar_path)
+from .video import check_fps_for_output, check_output_path, output_path, render_frames, sidecar_path
 
 PathLike = Union[str, os.PathLike]
 
@@ -28,7 +33,8 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_run_outputs(out: PathLike, *, artifact: PathLike, inputs: Dict[str, Optional[PathLike]],
+def check_run_outputs(out: PathLike, *, artifact: PathLike,
+                      inputs: Mapping[str, Optional[PathLike]],
                       overwrite: bool) -> Tuple[str, Path, Path]:
     """Check, before any work, that the video and its sidecar can be written: never onto an
     input or into the artifact, never over an existing file without ``overwrite``, in a folder
@@ -131,7 +137,7 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
               "--noise": noise_file}
     kind, target, sidecar = check_run_outputs(out, artifact=artifact, inputs=inputs,
                                               overwrite=overwrite)
-    sampling = dict(fps=fps, motion_bucket_id=motion_bucket_id,
+    sampling: Dict[str, Any] = dict(fps=fps, motion_bucket_id=motion_bucket_id,
                     noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
                     max_guidance_scale=max_guidance_scale, num_inference_steps=num_inference_steps)
     check_run_options(manifest, kind, sampling, clips, decode_overlap)

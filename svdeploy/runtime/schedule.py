@@ -1,4 +1,5 @@
-"""EDM / Karras noise schedule, v-prediction preconditioning and the Euler step (DESIGN.md §4).
+"""EDM / Karras noise schedule, v-prediction preconditioning and the Euler step
+(docs/NUMERICS.md §3, §4).
 
 Pure functions over numpy arrays and Python floats. They reproduce diffusers'
 ``EulerDiscreteScheduler`` with SVD's scheduler config (``use_karras_sigmas``, continuous

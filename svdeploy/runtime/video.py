@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Union
+from typing import TYPE_CHECKING, List, Union
 
 import numpy as np
 
 from svdeploy.errors import InputError
-from svdeploy.fsutil import (apply_umask, make_temp_dir, output_error, publish, remove_quietly,
-                             replace_dir, write_to_temp)
+from svdeploy.fsutil import (
+    apply_umask,
+    make_temp_dir,
+    output_error,
+    publish,
+    remove_quietly,
+    replace_dir,
+    write_to_temp,
+)
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 OUTPUT_KINDS = ("mp4", "gif", "webp", "npy", "png")
 _EXTENSIONS = {".mp4": "mp4", ".gif": "gif", ".webp": "webp", ".npy": "npy"}

@@ -28,7 +28,7 @@ import numpy as np
 
 from svdeploy.config import ModelConfig, save_model_config
 from svdeploy.errors import CheckpointError
-from svdeploy.fsutil import apply_umask
+from svdeploy.fsutil import apply_umask, replace_dir
 from svdeploy.models.keys import NETWORK_PREFIXES, network_of, sgm_parameter_shapes
 from svdeploy.models.loading import CONFIG_FILE, WEIGHTS_FILE
 from svdeploy.models.weights_io import SafetensorsFile, SafetensorsWriter
@@ -127,7 +127,8 @@ def write_weights(path: Path, cfg: ModelConfig, unet_params: Iterable[Tuple[str,
         extra = sorted(set(trained) - set(expected))
         if missing or extra:
             raise CheckpointError(
-                f"cannot write {path}: {len(missing)} tensor(s) missing from {frozen_source} and the "
+                f"cannot write {path}: {len(missing)} tensor(s) "
+                f"missing from {frozen_source} and the "
                 f"trained network ({', '.join(missing[:5])}), {len(extra)} unexpected "
                 f"({', '.join(extra[:5])})")
         entries = [(n, expected[n], "F32") for n in names]
@@ -200,14 +201,8 @@ def write_checkpoint(output_dir: PathLike, step: int, cfg: ModelConfig,
         _write_json(tmp / STATE_FILE, {"format": STATE_FORMAT, "version": STATE_VERSION, **state})
         apply_umask(tmp)
         _fsync_dir(tmp)
-        if final.exists():  # a checkpoint of the same step from an earlier, abandoned run
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=root))
-            os.rmdir(old)
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
+        # replaces a checkpoint of the same step from an earlier, abandoned run
+        replace_dir(tmp, final)
         _fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -3,9 +3,10 @@
 For a micro-batch of B clips of F frames (in [−1, 1]) and each clip's draws:
 
 * x0 = VAE mean of every frame × scale_factor (the U-Net's target latents);
-* image latent = VAE mean of (cond_image + cond_aug · image_noise), NOT scaled (DESIGN.md §4);
+* image latent = VAE mean of (cond_image + cond_aug · image_noise), NOT scaled
+  (docs/NUMERICS.md §2.2);
 * context = CLIP embedding of the clean cond image, preprocessed exactly as at inference
-  (:func:`svdeploy.runtime.preprocess.clip_pixel_values`: antialiased resize to 224, CLIP
+  (:func:`svdeploy.numerics.clip_pixel_values`: antialiased resize to 224, CLIP
   normalisation), as a one-token context (B, 1, D).
 
 The frames go through the VAE one clip (F frames) at a time and the B augmented cond images
@@ -25,7 +26,7 @@ from typing import Sequence, Tuple
 import numpy as np
 from mindspore import Tensor, nn
 
-from svdeploy.runtime.preprocess import clip_pixel_values
+from svdeploy.numerics import clip_pixel_values
 
 from .data import Sample
 from .loss import VideoDraws, time_ids

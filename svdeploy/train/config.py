@@ -19,8 +19,14 @@ from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import yaml
 
-from svdeploy.config import (ModelConfig, _type_name, check_video_size, from_dict, preset_path,
-                             read_yaml)
+from svdeploy.config import (
+    ModelConfig,
+    _type_name,
+    check_video_size,
+    from_dict,
+    preset_path,
+    read_yaml,
+)
 from svdeploy.errors import ConfigError
 
 from .data import VideoDatasetConfig
@@ -506,7 +512,8 @@ MODEL_SIZE_DEFAULT = "the model's (--svd-config)"
 # Help texts of the dataset's own keys (VideoDatasetConfig lives in svdeploy.train.data).
 DATASET_HELP: Dict[str, str] = {
     "data_dir": "Folder the labels CSV's paths are relative to (required).",
-    "metadata": "Labels CSV (path,length,motion_bucket_id; `svd-data motion-buckets` writes one; required).",
+    "metadata": "Labels CSV (path,length,motion_bucket_id; `svd-data motion-buckets` writes "
+                "one; required).",
     "frames": "Frames per clip.",
     "step": "Take every step-th frame of the video.",
     "height": "Clip height in pixels (multiple of the model's size factor).",

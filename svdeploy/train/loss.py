@@ -1,8 +1,9 @@
 """EDM training loss of SVD's v-prediction U-Net, and the per-video random draws.
 
-The U-Net sees exactly what it sees at inference (DESIGN.md §4): ``[noisy·c_in, image_latent]``
-on channels, ``c_noise = 0.25·ln σ``, the CLIP embedding as a one-token context and the embedded
-time ids ``[fps − 1, motion_bucket_id, cond_aug]``, both repeated per frame. Then
+The U-Net sees exactly what it sees at inference (docs/NUMERICS.md §6):
+``[noisy·c_in, image_latent]`` on channels, ``c_noise = 0.25·ln σ``, the CLIP embedding as a
+one-token context and the embedded time ids ``[fps − 1, motion_bucket_id, cond_aug]``, both
+repeated per frame. Then
 
     denoised = c_skip·noisy + c_out·unet_out          (sgm VScalingWithEDMcNoise)
     loss     = mean(w·(denoised − x0)²),  w = (σ²+1)/σ²   (sgm EDMWeighting, sigma_data = 1)
@@ -20,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Tuple
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, nn, ops
 
 from svdeploy.models.embedders import embed_time_ids

@@ -35,10 +35,10 @@ Method (module constants; ``flow_fps``, ``analysis_size`` and ``saturation`` are
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
@@ -49,6 +49,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from svdeploy.errors import InputError
+from svdeploy.fsutil import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -382,21 +383,14 @@ class LabelReport:
 def write_labels_csv(out: Union[str, os.PathLike],
                      labels: List[Tuple[str, MotionMeasurement, int]]) -> None:
     """Write ``path,length,motion_bucket_id,motion_score,fps`` atomically (temporary file in the
-    same folder, then ``os.replace``)."""
-    out = Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(LABEL_COLUMNS)
-            for path, measured, bucket in labels:
-                writer.writerow((path, measured.length, bucket, f"{measured.score:.4f}",
-                                 f"{measured.fps:g}"))
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    same folder, then ``os.replace``: svdeploy.fsutil)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(LABEL_COLUMNS)
+    for path, measured, bucket in labels:
+        writer.writerow((path, measured.length, bucket, f"{measured.score:.4f}",
+                         f"{measured.fps:g}"))
+    atomic_write_text(out, buffer.getvalue())
 
 
 def label_videos(video_dir: Union[str, os.PathLike], out: Union[str, os.PathLike], *,

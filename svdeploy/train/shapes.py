@@ -19,7 +19,7 @@ import csv
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -260,7 +260,7 @@ def synthesize(out: PathLike, clips: int, frames: int = 8, seed: int = 0, *,
     from tqdm import tqdm
 
     from svdeploy.errors import InputError
-    from svdeploy.fsutil import apply_umask
+    from svdeploy.fsutil import apply_umask, replace_dir
 
     from .motion import label_videos
 
@@ -285,9 +285,7 @@ def synthesize(out: PathLike, clips: int, frames: int = 8, seed: int = 0, *,
         label_videos(tmp / "clips", tmp / "labels.csv", progress=progress)
         _prefix_label_paths(tmp / "labels.csv", "clips/")
         apply_umask(tmp)
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
+        replace_dir(tmp, out)  # an empty folder there is replaced
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -19,11 +19,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
-from .config import LRSchedulerConfig, LossScaleConfig, OptimizerConfig
+from .config import LossScaleConfig, LRSchedulerConfig, OptimizerConfig
 
 # Substrings that mark the U-Net's temporal parameters (sgm VideoUNet): the temporal ResBlocks
 # and VideoTransformerBlocks (time_stack), their learned mixing (time_mixer) and the frame

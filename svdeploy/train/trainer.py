@@ -9,6 +9,7 @@ stream (:func:`svdeploy.train.loss.draw_video`), so a resumed run continues exac
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import shutil
@@ -23,8 +24,13 @@ import numpy as np
 
 from svdeploy.config import ModelConfig, to_dict, write_yaml_atomic
 from svdeploy.errors import CheckpointError, ConfigError
-from svdeploy.fsutil import apply_umask
-from svdeploy.models.keys import NETWORK_PREFIXES, network_parameter_shapes, numel, sgm_parameter_shapes
+from svdeploy.fsutil import apply_umask, atomic_write_text
+from svdeploy.models.keys import (
+    NETWORK_PREFIXES,
+    network_parameter_shapes,
+    numel,
+    sgm_parameter_shapes,
+)
 from svdeploy.models.loading import WEIGHTS_FILE, read_checkpoint_dir, resolve_checkpoint_dir
 
 from . import checkpoint as ckpt
@@ -46,25 +52,10 @@ LOG_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "loss_scale", "applie
 
 
 def training_kernels(conv: str = "auto", compute_dtype: str = "fp32") -> KernelConfig:
-    """The op variants of svd-train's graphs. Softmax over SVD's single context token is exactly
-    1, so q/k of the cross-attention get exactly zero gradient either way; skipping them is exact
-    and cheaper. Spatial convolutions: ``conv`` (``auto`` times native and im2col here once, as
-    svd-export does; on AVX-512 EPYCs MindSpore's native 3×3 Conv2D and its gradient ran at
-    0.5 GFLOP/s, the Im2Col form at 18–24). The (k,1,1) temporal convolutions run as one GEMM
-    (MindSpore's CPU Conv3D for them is ~0.4 GFLOP/s) in the unfold form, whose gradient avoids
-    the per-tap time slices that took 0.18 s of a 1.2 s demo U-Net step (MindSpore 2.10, 2-core
-    EPYC). The VAE encoder's asymmetric pad is a concatenation of zeros: MindSpore 2.10's CPU
-    PadV3 kernel (ops.pad) spun forever inside its constant-mode loop at the 34th training step
-    of the autoencoder stage, every run (batch 1 or 2, any data)."""
+    """The op variants of svd-train's graphs (``KernelConfig.for_training`` says why each)."""
     from svdeploy.kernels.config import KernelConfig
 
-    if conv == "auto":
-        from svdeploy.kernels.probe import fastest_conv
-
-        conv = fastest_conv()
-        logger.info("training convolutions: %s (probe)", conv)
-    return KernelConfig(single_token_cross_attention=True, temporal_conv="unfold", pad="concat",
-                        conv=conv, compute_dtype=compute_dtype)  # type: ignore[arg-type]
+    return KernelConfig.for_training(conv, compute_dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +196,8 @@ def check_same_networks(given: ModelConfig, found: ModelConfig, where: str) -> N
             keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             raise ConfigError(
                 f"--svd-config describes other networks than {where}: {section}."
-                f"{', '.join(keys)} differ ({', '.join(f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in keys[:3])})")
+                f"{', '.join(keys)} differ "
+                f"({', '.join(f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in keys[:3])})")
 
 
 def write_random_checkpoint(cfg: ModelConfig, directory: Path, seed: int) -> Path:
@@ -256,19 +248,12 @@ def read_log(path: Path) -> List[Dict[str, str]]:
 
 
 def _write_log_atomic(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: row.get(k, "") for k in LOG_COLUMNS})
-        apply_umask(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in LOG_COLUMNS})
+    atomic_write_text(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,7 +339,6 @@ class Trainer:
         import mindspore as ms
         from mindspore import ParameterTuple, nn
 
-        from svdeploy.kernels.config import KernelConfig
         from svdeploy.models import build_network
         from svdeploy.models.loading import load_into_cell
 
@@ -370,10 +354,7 @@ class Trainer:
                               "bfloat16 matmul; use fp32 or fp16 (with LossScale) on CPU, bf16 "
                               "on Ascend")
         self.unet = build_network("unet", mcfg, self.kernels)
-        # frozen, forward only: the LayerNorm form of GroupNorm and the concatenated pad ran this
-        # encoder 25 % faster than the native kernels (MindSpore 2.10 CPU, 64×64 frames)
-        vae_encoder = build_network("vae_encoder", mcfg, self.kernels.with_(
-            compute_dtype="fp32", group_norm="layernorm", pad="concat"))
+        vae_encoder = build_network("vae_encoder", mcfg, self.kernels.frozen_encoder())
         image_encoder = build_network("image_encoder", mcfg)
         for name, net in (("unet", self.unet), ("vae_encoder", vae_encoder),
                           ("image_encoder", image_encoder)):
@@ -493,54 +474,22 @@ class Trainer:
         import mindspore as ms
         from tqdm import tqdm
 
-        from .step import LossScaler, learning_rate
+        from .step import LossScaler
 
-        cfg, t = self.cfg, self.cfg.train
-        scaler = LossScaler.from_config(cfg.LossScale)
-        step, samples_seen = 0, 0
-        if self.state is not None:
-            st = self.state
-            try:
-                step, samples_seen = int(st["step"]), int(st["samples_seen"])
-                dataset_state, scale_state = st["dataset"], st["loss_scale"]
-            except (KeyError, TypeError, ValueError) as exc:
-                raise CheckpointError(f"{self.resume_from}: incomplete training state ({exc})") from None
-            ckpt.load_optimizer_state(self.resume_from / ckpt.OPTIMIZER_FILE, self._full_names(),
-                                      self.runner.optimizer.exp_avg, self.runner.optimizer.exp_avg_sq,
-                                      self.runner.optimizer.step)
-            self.dataset.load_state_dict(dataset_state)
-            scaler.load_state_dict(scale_state)
-            self._warn_config_changes(st.get("train_config", {}))
-            logger.info("resuming from %s: step %d, %d clips seen, dataset epoch %d index %d",
-                        self.resume_from, step, samples_seen, *self.dataset.position)
+        scaler = LossScaler.from_config(self.cfg.LossScale)
+        step, samples_seen = self._resume(scaler)
         total = self.total_steps()
         result = TrainResult(output_dir=self.out, start_step=step, steps=step, total_steps=total,
                              last_checkpoint=self.resume_from, counts=self.counts)
-        logger.info("%s", self.counts.summary())
-        logger.info("%d usable videos; %d optimizer steps of %d micro-batch(es) × %d clip(s) × %d "
-                    "worker(s); clips of %d frames at %d×%d", len(self.dataset), total,
-                    t.settings.gradient_accumulation_steps, t.dataloader.batch_size, self.world,
-                    t.dataset.init_args.frames, t.dataset.init_args.height, t.dataset.init_args.width)
+        self._log_plan(total)
         log_path = self.out / LOG_FILE
         if self.rank == 0:
-            write_yaml_atomic(to_dict(cfg), self.out / CONFIG_COPY)
-            apply_umask(self.out / CONFIG_COPY)
-            # rows after the checkpoint we resume from were never saved: drop them
-            kept = [r for r in read_log(log_path) if self.state is not None and int(r["step"]) <= step]
-            _write_log_atomic(log_path, kept)
+            self._start_log(log_path, step)
         if step >= total:
             logger.info("nothing to do: step %d of %d already done", step, total)
             return result
 
         stream = self._sample_stream()
-        b = t.dataloader.batch_size
-        k = t.settings.gradient_accumulation_steps
-        seed = cfg.environment.seed
-        init = t.dataset.init_args
-        image_shape = (3, init.height, init.width)
-        factor = self.model_cfg.vae.downsample_factor
-        latent_shape = (init.frames, self.model_cfg.latent_channels, init.height // factor,
-                        init.width // factor)
         if ms.get_context("mode") == ms.GRAPH_MODE:
             result.compile_seconds = self.compile_graphs()
         bar = tqdm(total=total, initial=step, unit="step", desc="svd-train", dynamic_ncols=True,
@@ -548,19 +497,8 @@ class Trainer:
         try:
             while step < total:
                 started = time.perf_counter()
-                clips: List[str] = []
-                for _ in range(k):
-                    group = [next(stream) for _ in range(b * self.world)]
-                    mine = group[self.rank * b:(self.rank + 1) * b]
-                    draws = [draw_video(seed, samples_seen + self.rank * b + j, t.diffusion,
-                                        image_shape, latent_shape) for j in range(b)]
-                    batch = self.conditioner.micro_batch(mine, draws)
-                    self.runner.micro_step(batch, scaler.scale)
-                    clips.extend(f"{s.path}@{s.start}" for s in mine)
-                    samples_seen += b * self.world
-                lr = learning_rate(step, t.scheduler, total)
-                out = self.runner.step(lr, scaler.scale)
-                scaler.update(out.finite)
+                out, lr, clips, samples_seen = self._optimizer_step(stream, step, total,
+                                                                    samples_seen, scaler)
                 step += 1
                 seconds = time.perf_counter() - started
                 result.losses.append(out.loss)
@@ -570,20 +508,88 @@ class Trainer:
                     logger.warning("step %d: non-finite gradients (loss scale %g); update %s", step,
                                    out.loss_scale, "applied" if out.applied else "skipped")
                 if self.rank == 0:
-                    with open(log_path, "a", encoding="utf-8", newline="") as fh:
-                        csv.DictWriter(fh, fieldnames=LOG_COLUMNS).writerow({
-                            "step": step, "epoch": self.dataset.position[0], "loss": repr(out.loss),
-                            "lr": repr(lr), "grad_norm": repr(out.grad_norm),
-                            "loss_scale": repr(out.loss_scale), "applied": int(out.applied),
-                            "seconds": f"{seconds:.4f}", "samples_seen": samples_seen,
-                            "clips": ";".join(clips)})
+                    self._append_log_row(log_path, step, out, lr, seconds, samples_seen, clips)
                 bar.set_postfix(loss=f"{out.loss:.4g}", s_per_step=f"{seconds:.2f}", lr=f"{lr:.3g}")
                 bar.update(1)
-                if step % t.save_ckpt_interval == 0 or step == total:
+                if step % self.cfg.train.save_ckpt_interval == 0 or step == total:
                     result.last_checkpoint = self._save(step, total, samples_seen, scaler, out.loss)
         finally:
             bar.close()
         return result
+
+    def _resume(self, scaler: Any) -> Tuple[int, int]:
+        """(step, clips seen) to start from: 0, 0 for a new run; else the resumed checkpoint's,
+        with its optimizer moments, data position and loss scale restored."""
+        if self.state is None:
+            return 0, 0
+        st = self.state
+        try:
+            step, samples_seen = int(st["step"]), int(st["samples_seen"])
+            dataset_state, scale_state = st["dataset"], st["loss_scale"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{self.resume_from}: incomplete training state ({exc})") from None
+        ckpt.load_optimizer_state(self.resume_from / ckpt.OPTIMIZER_FILE, self._full_names(),
+                                  self.runner.optimizer.exp_avg, self.runner.optimizer.exp_avg_sq,
+                                  self.runner.optimizer.step)
+        self.dataset.load_state_dict(dataset_state)
+        scaler.load_state_dict(scale_state)
+        self._warn_config_changes(st.get("train_config", {}))
+        logger.info("resuming from %s: step %d, %d clips seen, dataset epoch %d index %d",
+                    self.resume_from, step, samples_seen, *self.dataset.position)
+        return step, samples_seen
+
+    def _log_plan(self, total: int) -> None:
+        t = self.cfg.train
+        logger.info("%s", self.counts.summary())
+        logger.info("%d usable videos; %d optimizer steps of %d micro-batch(es) × %d clip(s) × %d "
+                    "worker(s); clips of %d frames at %d×%d", len(self.dataset), total,
+                    t.settings.gradient_accumulation_steps, t.dataloader.batch_size, self.world,
+                    t.dataset.init_args.frames, t.dataset.init_args.height, t.dataset.init_args.width)
+
+    def _start_log(self, log_path: Path, step: int) -> None:
+        """The config copy, and the training log cut back to the step the run starts from."""
+        write_yaml_atomic(to_dict(self.cfg), self.out / CONFIG_COPY)
+        # rows after the checkpoint we resume from were never saved: drop them
+        kept = [r for r in read_log(log_path) if self.state is not None and int(r["step"]) <= step]
+        _write_log_atomic(log_path, kept)
+
+    def _optimizer_step(self, stream: Iterator[Sample], step: int, total: int,
+                        samples_seen: int, scaler: Any) -> Tuple[Any, float, List[str], int]:
+        """One optimizer step: gradient accumulation over the micro-batches, then the update.
+        Returns (the step's output, its learning rate, the clips it read, clips seen after)."""
+        from .step import learning_rate
+
+        t = self.cfg.train
+        b, k = t.dataloader.batch_size, t.settings.gradient_accumulation_steps
+        init = t.dataset.init_args
+        image_shape = (3, init.height, init.width)
+        factor = self.model_cfg.vae.downsample_factor
+        latent_shape = (init.frames, self.model_cfg.latent_channels, init.height // factor,
+                        init.width // factor)
+        clips: List[str] = []
+        for _ in range(k):
+            group = [next(stream) for _ in range(b * self.world)]
+            mine = group[self.rank * b:(self.rank + 1) * b]
+            draws = [draw_video(self.cfg.environment.seed, samples_seen + self.rank * b + j,
+                                t.diffusion, image_shape, latent_shape) for j in range(b)]
+            batch = self.conditioner.micro_batch(mine, draws)
+            self.runner.micro_step(batch, scaler.scale)
+            clips.extend(f"{s.path}@{s.start}" for s in mine)
+            samples_seen += b * self.world
+        lr = learning_rate(step, t.scheduler, total)
+        out = self.runner.step(lr, scaler.scale)
+        scaler.update(out.finite)
+        return out, lr, clips, samples_seen
+
+    def _append_log_row(self, log_path: Path, step: int, out: Any, lr: float, seconds: float,
+                        samples_seen: int, clips: List[str]) -> None:
+        with open(log_path, "a", encoding="utf-8", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=LOG_COLUMNS).writerow({
+                "step": step, "epoch": self.dataset.position[0], "loss": repr(out.loss),
+                "lr": repr(lr), "grad_norm": repr(out.grad_norm),
+                "loss_scale": repr(out.loss_scale), "applied": int(out.applied),
+                "seconds": f"{seconds:.4f}", "samples_seen": samples_seen,
+                "clips": ";".join(clips)})
 
     def _save(self, step: int, total: int, samples_seen: int, scaler: Any, loss: float) -> Optional[Path]:
         if self.rank != 0:

@@ -118,7 +118,8 @@ def _vae_block(rest: str, temporal: bool) -> str:
 
 
 def vae_to_sgm(name: str, levels: int) -> Tuple[str, bool]:
-    """diffusers AutoencoderKLTemporalDecoder name → (full Stability name, is a 1×1 conv reshape)."""
+    """diffusers AutoencoderKLTemporalDecoder name → (full Stability name, is a 1×1 conv
+    reshape)."""
     if name.startswith("quant_conv."):
         return ENCODER_PREFIX + name, False
     side, rest = name.split(".", 1)
@@ -190,7 +191,8 @@ def sgm_state_dict(components: Mapping[str, Any]) -> Dict[str, np.ndarray]:
 
 
 def norm_parameter_names(components: Mapping[str, Any]) -> set:
-    """Stability names of every LayerNorm / GroupNorm parameter (what MindSpore calls gamma/beta)."""
+    """Stability names of every LayerNorm / GroupNorm parameter (what MindSpore calls
+    gamma/beta)."""
     import torch
 
     unet, vae = components["unet"], components["vae"]

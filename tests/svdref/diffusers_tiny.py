@@ -18,10 +18,15 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np
 import torch
-from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler,
-                       StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel)
-from svdeploy.benchmarks.weights import randomise_constants
+from diffusers import (
+    AutoencoderKLTemporalDecoder,
+    EulerDiscreteScheduler,
+    StableVideoDiffusionPipeline,
+    UNetSpatioTemporalConditionModel,
+)
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from svdeploy.benchmarks.weights import randomise_constants
 
 # stabilityai/stable-video-diffusion-img2vid(-xt) scheduler_config.json
 SVD_SCHEDULER_CONFIG: Dict[str, Any] = dict(

@@ -10,9 +10,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from svdref.torch_backend import contract_graph_entries
 from svdeploy.manifest import Manifest, sha256_file, write_manifest
 from svdeploy.runtime import VideoPipeline
+from svdref.torch_backend import contract_graph_entries
 
 H = W = 16
 F, C, LH, LW = 5, 4, 8, 8

@@ -4,8 +4,9 @@ MindSpore Lite 2.0.0 is published only as a CPython 3.7 wheel, so the tests buil
 a Python 3.7 interpreter (pyenv's, or python3.7 on PATH) in ``<repo>/.venv-lite37`` (git-ignored)
 and reuse it on later runs of the same checkout. pip takes the machine's own configuration
 (index, find-links, certificates). The venv is built in a hidden temporary folder and
-renamed into place (svdeploy.fsutil), so an interrupted build leaves no half venv. Where no Python 3.7 exists the tests are skipped with that
-reason; a venv that cannot be built is a test failure, not a skip.
+renamed into place (svdeploy.fsutil), so an interrupted build leaves no half venv. Where no
+Python 3.7 exists the tests are skipped with that reason; a venv that cannot be built is a test
+failure, not a skip.
 """
 from __future__ import annotations
 
