@@ -383,9 +383,8 @@ def _write_ascend(tmp: Path, manifest: Manifest, entries: List[GraphEntry],
     validation) reference outputs plus the host validation command."""
     import mindspore as ms
 
+    import svdeploy.export.ascend as ascend
     from svdeploy.runtime.lite import WORKER_PATH
-
-    from . import ascend
 
     mindir = [e for e in entries if e.format == "mindir"]
     commands = ascend.write_ascend_files(tmp, mindir, settings.dtype, ms.__version__)

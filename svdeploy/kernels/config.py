@@ -13,7 +13,6 @@ variants traced into a graph), ``for_training(conv, compute_dtype)`` (svd-train'
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -33,7 +32,6 @@ PAD_KINDS = ("pad", "concat")
 CONV_KINDS = ("native", "im2col")
 COMPUTE_DTYPES = ("fp32", "fp16", "bf16")
 
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -148,11 +146,11 @@ class KernelConfig:
                    compute_dtype=compute_dtype)  # type: ignore[arg-type]
 
     @classmethod
-    def for_training(cls, conv: str = "auto", compute_dtype: str = "fp32") -> "KernelConfig":
+    def for_training(cls, conv: str = "im2col", compute_dtype: str = "fp32") -> "KernelConfig":
         """The op variants of svd-train's graphs. Softmax over SVD's single context token is
         exactly 1, so q/k of the cross-attention get exactly zero gradient either way; skipping
-        them is exact and cheaper. Spatial convolutions: ``conv`` (``auto`` times native and
-        im2col here once, as svd-export does; on AVX-512 EPYCs MindSpore's native 3×3 Conv2D and
+        them is exact and cheaper. Spatial convolutions: ``conv``, resolved (native or im2col;
+        svd-train's ``training_kernels`` times both for ``auto``, as svd-export does; on AVX-512 EPYCs MindSpore's native 3×3 Conv2D and
         its gradient ran at 0.5 GFLOP/s, the Im2Col form at 18–24). The (k,1,1) temporal
         convolutions run as one GEMM (MindSpore's CPU Conv3D for them is ~0.4 GFLOP/s) in the
         unfold form, whose gradient avoids the per-tap time slices that took 0.18 s of a 1.2 s
@@ -160,11 +158,6 @@ class KernelConfig:
         concatenation of zeros: MindSpore 2.10's CPU PadV3 kernel (ops.pad) spun forever inside
         its constant-mode loop at the 34th training step of the autoencoder stage, every run
         (batch 1 or 2, any data)."""
-        if conv == "auto":
-            from .probe import fastest_conv
-
-            conv = fastest_conv()
-            logger.info("training convolutions: %s (probe)", conv)
         return cls(single_token_cross_attention=True, temporal_conv="unfold", pad="concat",
                    conv=conv, compute_dtype=compute_dtype)  # type: ignore[arg-type]
 

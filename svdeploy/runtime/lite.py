@@ -23,9 +23,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+import svdeploy.runtime.lite_worker as lite_worker
 from svdeploy.errors import BackendError
-
-from . import lite_worker
 
 LITE_PYTHON_ENV = "SVDEPLOY_LITE_PYTHON"
 WORKER_PATH = Path(lite_worker.__file__).resolve()

@@ -52,9 +52,15 @@ LOG_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "loss_scale", "applie
 
 
 def training_kernels(conv: str = "auto", compute_dtype: str = "fp32") -> KernelConfig:
-    """The op variants of svd-train's graphs (``KernelConfig.for_training`` says why each)."""
+    """The op variants of svd-train's graphs (``KernelConfig.for_training`` says why each);
+    ``auto`` times native and im2col convolutions on this machine once."""
     from svdeploy.kernels.config import KernelConfig
 
+    if conv == "auto":
+        from svdeploy.kernels.probe import fastest_conv
+
+        conv = fastest_conv()
+        logger.info("training convolutions: %s (probe)", conv)
     return KernelConfig.for_training(conv, compute_dtype)
 
 
