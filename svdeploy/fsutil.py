@@ -7,6 +7,7 @@ a run still going, and remove only the former.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -113,6 +114,31 @@ def stale_temporaries(target: Path) -> Iterator[Path]:
         if (match and match["name"] == target.name and int(match["pid"]) != os.getpid()
                 and not _process_alive(int(match["pid"]))):
             yield entry
+
+
+@contextlib.contextmanager
+def staged_dir(out: Path, error: Callable[[str], Exception], noun: str, verb: str, shown: str,
+               log: Optional[Callable[[str], None]] = None) -> Iterator[Path]:
+    """A hidden folder beside ``out`` to build the output in (earlier runs' temporaries
+    removed first); the body publishes it (``replace_dir`` or its own swap). On any failure
+    the folder is removed, and an OSError becomes one ``error``: "``verb`` ``shown`` failed:
+    ...; nothing was written", saying whether the earlier ``noun`` is unchanged."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out, log)
+    try:
+        tmp = make_temp_dir(out, "partial")
+    except OSError as exc:
+        raise error(f"cannot create the {noun} beside {shown}: {describe_os_error(exc)}") from None
+    try:
+        yield tmp
+    except OSError as exc:
+        remove_quietly(tmp)
+        raise error(f"{verb} {shown} failed: {describe_os_error(exc)}"
+                    f"{f' ({exc.filename})' if exc.filename else ''}; nothing was written"
+                    f"{f' and the earlier {noun} is unchanged' if out.exists() else ''}") from None
+    except BaseException:
+        remove_quietly(tmp)
+        raise
 
 
 def remove_stale_temporaries(target: PathLike,

@@ -23,11 +23,9 @@ from svdeploy.errors import CheckpointError, ExportError
 from svdeploy.fsutil import (
     apply_umask,
     check_replaceable,
-    describe_os_error,
-    make_temp_dir,
     remove_quietly,
-    remove_stale_temporaries,
     replace_dir,
+    staged_dir,
 )
 from svdeploy.kernels.config import KernelConfig
 from svdeploy.manifest import (
@@ -225,26 +223,10 @@ def _export_and_publish(out: Path, cfg: ModelConfig, weights: Path, settings: Ex
                         progress: bool, log: Callable[[str], None], lite) -> ExportResult:
     """Export into a hidden folder beside ``out`` and swap it into place; on any failure the
     folder is removed and an earlier artifact stays as it was."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out, log)
-    try:
-        tmp = make_temp_dir(out, "partial")
-    except OSError as exc:
-        raise ExportError(f"cannot create the artifact beside {str(out)!r}: "
-                          f"{describe_os_error(exc)}") from None
-    try:
+    with staged_dir(out, ExportError, "artifact", "export to", repr(str(out)), log) as tmp:
         result = _export_into(tmp, cfg, weights, settings, progress, log, lite)
         apply_umask(tmp)
         _swap_into_place(tmp, out)
-    except OSError as exc:
-        remove_quietly(tmp)
-        raise ExportError(f"export to {str(out)!r} failed: {describe_os_error(exc)}"
-                          f"{f' ({exc.filename})' if exc.filename else ''}; nothing was written"
-                          f"{' and the earlier artifact is unchanged' if out.exists() else ''}"
-                          ) from None
-    except BaseException:
-        remove_quietly(tmp)
-        raise
     return result
 
 

@@ -39,11 +39,8 @@ from svdeploy.errors import CheckpointError, ConfigError
 from svdeploy.fsutil import (
     apply_umask,
     check_replaceable,
-    describe_os_error,
-    make_temp_dir,
-    remove_quietly,
-    remove_stale_temporaries,
     replace_dir,
+    staged_dir,
 )
 
 from .keymap import (
@@ -513,14 +510,8 @@ def _convert_and_publish(source: _Source, plan: _Plan, cfg: ModelConfig, src: Pa
                          log: Optional[Callable[[str], None]], started: float) -> ConvertReport:
     """Write the checkpoint into a hidden folder beside ``out_dir`` and swap it into place; on
     any failure the folder is removed and an earlier output stays as it was."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir, log)
-    try:
-        tmp_dir = make_temp_dir(out_dir, "partial")
-    except OSError as exc:
-        raise CheckpointError(f"cannot create the output beside {out_dir}: "
-                              f"{describe_os_error(exc)}") from None
-    try:
+    with staged_dir(out_dir, CheckpointError, "output", "converting into", str(out_dir),
+                    log) as tmp_dir:
         dtypes = _write_weights(source, plan, tmp_dir / WEIGHTS_FILE, progress)
         save_model_config(cfg, tmp_dir / CONFIG_FILE)
         tensors, parameters = _network_counts(plan)
@@ -536,15 +527,6 @@ def _convert_and_publish(source: _Source, plan: _Plan, cfg: ModelConfig, src: Pa
             fh.write("\n")
         apply_umask(tmp_dir)
         _move_into_place(tmp_dir, out_dir, overwrite)
-    except OSError as exc:
-        remove_quietly(tmp_dir)
-        raise CheckpointError(
-            f"converting into {out_dir} failed: {describe_os_error(exc)}"
-            f"{f' ({exc.filename})' if exc.filename else ''}; nothing was written"
-            f"{' and the earlier output is unchanged' if out_dir.exists() else ''}") from None
-    except BaseException:
-        remove_quietly(tmp_dir)
-        raise
     return report
 
 
