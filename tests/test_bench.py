@@ -238,3 +238,38 @@ def test_serve_suite(tmp_path, work):
     assert 0 < row["latency_p50_s"] <= row["latency_p90_s"] <= row["latency_p99_s"]
     assert row["replica_rss_bytes"] > 50 * 2**20
     assert "videos / s" in (out / "report.md").read_text()
+
+
+def test_frozen_worker_uses_no_cpu_from_the_moment_freeze_returns():
+    """freeze(True) returns only once every thread is stopped, so the CPU seconds read right
+    after it are final: a peer timed next is not charged a spinning peer's last milliseconds
+    (which, on a 2 ms tiny-preset call, read as several CPU seconds per second)."""
+    import subprocess
+    import sys
+    import time
+
+    from svdeploy.benchmarks.common import ServedWorker
+
+    spin = ("import threading\n"
+            "def spin():\n    while True: pass\n"
+            "for _ in range(3): threading.Thread(target=spin, daemon=True).start()\n"
+            "spin()\n")
+    worker = object.__new__(ServedWorker)  # only the process half: no served protocol here
+    worker.process = subprocess.Popen([sys.executable, "-c", spin])
+    worker._rusage = None
+    try:
+        time.sleep(0.3)
+        for _ in range(20):
+            worker.freeze(False)
+            time.sleep(0.01)
+            worker.freeze(True)
+            states = {(t / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                      for t in Path(f"/proc/{worker.process.pid}/task").iterdir()}
+            assert states == {"T"}, states
+            before = worker.cpu_seconds()
+            time.sleep(0.03)
+            assert worker.cpu_seconds() == before
+        assert worker.cpu_seconds() > 0.1  # it did spin while thawed: the reading is live
+    finally:
+        worker.process.kill()
+        worker.process.wait()

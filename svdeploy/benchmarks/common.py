@@ -420,7 +420,28 @@ class ServedWorker:
             try:
                 os.kill(self.process.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
             except ProcessLookupError:
-                pass
+                return
+            if frozen:
+                self._wait_stopped()
+
+    def _wait_stopped(self, limit_s: float = 2.0) -> None:
+        """Return once every thread of the worker is stopped (state T), at most ``limit_s``.
+
+        SIGSTOP takes effect per thread, asynchronously, and a spinning thread's CPU time is
+        only folded into /proc's totals when it leaves the core; reading cpu_seconds() before
+        that would charge those last milliseconds to the next peer's timed call (on a 2 ms
+        call, a single 10 ms clock tick reads as 5 CPU seconds per second)."""
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        deadline = time.perf_counter() + limit_s
+        while time.perf_counter() < deadline and tasks.is_dir():
+            try:
+                states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                          for t in tasks.iterdir()]
+            except (OSError, IndexError):
+                continue  # a thread exited between listing and reading: look again
+            if all(state in "TtZX" for state in states):
+                return
+            time.sleep(0.0005)
 
     def request(self, command: str) -> Optional[Dict[str, Any]]:
         """Send CALL or WARMUP; the worker's own timing of it ({wall, cpu, ...}) or None."""
