@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import click
 
 from .errors import SvdeployError
-from .fsutil import describe_os_error, remove_quietly
+from .fsutil import InterruptLatch, describe_os_error, raise_if_interrupted, remove_quietly
 
 F = TypeVar("F", bound=Callable[..., Any])
 # MindSpore writes the dumps of a failed compilation (rank_0/om/analyze_fail.ir) under the folder
@@ -22,23 +22,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 MS_DUMP_ENV = "MS_OM_PATH"
 
 
-def _raise_interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @contextlib.contextmanager
 def termination_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM (kill, a scheduler stopping a job) and SIGINT into KeyboardInterrupt, so
     the writers' cleanup (remove the temporaries, keep the earlier output) runs for both.
-    SIGINT is set again because a library may have replaced Python's handler."""
+    SIGINT is set again because a library may have replaced Python's handler. The handler is
+    a latch: where a library swallowed the KeyboardInterrupt, the next publishing step (and
+    the end of the command) raises it again."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    latch = InterruptLatch()
     for sig in previous:
-        signal.signal(sig, _raise_interrupt)
+        signal.signal(sig, latch)
     try:
         yield
+        raise_if_interrupted()  # a library caught the KeyboardInterrupt: the run still ends so
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

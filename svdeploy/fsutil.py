@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple, Union
@@ -46,6 +47,32 @@ def apply_umask(path: PathLike) -> None:
         # an executable (ascend/convert.sh) stays executable for whoever may read it
         executable = os.stat(path).st_mode & 0o100
         os.chmod(path, (0o777 if executable else 0o666) & ~mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interrupts: nothing is published after SIGINT / SIGTERM, even when a library ate the exception
+# ---------------------------------------------------------------------------------------------
+class InterruptLatch:
+    """A SIGINT / SIGTERM handler (the CLIs install it) that raises KeyboardInterrupt and
+    remembers that it did. Native code that calls back into Python, MindSpore's graph compiler
+    among it, can catch that KeyboardInterrupt and carry on; every publishing step here calls
+    raise_if_interrupted() first, so an interrupted run still publishes nothing."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        self.signum = signum
+        raise KeyboardInterrupt(f"signal {signum}")
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt when an installed InterruptLatch has fired (a no-op where none is
+    installed: library callers keep Python's own SIGINT handling)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if isinstance(handler, InterruptLatch) and handler.signum is not None:
+            raise KeyboardInterrupt(f"signal {handler.signum}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,7 +227,11 @@ def write_to_temp(path: PathLike, write: Callable[[Path], object], suffix: str =
 def publish(tmp: Path, path: PathLike) -> None:
     """Rename a finished temporary file onto ``path`` (one atomic step)."""
     try:
+        raise_if_interrupted()
         os.replace(tmp, path)
+    except KeyboardInterrupt:
+        _remove(tmp)
+        raise
     except OSError as exc:
         _remove(tmp)
         raise output_error(path, exc, "an earlier file there is unchanged") from None
@@ -251,6 +282,7 @@ def replace_dir(tmp: PathLike, out: PathLike) -> None:
     first (a folder cannot be replaced in one step), removed after the swap, and put back if
     the swap fails."""
     tmp, out = Path(tmp), Path(out)
+    raise_if_interrupted()  # the caller's staged_dir removes tmp
     old: Optional[Path] = None
     try:
         if out.exists() or out.is_symlink():
@@ -276,6 +308,12 @@ def publish_all(pairs: List[Tuple[Path, Path]]) -> None:
     put back, so either all appear or none (a video is never left without its sidecar)."""
     moved: List[Tuple[Path, Path]] = []       # (aside, final)
     placed: List[Path] = []
+    try:
+        raise_if_interrupted()
+    except KeyboardInterrupt:
+        for tmp, _ in pairs:
+            _remove(tmp)
+        raise
     try:
         for tmp, final in pairs:
             if final.exists() or final.is_symlink():

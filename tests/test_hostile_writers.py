@@ -296,3 +296,49 @@ def test_data_flow_fps_must_be_finite(tmp_path, value):
                              "--no-progress"))
     assert f"flow_fps = {value}: expected a finite number > 0" in line
     assert list(tmp_path.iterdir()) == []
+
+
+def _swallowed_interrupt() -> None:
+    """What MindSpore's compiler does with a Ctrl-C that lands in a Python callback it calls:
+    the KeyboardInterrupt is caught there and the work goes on."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs before kill returns
+        time.sleep(0.05)
+    except KeyboardInterrupt:
+        pass
+
+
+def test_a_swallowed_interrupt_still_stops_publishing(tmp_path):
+    from svdeploy.cliutil import termination_as_interrupt
+
+    tmp, out = tmp_path / ".out.partial-1-x", tmp_path / "out"
+    tmp.mkdir()
+    (tmp / "graph.onnx").write_bytes(b"finished")
+    with pytest.raises(KeyboardInterrupt):
+        with termination_as_interrupt():
+            _swallowed_interrupt()
+            fsutil.replace_dir(tmp, out)
+    assert not out.exists()
+    single = tmp_path / "video.npy"
+    with pytest.raises(KeyboardInterrupt):
+        with termination_as_interrupt():
+            _swallowed_interrupt()
+            fsutil.atomic_write_bytes(single, b"frames")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [tmp.name]  # no file, no temporary
+    fsutil.replace_dir(tmp, out)  # outside the CLI scope: Python's own handling, no latch
+    assert (out / "graph.onnx").exists()
+
+
+def test_export_with_a_swallowed_interrupt_publishes_nothing(checkpoint, tmp_path, monkeypatch):
+    real = export_api._export_graph
+
+    def export_graph(*args, **kwargs):
+        _swallowed_interrupt()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export_api, "_export_graph", export_graph)
+    result = invoke(export_cli, "--checkpoint", checkpoint, "--out", tmp_path / "art",
+                    "--format", "onnx", "--no-validate", "--quiet")
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip().splitlines()[-1] == "interrupted"
+    assert list(tmp_path.iterdir()) == []

@@ -23,6 +23,7 @@ from svdeploy.errors import CheckpointError, ExportError
 from svdeploy.fsutil import (
     apply_umask,
     check_replaceable,
+    raise_if_interrupted,
     remove_quietly,
     replace_dir,
     staged_dir,
@@ -295,6 +296,7 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
                     bar.set_description(f"export {spec.name}.{fmt}")
                     entry, report = _export_graph(tmp, spec, fmt, net, settings, kernels,
                                                   expected.get(spec.name), lite)
+                    raise_if_interrupted()  # MindSpore's compiler may have eaten a Ctrl-C
                     entries.append(entry)
                     reports.append(report)
                     failures.extend(_report_graph(report, log))
