@@ -126,6 +126,17 @@ def test_train_never_imports_runtime_export_serve_or_benchmarks():
                   "svdeploy.serve or svdeploy.benchmarks")
 
 
+def test_serve_uses_the_runtime_through_its_package_api_only():
+    """svd-serve is the runtime behind HTTP: it takes what it needs from ``svdeploy.runtime``'s
+    public names, never from the runtime's modules, nor from models, export or train."""
+    found = _violations("serve", {"core", "runtime"})
+    for module, imports in IMPORTS.items():
+        if _part(module) == "serve":
+            found += [f"{_where(module, line)} imports {target}" for target, line, _ in imports
+                      if target.startswith("svdeploy.runtime.")]
+    _check(found, "svdeploy.serve imports only the core and the svdeploy.runtime package")
+
+
 def test_core_modules_import_only_core():
     found = []
     for module in sorted(CORE):

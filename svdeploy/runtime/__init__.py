@@ -8,12 +8,16 @@ from .backends import (
                        BACKEND_FORMATS,
                        BACKEND_PREFERENCE,
                        BACKENDS,
+                       PRECISIONS,
                        CheckedGraph,
                        LoadedArtifact,
                        choose_backend,
                        load_artifact,
+                       resolve_precision,
+                       runnable_format,
 )
 from .guidance import apply_guidance, guidance_scales, split_guidance_batch
+from .lite import lite_importable, resolve_lite_python
 from .pipeline import GenerationResult, SamplingParams, VideoPipeline, resolve_sampling_params
 from .preprocess import (
                        CLIP_MEAN,
@@ -40,7 +44,8 @@ from .video import frames_to_uint8, output_kind, save_frames, sidecar_path
 
 __all__ = [
     "BACKEND_FORMATS", "BACKEND_PREFERENCE", "BACKENDS", "CheckedGraph", "LoadedArtifact",
-    "choose_backend", "load_artifact",
+    "choose_backend", "load_artifact", "PRECISIONS", "resolve_precision", "runnable_format",
+    "lite_importable", "resolve_lite_python",
     "apply_guidance", "guidance_scales", "split_guidance_batch",
     "GenerationResult", "SamplingParams", "VideoPipeline", "resolve_sampling_params",
     "CLIP_MEAN", "CLIP_STD", "center_crop_box", "clip_pixel_values", "fit_to_size", "load_image",

@@ -149,7 +149,7 @@ def job_view(record: Record) -> Dict[str, Any]:
 
 def artifact_summary(manifest: Any, settings: ServeSettings) -> Dict[str, Any]:
     """The manifest's summary for GET /v1/artifact."""
-    from svdeploy.runtime.backends import runnable_format
+    from svdeploy.runtime import runnable_format
 
     # the graphs the replicas run (lite: the Lite graphs, else the MindIR ones)
     fmt = runnable_format(settings.backend, manifest.formats())

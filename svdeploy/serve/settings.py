@@ -8,8 +8,7 @@ from typing import Any, Dict, Optional
 
 from svdeploy.errors import BackendError, InputError
 from svdeploy.manifest import Manifest, read_manifest
-from svdeploy.runtime import choose_backend
-from svdeploy.runtime.backends import PRECISIONS, resolve_precision
+from svdeploy.runtime import PRECISIONS, choose_backend, resolve_precision
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)\s*$", re.IGNORECASE)
@@ -93,10 +92,10 @@ def lite_interpreter(explicit: Optional[str]) -> Optional[str]:
     """The interpreter the lite replicas will use, resolved here (the option, else
     SVDEPLOY_LITE_PYTHON) so that replicas on other nodes get the same path; None when
     mindspore_lite imports in this Python. Neither: refused before Ray starts."""
-    from svdeploy.runtime import lite
+    from svdeploy.runtime import lite_importable, resolve_lite_python
 
-    named = lite.resolve_lite_python(explicit)
-    if named is None and not lite.lite_importable():
+    named = resolve_lite_python(explicit)
+    if named is None and not lite_importable():
         raise BackendError("backend 'lite': mindspore_lite does not import in this Python and no "
                            "interpreter is named; pass --lite-python PYTHON (one with "
                            "mindspore_lite installed) or set SVDEPLOY_LITE_PYTHON")
