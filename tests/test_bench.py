@@ -248,7 +248,7 @@ def test_frozen_worker_uses_no_cpu_from_the_moment_freeze_returns():
     import sys
     import time
 
-    from svdeploy.benchmarks.common import ServedWorker
+    from svdeploy.benchmarks.processes import ServedWorker
 
     spin = ("import threading\n"
             "def spin():\n    while True: pass\n"

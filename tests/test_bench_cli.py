@@ -13,16 +13,12 @@ from click.testing import CliRunner
 
 from svdeploy.benchmarks import gpu_svd_xt, harness
 from svdeploy.benchmarks.cli import main
-from svdeploy.benchmarks.common import (
-    MemoryGuard,
-    Stats,
-    cpu_bf16_flags,
-    relative_l2,
-    run_measured,
-    time_repeated,
-)
 from svdeploy.benchmarks.harness import resolve_settings
+from svdeploy.benchmarks.machine import cpu_bf16_flags
+from svdeploy.benchmarks.processes import MemoryGuard, run_measured
+from svdeploy.benchmarks.stats import Stats, time_repeated
 from svdeploy.config import load_model_config
+from svdeploy.contract import relative_error as relative_l2
 from svdeploy.errors import ConfigError
 from svdeploy.kernels.probe import fastest_conv
 
@@ -150,7 +146,7 @@ def test_stats_and_budget():
 def test_worker_peak_rss_is_its_own(tmp_path):
     """A small worker started while this process holds a large buffer reports its own peak:
     ru_maxrss would report at least this process's size (Linux copies it across fork + exec)."""
-    from svdeploy.benchmarks.common import run_worker
+    from svdeploy.benchmarks.processes import run_worker
 
     ballast = np.ones(700 * 2**20 // 8)  # 700 MiB resident in the parent
     ballast += 1

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
-from .common import machine_info
 from .harness import SUITES, BenchSettings, Workspace
+from .machine import machine_info
 from .report import write_report
 from .suites import run_suite
 

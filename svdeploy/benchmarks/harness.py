@@ -15,17 +15,10 @@ from svdeploy.config import ModelConfig, check_video_size, to_dict
 from svdeploy.contract import NETWORK_NAMES
 from svdeploy.errors import ConfigError
 
-from .common import (
-    BF16_CPU_FLAGS,
-    ChildRun,
-    MemoryGuard,
-    ServedWorker,
-    cpu_bf16_flags,
-    run_worker,
-    save_npz_atomic,
-    write_json_atomic,
-)
+from .common import save_npz_atomic, write_json_atomic
+from .machine import BF16_CPU_FLAGS, cpu_bf16_flags
 from .peers import PEERS
+from .processes import ChildRun, MemoryGuard, ServedWorker, run_worker
 from .weights import PreparedWeights, config_digest, prepare_weights
 
 SUITES: Tuple[str, ...] = ("export", "graphs", "e2e", "memory", "train", "serve")

@@ -196,7 +196,7 @@ def export_plain_onnx(ctx: PeerContext, path: Path) -> Dict[str, Any]:
 def _ort_session(path: Path, threads: int) -> Any:
     import onnxruntime as ort
 
-    from .common import ort_session_options
+    from .machine import ort_session_options
 
     return ort.InferenceSession(str(path), sess_options=ort_session_options(threads),
                                 providers=["CPUExecutionProvider"])

@@ -14,10 +14,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from svdeploy.contract import TAIL_GRAPH
+from svdeploy.contract import relative_error as relative_l2
 
-from .common import ChildRun, ServedWorker, Stats, load_average, relative_l2, save_npz_atomic
+from .common import save_npz_atomic
 from .flops import graph_flops
 from .harness import GRAPHS, BenchSettings, Workspace
+from .machine import load_average
 from .peers import (
     ARTIFACT_FORMAT,
     OPENVINO_PEERS,
@@ -28,6 +30,8 @@ from .peers import (
     peer_precision,
     reference_peer,
 )
+from .processes import ChildRun, ServedWorker
+from .stats import Stats
 
 Log = Callable[[str], None]
 

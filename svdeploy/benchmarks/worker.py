@@ -20,14 +20,10 @@ import numpy as np
 
 from svdeploy.config import ModelConfig, model_config_from_dict
 
-from .common import (
-    PROTOCOL,
-    save_npz_atomic,
-    set_mindspore_threads,
-    set_torch_threads,
-    time_repeated,
-    write_json_atomic,
-)
+from .common import save_npz_atomic, write_json_atomic
+from .machine import set_mindspore_threads, set_torch_threads
+from .processes import PROTOCOL
+from .stats import time_repeated
 
 
 def _rss_now() -> int:
@@ -567,7 +563,7 @@ def task_gemm(spec: Dict[str, Any]) -> Dict[str, Any]:
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
 
-        from .common import ort_session_options
+        from .machine import ort_session_options
 
         graph = helper.make_graph(
             [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
