@@ -39,6 +39,11 @@ def termination_as_interrupt() -> Iterator[None]:
     try:
         yield
         raise_if_interrupted()  # a library caught the KeyboardInterrupt: the run still ends so
+    except Exception:
+        # a library turned the KeyboardInterrupt into its own error (MindSpore: RuntimeError)
+        if latch.signum is not None:
+            raise KeyboardInterrupt(f"signal {latch.signum}") from None
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

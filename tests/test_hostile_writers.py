@@ -342,3 +342,19 @@ def test_export_with_a_swallowed_interrupt_publishes_nothing(checkpoint, tmp_pat
     assert result.exit_code == 130, result.output
     assert result.stderr.strip().splitlines()[-1] == "interrupted"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupt_turned_into_another_error_still_ends_as_interrupted(checkpoint, tmp_path,
+                                                                          monkeypatch):
+    """A library that catches the KeyboardInterrupt and raises its own error instead: the CLI
+    still says "interrupted" with status 130, not the library's error."""
+    def export_graph(*args, **kwargs):
+        _swallowed_interrupt()
+        raise RuntimeError("compile failed: KeyboardInterrupt in a Python callback")
+
+    monkeypatch.setattr(export_api, "_export_graph", export_graph)
+    result = invoke(export_cli, "--checkpoint", checkpoint, "--out", tmp_path / "art",
+                    "--format", "onnx", "--no-validate", "--quiet")
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip().splitlines()[-1] == "interrupted"
+    assert list(tmp_path.iterdir()) == []
