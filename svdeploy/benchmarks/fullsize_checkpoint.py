@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from svdeploy.benchmarks.processes import tree_rss
 from svdeploy.config import PRESETS, load_model_config
 from svdeploy.models.keys import count_parameters, numel, sgm_parameter_shapes
 from svdeploy.models.weights_io import SafetensorsWriter
@@ -76,13 +77,7 @@ def _poll_peak_rss(pid: int, stop: threading.Event, result: List[int]) -> None:
     try:
         process = psutil.Process(pid)
         while not stop.is_set():
-            rss = process.memory_info().rss
-            for child in process.children(recursive=True):
-                try:
-                    rss += child.memory_info().rss
-                except psutil.Error:
-                    pass
-            result[0] = max(result[0], rss)
+            result[0] = max(result[0], tree_rss(process))
             time.sleep(0.02)
     except psutil.Error:
         pass  # the process ended

@@ -139,4 +139,7 @@ def load_average() -> Optional[List[float]]:
     return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
-__all__ = ["set_torch_threads", "set_mindspore_threads", "ort_session_options", "thread_env", "BF16_CPU_FLAGS", "cpu_flags", "cpu_bf16_flags", "machine_info", "load_average"]
+__all__ = [
+    "set_torch_threads", "set_mindspore_threads", "ort_session_options", "thread_env",
+    "BF16_CPU_FLAGS", "cpu_flags", "cpu_bf16_flags", "machine_info", "load_average"
+]

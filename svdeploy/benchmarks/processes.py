@@ -25,6 +25,20 @@ PROTOCOL = "@@svd-bench@@"  # marks the worker protocol's lines among whatever l
 # ---------------------------------------------------------------------------------------------
 # Child processes
 # ---------------------------------------------------------------------------------------------
+def tree_rss(process: Any) -> int:
+    """Resident bytes of a psutil process and all its descendants (a child that ends while
+    being read counts as 0); psutil.Error when ``process`` itself has ended."""
+    import psutil
+
+    rss = process.memory_info().rss
+    for child in process.children(recursive=True):
+        try:
+            rss += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return int(rss)
+
+
 @dataclass
 class ChildRun:
     returncode: int
@@ -98,13 +112,7 @@ class MemoryGuard:
             sizes = []
             for entry in entries:
                 try:
-                    proc = psutil.Process(entry.process.pid)
-                    rss = proc.memory_info().rss
-                    for child in proc.children(recursive=True):
-                        try:
-                            rss += child.memory_info().rss
-                        except psutil.Error:
-                            pass
+                    rss = tree_rss(psutil.Process(entry.process.pid))
                 except psutil.Error:
                     continue  # ended
                 entry.peak_bytes = max(entry.peak_bytes, rss)
@@ -375,4 +383,7 @@ class ServedWorker:
         return run
 
 
-__all__ = ["WORKER_MODULE", "PROTOCOL", "ChildRun", "MemoryGuard", "kill_process", "Watch", "resource_zero", "run_measured", "run_worker", "ServedWorker"]
+__all__ = [
+    "WORKER_MODULE", "PROTOCOL", "ChildRun", "MemoryGuard", "kill_process", "Watch",
+    "resource_zero", "tree_rss", "run_measured", "run_worker", "ServedWorker"
+]
