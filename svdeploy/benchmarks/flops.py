@@ -3,7 +3,8 @@
 Counted: 2 × multiply-adds of every convolution (spatial, temporal, 1×1), every linear layer and
 both attention products (Q·Kᵀ and P·V). Not counted: norms, activations, softmax, residual sums,
 resizes, concatenations (a few percent of the work at most). The structure follows
-svdeploy.models (sgm's VideoUNet, Encoder, VideoDecoder, OpenCLIP ViT).
+svdeploy.models (sgm's VideoUNet, Encoder, VideoDecoder, OpenCLIP ViT); the U-Net's blocks are
+those of its block plan (svdeploy.models.plan).
 
 Two counts differ in how the work is scheduled, not in the math:
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Literal, Optional
 
 from svdeploy.config import ModelConfig
+from svdeploy.models.plan import CONV_IN, DOWNSAMPLE, RESNET, TRANSFORMER, UPSAMPLE, unet_plan
 
 Mode = Literal["svdeploy", "diffusers"]
 MODES = ("svdeploy", "diffusers")
@@ -175,37 +177,23 @@ def unet_flops(cfg: ModelConfig, frames: int, latent_h: int, latent_w: int, guid
     f.linear(rows, emb, emb)
 
     h, w = latent_h, latent_w
-    f.conv(n, h, w, u.in_channels, mc, 3)          # input_blocks.0
-    skips = [mc]
-    ch = mc
-    ds = 1
-    for level, mult in enumerate(u.channel_mult):
-        for _ in range(u.num_res_blocks):
-            f.add(video_resblock(n, h, w, ch, mult * mc, emb, k))
-            ch = mult * mc
-            if ds in u.attention_resolutions:
-                f.add(spatial_video_transformer(mode, b, frames, h, w, ch, u.context_dim,
-                                                u.transformer_depth))
-            skips.append(ch)
-        if level != len(u.channel_mult) - 1:
+    for layer in unet_plan(u).layers():
+        cin, cout = layer.channels_in, layer.channels_out
+        if layer.kind == RESNET:
+            f.add(video_resblock(n, h, w, cin, cout, emb, k))
+        elif layer.kind == TRANSFORMER:
+            f.add(spatial_video_transformer(mode, b, frames, h, w, cout, u.context_dim,
+                                            u.transformer_depth))
+        elif layer.kind == DOWNSAMPLE:
             h, w = (h + 1) // 2, (w + 1) // 2      # 3×3, stride 2, padding 1
-            f.conv(n, h, w, ch, ch, 3)
-            skips.append(ch)
-            ds *= 2
-    f.add(video_resblock(n, h, w, ch, ch, emb, k))  # middle block
-    f.add(spatial_video_transformer(mode, b, frames, h, w, ch, u.context_dim, u.transformer_depth))
-    f.add(video_resblock(n, h, w, ch, ch, emb, k))
-    for level, mult in list(enumerate(u.channel_mult))[::-1]:
-        for i in range(u.num_res_blocks + 1):
-            f.add(video_resblock(n, h, w, ch + skips.pop(), mc * mult, emb, k))
-            ch = mc * mult
-            if ds in u.attention_resolutions:
-                f.add(spatial_video_transformer(mode, b, frames, h, w, ch, u.context_dim,
-                                                u.transformer_depth))
-            if level and i == u.num_res_blocks:
-                h, w = 2 * h, 2 * w
-                f.conv(n, h, w, ch, ch, 3)         # nearest ×2, then conv3×3
-                ds //= 2
+            f.conv(n, h, w, cin, cout, 3)
+        elif layer.kind == UPSAMPLE:
+            h, w = 2 * h, 2 * w
+            f.conv(n, h, w, cin, cout, 3)          # nearest ×2, then conv3×3
+        elif layer.kind == CONV_IN:
+            f.conv(n, h, w, cin, cout, 3)
+        else:
+            raise ValueError(f"unknown U-Net layer kind {layer.kind!r}")
     f.conv(n, h, w, mc, u.out_channels, 3)          # out.2
     return f
 

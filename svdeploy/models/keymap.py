@@ -3,7 +3,8 @@
 Three source layouts besides sgm itself:
 
 * **diffusers** (``unet/``, ``vae/``, ``image_encoder/`` folders). :func:`diffusers_recipes`
-  walks the analytic sgm table (:mod:`svdeploy.models.keys`) and says, for every sgm tensor,
+  walks the analytic sgm table (:mod:`svdeploy.models.keys`; the U-Net's module names on both
+  sides come from its block plan, :mod:`svdeploy.models.plan`) and says, for every sgm tensor,
   which diffusers tensor(s) make it and how (copy, 1×1-conv reshape, transpose, q/k/v packing).
   The rules are those of ``sgm_diffusers_mapping.md`` (decoder up blocks in reverse order, VAE
   mid-attention linears → 1×1 convs, OpenCLIP ``in_proj`` packing q, k, v in that order,
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -48,6 +49,7 @@ from svdeploy.config import (
 from svdeploy.errors import ConfigError
 
 from .keys import NETWORK_PREFIXES, NETWORKS, network_of, network_parameter_shapes
+from .plan import CONV_IN, DOWNSAMPLE, RESNET, TRANSFORMER, UPSAMPLE, Layer, unet_plan
 
 Shape = Tuple[int, ...]
 
@@ -166,38 +168,29 @@ def _unet_transformer(rest: str) -> str:
     return rest  # norm, proj_in, proj_out, transformer_blocks.*, time_mixer.mix_factor
 
 
-def _unet_name(name: str, layers: int) -> str:
-    """sgm VideoUNet name (without prefix) → diffusers UNetSpatioTemporalConditionModel name."""
-    fixed = {"time_embed.0": "time_embedding.linear_1", "time_embed.2": "time_embedding.linear_2",
-             "label_emb.0.0": "add_embedding.linear_1", "label_emb.0.2": "add_embedding.linear_2",
-             "input_blocks.0.0": "conv_in", "out.0": "conv_norm_out", "out.2": "conv_out"}
+# The U-Net's stem and head, outside the planned blocks.
+_UNET_FIXED = {"time_embed.0": "time_embedding.linear_1", "time_embed.2": "time_embedding.linear_2",
+               "label_emb.0.0": "add_embedding.linear_1", "label_emb.0.2": "add_embedding.linear_2",
+               "out.0": "conv_norm_out", "out.2": "conv_out"}
+# Inside a planned layer: sgm's parameter name after the layer's name → diffusers'. The
+# downsampler's convolution is ``op`` in sgm and ``conv`` in diffusers.
+_UNET_LAYER_PARAMS: Dict[str, Callable[[str], str]] = {
+    RESNET: _unet_resnet, TRANSFORMER: _unet_transformer,
+    DOWNSAMPLE: lambda rest: "conv." + rest[len("op."):], UPSAMPLE: lambda rest: rest,
+    CONV_IN: lambda rest: rest}
+
+
+def _unet_name(name: str, layers: Mapping[str, Layer]) -> str:
+    """sgm VideoUNet name (without prefix) → diffusers UNetSpatioTemporalConditionModel name;
+    ``layers``: the block plan's layers by sgm name."""
     module, param = _split_param(name)
-    if module in fixed:
-        return f"{fixed[module]}.{param}"
-    match = re.match(r"input_blocks\.(\d+)\.(\d+)\.(.*)$", name)
-    if match:
-        index, layer, rest = int(match.group(1)), int(match.group(2)), match.group(3)
-        level, j = (index - 1) // (layers + 1), (index - 1) % (layers + 1)
-        if j == layers:  # the level's downsampler
-            return f"down_blocks.{level}.downsamplers.0.conv.{rest[len('op.'):]}"
-        if layer == 0:
-            return f"down_blocks.{level}.resnets.{j}.{_unet_resnet(rest)}"
-        return f"down_blocks.{level}.attentions.{j}.{_unet_transformer(rest)}"
-    match = re.match(r"middle_block\.(\d)\.(.*)$", name)
-    if match:
-        layer, rest = int(match.group(1)), match.group(2)
-        if layer == 1:
-            return f"mid_block.attentions.0.{_unet_transformer(rest)}"
-        return f"mid_block.resnets.{layer // 2}.{_unet_resnet(rest)}"
-    match = re.match(r"output_blocks\.(\d+)\.(\d+)\.(.*)$", name)
-    if match:
-        index, layer, rest = int(match.group(1)), int(match.group(2)), match.group(3)
-        level, j = index // (layers + 1), index % (layers + 1)
-        if rest.startswith("conv."):  # the upsampler (layer 1 or 2)
-            return f"up_blocks.{level}.upsamplers.0.conv.{rest[len('conv.'):]}"
-        if layer == 0:
-            return f"up_blocks.{level}.resnets.{j}.{_unet_resnet(rest)}"
-        return f"up_blocks.{level}.attentions.{j}.{_unet_transformer(rest)}"
+    if module in _UNET_FIXED:
+        return f"{_UNET_FIXED[module]}.{param}"
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):  # the longest layer name that prefixes it
+        layer = layers.get(".".join(parts[:cut]))
+        if layer is not None:
+            return f"{layer.diffusers}.{_UNET_LAYER_PARAMS[layer.kind]('.'.join(parts[cut:]))}"
     raise KeyError(name)
 
 
@@ -300,11 +293,12 @@ def _clip_recipe(name: str) -> Tuple[Tuple[str, ...], str]:
 def diffusers_recipes(cfg: ModelConfig) -> Dict[str, Recipe]:
     """For every sgm tensor of ``cfg``: the diffusers component tensors that make it."""
     recipes: Dict[str, Recipe] = {}
+    unet_layers = {layer.sgm: layer for layer in unet_plan(cfg.unet).layers()}
     for network in NETWORKS:
         prefix = NETWORK_PREFIXES[network]
         for name in network_parameter_shapes(cfg, network):
             if network == "unet":
-                sources: Tuple[Tuple[str, str], ...] = (("unet", _unet_name(name, cfg.unet.num_res_blocks)),)
+                sources: Tuple[Tuple[str, str], ...] = (("unet", _unet_name(name, unet_layers)),)
                 op = COPY
             elif network == "vae_encoder":
                 dname, op = _vae_encoder_name(name)

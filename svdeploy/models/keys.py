@@ -5,7 +5,8 @@ no allocation), so a 9 GB checkpoint can be checked strictly against it before a
 read, and without building a network. It follows the module structure of Stability's code
 (generative-models ``sgm/``) exactly:
 
-- U-Net: ``sgm.modules.diffusionmodules.video_model.VideoUNet`` with ``VideoResBlock`` (spatial
+- U-Net: ``sgm.modules.diffusionmodules.video_model.VideoUNet`` (its blocks as the block plan,
+  :mod:`svdeploy.models.plan`, lays them out) with ``VideoResBlock`` (spatial
   ``ResBlock`` + temporal ``ResBlock`` over a (k,1,1) Conv3d + ``AlphaBlender``) and
   ``sgm.modules.video_attention.SpatialVideoTransformer`` (linear proj_in/out, GEGLU, one temporal
   ``VideoTransformerBlock`` per spatial block, ff_in, spatial context for the temporal attn2);
@@ -17,10 +18,12 @@ read, and without building a network. It follows the module structure of Stabili
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
-from svdeploy.config import ModelConfig
+from svdeploy.config import ModelConfig, UNetConfig
 from svdeploy.contract import NETWORK_NAMES
+
+from .plan import CONV_IN, DOWNSAMPLE, RESNET, TRANSFORMER, UPSAMPLE, Layer, unet_plan
 
 Shape = Tuple[int, ...]
 
@@ -146,57 +149,37 @@ def _unet_transformer(prefix: str, channels: int, context_dim: int, depth: int) 
 # ---------------------------------------------------------------------------------------------
 # Networks
 # ---------------------------------------------------------------------------------------------
+def _unet_layer(layer: Layer, u: UNetConfig) -> Entries:
+    """The parameters of one layer of the block plan."""
+    name, cin, cout = layer.sgm, layer.channels_in, layer.channels_out
+    if layer.kind == RESNET:
+        yield from _unet_resblock(name, cin, cout, u.time_embed_dim, u.video_kernel_size)
+    elif layer.kind == TRANSFORMER:
+        yield from _unet_transformer(name, cout, u.context_dim, u.transformer_depth)
+    elif layer.kind == DOWNSAMPLE:
+        yield from _conv(f"{name}.op", cout, cin, (3, 3))
+    elif layer.kind == UPSAMPLE:
+        yield from _conv(f"{name}.conv", cout, cin, (3, 3))
+    elif layer.kind == CONV_IN:
+        yield from _conv(name, cout, cin, (3, 3))
+    else:
+        raise ValueError(f"unknown U-Net layer kind {layer.kind!r}")
+
+
 def unet_entries(cfg: ModelConfig) -> Entries:
-    """sgm VideoUNet, following its constructor loop by loop."""
+    """sgm VideoUNet: the embeddings, the blocks of the plan (models/plan.py), the out head."""
     u = cfg.unet
-    mc, emb, k = u.model_channels, u.time_embed_dim, u.video_kernel_size
-    depth = u.transformer_depth
+    mc, emb = u.model_channels, u.time_embed_dim
     yield from _linear("time_embed.0", emb, mc)
     yield from _linear("time_embed.2", emb, emb)
     yield from _linear("label_emb.0.0", emb, u.adm_in_channels)
     yield from _linear("label_emb.0.2", emb, emb)
-    yield from _conv("input_blocks.0.0", mc, u.in_channels, (3, 3))
-
-    skip_channels: List[int] = [mc]
-    ch, ds, index = mc, 1, 1
-    for level, mult in enumerate(u.channel_mult):
-        for _ in range(u.num_res_blocks):
-            out = mc * mult
-            yield from _unet_resblock(f"input_blocks.{index}.0", ch, out, emb, k)
-            ch = out
-            if ds in u.attention_resolutions:
-                yield from _unet_transformer(f"input_blocks.{index}.1", ch, u.context_dim, depth)
-            skip_channels.append(ch)
-            index += 1
-        if level != len(u.channel_mult) - 1:
-            yield from _conv(f"input_blocks.{index}.0.op", ch, ch, (3, 3))
-            skip_channels.append(ch)
-            ds *= 2
-            index += 1
-
-    yield from _unet_resblock("middle_block.0", ch, ch, emb, k)
-    yield from _unet_transformer("middle_block.1", ch, u.context_dim, depth)
-    yield from _unet_resblock("middle_block.2", ch, ch, emb, k)
-
-    index = 0
-    for level in reversed(range(len(u.channel_mult))):
-        mult = u.channel_mult[level]
-        for i in range(u.num_res_blocks + 1):
-            skip = skip_channels.pop()
-            out = mc * mult
-            yield from _unet_resblock(f"output_blocks.{index}.0", ch + skip, out, emb, k)
-            ch = out
-            layer = 1
-            if ds in u.attention_resolutions:
-                yield from _unet_transformer(f"output_blocks.{index}.1", ch, u.context_dim, depth)
-                layer = 2
-            if level and i == u.num_res_blocks:
-                yield from _conv(f"output_blocks.{index}.{layer}.conv", ch, ch, (3, 3))
-                ds //= 2
-            index += 1
-
-    yield from _affine("out.0", ch)
-    # sgm builds the output conv from model_channels (== ch whenever channel_mult[0] == 1).
+    plan = unet_plan(u)
+    for layer in plan.layers():
+        yield from _unet_layer(layer, u)
+    yield from _affine("out.0", plan.channels_out)
+    # sgm builds the output conv from model_channels (== the last block's width whenever
+    # channel_mult[0] == 1).
     yield from _conv("out.2", u.out_channels, mc, (3, 3))
 
 

@@ -5,7 +5,7 @@ Shapes in comments: N = B·T samples, C channels, H×W pixels, P = H·W, E time-
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Optional
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
@@ -16,6 +16,7 @@ from svdeploy.kernels.linear import Conv2d, Linear, TemporalConv, upsample_neare
 from svdeploy.kernels.norm import GroupNorm
 
 from .layers import BasicTransformerBlock, MixFactor, VideoTransformerBlock, timestep_embedding
+from .plan import CONV_IN, DOWNSAMPLE, RESNET, TRANSFORMER, UPSAMPLE, Block, Layer, unet_plan
 
 
 def _silu(x: Tensor) -> Tensor:
@@ -202,6 +203,29 @@ class EmbedSequential(nn.SequentialCell):
         return x
 
 
+def _layer_cell(layer: Layer, cfg: UNetConfig, kernels: KernelConfig) -> nn.Cell:
+    """The cell of one planned layer."""
+    cin, cout = layer.channels_in, layer.channels_out
+    if layer.kind == RESNET:
+        return VideoResBlock(cin, cfg.time_embed_dim, cout, cfg, kernels)
+    if layer.kind == TRANSFORMER:
+        heads = cout // cfg.num_head_channels
+        return SpatialVideoTransformer(cout, heads, cfg.num_head_channels, cfg.transformer_depth,
+                                       cfg.context_dim, kernels, cfg.max_time_embed_period)
+    if layer.kind == DOWNSAMPLE:
+        return Downsample(cout, kernels)
+    if layer.kind == UPSAMPLE:
+        return Upsample(cout, kernels)
+    if layer.kind == CONV_IN:
+        return InputConv(cin, cout, 3, padding=1, compute_dtype=kernels.compute_dtype,
+                         kind=kernels.conv)
+    raise ValueError(f"unknown U-Net layer kind {layer.kind!r}")
+
+
+def _block_cell(block: Block, cfg: UNetConfig, kernels: KernelConfig) -> EmbedSequential:
+    return EmbedSequential([_layer_cell(layer, cfg, kernels) for layer in block.layers])
+
+
 class VideoUNet(nn.Cell):
     """sgm VideoUNet for SVD.
 
@@ -222,51 +246,17 @@ class VideoUNet(nn.Cell):
             Linear(cfg.adm_in_channels, emb_dim, compute_dtype=cd), nn.SiLU(),
             Linear(emb_dim, emb_dim, compute_dtype=cd)])])
 
-        def transformer(ch: int) -> SpatialVideoTransformer:
-            heads = ch // cfg.num_head_channels
-            return SpatialVideoTransformer(ch, heads, cfg.num_head_channels,
-                                           cfg.transformer_depth, cfg.context_dim, kernels,
-                                           cfg.max_time_embed_period)
+        # The blocks as the plan lays them out; a cell's place in its EmbedSequential gives
+        # it Stability's name (input_blocks.1.0, ...).
+        plan = unet_plan(cfg)
+        self.input_blocks = nn.CellList([_block_cell(b, cfg, kernels) for b in plan.input_blocks])
+        self.middle_block = _block_cell(plan.middle_block, cfg, kernels)
+        self.output_blocks = nn.CellList([_block_cell(b, cfg, kernels) for b in plan.output_blocks])
 
-        def resblock(ch: int, out: int) -> VideoResBlock:
-            return VideoResBlock(ch, emb_dim, out, cfg, kernels)
-
-        blocks: List[nn.Cell] = [EmbedSequential([InputConv(cfg.in_channels, mc, 3, padding=1,
-                                                            compute_dtype=cd,
-                                                            kind=kernels.conv)])]
-        skip_channels = [mc]
-        ch = mc
-        ds = 1
-        for level, mult in enumerate(cfg.channel_mult):
-            for _ in range(cfg.num_res_blocks):
-                layers: List[nn.Cell] = [resblock(ch, mult * mc)]
-                ch = mult * mc
-                if ds in cfg.attention_resolutions:
-                    layers.append(transformer(ch))
-                blocks.append(EmbedSequential(layers))
-                skip_channels.append(ch)
-            if level != len(cfg.channel_mult) - 1:
-                blocks.append(EmbedSequential([Downsample(ch, kernels)]))
-                skip_channels.append(ch)
-                ds *= 2
-        self.input_blocks = nn.CellList(blocks)
-
-        self.middle_block = EmbedSequential([resblock(ch, ch), transformer(ch), resblock(ch, ch)])
-
-        out_blocks: List[nn.Cell] = []
-        for level, mult in list(enumerate(cfg.channel_mult))[::-1]:
-            for i in range(cfg.num_res_blocks + 1):
-                layers = [resblock(ch + skip_channels.pop(), mc * mult)]
-                ch = mc * mult
-                if ds in cfg.attention_resolutions:
-                    layers.append(transformer(ch))
-                if level and i == cfg.num_res_blocks:
-                    layers.append(Upsample(ch, kernels))
-                    ds //= 2
-                out_blocks.append(EmbedSequential(layers))
-        self.output_blocks = nn.CellList(out_blocks)
-
-        self.out = nn.CellList([GroupNorm(GROUPS, ch, cfg.resblock_eps, kernels.group_norm),
+        # sgm builds the output conv from model_channels (== the last block's width
+        # whenever channel_mult[0] == 1)
+        self.out = nn.CellList([GroupNorm(GROUPS, plan.channels_out, cfg.resblock_eps,
+                                          kernels.group_norm),
                                 nn.SiLU(), Conv2d(mc, cfg.out_channels, 3, padding=1,
                                                   compute_dtype=cd, kind=kernels.conv)])
 
