@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import mindspore as ms
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -210,6 +211,50 @@ def test_validation_failure_lists_every_graph_and_leaves_nothing(checkpoint, tmp
     message = str(info.value)
     assert "vae_encoder.onnx" in message and "unet.onnx" in message
     assert not out.exists()
+    assert not list(tmp_path.iterdir())
+
+
+def _patched_onnxruntime_loader(monkeypatch, change):
+    """Wrap the runtime's ONNX Runtime loader (the one svd-run uses) so that ``change`` edits
+    every output list; returns the (entry, manifest) pairs it loaded."""
+    from svdeploy.runtime import backends
+
+    real = backends._load_onnxruntime
+    loaded = []
+
+    def loader(entry, path, manifest):
+        loaded.append((entry, manifest))
+        run = real(entry, path, manifest)
+        return lambda inputs: change(list(run(inputs)))
+
+    monkeypatch.setitem(backends._LOADERS, "onnxruntime", loader)
+    return loaded
+
+
+def test_validation_runs_the_graph_through_the_runtimes_loader(checkpoint, tmp_path,
+                                                                 monkeypatch):
+    """What is validated is what svd-run runs: corrupting the runtime's ONNX Runtime outputs
+    fails the export's parity check of that graph."""
+    loaded = _patched_onnxruntime_loader(monkeypatch, lambda outs: [o + 1.0 for o in outs])
+    out = tmp_path / "corrupted"
+    with pytest.raises(ExportError, match=r"vae_encoder\.onnx: max relative error \S+ > "
+                                          r"tolerance 1e-04"):
+        export_artifact(checkpoint, out, formats=("onnx",), graphs=("vae_encoder",),
+                        progress=False)
+    assert not out.exists()
+    [(entry, manifest)] = loaded
+    assert (entry.name, entry.format, entry.file) == ("vae_encoder", "onnx", "vae_encoder.onnx")
+    assert manifest.target == "cpu" and manifest.variant == "tiny" and manifest.graphs == []
+
+
+def test_validation_holds_outputs_to_the_manifest_entry(checkpoint, tmp_path, monkeypatch):
+    """The runtime's CheckedGraph runs at export: an output whose dtype differs from the entry
+    export writes is refused, though its values are right."""
+    _patched_onnxruntime_loader(monkeypatch, lambda outs: [o.astype(np.float64) for o in outs])
+    with pytest.raises(ExportError, match=r"^validating vae_encoder\.onnx with ONNX Runtime failed: "
+                                          r"graph 'vae_encoder' output 'latent': got float64"):
+        export_artifact(checkpoint, tmp_path / "f64", formats=("onnx",),
+                        graphs=("vae_encoder",), progress=False)
     assert not list(tmp_path.iterdir())
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -167,6 +168,44 @@ def test_graph_calls_are_checked_against_the_manifest(artifact):
     renamed["timestep"] = renamed.pop("c_noise")
     with pytest.raises(InputError, match=r"missing 'c_noise'; unexpected 'timestep' input"):
         unet(**renamed)
+
+
+class _FakeLite:
+    """A Lite session that records loads and unloads (svd-export validates each Lite graph
+    through the runtime's loader once, then frees it)."""
+
+    version = "2.0.0"
+    where = "in process"
+
+    def __init__(self, inputs: int, outputs) -> None:
+        self.inputs, self.outputs, self.calls = inputs, outputs, []
+
+    def load(self, path, target="cpu", threads=0):
+        self.calls.append(("load", Path(path).name, target))
+        zeros = [np.zeros(s.shape, np.float32) for s in self.outputs]
+        return SimpleNamespace(inputs=[{}] * self.inputs, run=lambda arrays: zeros)
+
+    def unload(self, graph) -> None:
+        self.calls.append(("unload", graph.inputs))
+
+
+def test_closing_a_lite_graph_frees_it_in_its_session(artifact):
+    from svdeploy.runtime.backends import graph_loader, load_graph
+
+    manifest = read_manifest(artifact, verify_hashes=False)
+    entry = manifest.graph("vae_encoder", "onnx")
+    path = artifact / entry.file
+    session = _FakeLite(len(entry.inputs), entry.outputs)
+    graph = load_graph(entry, path, "lite", manifest, graph_loader("lite", lite_session=session))
+    out = graph(**{s.name: np.zeros(s.shape, np.float32) for s in entry.inputs})
+    assert set(out) == {s.name for s in entry.outputs}
+    graph.close()
+    assert session.calls == [("load", path.name, "cpu"), ("unload", [{}])]
+    # a graph refused at load (other input count) is freed too
+    wrong = _FakeLite(len(entry.inputs) + 1, entry.outputs)
+    with pytest.raises(BackendError, match=r"the Lite graph takes 2 inputs, the manifest lists 1"):
+        load_graph(entry, path, "lite", manifest, graph_loader("lite", lite_session=wrong))
+    assert wrong.calls == [("load", path.name, "cpu"), ("unload", [{}, {}])]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -19,7 +19,7 @@ import numpy as np
 from svdeploy import __version__
 from svdeploy.config import ModelConfig
 from svdeploy.contract import NETWORK_NAMES, relative_error
-from svdeploy.errors import CheckpointError, ExportError
+from svdeploy.errors import BackendError, CheckpointError, ExportError, InputError
 from svdeploy.fsutil import (
     apply_umask,
     check_replaceable,
@@ -51,6 +51,12 @@ def export_kernels(fmt: str, settings: ExportSettings) -> KernelConfig:
 
 # The float32 network every graph is checked against (KernelConfig.for_validation says why).
 REFERENCE_KERNELS = KernelConfig.for_validation()
+# The runtime backend that runs each written graph for validation: the one svd-run loads that
+# format with (svdeploy.runtime.backends), so what is validated is what svd-run runs.
+VALIDATION_BACKENDS: Dict[str, str] = {"onnx": "onnxruntime", "mindir": "mindspore",
+                                       "lite": "lite"}
+_BACKEND_LABELS: Dict[str, str] = {"onnxruntime": "ONNX Runtime", "mindspore": "MindSpore",
+                                   "lite": "MindSpore Lite"}
 
 
 @dataclass
@@ -85,6 +91,16 @@ class ExportResult:
         return "\n".join(rows)
 
 
+@dataclass
+class _Validation:
+    """How one written graph is checked: loaded under ``manifest`` (``_validation_manifest``)
+    by the runtime's backend for its format, run on ``inputs``, its outputs compared with the
+    reference network's ``wanted``."""
+    manifest: Manifest
+    inputs: List[np.ndarray]
+    wanted: List[np.ndarray]
+
+
 def _random_inputs(spec: GraphSpec, cfg: ModelConfig, rng: np.random.Generator) -> List[np.ndarray]:
     """Inputs in the ranges the runtime feeds (docs/NUMERICS.md §2, §3)."""
     arrays = []
@@ -113,39 +129,6 @@ def _wrap(spec: GraphSpec, net):  # -> nn.Cell
     if spec.network == "unet":
         return UNetGraph(net, spec.frames)
     return VAEDecoderGraph(net, spec.frames)
-
-
-def _run_written_graph(path: Path, fmt: str, inputs: Sequence[np.ndarray],
-                       names: Sequence[str], lite_session=None) -> List[np.ndarray]:
-    if fmt == "lite":
-        graph = lite_session.load(path)
-        try:
-            return graph.run(list(inputs))
-        finally:
-            lite_session.unload(graph)
-    if fmt == "mindir":
-        import mindspore as ms
-        from mindspore import nn
-
-        try:
-            cell = nn.GraphCell(ms.load(str(path)))
-            out = cell(*[ms.Tensor(a) for a in inputs])
-        except (RuntimeError, TypeError, ValueError) as exc:
-            # e.g. a bf16 MindIR on CPU: MindSpore 2.10's CPU backend has no bf16 Transpose
-            first = next((ln.strip(" -") for ln in str(exc).splitlines() if ln.strip(" -")),
-                         type(exc).__name__)
-            raise ExportError(f"validating {path.name} with MindSpore failed: {first} (bf16 "
-                              "MindIR graphs run where MindSpore has bf16 kernels, e.g. Ascend; "
-                              "export them with --no-validate)") from None
-        outs = out if isinstance(out, (tuple, list)) else [out]
-        return [o.asnumpy() for o in outs]
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ExportError("validating ONNX graphs needs onnxruntime (pip install 'svdeploy[onnx]'), "
-                          "or pass --no-validate") from None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return list(session.run(None, dict(zip(names, inputs))))
 
 
 def _written_files(directory: Path, stem: str, fmt: str) -> Tuple[str, List[str]]:
@@ -278,6 +261,7 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
     reports: List[GraphReport] = []
     references: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
     failures: List[str] = []
+    host = _validation_manifest(cfg, settings) if settings.validate else None
     bar = tqdm(total=len(specs) * len(settings.formats), desc="export", unit="graph",
                disable=not progress, dynamic_ncols=True)
     try:
@@ -294,8 +278,10 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
                 net = _network_to_trace(network, cfg, weights, kernels, reference)
                 for spec in net_specs:
                     bar.set_description(f"export {spec.name}.{fmt}")
-                    entry, report = _export_graph(tmp, spec, fmt, net, settings, kernels,
-                                                  expected.get(spec.name), lite)
+                    check = (_Validation(host, *expected[spec.name]) if host is not None
+                             else None)
+                    entry, report = _export_graph(tmp, spec, fmt, net, settings, kernels, check,
+                                                  lite)
                     raise_if_interrupted()  # MindSpore's compiler may have eaten a Ctrl-C
                     entries.append(entry)
                     reports.append(report)
@@ -384,8 +370,9 @@ def _write_ascend(tmp: Path, manifest: Manifest, entries: List[GraphEntry],
 
 
 def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSettings,
-                  kernels: KernelConfig, expected: Optional[Tuple[List[np.ndarray], List[np.ndarray]]],
+                  kernels: KernelConfig, check: Optional[_Validation],
                   lite=None) -> Tuple[GraphEntry, GraphReport]:
+    """Write one graph, build its manifest entry and (with ``check``) validate it."""
     started = time.perf_counter()
     if fmt == "lite":
         _write_lite_graph(tmp, spec, net, lite)
@@ -393,17 +380,19 @@ def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSet
         _trace(tmp / spec.file_stem, spec, fmt, net)
     seconds = time.perf_counter() - started
     main, external = _written_files(tmp, spec.file_stem, fmt)
-    error: Optional[float] = None
-    if expected is not None:
-        inputs, wanted = expected
-        got = _run_written_graph(tmp / main, fmt, inputs, [t.name for t in spec.inputs], lite)
-        if len(got) != len(wanted):
-            raise ExportError(f"{main}: {len(got)} outputs, the network has {len(wanted)}")
-        try:
-            error = max(relative_error(g, w) for g, w in zip(got, wanted))
-        except ValueError as exc:  # a shape mismatch
-            raise ExportError(f"{main}: {exc} (the in-memory network's)") from None
+    entry = _graph_entry(tmp, spec, fmt, main, external, settings, kernels, seconds, lite)
+    if check is not None:
+        entry.parity_max_rel_error = _parity_error(tmp, entry, check, lite)
     size = (tmp / main).stat().st_size + sum((tmp / f).stat().st_size for f in external)
+    report = GraphReport(spec.name, fmt, main, size, seconds, entry.parity_max_rel_error,
+                         settings.tolerance)
+    return entry, report
+
+
+def _graph_entry(tmp: Path, spec: GraphSpec, fmt: str, main: str, external: List[str],
+                 settings: ExportSettings, kernels: KernelConfig, seconds: float,
+                 lite) -> GraphEntry:
+    """The manifest entry of a written graph (its parity error is set by validation)."""
     extra: Dict[str, object] = {"frames": spec.frames} if spec.frames else {}
     extra["kernels"] = asdict(kernels)  # the op variants traced, for provenance
     if fmt == "lite":
@@ -411,13 +400,69 @@ def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSet
                      converter="mindspore_lite.Converter(FmkType.ONNX)")
     if external:
         extra["external_files"] = [{"file": f, "sha256": sha256_file(tmp / f)} for f in external]
-    entry = GraphEntry(
+    return GraphEntry(
         name=spec.name, format=fmt, file=main, inputs=list(spec.inputs),
         outputs=list(spec.outputs), sha256=sha256_file(tmp / main),
-        parity_max_rel_error=error, parity_tolerance=settings.tolerance,
+        parity_max_rel_error=None, parity_tolerance=settings.tolerance,
         export_seconds=round(seconds, 3), dtype=settings.dtype, extra=extra)
-    report = GraphReport(spec.name, fmt, main, size, seconds, error, settings.tolerance)
-    return entry, report
+
+
+def _validation_manifest(cfg: ModelConfig, settings: ExportSettings) -> Manifest:
+    """The manifest the written graphs are loaded under for validation: the artifact's own
+    before its graphs are known, with target cpu, as validation runs them on this host (an
+    Ascend artifact's graphs are checked on the Ascend host: ``ascend_validate_command``)."""
+    return replace(_build_manifest(cfg, settings, []), target="cpu")
+
+
+def _parity_error(tmp: Path, entry: GraphEntry, check: _Validation, lite) -> float:
+    """Max relative error of the written graph's outputs, as svd-run gets them, against the
+    reference network's."""
+    got = _run_as_svd_run(tmp, entry, check.manifest, check.inputs, lite)
+    if len(got) != len(check.wanted):
+        raise ExportError(f"{entry.file}: {len(got)} outputs, the network has "
+                          f"{len(check.wanted)}")
+    try:
+        return max(relative_error(g, w) for g, w in zip(got, check.wanted))
+    except ValueError as exc:  # a shape mismatch
+        raise ExportError(f"{entry.file}: {exc} (the in-memory network's)") from None
+
+
+def _run_as_svd_run(tmp: Path, entry: GraphEntry, manifest: Manifest,
+                    inputs: Sequence[np.ndarray], lite) -> List[np.ndarray]:
+    """The written graph's outputs as svd-run gets them: loaded by the runtime's backend for
+    its format (``runtime.backends.load_graph``: the same loader, the same checks of the file
+    against ``entry``) and run through the CheckedGraph that holds every input and output to
+    ``entry``'s names, shapes and dtypes; then freed (a Lite graph leaves its session)."""
+    from svdeploy.runtime.backends import backend_importable, graph_loader, load_graph
+
+    backend = VALIDATION_BACKENDS[entry.format]
+    if backend == "onnxruntime" and not backend_importable(backend):
+        raise ExportError("validating ONNX graphs needs onnxruntime (pip install "
+                          "'svdeploy[onnx]'), or pass --no-validate")
+    try:
+        graph = load_graph(entry, tmp / entry.file, backend, manifest,
+                           graph_loader(backend, lite_session=lite))
+        try:
+            outputs = graph(**dict(zip((s.name for s in entry.inputs), inputs)))
+        finally:
+            graph.close()
+    except (BackendError, InputError) as exc:
+        raise _validation_error(entry.file, backend, exc) from None
+    return [outputs[s.name] for s in entry.outputs]
+
+
+def _validation_error(file: str, backend: str, exc: Exception) -> ExportError:
+    """One line naming the graph and the backend. A MindSpore error (the runtime keeps it as
+    the cause) of a MindIR graph says how to export a graph this host cannot run."""
+    cause = exc.__cause__
+    if backend == "mindspore" and cause is not None:
+        # e.g. a bf16 MindIR on CPU: MindSpore 2.10's CPU backend has no bf16 Transpose
+        first = next((ln.strip(" -") for ln in str(cause).splitlines() if ln.strip(" -")),
+                     type(cause).__name__)
+        return ExportError(f"validating {file} with MindSpore failed: {first} (bf16 MindIR "
+                           "graphs run where MindSpore has bf16 kernels, e.g. Ascend; export "
+                           "them with --no-validate)")
+    return ExportError(f"validating {file} with {_BACKEND_LABELS[backend]} failed: {exc}")
 
 
 def _trace(stem: Path, spec: GraphSpec, fmt: str, net, contrib_ops: bool = True) -> None:

@@ -133,6 +133,13 @@ class CheckedGraph:
             result[spec.name] = value
         return result
 
+    def close(self) -> None:
+        """Free what the backend holds for this graph where it can (a Lite graph in its
+        session); export validation loads each graph once. The graph is not called again."""
+        close = getattr(self._run, "close", None)
+        if close is not None:
+            close()
+
     @staticmethod
     def _shapes(inputs: Mapping[str, np.ndarray]) -> str:
         return ", ".join(f"{k} {tuple(v.shape)}" for k, v in inputs.items())
@@ -339,14 +346,26 @@ def _load_lite(entry: GraphEntry, path: Path, manifest: Manifest, session: Any) 
     graph = session.load(path, target)
     names = [s.name for s in entry.inputs]
     if len(graph.inputs) != len(names):
+        session.unload(graph)
         raise BackendError(f"{path.name}: the Lite graph takes {len(graph.inputs)} inputs, the "
                            f"manifest lists {len(names)} ({', '.join(names)})")
+    return _LiteRun(session, graph, names)
 
-    def run(inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
+
+class _LiteRun:
+    """A loaded Lite graph as a GraphFn; ``close`` frees it in its session."""
+
+    def __init__(self, session: Any, graph: Any, names: List[str]) -> None:
+        self.session = session
+        self.graph = graph
+        self.names = names
+
+    def __call__(self, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
         # A Lite graph takes its inputs by position, in the manifest's order.
-        return graph.run([inputs[n] for n in names])
+        return self.graph.run([inputs[n] for n in self.names])
 
-    return run
+    def close(self) -> None:
+        self.session.unload(self.graph)
 
 
 def openvino_cache_dir() -> Optional[Path]:
