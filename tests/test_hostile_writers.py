@@ -187,7 +187,7 @@ def test_convert_interrupted_by_a_signal_cleans_up(source, tmp_path, monkeypatch
     real_write = SafetensorsWriter.write
 
     def write(self, name, array):
-        os.kill(os.getpid(), sig)  # delivered at once: the handler runs before write returns
+        signal.raise_signal(sig)  # this thread, at once: the handler runs before write returns
         return real_write(self, name, array)
 
     monkeypatch.setattr(SafetensorsWriter, "write", write)
@@ -302,7 +302,7 @@ def _swallowed_interrupt() -> None:
     """What MindSpore's compiler does with a Ctrl-C that lands in a Python callback it calls:
     the KeyboardInterrupt is caught there and the work goes on."""
     try:
-        os.kill(os.getpid(), signal.SIGINT)  # the handler runs before kill returns
+        signal.raise_signal(signal.SIGINT)  # to this thread: the handler runs before it returns
         time.sleep(0.05)
     except KeyboardInterrupt:
         pass
