@@ -249,6 +249,17 @@ def _open_lite(settings: ExportSettings):
         raise ExportError(f"--format lite needs MindSpore Lite: {exc}") from None
 
 
+@dataclass
+class _Exported:
+    """What the graphs written so far gave: manifest entries, parity reports, failures, and
+    (for --target ascend) each graph's validation inputs and references."""
+
+    entries: List[GraphEntry] = field(default_factory=list)
+    reports: List[GraphReport] = field(default_factory=list)
+    failures: List[str] = field(default_factory=list)
+    references: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]] = field(default_factory=dict)
+
+
 def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSettings,
                  progress: bool, log: Callable[[str], None], lite=None) -> ExportResult:
     """Every graph of every format into ``tmp`` (one network in memory at a time), each checked
@@ -257,52 +268,57 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
 
     specs = graph_specs(cfg, settings)
     rng = np.random.default_rng(settings.seed)
-    entries: List[GraphEntry] = []
-    reports: List[GraphReport] = []
-    references: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
-    failures: List[str] = []
     host = _validation_manifest(cfg, settings) if settings.validate else None
+    done = _Exported()
     bar = tqdm(total=len(specs) * len(settings.formats), desc="export", unit="graph",
                disable=not progress, dynamic_ncols=True)
     try:
         for network in dict.fromkeys(s.network for s in specs):
             net_specs = [s for s in specs if s.network == network]
-            reference = (_load_network(network, cfg, weights, REFERENCE_KERNELS)
-                         if settings.validate else None)
-            expected = (_reference_outputs(net_specs, reference, cfg, rng)
-                        if reference is not None else {})
-            if settings.target == "ascend":  # stored as the host validation's references
-                references.update(expected)
-            for fmt in settings.formats:
-                kernels = export_kernels(fmt, settings)
-                net = _network_to_trace(network, cfg, weights, kernels, reference)
-                for spec in net_specs:
-                    bar.set_description(f"export {spec.name}.{fmt}")
-                    check = (_Validation(host, *expected[spec.name]) if host is not None
-                             else None)
-                    entry, report = _export_graph(tmp, spec, fmt, net, settings, kernels, check,
-                                                  lite)
-                    raise_if_interrupted()  # MindSpore's compiler may have eaten a Ctrl-C
-                    entries.append(entry)
-                    reports.append(report)
-                    failures.extend(_report_graph(report, log))
-                    bar.update(1)
-                del net
-                gc.collect()
-            del reference
-            gc.collect()
+            _export_network(tmp, network, net_specs, cfg, weights, settings, rng, host, lite,
+                            done, bar, log)
     finally:
         bar.close()
-    if failures:
+    if done.failures:
         raise ExportError("exported graphs differ from the network beyond tolerance: "
-                          + "; ".join(failures))
-    manifest = _build_manifest(cfg, settings, entries)
+                          + "; ".join(done.failures))
+    manifest = _build_manifest(cfg, settings, done.entries)
     commands: Dict[str, str] = {}
     if settings.target == "ascend":
-        commands = _write_ascend(tmp, manifest, entries, references, settings)
+        commands = _write_ascend(tmp, manifest, done.entries, done.references, settings)
     write_manifest(manifest, tmp)
-    return ExportResult(directory=tmp, manifest=manifest, reports=reports,
+    return ExportResult(directory=tmp, manifest=manifest, reports=done.reports,
                         ascend_commands=commands)
+
+
+def _export_network(tmp: Path, network: str, net_specs: List[GraphSpec], cfg: ModelConfig,
+                    weights: Path, settings: ExportSettings, rng: np.random.Generator,
+                    host: Optional[Manifest], lite, done: _Exported, bar,
+                    log: Callable[[str], None]) -> None:
+    """One network's graphs in every format: the reference network's outputs first (one
+    draw of inputs for all formats), then one traced network per format."""
+    reference = (_load_network(network, cfg, weights, REFERENCE_KERNELS)
+                 if settings.validate else None)
+    expected = (_reference_outputs(net_specs, reference, cfg, rng)
+                if reference is not None else {})
+    if settings.target == "ascend":  # stored as the host validation's references
+        done.references.update(expected)
+    for fmt in settings.formats:
+        kernels = export_kernels(fmt, settings)
+        net = _network_to_trace(network, cfg, weights, kernels, reference)
+        for spec in net_specs:
+            bar.set_description(f"export {spec.name}.{fmt}")
+            check = _Validation(host, *expected[spec.name]) if host is not None else None
+            entry, report = _export_graph(tmp, spec, fmt, net, settings, kernels, check, lite)
+            raise_if_interrupted()  # MindSpore's compiler may have eaten a Ctrl-C
+            done.entries.append(entry)
+            done.reports.append(report)
+            done.failures.extend(_report_graph(report, log))
+            bar.update(1)
+        del net
+        gc.collect()
+    del reference
+    gc.collect()
 
 
 def _reference_outputs(net_specs: List[GraphSpec], reference, cfg: ModelConfig,
