@@ -238,6 +238,27 @@ generates at both.
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    parser = _parser()
+    args, overrides = parser.parse_known_args(argv)
+    bad = [o for o in overrides if o.startswith("-") and not o.startswith("--")]
+    if bad or args.clips < 1:
+        parser.error(f"unexpected {' '.join(bad) or f'--clips {args.clips}'}: training-config "
+                     "overrides are --section.key VALUE; --clips must be ≥ 1")
+    from svdeploy.errors import SvdeployError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    started = time.perf_counter()
+    try:
+        out = _build(args, overrides, started)
+    except SvdeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"[3/3] demo model → {out} ({time.perf_counter() - started:.0f} s in all)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The options; anything else on the command line is a training-config override."""
     parser = argparse.ArgumentParser(
         prog="python -m svdeploy.demo_model",
         description="Rebuild the demo model from scratch: render the moving-shapes data, train "
@@ -254,30 +275,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="export the result and run svd-bench quality's evaluation (ONNX "
                              "Runtime and MindSpore, 16 images) into MODEL.md")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args, overrides = parser.parse_known_args(argv)
-    bad = [o for o in overrides if o.startswith("-") and not o.startswith("--")]
-    if bad or args.clips < 1:
-        parser.error(f"unexpected {' '.join(bad) or f'--clips {args.clips}'}: training-config "
-                     "overrides are --section.key VALUE; --clips must be ≥ 1")
-    from svdeploy.errors import SvdeployError
+    return parser
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+def _build(args: argparse.Namespace, overrides: List[str], started: float) -> Path:
+    """Data, training and packaging; the loss curves are printed between, as training is the
+    long step and its curves are what one checks first."""
     progress = not args.no_progress
-    started = time.perf_counter()
-    try:
-        data = build_data(args.work / "data", args.clips, args.seed, progress)
-        result = train(args.work, data, overrides, progress)
-        losses = stage_losses(args.work / "run")
-        for stage, values in losses.items():
-            print(f"[2/3] {stage} loss ({len(values)} steps, last-50 mean {tail_mean(values):.4g}):")
-            print(loss_curve(values))
-        out = package(result.last_checkpoint, args.out or packaged_dir(), args.work, losses,
-                      time.perf_counter() - started, evaluate=args.evaluate)
-    except SvdeployError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"[3/3] demo model → {out} ({time.perf_counter() - started:.0f} s in all)")
-    return 0
+    data = build_data(args.work / "data", args.clips, args.seed, progress)
+    result = train(args.work, data, overrides, progress)
+    losses = stage_losses(args.work / "run")
+    for stage, values in losses.items():
+        print(f"[2/3] {stage} loss ({len(values)} steps, last-50 mean {tail_mean(values):.4g}):")
+        print(loss_curve(values))
+    return package(result.last_checkpoint, args.out or packaged_dir(), args.work, losses,
+                   time.perf_counter() - started, evaluate=args.evaluate)
 
 
 if __name__ == "__main__":

@@ -443,6 +443,24 @@ def main(out: Path, work: Optional[Path], frames: int, height: int, width: int, 
     """Time full-size SVD-XT on an NVIDIA GPU: svdeploy's GPU backends and diffusers fp16.
 
     Random weights, the same image and noise for every peer; one process per peer."""
+    plan = _checked_plan(out, work, frames, height, width, steps, repeats, decode_chunk_size,
+                         dtype, peers, seed)
+    if plan_only:
+        click.echo(plan.describe())
+        return
+    if run_peer is not None:  # pragma: no cover - child process on the GPU host
+        result = run_peer_here(plan, run_peer, json.loads(Path(str(prepared)).read_text()))
+        write_json_atomic(plan.out / f".peer-{run_peer}.json", asdict(result))
+        return
+    gpu = detect_gpu()
+    require_gpu(gpu)
+    _run_peers(plan, gpu, export_validate)  # pragma: no cover - reached only on a GPU machine
+
+
+def _checked_plan(out: Path, work: Optional[Path], frames: int, height: int, width: int,
+                  steps: int, repeats: int, decode_chunk_size: int, dtype: str, peers: str,
+                  seed: int) -> GpuPlan:
+    """The plan of the options, refused as a usage error before anything (a GPU) is needed."""
     chosen = tuple(p.strip() for p in peers.split(",") if p.strip())
     bad = [p for p in chosen if p not in GPU_PEERS]
     if bad or not chosen:
@@ -454,29 +472,25 @@ def main(out: Path, work: Optional[Path], frames: int, height: int, width: int, 
     if height % 64 or width % 64:
         raise click.BadParameter(f"{height}×{width}: SVD needs multiples of 64 (VAE 8 × U-Net 8)",
                                  param_hint="--height/--width")
-    plan = GpuPlan(out=out, work=work or out / "work", frames=frames, height=height, width=width,
+    return GpuPlan(out=out, work=work or out / "work", frames=frames, height=height, width=width,
                    steps=steps, repeats=repeats, decode_chunk_size=decode_chunk_size, dtype=dtype,
                    peers=chosen, seed=seed)
-    if plan_only:
-        click.echo(plan.describe())
-        return
-    if run_peer is not None:  # pragma: no cover - child process on the GPU host
-        result = run_peer_here(plan, run_peer, json.loads(Path(str(prepared)).read_text()))
-        write_json_atomic(plan.out / f".peer-{run_peer}.json", asdict(result))
-        return
-    gpu = detect_gpu()
-    require_gpu(gpu)
-    argv = [a for a in sys.argv[1:]]  # pragma: no cover - reached only on a GPU machine
-    prepared_path = plan.work / "gpu_prepared.json"  # pragma: no cover
-    plan.out.mkdir(parents=True, exist_ok=True)  # pragma: no cover
-    write_json_atomic(prepared_path, prepare(plan, export_validate))  # pragma: no cover
-    results: List[GpuResult] = []  # pragma: no cover
+
+
+def _run_peers(plan: GpuPlan, gpu: Dict[str, Any], export_validate: bool) -> None:  # pragma: no cover
+    """Prepare once, then one process per peer, rewriting the report after each, so that a
+    long run's report holds the peers done so far."""
+    argv = [a for a in sys.argv[1:]]
+    prepared_path = plan.work / "gpu_prepared.json"
+    plan.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(prepared_path, prepare(plan, export_validate))
+    results: List[GpuResult] = []
     # diffusers first: its frames are the parity reference of the others
-    for peer in sorted(chosen, key=lambda p: p != "diffusers-fp16"):  # pragma: no cover
+    for peer in sorted(plan.peers, key=lambda p: p != "diffusers-fp16"):
         click.echo(f"peer {peer}", err=True)
         results.append(run_peer_process(plan, peer, prepared_path, argv))
         write_gpu_report(plan, gpu, results, _command(argv))
-    click.echo(f"report: {plan.out / REPORT_MD}")  # pragma: no cover
+    click.echo(f"report: {plan.out / REPORT_MD}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -39,16 +39,35 @@ def measure_stages(artifact: Path, backend: Optional[str], clips: int = 1,
                    decode_overlap: int = 0, steps: Optional[int] = None,
                    seed: int = 0) -> Dict[str, Any]:
     """Peak RSS of each stage of one run in this process, and the plan for the same run."""
-    from svdeploy.runtime.chain import clip_draws, handover_latent, join_clips
-    from svdeploy.runtime.pipeline import VideoPipeline, resolve_sampling_params
     from svdeploy.runtime.plan import plan_for_artifact
-    from svdeploy.runtime.preprocess import prepare_image
 
     plan = plan_for_artifact(artifact, backend=backend, clips=clips, decode_overlap=decode_overlap)
+    pipe, params, measured, seconds, resettable = _measure_run(artifact, plan.backend, clips,
+                                                               decode_overlap, steps, seed)
+    peak = max(measured[s] for s in ("load", "encode", "denoise", "decode"))
+    return {"artifact": str(artifact), "variant": pipe.manifest.variant, "backend": plan.backend,
+            "clips": clips, "decode_overlap": decode_overlap,
+            "decode_chunk_size": pipe.manifest.decode_chunk_size,
+            "steps": params.num_inference_steps, "per_stage_reset": resettable,
+            "measured_bytes": measured, "measured_peak_bytes": peak,
+            "predicted_bytes": plan.stages, "predicted_peak_bytes": plan.peak_bytes,
+            "error": plan.peak_bytes / peak - 1.0, "seconds": seconds}
+
+
+def _measure_run(artifact: Path, backend: str, clips: int, decode_overlap: int,
+                 steps: Optional[int], seed: int) -> Tuple[Any, Any, Dict[str, int],
+                                                          Dict[str, float], bool]:
+    """(pipeline, parameters, peak RSS after each stage, seconds of each, whether the peak
+    could be reset between stages): the stages run one by one as the pipeline runs them, the
+    peak reset before each, so that each stage's own peak is read."""
+    from svdeploy.runtime.chain import clip_draws, join_clips
+    from svdeploy.runtime.pipeline import VideoPipeline, resolve_sampling_params
+    from svdeploy.runtime.preprocess import prepare_image
+
     measured: Dict[str, int] = {"start": _vm("VmRSS")}
     resettable = _reset_peak()
     t0 = time.perf_counter()
-    pipe = VideoPipeline.load(artifact, backend=plan.backend, verify_hashes=False)
+    pipe = VideoPipeline.load(artifact, backend=backend, verify_hashes=False)
     measured["load"] = _vm("VmHWM")
     seconds = {"load": time.perf_counter() - t0}
     image = np.random.default_rng(seed).random((pipe.manifest.height, pipe.manifest.width, 3),
@@ -66,29 +85,28 @@ def measure_stages(artifact: Path, backend: Optional[str], clips: int = 1,
     noise, latents = clip_draws(pipe, seed, 0)
     prepared = prepare_image(image, pipe.manifest.height, pipe.manifest.width)
     context, image_latent = stage("encode", lambda: pipe._encode(prepared.pixels, noise, params))
-    bar = _NoBar()
-
-    def denoise() -> List[np.ndarray]:
-        finals, latent = [], image_latent
-        for k in range(clips):
-            draw = latents if k == 0 else clip_draws(pipe, seed, k)[1]
-            final, _ = pipe._denoise(draw[0], context, latent, params, bar)
-            finals.append(final)
-            latent = handover_latent(final, pipe.manifest.scheduler["scaling_factor"])
-        return finals
-
-    finals = stage("denoise", denoise)
+    finals = stage("denoise", lambda: _denoise_clips(pipe, seed, clips, latents, context,
+                                                     image_latent, params))
     sequence = join_clips(finals)
     windows = pipe.decode_windows(sequence.shape[0], decode_overlap)
     stage("decode", lambda: pipe.decode_latents(sequence, windows, decode_overlap))
-    peak = max(measured[s] for s in ("load", "encode", "denoise", "decode"))
-    return {"artifact": str(artifact), "variant": pipe.manifest.variant, "backend": plan.backend,
-            "clips": clips, "decode_overlap": decode_overlap,
-            "decode_chunk_size": pipe.manifest.decode_chunk_size,
-            "steps": params.num_inference_steps, "per_stage_reset": resettable,
-            "measured_bytes": measured, "measured_peak_bytes": peak,
-            "predicted_bytes": plan.stages, "predicted_peak_bytes": plan.peak_bytes,
-            "error": plan.peak_bytes / peak - 1.0, "seconds": seconds}
+    return pipe, params, measured, seconds, resettable
+
+
+def _denoise_clips(pipe: Any, seed: int, clips: int, latents: np.ndarray, context: np.ndarray,
+                   image_latent: np.ndarray, params: Any) -> List[np.ndarray]:
+    """The clips' final latents as a chained run makes them, with no progress bar or step
+    callback, so that the stage measures the pipeline's own memory."""
+    from svdeploy.runtime.chain import clip_draws, handover_latent
+
+    bar = _NoBar()
+    finals, latent = [], image_latent
+    for k in range(clips):
+        draw = latents if k == 0 else clip_draws(pipe, seed, k)[1]
+        final, _ = pipe._denoise(draw[0], context, latent, params, bar)
+        finals.append(final)
+        latent = handover_latent(final, pipe.manifest.scheduler["scaling_factor"])
+    return finals
 
 
 class _NoBar:

@@ -68,8 +68,6 @@ def _client(url: str, image: bytes, deadline: float, steps: int, seed: int,
 
 
 def suite_serve(ws: Workspace) -> Dict[str, Any]:
-    from svdeploy.serve.launch import ServeProcess
-
     s = ws.s
     artifact = ws.artifact(["onnx"])
     if artifact is None:
@@ -83,25 +81,7 @@ def suite_serve(ws: Workspace) -> Dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=".serve-bench-", dir=s.work))
     try:
         for clients in s.serve_clients:
-            ws.log(f"serve: {clients} client(s) for {s.serve_seconds:g} "
-                   f"s, {s.serve_replicas} replica(s)")
-            args = ["--replicas", str(s.serve_replicas), "--max-queue", str(max(16, 2 * clients)),
-                    "--no-verify", "--replica-cpus", str(min(1.0, s.threads / s.serve_replicas))]
-            with ServeProcess(artifact, tmp / f"jobs-{clients}", args,
-                              log_path=tmp / f"serve-{clients}.log") as server:
-                results: List[List[Dict[str, Any]]] = [[] for _ in range(clients)]
-                start = time.monotonic()
-                deadline = start + s.serve_seconds
-                threads = [threading.Thread(target=_client, args=(server.url, image, deadline,
-                                                                  s.steps, 1000 * i, results[i]))
-                           for i in range(clients)]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-                elapsed = time.monotonic() - start
-                rss = replica_rss(server.tree())
-            rows.append(_row(clients, s.serve_replicas, elapsed, [e for r in results for e in r], rss))
+            rows.append(_serve_with_clients(ws, artifact, image, clients, tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"rows": rows, "steps": s.steps, "seconds": s.serve_seconds,
@@ -112,6 +92,34 @@ def suite_serve(ws: Workspace) -> Dict[str, Any]:
                       "running then are waited for); latency = submit → video received; "
                       "lost = accepted jobs that did not succeed or whose download did not match "
                       "the record's sha256"}
+
+
+def _serve_with_clients(ws: Workspace, artifact: Path, image: bytes, clients: int,
+                        tmp: Path) -> Dict[str, Any]:
+    """One load level, on a fresh server so that no job of the level before is queued; its
+    queue (twice the clients, at least 16) holds every client's job."""
+    from svdeploy.serve.launch import ServeProcess
+
+    s = ws.s
+    ws.log(f"serve: {clients} client(s) for {s.serve_seconds:g} "
+           f"s, {s.serve_replicas} replica(s)")
+    args = ["--replicas", str(s.serve_replicas), "--max-queue", str(max(16, 2 * clients)),
+            "--no-verify", "--replica-cpus", str(min(1.0, s.threads / s.serve_replicas))]
+    with ServeProcess(artifact, tmp / f"jobs-{clients}", args,
+                      log_path=tmp / f"serve-{clients}.log") as server:
+        results: List[List[Dict[str, Any]]] = [[] for _ in range(clients)]
+        start = time.monotonic()
+        deadline = start + s.serve_seconds
+        threads = [threading.Thread(target=_client, args=(server.url, image, deadline,
+                                                          s.steps, 1000 * i, results[i]))
+                   for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - start
+        rss = replica_rss(server.tree())
+    return _row(clients, s.serve_replicas, elapsed, [e for r in results for e in r], rss)
 
 
 def _row(clients: int, replicas: int, elapsed: float, entries: List[Dict[str, Any]],

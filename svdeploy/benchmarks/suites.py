@@ -517,31 +517,8 @@ def suite_memory(ws: Workspace) -> Dict[str, Any]:
                     if needed else None)
         for frames in s.memory_frames:
             for peer in peers:
-                gp = graph_peer[peer]
-                row: Dict[str, Any] = {"peer": peer, "frames": frames, "chunk": chunk}
-                reason = _skip_reason(ws, gp)
-                if reason is None and chunk > frames:
-                    reason = f"chunk {chunk} > {frames} frames"
-                if reason is None and gp in ARTIFACT_FORMAT and artifact is None:
-                    reason = ws.artifact_error(needed)
-                if reason:
-                    row["skipped"] = reason
-                    rows.append(row)
-                    continue
-                ws.log(f"memory: {peer}, {frames} frames in chunks of {chunk}")
-                spec = dict(ws.worker_base(), peer=peer, frames=frames, chunk=chunk,
-                            artifact_dir=str(artifact) if artifact else None)
-                run = ws.run("decode", spec)
-                row.update(_process(run), peak_rss_psutil_bytes=run.peak_rss_psutil_bytes)
-                if not run.ok:
-                    row["error"] = run.error()
-                else:
-                    r = run.result
-                    row.update(decode_s=r["decode_s"], load_s=r["load_s"],
-                               rss_after_load_bytes=r["rss_after_load_bytes"],
-                               output_bytes=r["output_bytes"],
-                               decode_peak_over_loaded_bytes=run.peak_rss_bytes - r["rss_after_load_bytes"])
-                rows.append(row)
+                rows.append(_decode_row(ws, peer, graph_peer[peer], frames, chunk, artifact,
+                                        needed))
     return {"rows": rows, "plan_rows": _plan_rows(ws, peers, graph_peer),
             "method": "one child process per (peer, frames, chunk): load the decoder (svdeploy: "
                       "the exported vae_decoder graph for chunk K through the runtime backend, "
@@ -550,6 +527,35 @@ def suite_memory(ws: Workspace) -> Dict[str, Any]:
                       "latents once. peak = the child's own high-water mark (VmHWM); "
                       "peak − loaded = what decoding itself added. The decoded frames "
                       "(F·3·H·W float32) are part of it and grow with F by design."}
+
+
+def _decode_row(ws: Workspace, peer: str, graph_peer: str, frames: int, chunk: int,
+                artifact: Optional[Path], needed: List[str]) -> Dict[str, Any]:
+    """One (peer, frames, chunk) case in its own process, or why it is skipped; the peak is
+    read over the loaded decoder too, so that decoding's own share shows."""
+    row: Dict[str, Any] = {"peer": peer, "frames": frames, "chunk": chunk}
+    reason = _skip_reason(ws, graph_peer)
+    if reason is None and chunk > frames:
+        reason = f"chunk {chunk} > {frames} frames"
+    if reason is None and graph_peer in ARTIFACT_FORMAT and artifact is None:
+        reason = ws.artifact_error(needed)
+    if reason:
+        row["skipped"] = reason
+        return row
+    ws.log(f"memory: {peer}, {frames} frames in chunks of {chunk}")
+    spec = dict(ws.worker_base(), peer=peer, frames=frames, chunk=chunk,
+                artifact_dir=str(artifact) if artifact else None)
+    run = ws.run("decode", spec)
+    row.update(_process(run), peak_rss_psutil_bytes=run.peak_rss_psutil_bytes)
+    if not run.ok:
+        row["error"] = run.error()
+    else:
+        r = run.result
+        row.update(decode_s=r["decode_s"], load_s=r["load_s"],
+                   rss_after_load_bytes=r["rss_after_load_bytes"],
+                   output_bytes=r["output_bytes"],
+                   decode_peak_over_loaded_bytes=run.peak_rss_bytes - r["rss_after_load_bytes"])
+    return row
 
 
 PLAN_BACKENDS = {"svdeploy-onnxruntime": "onnxruntime", "svdeploy-mindspore": "mindspore"}
@@ -591,30 +597,7 @@ def suite_train(ws: Workspace) -> Dict[str, Any]:
     peers = ["svdeploy"] + (["diffusers"] if "diffusers" in s.peers else [])
     rows: List[Dict[str, Any]] = []
     for peer in peers:
-        row: Dict[str, Any] = {"peer": peer, "frames": s.frames, "height": s.height,
-                               "width": s.width, "temporal_only": s.temporal_only,
-                               "precision": s.dtype if peer == "svdeploy" else "fp32"}
-        if peer == "diffusers" and not ws.has_diffusers:
-            row["skipped"] = f"torch/diffusers unavailable: {ws.weights.diffusers_unavailable}"
-            rows.append(row)
-            continue
-        ws.log(f"train: {peer}, {s.repeats} steps")
-        spec = dict(ws.worker_base(), peer=peer, repeats=s.repeats, warmup=s.warmup,
-                    budget_s=s.case_budget_s, temporal_only=s.temporal_only)
-        run = ws.run("train", spec)
-        row.update(_process(run))
-        if not run.ok:
-            row["error"] = run.error()
-        else:
-            r = run.result
-            row.update(stats=r["stats"], step_median_s=r["stats"]["median_s"],
-                       step_p10_s=r["stats"]["p10_s"], step_p90_s=r["stats"]["p90_s"],
-                       n=r["stats"]["n"], first_step_s=r["first_step_s"], compile_s=r["compile_s"],
-                       build_s=r["build_s"], setup=r["setup"], first_loss=r["first_loss"],
-                       last_loss=r["last_loss"])
-            if r["stats"].get("cpu_per_wall") is not None:
-                row["cpu_per_wall"] = round(r["stats"]["cpu_per_wall"], 2)
-        rows.append(row)
+        rows.append(_train_row(ws, peer))
     medians = {r["peer"]: r["step_median_s"] for r in rows if "step_median_s" in r}
     if "diffusers" in medians:
         for r in rows:
@@ -627,6 +610,35 @@ def suite_train(ws: Workspace) -> Dict[str, Any]:
                       "then: compile ≈ first − median), then timed steps; batch 1, "
                       + ("temporal layers only (SVD's recipe)" if s.temporal_only
                          else "all U-Net parameters")}
+
+
+def _train_row(ws: Workspace, peer: str) -> Dict[str, Any]:
+    """One peer's training steps in its own process, or why it is skipped; the first step is
+    kept apart from the median, as MindSpore compiles its graphs in it."""
+    s = ws.s
+    row: Dict[str, Any] = {"peer": peer, "frames": s.frames, "height": s.height,
+                           "width": s.width, "temporal_only": s.temporal_only,
+                           "precision": s.dtype if peer == "svdeploy" else "fp32"}
+    if peer == "diffusers" and not ws.has_diffusers:
+        row["skipped"] = f"torch/diffusers unavailable: {ws.weights.diffusers_unavailable}"
+        return row
+    ws.log(f"train: {peer}, {s.repeats} steps")
+    spec = dict(ws.worker_base(), peer=peer, repeats=s.repeats, warmup=s.warmup,
+                budget_s=s.case_budget_s, temporal_only=s.temporal_only)
+    run = ws.run("train", spec)
+    row.update(_process(run))
+    if not run.ok:
+        row["error"] = run.error()
+    else:
+        r = run.result
+        row.update(stats=r["stats"], step_median_s=r["stats"]["median_s"],
+                   step_p10_s=r["stats"]["p10_s"], step_p90_s=r["stats"]["p90_s"],
+                   n=r["stats"]["n"], first_step_s=r["first_step_s"], compile_s=r["compile_s"],
+                   build_s=r["build_s"], setup=r["setup"], first_loss=r["first_loss"],
+                   last_loss=r["last_loss"])
+        if r["stats"].get("cpu_per_wall") is not None:
+            row["cpu_per_wall"] = round(r["stats"]["cpu_per_wall"], 2)
+    return row
 
 
 def run_suite(name: str, ws: Workspace, peak: Optional[Dict[str, Any]]) -> Dict[str, Any]:

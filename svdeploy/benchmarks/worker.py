@@ -8,13 +8,14 @@ so that the parent can interleave the peers. Not a user command.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -157,49 +158,66 @@ def task_decode(spec: Dict[str, Any]) -> Dict[str, Any]:
         (1, frames, cfg.latent_channels, h, w), dtype=np.float32)
     info = _threads_for("torch" if peer == "diffusers" else peer, spec["threads"])
     rss_start = _rss_now()
-    t0 = time.perf_counter()
     if peer == "diffusers":
-        import types
-
-        import torch
-        from diffusers import AutoencoderKLTemporalDecoder, StableVideoDiffusionPipeline
-
-        vae = AutoencoderKLTemporalDecoder.from_pretrained(Path(spec["diffusers_dir"]) / "vae").eval()
-        owner = types.SimpleNamespace(vae=vae)  # decode_latents only touches self.vae
-        load_s = time.perf_counter() - t0
-        rss_loaded = _rss_now()
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            out = StableVideoDiffusionPipeline.decode_latents(owner, torch.from_numpy(latents),
-                                                              frames, chunk)
-        out_bytes = out.numel() * out.element_size()
+        load_s, rss_loaded, decode_s, out_bytes = _decode_diffusers(spec, latents, frames, chunk)
     else:
-        from svdeploy.manifest import read_manifest
-        from svdeploy.runtime.backends import BACKEND_FORMATS, graph_loader, load_graph
-
-        backend, precision = SVDEPLOY_PEERS[peer]
-        if backend == "mindspore":
-            import mindspore as ms
-
-            ms.set_device("CPU")
-        artifact = Path(spec["artifact_dir"])
-        fmt = BACKEND_FORMATS[backend]
-        manifest = read_manifest(artifact, verify_hashes=False, formats=[fmt])
-        entry = manifest.graph("vae_decoder", fmt)
-        loader = graph_loader(backend, precision, threads=spec["threads"])
-        graph = load_graph(entry, artifact / entry.file, backend, manifest, loader)
-        load_s = time.perf_counter() - t0
-        rss_loaded = _rss_now()
-        t0 = time.perf_counter()
-        z = (latents[0] / np.float32(cfg.vae.scale_factor)).astype(np.float32)
-        pieces = [graph(z=np.ascontiguousarray(z[i:i + chunk]))["frames"]
-                  for i in range(0, frames, chunk)]
-        out = np.concatenate(pieces, axis=0)
-        out_bytes = out.nbytes
-    decode_s = time.perf_counter() - t0
+        load_s, rss_loaded, decode_s, out_bytes = _decode_svdeploy(spec, cfg, peer, latents,
+                                                                   frames, chunk)
     return dict(info, load_s=load_s, decode_s=decode_s, rss_start_bytes=rss_start,
                 rss_after_load_bytes=rss_loaded, peak_rss_self_bytes=peak_rss_of_this_process(),
                 output_bytes=int(out_bytes))
+
+
+def _decode_diffusers(spec: Dict[str, Any], latents: np.ndarray, frames: int,
+                      chunk: int) -> Tuple[float, int, float, int]:
+    """(load s, RSS once loaded, decode s, output bytes) of diffusers' decode_latents on the
+    VAE alone: the other networks would only add to the memory measured. The load time holds
+    the imports."""
+    t0 = time.perf_counter()
+    import types
+
+    import torch
+    from diffusers import AutoencoderKLTemporalDecoder, StableVideoDiffusionPipeline
+
+    vae = AutoencoderKLTemporalDecoder.from_pretrained(Path(spec["diffusers_dir"]) / "vae").eval()
+    owner = types.SimpleNamespace(vae=vae)  # decode_latents only touches self.vae
+    load_s = time.perf_counter() - t0
+    rss_loaded = _rss_now()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = StableVideoDiffusionPipeline.decode_latents(owner, torch.from_numpy(latents),
+                                                          frames, chunk)
+    out_bytes = out.numel() * out.element_size()
+    return load_s, rss_loaded, time.perf_counter() - t0, out_bytes
+
+
+def _decode_svdeploy(spec: Dict[str, Any], cfg: ModelConfig, peer: str, latents: np.ndarray,
+                     frames: int, chunk: int) -> Tuple[float, int, float, int]:
+    """(load s, RSS once loaded, decode s, output bytes) of the exported decoder graph alone,
+    called chunk by chunk as VideoPipeline._decode calls it. The load time holds the imports."""
+    t0 = time.perf_counter()
+    from svdeploy.manifest import read_manifest
+    from svdeploy.runtime.backends import BACKEND_FORMATS, graph_loader, load_graph
+
+    backend, precision = SVDEPLOY_PEERS[peer]
+    if backend == "mindspore":
+        import mindspore as ms
+
+        ms.set_device("CPU")
+    artifact = Path(spec["artifact_dir"])
+    fmt = BACKEND_FORMATS[backend]
+    manifest = read_manifest(artifact, verify_hashes=False, formats=[fmt])
+    entry = manifest.graph("vae_decoder", fmt)
+    loader = graph_loader(backend, precision, threads=spec["threads"])
+    graph = load_graph(entry, artifact / entry.file, backend, manifest, loader)
+    load_s = time.perf_counter() - t0
+    rss_loaded = _rss_now()
+    t0 = time.perf_counter()
+    z = (latents[0] / np.float32(cfg.vae.scale_factor)).astype(np.float32)
+    pieces = [graph(z=np.ascontiguousarray(z[i:i + chunk]))["frames"]
+              for i in range(0, frames, chunk)]
+    out = np.concatenate(pieces, axis=0)
+    return load_s, rss_loaded, time.perf_counter() - t0, out.nbytes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,23 +294,13 @@ def _diffusers_video(spec: Dict[str, Any], cfg: ModelConfig, image: np.ndarray,
     sampling = cfg.sampling
 
     def video(steps: int) -> Dict[str, Any]:
-        pending = [torch.from_numpy(image_noise)]
-        original = svd_module.randn_tensor
-
-        def replay(shape: Any, generator: Any = None, device: Any = None, dtype: Any = None,
-                   layout: Any = None) -> Any:
-            if not pending or tuple(pending[0].shape) != tuple(shape):
-                raise RuntimeError(f"unexpected random draw of shape {tuple(shape)}")
-            return pending.pop(0).to(device=device, dtype=dtype)
-
         marks: List[float] = []
 
         def on_step(_pipe: Any, _i: int, _t: Any, kwargs: Dict[str, Any]) -> Dict[str, Any]:
             marks.append(time.perf_counter())
             return kwargs
 
-        svd_module.randn_tensor = replay
-        try:
+        with _replayed_draws(svd_module, [torch.from_numpy(image_noise)]):
             t0 = time.perf_counter()
             with torch.inference_mode():
                 frames = pipe(picture, height=spec["height"], width=spec["width"],
@@ -305,12 +313,30 @@ def _diffusers_video(spec: Dict[str, Any], cfg: ModelConfig, image: np.ndarray,
                               latents=torch.from_numpy(latents), output_type="np",
                               callback_on_step_end=on_step).frames
             total = time.perf_counter() - t0
-        finally:
-            svd_module.randn_tensor = original
         return {"frames": np.asarray(frames, np.float32)[0],
                 "timings": _step_timings(marks, t0, total)}
 
     return video
+
+
+@contextlib.contextmanager
+def _replayed_draws(svd_module: Any, draws: List[Any]) -> Iterator[None]:
+    """diffusers' random draws replaced by ours, in order, so that both runs see the same
+    noise; a draw of an unexpected shape fails rather than drawing noise of its own."""
+    pending = list(draws)
+    original = svd_module.randn_tensor
+
+    def replay(shape: Any, generator: Any = None, device: Any = None, dtype: Any = None,
+               layout: Any = None) -> Any:
+        if not pending or tuple(pending[0].shape) != tuple(shape):
+            raise RuntimeError(f"unexpected random draw of shape {tuple(shape)}")
+        return pending.pop(0).to(device=device, dtype=dtype)
+
+    svd_module.randn_tensor = replay
+    try:
+        yield
+    finally:
+        svd_module.randn_tensor = original
 
 
 def _step_timings(marks: List[float], t0: float, total: float) -> Dict[str, Any]:
@@ -558,25 +584,9 @@ def task_gemm(spec: Dict[str, Any]) -> Dict[str, Any]:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
+    fn: Callable[[], Any]
     if backend == "onnxruntime":
-        import onnx
-        import onnxruntime as ort
-        from onnx import TensorProto, helper, numpy_helper
-
-        from .machine import ort_session_options
-
-        graph = helper.make_graph(
-            [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
-            [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
-            [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
-            initializer=[numpy_helper.from_array(b, "b")])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = min(model.ir_version, 9)
-        session = ort.InferenceSession(model.SerializeToString(), sess_options=ort_session_options(threads),
-                                       providers=["CPUExecutionProvider"])
-        fn: Callable[[], Any] = functools.partial(session.run, None, {"a": a})
-        what = f"onnxruntime {ort.__version__} MatMul fp32"
-        onnx.checker.check_model(model)
+        fn, what = _onnxruntime_gemm(a, b, threads)
     elif backend == "numpy":
         fn = functools.partial(np.matmul, a, b)
         what = f"numpy {np.__version__} matmul fp32 (BLAS threads from OPENBLAS/OMP_NUM_THREADS)"
@@ -589,23 +599,55 @@ def task_gemm(spec: Dict[str, Any]) -> Dict[str, Any]:
         fn = functools.partial(torch.mm, ta, tb)
         what = f"torch {torch.__version__} mm {'bf16' if dtype == torch.bfloat16 else 'fp32'}"
     elif backend == "mindspore":
-        import mindspore as ms
-        from mindspore import ops
-
-        ms.set_device("CPU")
-        set_mindspore_threads(threads)
-        ma, mb = ms.Tensor(a), ms.Tensor(b)
-
-        def fn() -> Any:
-            return ops.matmul(ma, mb).asnumpy()
-
-        what = f"mindspore {ms.__version__} matmul fp32 (PyNative)"
+        fn, what = _mindspore_gemm(a, b, threads)
     else:
         raise ValueError(f"GEMM backend {backend!r} is unknown")
     stats = time_repeated(fn, spec["repeats"], 2)
     flops = 2.0 * n ** 3
     return {"backend": backend, "what": what, "n": n, "stats": stats.to_json(),
             "gflops": flops / stats.median / 1e9, "best_gflops": flops / stats.min / 1e9}
+
+
+def _onnxruntime_gemm(a: np.ndarray, b: np.ndarray,
+                      threads: int) -> Tuple[Callable[[], Any], str]:
+    """(call, description) of a one-node MatMul graph with ``b`` as its initializer, as the
+    exported graphs hold their weights."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .machine import ort_session_options
+
+    n = a.shape[0]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+        initializer=[numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 9)
+    session = ort.InferenceSession(model.SerializeToString(), sess_options=ort_session_options(threads),
+                                   providers=["CPUExecutionProvider"])
+    fn: Callable[[], Any] = functools.partial(session.run, None, {"a": a})
+    what = f"onnxruntime {ort.__version__} MatMul fp32"
+    onnx.checker.check_model(model)
+    return fn, what
+
+
+def _mindspore_gemm(a: np.ndarray, b: np.ndarray, threads: int) -> Tuple[Callable[[], Any], str]:
+    """(call, description) in PyNative mode; the call copies the result back to NumPy, as every
+    other library's result is in host memory."""
+    import mindspore as ms
+    from mindspore import ops
+
+    ms.set_device("CPU")
+    set_mindspore_threads(threads)
+    ma, mb = ms.Tensor(a), ms.Tensor(b)
+
+    def fn() -> Any:
+        return ops.matmul(ma, mb).asnumpy()
+
+    return fn, f"mindspore {ms.__version__} matmul fp32 (PyNative)"
 
 
 def task_memplan(spec: Dict[str, Any]) -> Dict[str, Any]:

@@ -1,12 +1,15 @@
 """``svd-export``: a checkpoint directory → an artifact of static-shape graphs + manifest."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import click
 
 from svdeploy.cliutil import friendly_errors, mindspore_dumps_elsewhere, setup_mindspore
 from svdeploy.contract import NETWORK_NAMES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import ExportResult
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -92,6 +95,11 @@ def main(checkpoint: str, out: str, frames: Optional[int], height: Optional[int]
                                  graphs=graphs or None, validate=validate, overwrite=overwrite,
                                  seed=seed, conv=conv, progress=not quiet, log=log,
                                  lite_python=lite_python)
+    _report(result)
+
+
+def _report(result: "ExportResult") -> None:
+    """What was exported, the per-graph table, and the command left to run on an Ascend host."""
     m = result.manifest
     click.echo(f"exported {m.variant}: {m.num_frames} frames {m.height}x{m.width}, "
                f"guidance batch {m.guidance_batch}, decode chunk {m.decode_chunk_size}, "

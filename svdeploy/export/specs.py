@@ -78,6 +78,21 @@ def resolve_settings(cfg: ModelConfig, *, frames: Optional[int] = None,
     chunk = decode_chunk_size or cfg.sampling.decode_chunk_size or num_frames
     if not 1 <= chunk <= num_frames:
         raise ConfigError(f"--decode-chunk-size {chunk}: expected 1..{num_frames} (the frame count)")
+    formats = _checked_formats(formats, dtype, target)
+    conv, probe = _resolve_conv(conv, target, formats)
+    chosen = tuple(graphs) if graphs else NETWORK_NAMES
+    for g in chosen:
+        if g not in NETWORK_NAMES:
+            raise ConfigError(f"--graph {g!r}: expected one of {', '.join(NETWORK_NAMES)}")
+    return ExportSettings(num_frames=num_frames, height=h, width=w, cfg=guidance,
+                          decode_chunk_size=chunk, formats=formats, dtype=dtype, target=target,
+                          graphs=chosen, validate=validate, seed=seed, conv=conv,
+                          conv_probe=probe, lite_python=lite_python)
+
+
+def _checked_formats(formats: Sequence[str], dtype: str, target: str) -> Tuple[str, ...]:
+    """The formats without repeats, checked with the dtype and target they are written in:
+    some pairs cannot be exported, and that should fail before any tracing."""
     formats = tuple(dict.fromkeys(formats))
     for fmt in formats:
         if fmt not in FORMATS:
@@ -91,6 +106,13 @@ def resolve_settings(cfg: ModelConfig, *, frames: Optional[int] = None,
     if dtype == "bf16" and ("onnx" in formats or "lite" in formats):
         raise ConfigError("--dtype bf16 with --format onnx: MindSpore 2.10's ONNX exporter cannot "
                           "write bfloat16 casts; use --dtype fp16 or fp32 for ONNX, or mindir for bf16")
+    return formats
+
+
+def _resolve_conv(conv: str, target: str,
+                  formats: Tuple[str, ...]) -> Tuple[str, Tuple[Tuple[str, float], ...]]:
+    """(kernel, probe timings): only CPU MindIR graphs have a choice, and "auto" settles it by
+    timing the kernels on this machine (the probe is kept for the manifest)."""
     if conv not in CONVS:
         raise ConfigError(f"--conv {conv!r}: expected one of {', '.join(CONVS)}")
     cpu_mindir = target == "cpu" and "mindir" in formats
@@ -105,14 +127,7 @@ def resolve_settings(cfg: ModelConfig, *, frames: Optional[int] = None,
             conv, probe = fastest_conv(), tuple(sorted(conv_probe().items()))
         else:
             conv = "native"
-    chosen = tuple(graphs) if graphs else NETWORK_NAMES
-    for g in chosen:
-        if g not in NETWORK_NAMES:
-            raise ConfigError(f"--graph {g!r}: expected one of {', '.join(NETWORK_NAMES)}")
-    return ExportSettings(num_frames=num_frames, height=h, width=w, cfg=guidance,
-                          decode_chunk_size=chunk, formats=formats, dtype=dtype, target=target,
-                          graphs=chosen, validate=validate, seed=seed, conv=conv,
-                          conv_probe=probe, lite_python=lite_python)
+    return conv, probe
 
 
 @dataclass

@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from svdeploy.errors import InputError
 
-from .preprocess import ImageSource, prepare_image
+from .decode import Window
+from .preprocess import ImageSource, PreparedImage, prepare_image
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import GenerationResult, StepCallback, VideoPipeline
@@ -95,6 +96,24 @@ def generate_chain(pipe: "VideoPipeline", image: ImageSource, *, clips: int,
     windows = pipe.decode_windows(chained_frame_count(clips, pipe.num_frames), decode_overlap)
     calls_before = pipe.graph_counters()
     timings: Dict[str, Any] = {}
+    prepared, decoded = _run_chain_stages(pipe, image, clips, used_seed, first_noise,
+                                          first_latents, params, windows, decode_overlap,
+                                          progress, on_step, timings)
+    timings["graphs"] = pipe.graph_calls_since(calls_before)
+    timings["end_to_end_s"] = time.perf_counter() - start
+    return GenerationResult(frames=decoded_to_frames(decoded), params=params, seed=used_seed,
+                            backend=pipe.backend, timings=timings,
+                            image=prepared_image_info(prepared), precision=pipe.precision,
+                            details=_chain_details(pipe, clips, decode_overlap, len(windows)))
+
+
+def _run_chain_stages(pipe: "VideoPipeline", image: ImageSource, clips: int, seed: int,
+                      first_noise: np.ndarray, first_latents: np.ndarray, params: Any,
+                      windows: List[Window], decode_overlap: int, progress: bool,
+                      on_step: Optional["StepCallback"],
+                      timings: Dict[str, Any]) -> Tuple[PreparedImage, np.ndarray]:
+    """The timed stages as a single clip runs them, the seconds of each into ``timings``, with
+    the denoising repeated per clip under one progress bar; returns (prepared image, decoded)."""
     t0 = time.perf_counter()
     prepared = prepare_image(image, pipe.manifest.height, pipe.manifest.width)
     timings["preprocess_s"] = time.perf_counter() - t0
@@ -104,23 +123,23 @@ def generate_chain(pipe: "VideoPipeline", image: ImageSource, *, clips: int,
         context, image_latent = pipe._encode(prepared.pixels, first_noise, params)
         timings["encode_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        finals, timings["per_step_s"] = _denoise_clips(pipe, clips, used_seed, first_latents,
+        finals, timings["per_step_s"] = _denoise_clips(pipe, clips, seed, first_latents,
                                                        context, image_latent, params, bar, on_step)
         timings["denoise_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         bar.set_description("decode")
         decoded = pipe.decode_latents(join_clips(finals), windows, decode_overlap, bar.update)
         timings["decode_s"] = time.perf_counter() - t0
-    timings["graphs"] = pipe.graph_calls_since(calls_before)
-    timings["end_to_end_s"] = time.perf_counter() - start
-    details = {"clips": clips, "frames_per_clip": pipe.num_frames, "decode_overlap": decode_overlap,
-               "decode_calls": len(windows), "handover": "latent (last denoised latent / "
-               "scaling_factor → image-latent channels)", "clip_embedding": CLIP_EMBEDDING,
-               "clip_seeds": "clip 0: default_rng(seed); clip k: default_rng([seed, k])"}
-    return GenerationResult(frames=decoded_to_frames(decoded), params=params, seed=used_seed,
-                            backend=pipe.backend, timings=timings,
-                            image=prepared_image_info(prepared), precision=pipe.precision,
-                            details=details)
+    return prepared, decoded
+
+
+def _chain_details(pipe: "VideoPipeline", clips: int, decode_overlap: int,
+                   decode_calls: int) -> Dict[str, Any]:
+    """How the chain was made, for the sidecar: a reader can redo the draws and the handover."""
+    return {"clips": clips, "frames_per_clip": pipe.num_frames, "decode_overlap": decode_overlap,
+            "decode_calls": decode_calls, "handover": "latent (last denoised latent / "
+            "scaling_factor → image-latent channels)", "clip_embedding": CLIP_EMBEDDING,
+            "clip_seeds": "clip 0: default_rng(seed); clip k: default_rng([seed, k])"}
 
 
 def _first_clip_draws(pipe: "VideoPipeline", seed: Optional[int], image_noise: Optional[np.ndarray],

@@ -112,9 +112,6 @@ def main(artifact: Path, images: Tuple[Path, ...], out: str, steps: Optional[int
     svd-run artifacts/svd_xt -i photo.jpg --out long.mp4 --clips 4 --decode-overlap 1;
     svd-run artifacts/svd_xt -i photo.jpg --out clip.mp4 --plan
     """
-    if _plan_or_refuse(artifact, backend, lite_python, clips, decode_overlap, len(images),
-                       plan_only, max_memory):
-        return
     options: Dict[str, Any] = dict(backend=backend, precision=precision, seed=seed,
                                    noise_file=noise_file,
                    verify_hashes=not no_verify, progress=not quiet, clips=clips,
@@ -122,6 +119,16 @@ def main(artifact: Path, images: Tuple[Path, ...], out: str, steps: Optional[int
                    fps=fps, motion_bucket_id=motion_bucket_id,
                    noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
                    max_guidance_scale=max_guidance_scale, num_inference_steps=steps)
+    _plan_or_run(artifact, images, out, fmt, plan_only, max_memory, options)
+
+
+def _plan_or_run(artifact: Path, images: Tuple[Path, ...], out: str, fmt: Optional[str],
+                 plan_only: bool, max_memory: Optional[str], options: Dict[str, Any]) -> None:
+    """The plan comes first, so that --plan and --max-memory act before any graph is loaded;
+    then one video, or a batch (several images, or --format: --out is a folder)."""
+    if _plan_or_refuse(artifact, options["backend"], options["lite_python"], options["clips"],
+                       options["decode_overlap"], len(images), plan_only, max_memory):
+        return
     if len(images) > 1 or fmt is not None:
         _run_batch(artifact, images, out, fmt or "mp4", options)
         return

@@ -94,6 +94,24 @@ def resolve_sampling_params(manifest: Manifest, **given: Any) -> SamplingParams:
     if unknown:
         raise InputError(f"unknown sampling parameter(s) {', '.join(unknown)}; expected "
                          f"{', '.join(SAMPLING_KEYS)}")
+    values, sources = _sampling_values(manifest, given)
+    fps = _integer("fps", values["fps"], 1, MAX_FPS, sources["fps"])
+    motion = _integer("motion_bucket_id", values["motion_bucket_id"], 0, 255,
+                      sources["motion_bucket_id"])
+    steps = _integer("num_inference_steps", values["num_inference_steps"], 1, None,
+                     sources["num_inference_steps"])
+    aug = _number("noise_aug_strength", values["noise_aug_strength"], 0.0,
+                  sources["noise_aug_strength"], MAX_NOISE_AUG_STRENGTH)
+    g_min, g_max = _guidance_scales(manifest, values, sources)
+    return SamplingParams(fps=fps, motion_bucket_id=motion, noise_aug_strength=aug,
+                          min_guidance_scale=g_min, max_guidance_scale=g_max,
+                          num_inference_steps=steps, guidance=manifest.guidance_batch == 2)
+
+
+def _sampling_values(manifest: Manifest,
+                     given: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """Each parameter's value and where it came from (a suffix for the error messages, empty
+    for the caller's own), so that a refused value names the default that supplied it."""
     fallback = SamplingConfig()
     values: Dict[str, Any] = {}
     sources: Dict[str, str] = {}
@@ -104,13 +122,13 @@ def resolve_sampling_params(manifest: Manifest, **given: Any) -> SamplingParams:
             values[key], sources[key] = manifest.defaults[key], " (the artifact's default)"
         else:
             values[key], sources[key] = getattr(fallback, key), " (svdeploy's default)"
-    fps = _integer("fps", values["fps"], 1, MAX_FPS, sources["fps"])
-    motion = _integer("motion_bucket_id", values["motion_bucket_id"], 0, 255,
-                      sources["motion_bucket_id"])
-    steps = _integer("num_inference_steps", values["num_inference_steps"], 1, None,
-                     sources["num_inference_steps"])
-    aug = _number("noise_aug_strength", values["noise_aug_strength"], 0.0,
-                  sources["noise_aug_strength"], MAX_NOISE_AUG_STRENGTH)
+    return values, sources
+
+
+def _guidance_scales(manifest: Manifest, values: Mapping[str, Any],
+                     sources: Mapping[str, str]) -> Tuple[float, float]:
+    """(min, max) guidance scale, checked; 1.0 and 1.0 for an artifact without guidance, whose
+    U-Net has no unconditional half to honour other scales with."""
     g_min = _number("min_guidance_scale", values["min_guidance_scale"], 0.0,
                     sources["min_guidance_scale"], MAX_GUIDANCE_SCALE)
     g_max = _number("max_guidance_scale", values["max_guidance_scale"], 0.0,
@@ -118,8 +136,7 @@ def resolve_sampling_params(manifest: Manifest, **given: Any) -> SamplingParams:
     if g_min > g_max:
         raise InputError(f"min_guidance_scale = {g_min} is above max_guidance_scale = {g_max}: "
                          "expected min ≤ max")
-    guidance = manifest.guidance_batch == 2
-    if not guidance:
+    if manifest.guidance_batch != 2:
         # The U-Net graph has no unconditional half, so scales other than 1 cannot be honoured.
         for key, value in (("min_guidance_scale", g_min), ("max_guidance_scale", g_max)):
             if sources[key] == "" and value != 1.0:
@@ -128,9 +145,7 @@ def resolve_sampling_params(manifest: Manifest, **given: Any) -> SamplingParams:
                     "(guidance_batch 1), so the guidance scales must be 1.0; re-export with cfg "
                     "to use guidance")
         g_min = g_max = 1.0  # defaults of a CFG preset do not apply here
-    return SamplingParams(fps=fps, motion_bucket_id=motion, noise_aug_strength=aug,
-                          min_guidance_scale=g_min, max_guidance_scale=g_max,
-                          num_inference_steps=steps, guidance=guidance)
+    return g_min, g_max
 
 
 def _noise_array(name: str, value: Any, shape: Tuple[int, ...]) -> np.ndarray:
@@ -326,12 +341,30 @@ class VideoPipeline:
                         min_guidance_scale=min_guidance_scale,
                         max_guidance_scale=max_guidance_scale,
                         num_inference_steps=num_inference_steps)
+        return self._generate(image, sampling, seed, image_noise, latents, progress, clips,
+                              decode_overlap, on_step)
+
+    def _generate(self, image: ImageSource, sampling: Dict[str, Any], seed: Optional[int],
+                  image_noise: Optional[np.ndarray], latents: Optional[np.ndarray],
+                  progress: bool, clips: int, decode_overlap: int,
+                  on_step: Optional[StepCallback]) -> GenerationResult:
+        """``generate`` past its documented signature: a chain of clips is ``generate_chain``'s
+        (one prepared image, latents handed over between clips), a single clip is ours."""
         if check_clips(clips) != 1:
             from .chain import generate_chain
 
             return generate_chain(self, image, clips=clips, seed=seed, image_noise=image_noise,
                                   latents=latents, decode_overlap=decode_overlap,
                                   progress=progress, on_step=on_step, **sampling)
+        return self._generate_clip(image, sampling, seed, image_noise, latents, progress,
+                                   decode_overlap, on_step)
+
+    def _generate_clip(self, image: ImageSource, sampling: Dict[str, Any], seed: Optional[int],
+                       image_noise: Optional[np.ndarray], latents: Optional[np.ndarray],
+                       progress: bool, decode_overlap: int,
+                       on_step: Optional[StepCallback]) -> GenerationResult:
+        """One clip, reporting its share of the graphs' counters (they are the pipeline's,
+        shared by every run)."""
         start = time.perf_counter()
         windows = self.decode_windows(self.num_frames, decode_overlap)
         params = resolve_sampling_params(self.manifest, **sampling)

@@ -207,15 +207,7 @@ def plan_memory(manifest: Manifest, graph_bytes: Dict[str, int], backend: str, *
     # decoded video: the blended accumulator, its normalised copy, then the [0,1] frames
     video_arrays = 3 * total * 3 * pixels * 4
 
-    def working(terms: Terms, graphs: Tuple[str, ...], count: int) -> int:
-        size = sum(graph_bytes.get(g, 0) for g in graphs)
-        return int(terms[0] + terms[1] * size + count * (terms[2] + terms[3] * size / MiB))
-
-    encode = working(cal.encoder, ("image_encoder", "vae_encoder"), pixels)
-    unet = working(cal.unet, ("unet",), manifest.guidance_batch * frames * lat_h * lat_w)
-    decode = working(cal.decoder, ("vae_decoder",), chunk * pixels)
-    if _decoder_calls(total, chunk, decode_overlap, frames) > 1:
-        decode = int(decode * cal.repeated_decoder)
+    encode, unet, decode = _graph_working(manifest, cal, graph_bytes, total, chunk, decode_overlap)
     stages = {"load": resident, "encode": resident + encode,
               "denoise": resident + encode + unet + loop_arrays,
               "decode": resident + encode + unet + decode + video_arrays + total * latent_frame}
@@ -225,6 +217,25 @@ def plan_memory(manifest: Manifest, graph_bytes: Dict[str, int], backend: str, *
                       parts=parts, fitted_on=cal.fitted_on,
                       borrowed_from="" if source == backend else source, clips=clips, manifest=manifest,
                       graph_bytes=dict(graph_bytes))
+
+
+def _graph_working(manifest: Manifest, cal: Calibration, graph_bytes: Dict[str, int], total: int,
+                   chunk: int, decode_overlap: int) -> Tuple[int, int, int]:
+    """Working memory of the encoders, the U-Net and the decoder over what stays resident: each
+    grows with its graphs' size and with the elements one call handles."""
+    frames, _, lat_h, lat_w = manifest.latent_shape
+    pixels = manifest.height * manifest.width
+
+    def working(terms: Terms, graphs: Tuple[str, ...], count: int) -> int:
+        size = sum(graph_bytes.get(g, 0) for g in graphs)
+        return int(terms[0] + terms[1] * size + count * (terms[2] + terms[3] * size / MiB))
+
+    encode = working(cal.encoder, ("image_encoder", "vae_encoder"), pixels)
+    unet = working(cal.unet, ("unet",), manifest.guidance_batch * frames * lat_h * lat_w)
+    decode = working(cal.decoder, ("vae_decoder",), chunk * pixels)
+    if _decoder_calls(total, chunk, decode_overlap, frames) > 1:
+        decode = int(decode * cal.repeated_decoder)
+    return encode, unet, decode
 
 
 def _decoder_calls(total: int, chunk: int, overlap: int, frames: int) -> int:

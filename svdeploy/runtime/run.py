@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
@@ -129,34 +130,62 @@ def run_to_file(artifact: Union[str, os.PathLike], image: Union[str, os.PathLike
     ``out`` and its sidecar are refused if they exist (unless ``overwrite``), name an input or
     lie inside the artifact; both are written to temporaries and appear together or not at all."""
     start = time.perf_counter()
-    # Every user input is checked before the graphs are hashed and loaded (minutes on a
-    # full-size artifact), so a typo fails at once.
+    sampling: Dict[str, Any] = dict(fps=fps, motion_bucket_id=motion_bucket_id,
+                    noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
+                    max_guidance_scale=max_guidance_scale, num_inference_steps=num_inference_steps)
+    run = _check_inputs(artifact, image, out, noise_file, overwrite, sampling, clips,
+                        decode_overlap)
+    pipe = VideoPipeline.load(artifact, backend=backend, verify_hashes=verify_hashes,
+                              precision=precision, lite_python=lite_python)
+    result = pipe.generate(run.image, seed=seed, progress=progress, **run.options)
+    return _write_outputs(pipe, result, run, artifact, image, out, noise_file, verify_hashes,
+                          start)
+
+
+@dataclass(frozen=True)
+class _CheckedRun:
+    """A run's inputs once checked, all of them before the graphs are hashed and loaded."""
+
+    kind: str
+    target: Path
+    sidecar: Path
+    image: ImageSource
+    options: Dict[str, Any]     # generate()'s keywords besides seed and progress
+
+
+def _check_inputs(artifact: PathLike, image: PathLike, out: PathLike,
+                  noise_file: Optional[PathLike], overwrite: bool, sampling: Dict[str, Any],
+                  clips: int, decode_overlap: int) -> _CheckedRun:
+    """Check every user input before the graphs are hashed and loaded (minutes on a full-size
+    artifact), so that a typo fails at once."""
     manifest = read_manifest(artifact, verify_hashes=False)
     require_complete(manifest, artifact)
     inputs = {"--image": image if isinstance(image, (str, os.PathLike)) else None,
               "--noise": noise_file}
     kind, target, sidecar = check_run_outputs(out, artifact=artifact, inputs=inputs,
                                               overwrite=overwrite)
-    sampling: Dict[str, Any] = dict(fps=fps, motion_bucket_id=motion_bucket_id,
-                    noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
-                    max_guidance_scale=max_guidance_scale, num_inference_steps=num_inference_steps)
     check_run_options(manifest, kind, sampling, clips, decode_overlap)
     rgb: ImageSource = to_rgb_float(image)
     image_noise = latents = None
     if noise_file is not None:
         image_noise, latents = load_noise_file(
             noise_file, (1, 3, manifest.height, manifest.width), (1, *manifest.latent_shape))
+    options = dict(image_noise=image_noise, latents=latents, clips=clips,
+                   decode_overlap=decode_overlap, **sampling)
+    return _CheckedRun(kind, target, sidecar, rgb, options)
 
-    pipe = VideoPipeline.load(artifact, backend=backend, verify_hashes=verify_hashes,
-                              precision=precision, lite_python=lite_python)
-    result = pipe.generate(rgb, seed=seed, image_noise=image_noise, latents=latents,
-                           progress=progress, clips=clips, decode_overlap=decode_overlap,
-                           **sampling)
+
+def _write_outputs(pipe: VideoPipeline, result: GenerationResult, run: _CheckedRun,
+                   artifact: PathLike, image: PathLike, out: PathLike,
+                   noise_file: Optional[PathLike], verify_hashes: bool,
+                   start: float) -> Dict[str, Any]:
+    """Render the video and publish it with its sidecar; the record's total time runs from
+    ``start`` to just before the publish, which the record itself cannot include."""
     t0 = time.perf_counter()
     rendered = render_frames(result.frames, out, fps=result.params.fps)
-    record = run_record(pipe, result, artifact=artifact, image=image, target=target, kind=kind,
-                        noise_file=noise_file, verify_hashes=verify_hashes,
+    record = run_record(pipe, result, artifact=artifact, image=image, target=run.target,
+                        kind=run.kind, noise_file=noise_file, verify_hashes=verify_hashes,
                         write_seconds=time.perf_counter() - t0)
     record["timings"]["total_s"] = time.perf_counter() - start
-    publish_video(rendered, target, sidecar, record)
+    publish_video(rendered, run.target, run.sidecar, record)
     return record

@@ -12,7 +12,7 @@ from svdeploy.cliutil import friendly_errors
 from svdeploy.errors import InputError
 from svdeploy.runtime import BACKENDS
 
-from .settings import PRECISIONS, parse_duration, parse_size, resolve_settings
+from .settings import PRECISIONS, ServeSettings, parse_duration, parse_size, resolve_settings
 
 
 def _converted(parse):
@@ -85,14 +85,20 @@ def main(artifact: Path, host: str, port: int, replicas: int, replica_cpus: floa
     Runs until interrupted (Ctrl-C or SIGTERM). docs/SERVING.md has the API, the cluster set-up
     and what a replica costs.
     """
-    from .server import start_server
-
     settings = resolve_settings(
         artifact, jobs_dir, backend=backend, precision=precision, lite_python=lite_python,
         host=host, port=port,
         replicas=replicas, replica_cpus=replica_cpus, replica_gpus=replica_gpus, address=address,
         max_queue=max_queue, max_upload=max_upload, keep_seconds=keep_seconds,
         verify_hashes=not no_verify)
+    _serve_until_stopped(settings, verbose)
+
+
+def _serve_until_stopped(settings: ServeSettings, verbose: bool) -> None:
+    """Start the server, then wait for Ctrl-C or SIGTERM: our handlers replace Ray's (installed
+    by its start), so that the server stops cleanly and the jobs stay on disk."""
+    from .server import start_server
+
     log = lambda message: click.echo(f"svd-serve: {message}", err=True)  # noqa: E731
     server = start_server(settings, log, verbose=verbose)
     stop = threading.Event()

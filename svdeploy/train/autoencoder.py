@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -104,8 +104,7 @@ def train_autoencoder(cfg: TrainingConfig, model_cfg: ModelConfig, source: Path,
         logger.info("autoencoder stage already done: %s", out)
         return out
     import mindspore as ms
-    from mindspore import Tensor, nn
-    from tqdm import tqdm
+    from mindspore import nn
 
     from svdeploy.models import build_network
     from svdeploy.models.loading import load_into_cell
@@ -127,24 +126,35 @@ def train_autoencoder(cfg: TrainingConfig, model_cfg: ModelConfig, source: Path,
     batches = _clip_batches(dataset, ae.batch_size)
     factor = model_cfg.vae.downsample_factor
     latent = (model_cfg.vae.embed_dim, init.height // factor, init.width // factor)
-    rows: List[Dict[str, object]] = []
-    bar = tqdm(total=ae.steps, desc="svd-train autoencoder", unit="step", disable=not progress)
-    for step in range(ae.steps):
-        started = time.perf_counter()
-        frames = next(batches)
-        rng = np.random.default_rng([cfg.environment.seed, 7, step])
-        eps = rng.standard_normal((frames.shape[0],) + latent, dtype=np.float32)
-        loss = float(step_cell(Tensor(frames), Tensor(eps)).asnumpy())
-        rows.append({"step": step + 1, "loss": loss, "seconds": time.perf_counter() - started})
-        bar.set_postfix(loss=f"{loss:.4g}")
-        bar.update(1)
-    bar.close()
+    rows = _run_steps(step_cell, batches, latent, ae.steps, cfg.environment.seed, progress)
     scale = latent_scale(encoder, dataset, ae.scale_samples)
     logger.info("autoencoder: final loss %.4g; vae.scale_factor = %.5f", rows[-1]["loss"] if rows
                 else float("nan"), scale)
     new_cfg = dataclasses.replace(model_cfg, vae=dataclasses.replace(model_cfg.vae, scale_factor=scale))
     return write_stage_checkpoint(out, new_cfg, weights, {"vae_encoder": encoder,
                                                           "vae_decoder": decoder}, rows)
+
+
+def _run_steps(step_cell, batches: Iterator[np.ndarray], latent: Tuple[int, int, int],
+               steps: int, seed: int, progress: bool) -> List[Dict[str, object]]:
+    """The optimizer steps, one log row each; the posterior noise is drawn from the seed and
+    the step, so that a rerun takes the same steps."""
+    from mindspore import Tensor
+    from tqdm import tqdm
+
+    rows: List[Dict[str, object]] = []
+    bar = tqdm(total=steps, desc="svd-train autoencoder", unit="step", disable=not progress)
+    for step in range(steps):
+        started = time.perf_counter()
+        frames = next(batches)
+        rng = np.random.default_rng([seed, 7, step])
+        eps = rng.standard_normal((frames.shape[0],) + latent, dtype=np.float32)
+        loss = float(step_cell(Tensor(frames), Tensor(eps)).asnumpy())
+        rows.append({"step": step + 1, "loss": loss, "seconds": time.perf_counter() - started})
+        bar.set_postfix(loss=f"{loss:.4g}")
+        bar.update(1)
+    bar.close()
+    return rows
 
 
 def latent_scale(encoder, dataset: VideoDataset, clips: int) -> float:

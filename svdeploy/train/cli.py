@@ -4,11 +4,17 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
 
 import click
 
 from svdeploy.cliutil import friendly_errors
+
+if TYPE_CHECKING:  # pragma: no cover
+    from svdeploy.config import ModelConfig
+
+    from .config import TrainingConfig
+    from .trainer import TrainResult
 
 EPILOG_HEAD = """\b
 Every key of the training config can be overridden as --section.key VALUE (or
@@ -75,14 +81,32 @@ def main(ctx: click.Context, config: Optional[Path], svd_config: Optional[str], 
     import yaml
 
     from svdeploy.config import load_model_config, to_dict
+
+    from .config import parse_override_args
+
+    overrides = parse_override_args(ctx.args)
+    model_cfg = load_model_config(svd_config) if svd_config else None
+    cfg, resolved = _training_config(config, overrides, model_cfg, resume)
+    if print_config:
+        click.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False), nl=False)
+        return
+    result, rank = _train(cfg, model_cfg, resolved, resume, progress)
+    if rank == 0:
+        _report(result)
+
+
+def _training_config(config: Optional[Path], overrides: Sequence[Tuple[str, Any]],
+                     model_cfg: Optional["ModelConfig"],
+                     resume: bool) -> Tuple["TrainingConfig", "ModelConfig"]:
+    """(training config, model config): without --svd-config the model's config is read from
+    the checkpoint training starts from, and the training config resolved again with it, as
+    the clip size defaults to the model's."""
     from svdeploy.errors import ConfigError
     from svdeploy.models.loading import read_checkpoint_dir
 
     from . import checkpoint as ckpt
-    from .config import load_training_config, parse_override_args
+    from .config import load_training_config
 
-    overrides = parse_override_args(ctx.args)
-    model_cfg = load_model_config(svd_config) if svd_config else None
     cfg = load_training_config(config, overrides, model_cfg)
     resolved = model_cfg
     if resolved is None:
@@ -93,10 +117,12 @@ def main(ctx: click.Context, config: Optional[Path], svd_config: Optional[str], 
             raise ConfigError("train.random_init needs --svd-config (the networks to build)")
         resolved, _ = read_checkpoint_dir(source)
         cfg = load_training_config(config, overrides, resolved)
-    if print_config:
-        click.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False), nl=False)
-        return
+    return cfg, resolved
 
+
+def _train(cfg: "TrainingConfig", model_cfg: Optional["ModelConfig"], resolved: "ModelConfig",
+           resume: bool, progress: bool) -> Tuple["TrainResult", int]:
+    """(result, this process's rank): logging goes through tqdm so that the bars stay whole."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .trainer import Trainer, setup_environment
@@ -107,17 +133,22 @@ def main(ctx: click.Context, config: Optional[Path], svd_config: Optional[str], 
         trainer = Trainer(cfg, model_cfg, resume=resume, progress=progress, rank=rank,
                           world_size=world)
         result = trainer.train()
-    if rank == 0:
-        times = result.step_seconds[1:] or result.step_seconds
-        mean = sum(times) / len(times) if times else float("nan")
-        click.echo(f"trained steps {result.start_step} → {result.steps} of {result.total_steps}"
-                   f"{f'; last loss {result.losses[-1]:.6g}' if result.losses else ''}")
-        if result.step_seconds:
-            click.echo(f"time: graph compile {result.compile_seconds:.1f} s, then "
-                       f"{result.step_seconds[0]:.2f} s for the first step and {mean:.3f} s/step "
-                       "after it")
-        if result.last_checkpoint is not None:
-            click.echo(f"checkpoint: {result.last_checkpoint}")
+    return result, rank
+
+
+def _report(result: "TrainResult") -> None:
+    """The run in up to three lines (rank 0 only); the first step, slower than the others, is
+    told apart from their mean."""
+    times = result.step_seconds[1:] or result.step_seconds
+    mean = sum(times) / len(times) if times else float("nan")
+    click.echo(f"trained steps {result.start_step} → {result.steps} of {result.total_steps}"
+               f"{f'; last loss {result.losses[-1]:.6g}' if result.losses else ''}")
+    if result.step_seconds:
+        click.echo(f"time: graph compile {result.compile_seconds:.1f} s, then "
+                   f"{result.step_seconds[0]:.2f} s for the first step and {mean:.3f} s/step "
+                   "after it")
+    if result.last_checkpoint is not None:
+        click.echo(f"checkpoint: {result.last_checkpoint}")
 
 
 if __name__ == "__main__":

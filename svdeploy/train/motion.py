@@ -41,7 +41,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import av
 import numpy as np
@@ -312,42 +312,52 @@ def measure_video(path: Union[str, os.PathLike], *, flow_fps: float = FLOW_FPS,
         stream.thread_type = "AUTO"
         fps, from_file = stream_fps(stream, default_fps)
         stride = max(1.0, fps / flow_fps)
-        shape: Optional[Tuple[int, int]] = None
-
-        def luma(frame: "av.VideoFrame") -> np.ndarray:
-            return frame.to_ndarray(format="gray", width=shape[1], height=shape[0],
-                                    interpolation="AREA").astype(np.float64) / 255.0
-
-        next_sample = 0   # k of the next sample, taken at frame round(k · stride)
-        previous: Optional[Tuple[int, np.ndarray]] = None
-        last_frame = None
-        total = 0.0
-        pairs = 0
-        count = 0
-        for index, frame in enumerate(container.decode(stream)):
-            count = index + 1
-            last_frame = frame
-            if index < int(round(next_sample * stride)):
-                continue
-            while int(round(next_sample * stride)) <= index:
-                next_sample += 1
-            if shape is None:
-                shape = analysis_shape(frame.height, frame.width, analysis_size)
-            gray = luma(frame)
-            if previous is not None:
-                total += _pair_score(previous[1], gray, (index - previous[0]) / fps, levels,
-                                     iterations)
-                pairs += 1
-            previous = (index, gray)
-        if count < 2:
-            raise VideoTooShortError(f"{path}: {count} frame(s); a motion score needs at least 2")
-        if pairs == 0:
-            # shorter than one sampling interval: compare the first and the last frame
-            total = _pair_score(previous[1], luma(last_frame), (count - 1) / fps, levels,
-                                iterations)
-            pairs = 1
+        count, total, pairs = _score_frames(path, container.decode(stream), fps, stride,
+                                            analysis_size, levels, iterations)
     return MotionMeasurement(path=str(path), length=count, fps=fps, fps_from_file=from_file,
                              score=total / pairs, pairs=pairs)
+
+
+def _score_frames(path: Union[str, os.PathLike], frames: Iterable["av.VideoFrame"], fps: float,
+                  stride: float, analysis_size: int, levels: int,
+                  iterations: int) -> Tuple[int, float, int]:
+    """(frames, summed pair scores, pairs) over the frames sampled every ``stride`` frames;
+    only the previous sample is kept, so a long video streams through."""
+    shape: Optional[Tuple[int, int]] = None
+
+    def luma(frame: "av.VideoFrame") -> np.ndarray:
+        return frame.to_ndarray(format="gray", width=shape[1], height=shape[0],
+                                interpolation="AREA").astype(np.float64) / 255.0
+
+    next_sample = 0   # k of the next sample, taken at frame round(k · stride)
+    previous: Optional[Tuple[int, np.ndarray]] = None
+    last_frame = None
+    total = 0.0
+    pairs = 0
+    count = 0
+    for index, frame in enumerate(frames):
+        count = index + 1
+        last_frame = frame
+        if index < int(round(next_sample * stride)):
+            continue
+        while int(round(next_sample * stride)) <= index:
+            next_sample += 1
+        if shape is None:
+            shape = analysis_shape(frame.height, frame.width, analysis_size)
+        gray = luma(frame)
+        if previous is not None:
+            total += _pair_score(previous[1], gray, (index - previous[0]) / fps, levels,
+                                 iterations)
+            pairs += 1
+        previous = (index, gray)
+    if count < 2:
+        raise VideoTooShortError(f"{path}: {count} frame(s); a motion score needs at least 2")
+    if pairs == 0:
+        # shorter than one sampling interval: compare the first and the last frame
+        total = _pair_score(previous[1], luma(last_frame), (count - 1) / fps, levels,
+                            iterations)
+        pairs = 1
+    return count, total, pairs
 
 
 # ---------------------------------------------------------------------------------------------

@@ -343,7 +343,7 @@ class Trainer:
     # ---- construction ------------------------------------------------------------------------
     def _build(self) -> None:
         import mindspore as ms
-        from mindspore import ParameterTuple, nn
+        from mindspore import ParameterTuple
 
         from svdeploy.models import build_network
         from svdeploy.models.loading import load_into_cell
@@ -373,22 +373,28 @@ class Trainer:
         self.conditioner = FrozenConditioner(vae_encoder, image_encoder, mcfg.vae.scale_factor,
                                              cfg.train.latent_cache_mb * 2**20)
         self.loss_net = EDMLoss(self.unet, init.frames, mcfg.unet.addition_time_embed_dim)
-        reducer_factory: Optional[Callable[[Any], nn.Cell]] = None
-        if self.world > 1:
-            from mindspore.communication import GlobalComm
-
-            world = self.world
-
-            def make_reducer(accum: Any) -> nn.Cell:
-                return nn.DistributedGradReducer(accum, mean=True, degree=world,
-                                                 group=GlobalComm.WORLD_COMM_GROUP)
-
-            reducer_factory = make_reducer
+        reducer_factory = self._reducer_factory()
         settings = cfg.train.settings
         self.runner = StepRunner(self.loss_net, self.trainable_params, cfg.train.optimizer,
                                  settings.clip_norm if settings.clip_grad else None,
                                  settings.drop_overflow_update, reducer_factory, self.world)
         self.dataset = VideoDataset(init)
+
+    def _reducer_factory(self) -> Optional[Callable[[Any], Any]]:
+        """Across several workers the gradients are averaged over all of them (None: one
+        worker, nothing to reduce)."""
+        if self.world <= 1:
+            return None
+        from mindspore import nn
+        from mindspore.communication import GlobalComm
+
+        world = self.world
+
+        def make_reducer(accum: Any) -> nn.Cell:
+            return nn.DistributedGradReducer(accum, mean=True, degree=world,
+                                             group=GlobalComm.WORLD_COMM_GROUP)
+
+        return make_reducer
 
     # ---- bookkeeping -------------------------------------------------------------------------
     def total_steps(self) -> int:
@@ -501,27 +507,34 @@ class Trainer:
         bar = tqdm(total=total, initial=step, unit="step", desc="svd-train", dynamic_ncols=True,
                    disable=not self.progress or self.rank != 0)
         try:
-            while step < total:
-                started = time.perf_counter()
-                out, lr, clips, samples_seen = self._optimizer_step(stream, step, total,
-                                                                    samples_seen, scaler)
-                step += 1
-                seconds = time.perf_counter() - started
-                result.losses.append(out.loss)
-                result.step_seconds.append(seconds)
-                result.steps = step
-                if not out.finite:
-                    logger.warning("step %d: non-finite gradients (loss scale %g); update %s", step,
-                                   out.loss_scale, "applied" if out.applied else "skipped")
-                if self.rank == 0:
-                    self._append_log_row(log_path, step, out, lr, seconds, samples_seen, clips)
-                bar.set_postfix(loss=f"{out.loss:.4g}", s_per_step=f"{seconds:.2f}", lr=f"{lr:.3g}")
-                bar.update(1)
-                if step % self.cfg.train.save_ckpt_interval == 0 or step == total:
-                    result.last_checkpoint = self._save(step, total, samples_seen, scaler, out.loss)
+            self._run_steps(result, stream, bar, step, samples_seen, scaler, log_path)
         finally:
             bar.close()
         return result
+
+    def _run_steps(self, result: TrainResult, stream: Iterator[Sample], bar: Any, step: int,
+                   samples_seen: int, scaler: Any, log_path: Path) -> None:
+        """The optimizer steps from ``step`` to the last, into ``result``, with a checkpoint
+        every save_ckpt_interval steps and after the last, so that a stopped run can resume."""
+        total = result.total_steps
+        while step < total:
+            started = time.perf_counter()
+            out, lr, clips, samples_seen = self._optimizer_step(stream, step, total,
+                                                                samples_seen, scaler)
+            step += 1
+            seconds = time.perf_counter() - started
+            result.losses.append(out.loss)
+            result.step_seconds.append(seconds)
+            result.steps = step
+            if not out.finite:
+                logger.warning("step %d: non-finite gradients (loss scale %g); update %s", step,
+                               out.loss_scale, "applied" if out.applied else "skipped")
+            if self.rank == 0:
+                self._append_log_row(log_path, step, out, lr, seconds, samples_seen, clips)
+            bar.set_postfix(loss=f"{out.loss:.4g}", s_per_step=f"{seconds:.2f}", lr=f"{lr:.3g}")
+            bar.update(1)
+            if step % self.cfg.train.save_ckpt_interval == 0 or step == total:
+                result.last_checkpoint = self._save(step, total, samples_seen, scaler, out.loss)
 
     def _resume(self, scaler: Any) -> Tuple[int, int]:
         """(step, clips seen) to start from: 0, 0 for a new run; else the resumed checkpoint's,
