@@ -1,5 +1,6 @@
 """Console entry points. Each dispatches lazily to its subpackage's click command, so that
 ``svd-run`` never imports the model, export or training code."""
+
 from __future__ import annotations
 
 import importlib

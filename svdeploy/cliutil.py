@@ -1,4 +1,5 @@
 """Small helpers shared by the click commands."""
+
 from __future__ import annotations
 
 import contextlib

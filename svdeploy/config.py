@@ -5,6 +5,7 @@ user can read one against the other. Every error names the key path, the value, 
 allowed. ``load_model_config`` takes a preset name (``svd``, ``svd_xt``, ``tiny``, ``mid``) or a
 path to a YAML file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,36 +64,57 @@ class UNetConfig:
         return self.adm_in_channels // 3
 
     def validate(self, path: str) -> None:
-        _positive(self, path, "in_channels", "out_channels", "model_channels", "num_res_blocks",
-                  "num_head_channels", "transformer_depth", "context_dim", "adm_in_channels")
+        _positive(
+            self,
+            path,
+            "in_channels",
+            "out_channels",
+            "model_channels",
+            "num_res_blocks",
+            "num_head_channels",
+            "transformer_depth",
+            "context_dim",
+            "adm_in_channels",
+        )
         if not self.channel_mult or any(m < 1 for m in self.channel_mult):
-            raise ConfigError(f"{path}.channel_mult = {list(self.channel_mult)}: expected a non-empty "
-                              "list of positive integers")
+            raise ConfigError(
+                f"{path}.channel_mult = {list(self.channel_mult)}: expected a non-empty "
+                "list of positive integers"
+            )
         for level, ch in enumerate(self.level_channels()):
             if ch % GROUPS:
                 raise ConfigError(
                     f"{path}.model_channels·channel_mult[{level}] = {ch}: must be divisible by the "
-                    f"{GROUPS} GroupNorm groups")
-        valid_ds = {2 ** i for i in range(len(self.channel_mult))}
+                    f"{GROUPS} GroupNorm groups"
+                )
+        valid_ds = {2**i for i in range(len(self.channel_mult))}
         for ds in self.attention_resolutions:
             if ds not in valid_ds:
-                raise ConfigError(f"{path}.attention_resolutions contains {ds}: expected values from "
-                                  f"{sorted(valid_ds)} (downsampling factors of the levels)")
+                raise ConfigError(
+                    f"{path}.attention_resolutions contains {ds}: expected values from "
+                    f"{sorted(valid_ds)} (downsampling factors of the levels)"
+                )
         for level, ch in enumerate(self.level_channels()):
-            if (2 ** level in self.attention_resolutions or level == len(self.channel_mult) - 1) \
-                    and ch % self.num_head_channels:
+            if (
+                2**level in self.attention_resolutions or level == len(self.channel_mult) - 1
+            ) and ch % self.num_head_channels:
                 raise ConfigError(
                     f"{path}.num_head_channels = {self.num_head_channels}: "
                     "must divide the attention "
-                    f"width {ch} of level {level}")
+                    f"width {ch} of level {level}"
+                )
         if self.adm_in_channels % 3 or self.addition_time_embed_dim % 2:
-            raise ConfigError(f"{path}.adm_in_channels = {self.adm_in_channels}: must be 3 × an even "
-                              "number (three sinusoidal embeddings: fps_id, motion_bucket_id, cond_aug)")
+            raise ConfigError(
+                f"{path}.adm_in_channels = {self.adm_in_channels}: must be 3 × an even "
+                "number (three sinusoidal embeddings: fps_id, motion_bucket_id, cond_aug)"
+            )
         if self.model_channels % 2:
             raise ConfigError(f"{path}.model_channels = {self.model_channels}: must be even")
         if self.video_kernel_size < 1 or self.video_kernel_size % 2 == 0:
-            raise ConfigError(f"{path}.video_kernel_size = {self.video_kernel_size}: expected an odd "
-                              "positive integer")
+            raise ConfigError(
+                f"{path}.video_kernel_size = {self.video_kernel_size}: expected an odd "
+                "positive integer"
+            )
         _range(self, path, "resblock_eps", 0.0, 1.0)
 
 
@@ -115,23 +137,32 @@ class VAEConfig:
         return 2 ** (len(self.ch_mult) - 1)
 
     def validate(self, path: str) -> None:
-        _positive(self, path, "ch", "num_res_blocks", "z_channels", "embed_dim", "in_channels",
-                  "out_ch")
+        _positive(
+            self, path, "ch", "num_res_blocks", "z_channels", "embed_dim", "in_channels", "out_ch"
+        )
         if not self.ch_mult or any(m < 1 for m in self.ch_mult):
-            raise ConfigError(f"{path}.ch_mult = {list(self.ch_mult)}: expected a non-empty list of "
-                              "positive integers")
+            raise ConfigError(
+                f"{path}.ch_mult = {list(self.ch_mult)}: expected a non-empty list of "
+                "positive integers"
+            )
         for level, m in enumerate(self.ch_mult):
             if (self.ch * m) % GROUPS:
-                raise ConfigError(f"{path}.ch·ch_mult[{level}] = {self.ch * m}: must be divisible by "
-                                  f"the {GROUPS} GroupNorm groups")
+                raise ConfigError(
+                    f"{path}.ch·ch_mult[{level}] = {self.ch * m}: must be divisible by "
+                    f"the {GROUPS} GroupNorm groups"
+                )
         if self.num_res_blocks < 2:
             # the temporal decoder's mid block is res → attn → res in sgm; diffusers skips the mid
             # attention with one res block, so such a checkpoint would not mean the same thing.
-            raise ConfigError(f"{path}.num_res_blocks = {self.num_res_blocks}: SVD's VAE needs at least 2")
+            raise ConfigError(
+                f"{path}.num_res_blocks = {self.num_res_blocks}: SVD's VAE needs at least 2"
+            )
         _range(self, path, "scale_factor", 0.0, 1e6, low_open=True)
         if self.video_kernel_size < 1 or self.video_kernel_size % 2 == 0:
-            raise ConfigError(f"{path}.video_kernel_size = {self.video_kernel_size}: expected an odd "
-                              "positive integer")
+            raise ConfigError(
+                f"{path}.video_kernel_size = {self.video_kernel_size}: expected an odd "
+                "positive integer"
+            )
 
 
 @dataclass
@@ -149,16 +180,28 @@ class ImageEncoderConfig:
     layer_norm_eps: float = 1e-5
 
     def validate(self, path: str) -> None:
-        _positive(self, path, "width", "layers", "heads", "mlp_width", "patch_size", "image_size",
-                  "embed_dim")
+        _positive(
+            self,
+            path,
+            "width",
+            "layers",
+            "heads",
+            "mlp_width",
+            "patch_size",
+            "image_size",
+            "embed_dim",
+        )
         if self.width % self.heads:
             raise ConfigError(f"{path}.heads = {self.heads}: must divide width = {self.width}")
         if self.image_size % self.patch_size:
-            raise ConfigError(f"{path}.patch_size = {self.patch_size}: must divide image_size = "
-                              f"{self.image_size}")
+            raise ConfigError(
+                f"{path}.patch_size = {self.patch_size}: must divide image_size = {self.image_size}"
+            )
         if self.image_size != 224:
-            raise ConfigError(f"{path}.image_size = {self.image_size}: SVD's CLIP branch resizes to "
-                              "224×224, so only 224 is allowed")
+            raise ConfigError(
+                f"{path}.image_size = {self.image_size}: SVD's CLIP branch resizes to "
+                "224×224, so only 224 is allowed"
+            )
         _range(self, path, "layer_norm_eps", 0.0, 1.0, low_open=True)
 
 
@@ -182,12 +225,18 @@ class SamplingConfig:
             raise ConfigError(f"{path}.motion_bucket_id = {self.motion_bucket_id}: expected 0..255")
         _range(self, path, "noise_aug_strength", 0.0, 10.0)
         if self.min_guidance_scale > self.max_guidance_scale:
-            raise ConfigError(f"{path}.min_guidance_scale = {self.min_guidance_scale} is above "
-                              f"max_guidance_scale = {self.max_guidance_scale}")
+            raise ConfigError(
+                f"{path}.min_guidance_scale = {self.min_guidance_scale} is above "
+                f"max_guidance_scale = {self.max_guidance_scale}"
+            )
         if self.num_inference_steps < 1:
-            raise ConfigError(f"{path}.num_inference_steps = {self.num_inference_steps}: expected ≥ 1")
+            raise ConfigError(
+                f"{path}.num_inference_steps = {self.num_inference_steps}: expected ≥ 1"
+            )
         if self.decode_chunk_size is not None and self.decode_chunk_size < 1:
-            raise ConfigError(f"{path}.decode_chunk_size = {self.decode_chunk_size}: expected ≥ 1 or null")
+            raise ConfigError(
+                f"{path}.decode_chunk_size = {self.decode_chunk_size}: expected ≥ 1 or null"
+            )
 
 
 @dataclass
@@ -201,8 +250,9 @@ class SchedulerConfig:
     def validate(self, path: str) -> None:
         _range(self, path, "sigma_min", 0.0, 1e9, low_open=True)
         if self.sigma_max <= self.sigma_min:
-            raise ConfigError(f"{path}.sigma_max = {self.sigma_max}: must be above sigma_min = "
-                              f"{self.sigma_min}")
+            raise ConfigError(
+                f"{path}.sigma_max = {self.sigma_max}: must be above sigma_min = {self.sigma_min}"
+            )
         _range(self, path, "rho", 0.0, 1e3, low_open=True)
 
 
@@ -246,18 +296,23 @@ class ModelConfig:
         if self.image_encoder.embed_dim != self.unet.context_dim:
             raise ConfigError(
                 f"{path}.image_encoder.embed_dim = {self.image_encoder.embed_dim} must equal "
-                f"{path}.unet.context_dim = {self.unet.context_dim} (the embedding is the context)")
+                f"{path}.unet.context_dim = {self.unet.context_dim} (the embedding is the context)"
+            )
         if self.unet.in_channels != 2 * self.latent_channels:
             raise ConfigError(
                 f"{path}.unet.in_channels = {self.unet.in_channels}: expected 2 × vae.embed_dim = "
-                f"{2 * self.latent_channels} (noisy latent + image latent)")
+                f"{2 * self.latent_channels} (noisy latent + image latent)"
+            )
         if self.unet.out_channels != self.latent_channels:
-            raise ConfigError(f"{path}.unet.out_channels = {self.unet.out_channels}: expected "
-                              f"vae.embed_dim = {self.latent_channels}")
+            raise ConfigError(
+                f"{path}.unet.out_channels = {self.unet.out_channels}: expected "
+                f"vae.embed_dim = {self.latent_channels}"
+            )
 
 
-def check_video_size(cfg: ModelConfig, height: int, width: int, num_frames: int,
-                     path: str = "config") -> None:
+def check_video_size(
+    cfg: ModelConfig, height: int, width: int, num_frames: int, path: str = "config"
+) -> None:
     """Raise ConfigError unless (height, width, frames) can run through this model."""
     if num_frames < 1:
         raise ConfigError(f"{path}.num_frames = {num_frames}: expected ≥ 1")
@@ -266,7 +321,8 @@ def check_video_size(cfg: ModelConfig, height: int, width: int, num_frames: int,
         if value < factor or value % factor:
             raise ConfigError(
                 f"{path}.{name} = {value}: must be a positive multiple of {factor} (VAE factor "
-                f"{cfg.vae.downsample_factor} × U-Net factor {factor // cfg.vae.downsample_factor})")
+                f"{cfg.vae.downsample_factor} × U-Net factor {factor // cfg.vae.downsample_factor})"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,7 +375,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{path} = {value!r}: expected one of {', '.join(map(repr, allowed))}")
+            raise ConfigError(
+                f"{path} = {value!r}: expected one of {', '.join(map(repr, allowed))}"
+            )
         return value
     if origin in (tuple, Tuple):
         (item,) = typing.get_args(tp)[:1]
@@ -366,8 +424,10 @@ def from_dict(cls: Type[T], data: Any, path: str = "config") -> T:
     known = {f.name for f in fields(cast(Any, cls)) if f.init}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; allowed: "
-                          f"{', '.join(sorted(known))}")
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(map(str, unknown))}; allowed: "
+            f"{', '.join(sorted(known))}"
+        )
     kwargs = {name: _coerce(value, hints[name], f"{path}.{name}") for name, value in data.items()}
     return cls(**kwargs)
 
@@ -409,8 +469,10 @@ def load_model_config(preset_or_path: Union[str, os.PathLike]) -> ModelConfig:
     else:
         path = Path(text)
         if not path.is_file():
-            raise ConfigError(f"--config {text!r}: neither a preset ({', '.join(PRESETS)}) nor an "
-                              "existing YAML file")
+            raise ConfigError(
+                f"--config {text!r}: neither a preset ({', '.join(PRESETS)}) nor an "
+                "existing YAML file"
+            )
     cfg = from_dict(ModelConfig, read_yaml(path), "config")
     cfg.validate("config")
     return cfg

@@ -6,6 +6,7 @@ the static input/output shapes of every graph, and the relative error that parit
 all take these from here. A core module: pure Python and NumPy, no framework, and of svdeploy
 it imports nothing (see tests/test_layering.py).
 """
+
 from __future__ import annotations
 
 from typing import Dict, Literal, NamedTuple, Sequence, Tuple, get_args
@@ -45,10 +46,20 @@ class GraphIO(NamedTuple):
     outputs: Dict[str, Shape]
 
 
-def graph_specs(*, height: int, width: int, num_frames: int, latent_channels: int,
-                latent_height: int, latent_width: int, context_dim: int, clip_size: int,
-                guidance_batch: int, decode_chunk_size: int,
-                networks: Sequence[str] = NETWORK_NAMES) -> Dict[str, GraphIO]:
+def graph_specs(
+    *,
+    height: int,
+    width: int,
+    num_frames: int,
+    latent_channels: int,
+    latent_height: int,
+    latent_width: int,
+    context_dim: int,
+    clip_size: int,
+    guidance_batch: int,
+    decode_chunk_size: int,
+    networks: Sequence[str] = NETWORK_NAMES,
+) -> Dict[str, GraphIO]:
     """The static shapes of the graphs of ``networks`` (graph name → GraphIO, in pipeline
     order), the table of ARCHITECTURE.md: ``B`` = guidance batch, ``F`` frames, ``C`` latent
     channels, ``h, w`` latent size, ``D`` context dim, ``K`` decode chunk. The tail graph
@@ -61,12 +72,14 @@ def graph_specs(*, height: int, width: int, num_frames: int, latent_channels: in
         return GraphIO({"z": (frames, c, h, w)}, {"frames": (frames, 3, height, width)})
 
     table = {
-        "image_encoder": GraphIO({"pixel_values": (1, 3, clip_size, clip_size)},
-                                 {"image_embeds": (1, 1, d)}),
+        "image_encoder": GraphIO(
+            {"pixel_values": (1, 3, clip_size, clip_size)}, {"image_embeds": (1, 1, d)}
+        ),
         "vae_encoder": GraphIO({"image": (1, 3, height, width)}, {"latent": (1, c, h, w)}),
-        "unet": GraphIO({"sample": (n, 2 * c, h, w), "c_noise": (1,), "context": (b, 1, d),
-                         "time_ids": (b, 3)},
-                        {"v": (n, c, h, w)}),
+        "unet": GraphIO(
+            {"sample": (n, 2 * c, h, w), "c_noise": (1,), "context": (b, 1, d), "time_ids": (b, 3)},
+            {"v": (n, c, h, w)},
+        ),
         "vae_decoder": decoder(k),
     }
     specs: Dict[str, GraphIO] = {name: table[name] for name in NETWORK_NAMES if name in networks}
@@ -88,6 +101,17 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.linalg.norm(a - e) / (denom if denom > 0 else 1.0))
 
 
-__all__ = ["NetworkName", "NETWORK_NAMES", "TAIL_GRAPH", "GRAPH_NAMES", "REQUIRED_GRAPHS", "GRAPH_FORMATS",
-           "Shape", "GraphIO", "graph_network", "required_graphs", "graph_specs",
-           "relative_error"]
+__all__ = [
+    "NetworkName",
+    "NETWORK_NAMES",
+    "TAIL_GRAPH",
+    "GRAPH_NAMES",
+    "REQUIRED_GRAPHS",
+    "GRAPH_FORMATS",
+    "Shape",
+    "GraphIO",
+    "graph_network",
+    "required_graphs",
+    "graph_specs",
+    "relative_error",
+]

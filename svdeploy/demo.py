@@ -9,6 +9,7 @@
    OUT/demo_sheet.png (the input, then every frame; one row per bucket), and print how far and
    which way the object moved in each.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,10 +23,11 @@ import numpy as np
 
 REAL_WEIGHTS_COMMANDS = """\
   svd-convert svd_xt.safetensors --out checkpoints/svd_xt --config svd_xt
-  svd-export --checkpoint checkpoints/svd_xt --out artifacts/svd_xt --format both --decode-chunk-size 5
+  svd-export --checkpoint checkpoints/svd_xt --out artifacts/svd_xt --format both \\
+      --decode-chunk-size 5
   svd-run artifacts/svd_xt --image your_image.png --out video.mp4 --seed 42"""
-SCALE = 3   # the 64×64 frames are shown 3× larger (nearest neighbour: the pixels stay visible)
-GAP = 4     # pixels between the tiles of the sheet
+SCALE = 3  # the 64×64 frames are shown 3× larger (nearest neighbour: the pixels stay visible)
+GAP = 4  # pixels between the tiles of the sheet
 
 
 def sample_image_path() -> Path:
@@ -42,8 +44,10 @@ def demo_buckets(checkpoint: Path) -> Dict[str, int]:
         buckets = json.loads(path.read_text(encoding="utf-8"))["buckets"]
         return {"slow": int(buckets["slow"]), "fast": int(buckets["fast"])}
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: cannot read the demo's motion buckets ({exc}); rebuild "
-                              "the demo model with `make demo-model`") from None
+        raise CheckpointError(
+            f"{path}: cannot read the demo's motion buckets ({exc}); rebuild "
+            "the demo model with `make demo-model`"
+        ) from None
 
 
 def upscale(frames: np.ndarray, factor: int = SCALE) -> np.ndarray:
@@ -60,10 +64,10 @@ def sheet(image: np.ndarray, rows: Dict[str, np.ndarray]) -> np.ndarray:
     out = np.full((len(rows) * (h + GAP) + GAP, width, 3), 255, np.uint8)
     for r, video in enumerate(rows.values()):
         y = GAP + r * (h + GAP)
-        out[y:y + h, GAP:GAP + w] = tile
+        out[y : y + h, GAP : GAP + w] = tile
         for i, frame in enumerate(upscale(video)):
             x = GAP * 3 + (i + 1) * (w + GAP)
-            out[y:y + h, x:x + w] = frame
+            out[y : y + h, x : x + w] = frame
     return out
 
 
@@ -94,8 +98,10 @@ def run_demo(out_dir: Path, formats: List[str], steps: Optional[int], seed: int)
     buckets = demo_buckets(checkpoint)
     artifact = out_dir / "demo_work" / "artifact"
     result = export_artifact(checkpoint, artifact, formats=formats, overwrite=True, progress=True)
-    print(f"[1/3] exported the demo model ({checkpoint}) to {', '.join(formats)} in "
-          f"{result.seconds:.0f} s, each graph checked against the network:")
+    print(
+        f"[1/3] exported the demo model ({checkpoint}) to {', '.join(formats)} in "
+        f"{result.seconds:.0f} s, each graph checked against the network:"
+    )
     print("      " + result.table().replace("\n", "\n      "))
 
     pipe = VideoPipeline.load(artifact)
@@ -103,36 +109,51 @@ def run_demo(out_dir: Path, formats: List[str], steps: Optional[int], seed: int)
     image = np.asarray(Image.open(image_path).convert("RGB"), np.float32) / 255.0
     videos: Dict[str, np.ndarray] = {}
     for name, bucket in buckets.items():
-        generated = pipe.generate(image, motion_bucket_id=bucket, seed=seed,
-                                  num_inference_steps=steps, progress=False)
+        generated = pipe.generate(
+            image, motion_bucket_id=bucket, seed=seed, num_inference_steps=steps, progress=False
+        )
         videos[f"{name} (bucket {bucket})"] = frames_to_uint8(generated.frames)
         v = track_object(generated.frames).velocity()
-        print(f"[2/3] {name} bucket {bucket}: the object moved ({v[0]:+.2f}, {v[1]:+.2f}) px/frame "
-              f"(x right, y down) with the {pipe.backend} backend, "
-              f"{generated.params.num_inference_steps} steps")
+        print(
+            f"[2/3] {name} bucket {bucket}: the object moved ({v[0]:+.2f}, {v[1]:+.2f}) px/frame "
+            f"(x right, y down) with the {pipe.backend} backend, "
+            f"{generated.params.num_inference_steps} steps"
+        )
     fps = generated.params.fps
     both = side_by_side(list(videos.values()))
     written = [save_frames(both, out_dir / name, fps) for name in ("demo.mp4", "demo.gif")]
     contact = sheet(frames_to_uint8(image[None])[0], videos)
-    written.append(atomic_write_with(out_dir / "demo_sheet.png",
-                                     lambda p: Image.fromarray(contact).save(p, format="PNG"),
-                                     suffix=".png"))
+    written.append(
+        atomic_write_with(
+            out_dir / "demo_sheet.png",
+            lambda p: Image.fromarray(contact).save(p, format="PNG"),
+            suffix=".png",
+        )
+    )
     print("[3/3] wrote " + ", ".join(str(p) for p in written) + " (slow bucket left / top)")
-    print(f"done in {time.perf_counter() - started:.0f} s. With Stability's real SVD-XT weights:\n"
-          + REAL_WEIGHTS_COMMANDS)
+    print(
+        f"done in {time.perf_counter() - started:.0f} s. With Stability's real SVD-XT weights:\n"
+        + REAL_WEIGHTS_COMMANDS
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m svdeploy.demo",
         description="The demo: export the shipped moving-shapes model (svd-export), generate "
-                    "from the sample image at a slow and a fast motion bucket (svd-run's "
-                    "pipeline), write OUT/demo.mp4, OUT/demo.gif and OUT/demo_sheet.png.")
+        "from the sample image at a slow and a fast motion bucket (svd-run's "
+        "pipeline), write OUT/demo.mp4, OUT/demo.gif and OUT/demo_sheet.png.",
+    )
     parser.add_argument("--out", default="outputs", help="output folder (default: outputs)")
-    parser.add_argument("--format", choices=["both", "mindir", "onnx"], default="both",
-                        help="graph formats to export (default: both)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="denoising steps (default: the model's, 16)")
+    parser.add_argument(
+        "--format",
+        choices=["both", "mindir", "onnx"],
+        default="both",
+        help="graph formats to export (default: both)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="denoising steps (default: the model's, 16)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:

@@ -14,6 +14,7 @@ as shipped, exported to ONNX and MindIR) and puts the figures into MODEL.md. The
 training code (svd-data, svd-train); this module sits above train, export and runtime, like
 ``svdeploy.demo``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,10 @@ def build_data(data: Path, clips: int, seed: int, progress: bool) -> Path:
     started = time.perf_counter()
     synthesize(data, clips, FRAMES, seed, progress=progress)
     stamp.write_text(wanted, encoding="utf-8")
-    print(f"[1/3] data: {clips} clips of {FRAMES} frames (seed {seed}) in "
-          f"{time.perf_counter() - started:.0f} s → {data}")
+    print(
+        f"[1/3] data: {clips} clips of {FRAMES} frames (seed {seed}) in "
+        f"{time.perf_counter() - started:.0f} s → {data}"
+    )
     return data
 
 
@@ -69,18 +72,26 @@ def train(work: Path, data: Path, overrides: Sequence[str], progress: bool) -> A
     from svdeploy.train.config import load_training_config, parse_override_args
     from svdeploy.train.trainer import Trainer, setup_environment
 
-    paths = ["--train.output_dir", str(work / "run"),
-             "--train.dataset.init_args.data_dir", str(data),
-             "--train.dataset.init_args.metadata", str(data / "labels.csv")]
+    paths = [
+        "--train.output_dir",
+        str(work / "run"),
+        "--train.dataset.init_args.data_dir",
+        str(data),
+        "--train.dataset.init_args.metadata",
+        str(data / "labels.csv"),
+    ]
     model_cfg = load_model_config(PRESET)
-    cfg = load_training_config(recipe_path(), parse_override_args(paths + list(overrides)),
-                               model_cfg)
+    cfg = load_training_config(
+        recipe_path(), parse_override_args(paths + list(overrides)), model_cfg
+    )
     setup_environment(cfg, model_cfg)
     trainer = Trainer(cfg, model_cfg, resume=True, progress=progress)
     return trainer.train()
 
 
-def loss_curve(values: Sequence[float], width: int = 64, height: int = 10, log_scale: bool = True) -> str:
+def loss_curve(
+    values: Sequence[float], width: int = 64, height: int = 10, log_scale: bool = True
+) -> str:
     """A text chart of a loss series: ``width`` buckets of the mean (log10 when asked)."""
     if not values:
         return "(no steps)"
@@ -92,8 +103,11 @@ def loss_curve(values: Sequence[float], width: int = 64, height: int = 10, log_s
     rows = np.round((y - lo) / max(hi - lo, 1e-12) * (height - 1)).astype(int)
     lines = []
     for level in range(height - 1, -1, -1):
-        value = 10 ** (lo + (hi - lo) * level / max(height - 1, 1)) if log_scale else \
-            lo + (hi - lo) * level / max(height - 1, 1)
+        value = (
+            10 ** (lo + (hi - lo) * level / max(height - 1, 1))
+            if log_scale
+            else lo + (hi - lo) * level / max(height - 1, 1)
+        )
         lines.append(f"{value:9.4f} |" + "".join("*" if r == level else " " for r in rows))
     lines.append(" " * 10 + "+" + "-" * len(rows))
     lines.append(" " * 11 + f"step 1{' ' * max(len(rows) - 12, 1)}{len(v)}")
@@ -112,15 +126,17 @@ def stage_losses(run: Path) -> Dict[str, List[float]]:
     from svdeploy.train.autoencoder import STAGE_DIR
     from svdeploy.train.trainer import LOG_FILE
 
-    return {"autoencoder": read_column(run / STAGE_DIR / AE_LOG, "loss"),
-            "unet": read_column(run / LOG_FILE, "loss")}
+    return {
+        "autoencoder": read_column(run / STAGE_DIR / AE_LOG, "loss"),
+        "unet": read_column(run / LOG_FILE, "loss"),
+    }
 
 
 def tail_mean(values: Sequence[float], n: int = 50) -> float:
     return float(np.mean(values[-n:])) if values else float("nan")
 
 
-WORLD_FILE = "world.json"   # the motion buckets the demo and the tests generate at
+WORLD_FILE = "world.json"  # the motion buckets the demo and the tests generate at
 MODEL_CARD = "MODEL.md"
 
 
@@ -133,13 +149,16 @@ def write_float16(weights: Path, target: Path) -> int:
     with SafetensorsFile(weights) as src:
         names = sorted(src.infos)
         entries = [(n, src.infos[n].shape, "F16") for n in names]
-        with SafetensorsWriter(target, entries, metadata={"format": "pt",
-                                                          "producer": "svdeploy demo_model"}) as w:
+        with SafetensorsWriter(
+            target, entries, metadata={"format": "pt", "producer": "svdeploy demo_model"}
+        ) as w:
             for name in names:
                 value = src.read_float32(name)
                 if np.abs(value).max(initial=0.0) > np.finfo(np.float16).max:
-                    raise CheckpointError(f"{name}: a weight of magnitude {np.abs(value).max():.3g} "
-                                          "does not fit float16 (at most 65504)")
+                    raise CheckpointError(
+                        f"{name}: a weight of magnitude {np.abs(value).max():.3g} "
+                        "does not fit float16 (at most 65504)"
+                    )
                 w.write(name, value.astype(np.float16))
     return target.stat().st_size
 
@@ -150,13 +169,20 @@ def evaluate_checkpoint(checkpoint: Path, work: Path, images: int = 16) -> List[
     from svdeploy.export import export_artifact
 
     artifact = work / "artifact"
-    export_artifact(checkpoint, artifact, formats=["mindir", "onnx"], overwrite=True, progress=False)
-    return run_quality(artifact, ("onnxruntime", "mindspore"), images, work / "quality",
-                       log=print)
+    export_artifact(
+        checkpoint, artifact, formats=["mindir", "onnx"], overwrite=True, progress=False
+    )
+    return run_quality(artifact, ("onnxruntime", "mindspore"), images, work / "quality", log=print)
 
 
-def package(checkpoint: Path, out: Path, work: Path, losses: Dict[str, List[float]],
-            seconds: float, evaluate: bool = False) -> Path:
+def package(
+    checkpoint: Path,
+    out: Path,
+    work: Path,
+    losses: Dict[str, List[float]],
+    seconds: float,
+    evaluate: bool = False,
+) -> Path:
     """Write the shipped model into ``out`` in one step: config.yaml, float16 weights,
     world.json (the slow and fast motion buckets) and MODEL.md."""
     import tempfile
@@ -180,11 +206,14 @@ def package(checkpoint: Path, out: Path, work: Path, losses: Dict[str, List[floa
         size = write_float16(weights, tmp / WEIGHTS_FILE)
         with tempfile.TemporaryDirectory(prefix="svd-buckets-") as probe:
             buckets = world_buckets(eval_clips(16, cfg.num_frames), Path(probe))
-        atomic_write_json(tmp / WORLD_FILE, {"buckets": buckets, "speeds_px_per_frame":
-                                             {"slow": 1.0, "fast": 2.5}})
+        atomic_write_json(
+            tmp / WORLD_FILE,
+            {"buckets": buckets, "speeds_px_per_frame": {"slow": 1.0, "fast": 2.5}},
+        )
         figures = evaluate_checkpoint(tmp, work / "evaluation") if evaluate else None
-        (tmp / MODEL_CARD).write_text(model_card(checkpoint, losses, seconds, size, buckets,
-                                                 figures), encoding="utf-8")
+        (tmp / MODEL_CARD).write_text(
+            model_card(checkpoint, losses, seconds, size, buckets, figures), encoding="utf-8"
+        )
         apply_umask(tmp)
         replace_dir(tmp, out)
     except BaseException:
@@ -193,13 +222,22 @@ def package(checkpoint: Path, out: Path, work: Path, losses: Dict[str, List[floa
     return out
 
 
-def model_card(checkpoint: Path, losses: Dict[str, List[float]], seconds: float, size: int,
-               buckets: Dict[str, int], figures: Optional[List[Dict[str, Any]]]) -> str:
+def model_card(
+    checkpoint: Path,
+    losses: Dict[str, List[float]],
+    seconds: float,
+    size: int,
+    buckets: Dict[str, int],
+    figures: Optional[List[Dict[str, Any]]],
+) -> str:
     from svdeploy.benchmarks.quality import markdown
 
     ae, unet = losses["autoencoder"], losses["unet"]
-    evaluation = (markdown(figures) if figures else
-                  "Not measured in this build; run `svd-bench quality` (see README).\n")
+    evaluation = (
+        markdown(figures)
+        if figures
+        else "Not measured in this build; run `svd-bench quality` (see README).\n"
+    )
     return f"""# The svdeploy demo model
 
 SVD's architecture (sgm VideoUNet, temporal VAE decoder, CLIP-style image encoder) at the `demo`
@@ -229,8 +267,8 @@ Built in {seconds / 60:.0f} min on this machine (2-core CPU); weights stored as 
 ({size / 2**20:.1f} MB; loading upcasts to float32); source checkpoint `{checkpoint.name}`.
 
 ## Motion buckets
-svd-data gives clips moving at 1 px/frame bucket **{buckets['slow']}** and at 2.5 px/frame
-bucket **{buckets['fast']}** (median over 16 fresh clips); `world.json` holds them, `make demo`
+svd-data gives clips moving at 1 px/frame bucket **{buckets["slow"]}** and at 2.5 px/frame
+bucket **{buckets["fast"]}** (median over 16 fresh clips); `world.json` holds them, `make demo`
 generates at both.
 
 ## Evaluation (`svd-bench quality`, 16 fresh images, seed 1000)
@@ -242,8 +280,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args, overrides = parser.parse_known_args(argv)
     bad = [o for o in overrides if o.startswith("-") and not o.startswith("--")]
     if bad or args.clips < 1:
-        parser.error(f"unexpected {' '.join(bad) or f'--clips {args.clips}'}: training-config "
-                     "overrides are --section.key VALUE; --clips must be ≥ 1")
+        parser.error(
+            f"unexpected {' '.join(bad) or f'--clips {args.clips}'}: training-config "
+            "overrides are --section.key VALUE; --clips must be ≥ 1"
+        )
     from svdeploy.errors import SvdeployError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
@@ -262,18 +302,32 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m svdeploy.demo_model",
         description="Rebuild the demo model from scratch: render the moving-shapes data, train "
-                    "it with svd-train (configs/demo_train.yaml on the demo preset), write the "
-                    "float16 checkpoint and MODEL.md to --out. Deterministic for the seed; an "
-                    "interrupted run resumes.")
-    parser.add_argument("--work", type=Path, default=Path("build/demo-model"),
-                        help="data, training run and checkpoints (default: build/demo-model)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="where the model goes (default: the package's assets/demo)")
-    parser.add_argument("--clips", type=int, default=CLIPS, help=f"clips to render (default {CLIPS})")
+        "it with svd-train (configs/demo_train.yaml on the demo preset), write the "
+        "float16 checkpoint and MODEL.md to --out. Deterministic for the seed; an "
+        "interrupted run resumes.",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("build/demo-model"),
+        help="data, training run and checkpoints (default: build/demo-model)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where the model goes (default: the package's assets/demo)",
+    )
+    parser.add_argument(
+        "--clips", type=int, default=CLIPS, help=f"clips to render (default {CLIPS})"
+    )
     parser.add_argument("--seed", type=int, default=DATA_SEED, help="seed of the data (default 0)")
-    parser.add_argument("--evaluate", action="store_true",
-                        help="export the result and run svd-bench quality's evaluation (ONNX "
-                             "Runtime and MindSpore, 16 images) into MODEL.md")
+    parser.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="export the result and run svd-bench quality's evaluation (ONNX "
+        "Runtime and MindSpore, 16 images) into MODEL.md",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -288,8 +342,14 @@ def _build(args: argparse.Namespace, overrides: List[str], started: float) -> Pa
     for stage, values in losses.items():
         print(f"[2/3] {stage} loss ({len(values)} steps, last-50 mean {tail_mean(values):.4g}):")
         print(loss_curve(values))
-    return package(result.last_checkpoint, args.out or packaged_dir(), args.work, losses,
-                   time.perf_counter() - started, evaluate=args.evaluate)
+    return package(
+        result.last_checkpoint,
+        args.out or packaged_dir(),
+        args.work,
+        losses,
+        time.perf_counter() - started,
+        evaluate=args.evaluate,
+    )
 
 
 if __name__ == "__main__":

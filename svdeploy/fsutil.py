@@ -5,6 +5,7 @@ Every temporary name is hidden and carries the writing process's id, ``.NAME.TAG
 so a later run can tell the leftovers of a killed run (its process is gone) from the work of
 a run still going, and remove only the former.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,8 +24,10 @@ from .errors import OutputError
 PathLike = Union[str, os.PathLike]
 # tags of the temporaries our writers create; a stale-temporary scan matches only these
 TEMP_TAGS = ("partial", "tmp", "old")
-_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<tag>partial|tmp|old)-(?P<pid>\d+)-[A-Za-z0-9_]+"
-                      r"(?:\.[A-Za-z0-9]+)?$")
+_TEMP_RE = re.compile(
+    r"^\.(?P<name>.+)\.(?P<tag>partial|tmp|old)-(?P<pid>\d+)-[A-Za-z0-9_]+"
+    r"(?:\.[A-Za-z0-9]+)?$"
+)
 
 
 def _umask() -> int:
@@ -103,8 +106,7 @@ def make_temp_dir(target: Path, tag: str = "partial") -> Path:
 
 
 def make_temp_file(target: Path, suffix: str = "") -> Path:
-    fd, name = tempfile.mkstemp(prefix=temp_prefix(target, "tmp"), suffix=suffix,
-                                dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(target, "tmp"), suffix=suffix, dir=target.parent)
     os.close(fd)
     return Path(name)
 
@@ -138,14 +140,24 @@ def stale_temporaries(target: Path) -> Iterator[Path]:
         return
     for entry in entries:
         match = _TEMP_RE.match(entry.name)
-        if (match and match["name"] == target.name and int(match["pid"]) != os.getpid()
-                and not _process_alive(int(match["pid"]))):
+        if (
+            match
+            and match["name"] == target.name
+            and int(match["pid"]) != os.getpid()
+            and not _process_alive(int(match["pid"]))
+        ):
             yield entry
 
 
 @contextlib.contextmanager
-def staged_dir(out: Path, error: Callable[[str], Exception], noun: str, verb: str, shown: str,
-               log: Optional[Callable[[str], None]] = None) -> Iterator[Path]:
+def staged_dir(
+    out: Path,
+    error: Callable[[str], Exception],
+    noun: str,
+    verb: str,
+    shown: str,
+    log: Optional[Callable[[str], None]] = None,
+) -> Iterator[Path]:
     """A hidden folder beside ``out`` to build the output in (earlier runs' temporaries
     removed first); the body publishes it (``replace_dir`` or its own swap). On any failure
     the folder is removed, and an OSError becomes one ``error``: "``verb`` ``shown`` failed:
@@ -160,16 +172,19 @@ def staged_dir(out: Path, error: Callable[[str], Exception], noun: str, verb: st
         yield tmp
     except OSError as exc:
         remove_quietly(tmp)
-        raise error(f"{verb} {shown} failed: {describe_os_error(exc)}"
-                    f"{f' ({exc.filename})' if exc.filename else ''}; nothing was written"
-                    f"{f' and the earlier {noun} is unchanged' if out.exists() else ''}") from None
+        raise error(
+            f"{verb} {shown} failed: {describe_os_error(exc)}"
+            f"{f' ({exc.filename})' if exc.filename else ''}; nothing was written"
+            f"{f' and the earlier {noun} is unchanged' if out.exists() else ''}"
+        ) from None
     except BaseException:
         remove_quietly(tmp)
         raise
 
 
-def remove_stale_temporaries(target: PathLike,
-                             log: Optional[Callable[[str], None]] = None) -> List[Path]:
+def remove_stale_temporaries(
+    target: PathLike, log: Optional[Callable[[str], None]] = None
+) -> List[Path]:
     """Remove the temporaries an interrupted (killed) earlier run left beside ``target``,
     saying so through ``log``; returns what was removed. Temporaries of live processes stay."""
     removed = []
@@ -193,15 +208,17 @@ def check_writable_folder(folder: PathLike, what: str = "output") -> None:
             os.close(fd)
             os.unlink(name)
     except OSError as exc:
-        raise OutputError(f"cannot write the {what} in {str(folder)!r}: "
-                          f"{describe_os_error(exc)}") from None
+        raise OutputError(
+            f"cannot write the {what} in {str(folder)!r}: {describe_os_error(exc)}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
 # Atomic writes
 # ---------------------------------------------------------------------------------------------
-def write_to_temp(path: PathLike, write: Callable[[Path], object], suffix: str = "",
-                  parents: bool = False) -> Path:
+def write_to_temp(
+    path: PathLike, write: Callable[[Path], object], suffix: str = "", parents: bool = False
+) -> Path:
     """Run ``write(tmp)`` on a hidden sibling of ``path`` and return it, unpublished (readable
     as a plain file would be). On any failure the temporary is removed; an OSError becomes an
     OutputError naming ``path``. ``parents``: create the folder first when missing."""
@@ -237,8 +254,9 @@ def publish(tmp: Path, path: PathLike) -> None:
         raise output_error(path, exc, "an earlier file there is unchanged") from None
 
 
-def atomic_write_with(path: PathLike, write: Callable[[Path], None], suffix: str = "",
-                      parents: bool = False) -> Path:
+def atomic_write_with(
+    path: PathLike, write: Callable[[Path], None], suffix: str = "", parents: bool = False
+) -> Path:
     """Write ``path`` through ``write(tmp)`` and a rename: readers see the old file or the
     complete new one, never a part. ``suffix`` ends the temporary name (for writers that pick
     the format from it: matplotlib, numpy.savez); ``parents`` creates the folder."""
@@ -260,20 +278,30 @@ def atomic_write_bytes(path: PathLike, data: bytes, parents: bool = False) -> Pa
     return atomic_write_with(path, lambda tmp: _write_durably(tmp, data), parents=parents)
 
 
-def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8",
-                      parents: bool = False) -> Path:
+def atomic_write_text(
+    path: PathLike, text: str, encoding: str = "utf-8", parents: bool = False
+) -> Path:
     return atomic_write_bytes(path, text.encode(encoding), parents)
 
 
-def json_text(data: Any, indent: int = 2, default: Optional[Callable[[Any], Any]] = None,
-              allow_nan: bool = False) -> str:
+def json_text(
+    data: Any,
+    indent: int = 2,
+    default: Optional[Callable[[Any], Any]] = None,
+    allow_nan: bool = False,
+) -> str:
     # allow_nan=False by default: NaN / Infinity are not JSON and other readers refuse them
     return json.dumps(data, indent=indent, default=default, allow_nan=allow_nan) + "\n"
 
 
-def atomic_write_json(path: PathLike, data: Any, indent: int = 2,
-                      default: Optional[Callable[[Any], Any]] = None, allow_nan: bool = False,
-                      parents: bool = False) -> Path:
+def atomic_write_json(
+    path: PathLike,
+    data: Any,
+    indent: int = 2,
+    default: Optional[Callable[[Any], Any]] = None,
+    allow_nan: bool = False,
+    parents: bool = False,
+) -> Path:
     return atomic_write_text(path, json_text(data, indent, default, allow_nan), parents=parents)
 
 
@@ -306,7 +334,7 @@ def publish_all(pairs: List[Tuple[Path, Path]]) -> None:
     """Publish several finished temporaries (files or folders) as one unit: earlier outputs
     are moved aside first; if any rename fails, the new ones are removed and the earlier ones
     put back, so either all appear or none (a video is never left without its sidecar)."""
-    moved: List[Tuple[Path, Path]] = []       # (aside, final)
+    moved: List[Tuple[Path, Path]] = []  # (aside, final)
     placed: List[Path] = []
     try:
         raise_if_interrupted()
@@ -330,8 +358,9 @@ def publish_all(pairs: List[Tuple[Path, Path]]) -> None:
         for tmp, _ in pairs:
             _remove(tmp)
         failed = pairs[len(placed)][1]
-        raise output_error(failed, exc, "nothing was written and earlier outputs are "
-                                        "unchanged") from None
+        raise output_error(
+            failed, exc, "nothing was written and earlier outputs are unchanged"
+        ) from None
     for aside, _ in moved:
         _remove(aside)
 
@@ -343,10 +372,14 @@ def check_replaceable(out: PathLike, protected: Mapping[str, PathLike]) -> None:
     out_path = Path(out).resolve()
     cwd = Path.cwd().resolve()
     if cwd == out_path or out_path in cwd.parents:
-        raise OutputError(f"--out {str(out)!r} is the current directory or holds it; replacing it "
-                          "would delete the folder you work in: choose a new folder")
+        raise OutputError(
+            f"--out {str(out)!r} is the current directory or holds it; replacing it "
+            "would delete the folder you work in: choose a new folder"
+        )
     for label, path in protected.items():
         resolved = Path(path).resolve()
         if resolved == out_path or out_path in resolved.parents:
-            raise OutputError(f"--out {str(out)!r} is or holds {label} {str(path)!r}; replacing "
-                              f"it would delete {label}: choose another output folder")
+            raise OutputError(
+                f"--out {str(out)!r} is or holds {label} {str(path)!r}; replacing "
+                f"it would delete {label}: choose another output folder"
+            )

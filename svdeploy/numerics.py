@@ -7,6 +7,7 @@ bicubic interpolation together. ``svdeploy.runtime.preprocess`` re-exports every
 training (``svdeploy.train.conditioning``) preprocesses exactly as inference does by calling
 the same code. NumPy only: no framework, and of svdeploy only the errors.
 """
+
 from __future__ import annotations
 
 from typing import Tuple
@@ -38,7 +39,7 @@ def gaussian_kernel(size: int, sigma: float) -> np.ndarray:
     offsets = np.arange(size, dtype=np.float64) - size // 2
     if size % 2 == 0:
         offsets = offsets + 0.5
-    taps = np.exp(-offsets ** 2 / (2.0 * sigma ** 2))
+    taps = np.exp(-(offsets**2) / (2.0 * sigma**2))
     return taps / taps.sum()
 
 
@@ -55,10 +56,11 @@ def blur_matrix(length: int, sigma: float, size: int) -> np.ndarray:
 
 def _cubic_weights(t: np.ndarray, a: float = BICUBIC_A) -> np.ndarray:
     """Keys cubic convolution weights of the 4 neighbours at offsets -1, 0, 1, 2 → (n, 4)."""
-    def near(x: np.ndarray) -> np.ndarray:   # |x| ≤ 1
+
+    def near(x: np.ndarray) -> np.ndarray:  # |x| ≤ 1
         return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
 
-    def far(x: np.ndarray) -> np.ndarray:    # 1 < |x| < 2
+    def far(x: np.ndarray) -> np.ndarray:  # 1 < |x| < 2
         return ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
 
     return np.stack([far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)], axis=-1)

@@ -1,6 +1,7 @@
 """svd-bench suites on the tiny preset: every suite writes a report.json with its fields, a
 report.md and a PNG. Few repeats and a subset of peers keep this short; no timing assertions
 (the figures are checked for shape and consistency, not speed)."""
+
 from __future__ import annotations
 
 import json
@@ -48,20 +49,63 @@ def tiny_report(tmp_path_factory, work) -> tuple:
     reused)."""
     pytest.importorskip("diffusers")
     out = tmp_path_factory.mktemp("bench-out")
-    args = ["e2e", "graphs", "memory", "--config", "tiny", "--out", str(out),
-            "--work", str(work), "--peers", "diffusers,onnxruntime,openvino", "--formats", "onnx",
-            "--graphs", "image_encoder,unet", "--repeats", "2", "--warmup", "1",
-            "--standalone-repeats", "1",
-            "--e2e-repeats", "1", "--steps", "2", "--memory-frames", "2,4",
-            "--memory-chunks", "2", "--gemm-size", "256", "--quiet"]
+    args = [
+        "e2e",
+        "graphs",
+        "memory",
+        "--config",
+        "tiny",
+        "--out",
+        str(out),
+        "--work",
+        str(work),
+        "--peers",
+        "diffusers,onnxruntime,openvino",
+        "--formats",
+        "onnx",
+        "--graphs",
+        "image_encoder,unet",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+        "--standalone-repeats",
+        "1",
+        "--e2e-repeats",
+        "1",
+        "--steps",
+        "2",
+        "--memory-frames",
+        "2,4",
+        "--memory-chunks",
+        "2",
+        "--gemm-size",
+        "256",
+        "--quiet",
+    ]
     return _bench(args, out), out
 
 
 @pytest.fixture(scope="module")
 def export_report(tmp_path_factory, work) -> dict:
     out = tmp_path_factory.mktemp("bench-export")
-    return _bench(["export", "--config", "tiny", "--out", str(out), "--work", str(work),
-                   "--formats", "onnx", "--graphs", "image_encoder,vae_encoder", "--quiet"], out)
+    return _bench(
+        [
+            "export",
+            "--config",
+            "tiny",
+            "--out",
+            str(out),
+            "--work",
+            str(work),
+            "--formats",
+            "onnx",
+            "--graphs",
+            "image_encoder,vae_encoder",
+            "--quiet",
+        ],
+        out,
+    )
 
 
 def test_report_header(tiny_report):
@@ -84,8 +128,10 @@ def test_report_header(tiny_report):
 
 def test_export_suite(export_report):
     rows = export_report["suites"]["export"]["rows"]
-    assert [(r["graph"], r["format"]) for r in rows] == [("image_encoder", "onnx"),
-                                                         ("vae_encoder", "onnx")]
+    assert [(r["graph"], r["format"]) for r in rows] == [
+        ("image_encoder", "onnx"),
+        ("vae_encoder", "onnx"),
+    ]
     for row in rows:
         assert "error" not in row, row
         assert row["bytes"] > 10_000 and row["files"] == [f"{row['graph']}.onnx"]
@@ -101,8 +147,9 @@ def test_graphs_suite(tiny_report):
     report, _ = tiny_report
     suite = report["suites"]["graphs"]
     rows = {(r["graph"], r["peer"]): r for r in suite["rows"]}
-    assert set(rows) == {(g, p) for g in ("image_encoder", "unet")
-                         for p in ("diffusers", "onnxruntime", "openvino")}
+    assert set(rows) == {
+        (g, p) for g in ("image_encoder", "unet") for p in ("diffusers", "onnxruntime", "openvino")
+    }
     for (graph, peer), row in rows.items():
         assert "error" not in row and "skipped" not in row, row
         stats = row["stats"]
@@ -111,12 +158,14 @@ def test_graphs_suite(tiny_report):
         # processes were stopped (--freeze-idle), so they used no CPU
         assert row["standalone"]["n"] == 1
         assert row["interleaved_over_standalone"] == pytest.approx(
-            row["median_s"] / row["standalone_median_s"])
+            row["median_s"] / row["standalone_median_s"]
+        )
         assert 0.0 <= row["idle_peers_cpu_per_wall"] <= 0.05, row["idle_peers_cpu_per_wall"]
         assert stats["p10_s"] <= row["median_s"] <= stats["p90_s"]
         assert row["gflops_per_s"] == pytest.approx(row["flops"] / row["median_s"] / 1e9)
         assert row["percent_of_peak"] == pytest.approx(
-            100 * row["gflops_per_s"] / report["gemm_peak"]["fp32_peak_gflops"])
+            100 * row["gflops_per_s"] / report["gemm_peak"]["fp32_peak_gflops"]
+        )
         assert row["parity_reference"] == "diffusers"
         # same weights, same inputs: svdeploy's ONNX graph reproduces diffusers
         assert row["parity_rel_l2"] < 1e-4
@@ -150,8 +199,10 @@ def test_memory_suite(tiny_report):
     report, _ = tiny_report
     rows = report["suites"]["memory"]["rows"]
     assert {(r["peer"], r["frames"], r["chunk"]) for r in rows} == {
-        (p, f, 2) for p in ("diffusers", "svdeploy-onnxruntime", "svdeploy-openvino")
-        for f in (2, 4)}
+        (p, f, 2)
+        for p in ("diffusers", "svdeploy-onnxruntime", "svdeploy-openvino")
+        for f in (2, 4)
+    }
     for row in rows:
         assert "error" not in row, row
         assert row["peak_rss_bytes"] >= row["rss_after_load_bytes"] > 0
@@ -159,17 +210,37 @@ def test_memory_suite(tiny_report):
     # each case ran in its own process: its peak is its own, not the maximum over all the
     # cases so far (which could only grow from row to row)
     peaks = [r["peak_rss_bytes"] for r in rows]
-    assert any(later < earlier for i, earlier in enumerate(peaks) for later in peaks[i + 1:])
+    assert any(later < earlier for i, earlier in enumerate(peaks) for later in peaks[i + 1 :])
 
 
 def test_no_diffusers_reports_the_peer_unavailable(tmp_path):
     """Without the diffusers stack the weights come from random_weights, and the diffusers
     peer is listed as unavailable with the reason instead of being dropped silently."""
     out = tmp_path / "out"
-    report = _bench(["graphs", "--config", "tiny", "--out", str(out), "--no-diffusers",
-                     "--peers", "diffusers,onnxruntime", "--formats", "onnx",
-                     "--graphs", "image_encoder", "--repeats", "2", "--warmup", "1",
-                     "--gemm-size", "128", "--quiet"], out)
+    report = _bench(
+        [
+            "graphs",
+            "--config",
+            "tiny",
+            "--out",
+            str(out),
+            "--no-diffusers",
+            "--peers",
+            "diffusers,onnxruntime",
+            "--formats",
+            "onnx",
+            "--graphs",
+            "image_encoder",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--gemm-size",
+            "128",
+            "--quiet",
+        ],
+        out,
+    )
     assert report["weights"]["source"].startswith("svdeploy random_weights")
     assert report["weights"]["diffusers_unavailable"] == "disabled by --no-diffusers"
     rows = {r["peer"]: r for r in report["suites"]["graphs"]["rows"]}
@@ -187,12 +258,38 @@ def test_graphs_suite_all_peers(tmp_path, work):
     out = tmp_path / "out"
     # named explicitly: without bf16 instructions the default peers leave diffusers-bf16 out
     peers = "diffusers,diffusers-bf16,ms-pynative,ms-graphcell,onnxruntime,plain-onnx"
-    report = _bench(["graphs", "--config", "tiny", "--out", str(out), "--work", str(work),
-                     "--peers", peers, "--graphs", "unet", "--repeats", "2", "--warmup", "1", "--gemm-size", "256",
-                     "--quiet"], out)
+    report = _bench(
+        [
+            "graphs",
+            "--config",
+            "tiny",
+            "--out",
+            str(out),
+            "--work",
+            str(work),
+            "--peers",
+            peers,
+            "--graphs",
+            "unet",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--gemm-size",
+            "256",
+            "--quiet",
+        ],
+        out,
+    )
     rows = {r["peer"]: r for r in report["suites"]["graphs"]["rows"]}
-    assert set(rows) == {"diffusers", "diffusers-bf16", "ms-pynative", "ms-graphcell",
-                         "onnxruntime", "plain-onnx"}
+    assert set(rows) == {
+        "diffusers",
+        "diffusers-bf16",
+        "ms-pynative",
+        "ms-graphcell",
+        "onnxruntime",
+        "plain-onnx",
+    }
     for peer, row in rows.items():
         assert "error" not in row and "skipped" not in row, (peer, row)
         tolerance = 5e-2 if row["precision"] == "bf16" else 1e-4
@@ -201,15 +298,33 @@ def test_graphs_suite_all_peers(tmp_path, work):
     assert rows["ms-graphcell"]["speedup_reference"] == "diffusers"
     assert report["gemm_peak"]["bf16_peak_gflops"] > 0
     assert rows["diffusers-bf16"]["percent_of_peak"] == pytest.approx(
-        100 * rows["diffusers-bf16"]["gflops_per_s"] / report["gemm_peak"]["bf16_peak_gflops"])
+        100 * rows["diffusers-bf16"]["gflops_per_s"] / report["gemm_peak"]["bf16_peak_gflops"]
+    )
 
 
 @pytest.mark.slow
 def test_train_suite(tmp_path, work):
     pytest.importorskip("diffusers")
     out = tmp_path / "out"
-    report = _bench(["train", "--config", "tiny", "--out", str(out), "--work", str(work),
-                     "--repeats", "2", "--warmup", "1", "--frames", "2", "--quiet"], out)
+    report = _bench(
+        [
+            "train",
+            "--config",
+            "tiny",
+            "--out",
+            str(out),
+            "--work",
+            str(work),
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--frames",
+            "2",
+            "--quiet",
+        ],
+        out,
+    )
     rows = {r["peer"]: r for r in report["suites"]["train"]["rows"]}
     assert set(rows) == {"svdeploy", "diffusers"}
     for row in rows.values():
@@ -218,8 +333,10 @@ def test_train_suite(tmp_path, work):
         assert row["setup"]["trainable_parameters"] > 0
         assert np.isfinite(row["first_loss"]) and np.isfinite(row["last_loss"])
     # temporal layers only, counted the same way on both sides
-    assert rows["svdeploy"]["setup"]["trainable_parameters"] == \
-        rows["diffusers"]["setup"]["trainable_parameters"]
+    assert (
+        rows["svdeploy"]["setup"]["trainable_parameters"]
+        == rows["diffusers"]["setup"]["trainable_parameters"]
+    )
     assert "compile" in (out / "report.md").read_text()
 
 
@@ -228,9 +345,27 @@ def test_serve_suite(tmp_path, work):
     """svd-serve under 2 clients for a few seconds: every accepted job succeeded and its download
     matched; percentiles ordered; the replica's RSS measured."""
     out = tmp_path / "out"
-    report = _bench(["serve", "--config", "tiny", "--out", str(out), "--work", str(work),
-                     "--formats", "onnx", "--steps", "2", "--serve-clients", "2",
-                     "--serve-seconds", "8", "--quiet"], out)
+    report = _bench(
+        [
+            "serve",
+            "--config",
+            "tiny",
+            "--out",
+            str(out),
+            "--work",
+            str(work),
+            "--formats",
+            "onnx",
+            "--steps",
+            "2",
+            "--serve-clients",
+            "2",
+            "--serve-seconds",
+            "8",
+            "--quiet",
+        ],
+        out,
+    )
     (row,) = report["suites"]["serve"]["rows"]
     assert row["clients"] == 2 and row["accepted"] >= 2, row
     assert row["lost"] == 0 and row["succeeded"] == row["accepted"] and not row["other_errors"]
@@ -250,10 +385,12 @@ def test_frozen_worker_uses_no_cpu_from_the_moment_freeze_returns():
 
     from svdeploy.benchmarks.processes import ServedWorker
 
-    spin = ("import threading\n"
-            "def spin():\n    while True: pass\n"
-            "for _ in range(3): threading.Thread(target=spin, daemon=True).start()\n"
-            "spin()\n")
+    spin = (
+        "import threading\n"
+        "def spin():\n    while True: pass\n"
+        "for _ in range(3): threading.Thread(target=spin, daemon=True).start()\n"
+        "spin()\n"
+    )
     worker = object.__new__(ServedWorker)  # only the process half: no served protocol here
     worker.process = subprocess.Popen([sys.executable, "-c", spin])
     worker._rusage = None
@@ -263,8 +400,10 @@ def test_frozen_worker_uses_no_cpu_from_the_moment_freeze_returns():
             worker.freeze(False)
             time.sleep(0.01)
             worker.freeze(True)
-            states = {(t / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                      for t in Path(f"/proc/{worker.process.pid}/task").iterdir()}
+            states = {
+                (t / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                for t in Path(f"/proc/{worker.process.pid}/task").iterdir()
+            }
             assert states == {"T"}, states
             before = worker.cpu_seconds()
             time.sleep(0.03)

@@ -1,5 +1,6 @@
 """svd-bench's command line (help, errors) and the harness pieces that need no model: timing
 statistics, per-process peak RSS, the GPU script's CPU side."""
+
 from __future__ import annotations
 
 import json
@@ -39,34 +40,57 @@ def test_help_explains_every_option():
 
 
 def test_console_script_is_wired():
-    out = subprocess.run([sys.executable, "-c", "from svdeploy.cli import bench_main; "
-                          "import sys; sys.argv = ['svd-bench', '--help']; bench_main()"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from svdeploy.cli import bench_main; "
+            "import sys; sys.argv = ['svd-bench', '--help']; bench_main()",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and "Usage:" in out.stdout and "--peers" in out.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["fast"], "Invalid value for '{export|graphs|e2e|memory|train|serve|all|quality}...'"),
-    ([], "Missing argument"),
-    (["graphs", "--peers", "diffusers,tensorrt"], "'tensorrt': expected some of"),
-    (["graphs", "--formats", "tflite"], "'tflite': expected some of mindir, onnx, lite"),
-    (["graphs", "--graphs", "decoder"], "'decoder': expected some of"),
-    (["memory", "--memory-frames", "8,x"], "expected comma-separated integers"),
-    (["memory", "--memory-chunks", "0"], "expected positive integers"),
-    (["graphs", "--repeats", "0"], "0 is not in the range x>=1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["fast"], "Invalid value for '{export|graphs|e2e|memory|train|serve|all|quality}...'"),
+        ([], "Missing argument"),
+        (["graphs", "--peers", "diffusers,tensorrt"], "'tensorrt': expected some of"),
+        (["graphs", "--formats", "tflite"], "'tflite': expected some of mindir, onnx, lite"),
+        (["graphs", "--graphs", "decoder"], "'decoder': expected some of"),
+        (["memory", "--memory-frames", "8,x"], "expected comma-separated integers"),
+        (["memory", "--memory-chunks", "0"], "expected positive integers"),
+        (["graphs", "--repeats", "0"], "0 is not in the range x>=1"),
+    ],
+)
 def test_usage_errors(args, message):
     result = _invoke(args)
     assert result.exit_code == 2
     assert message in result.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["graphs", "--config", "no-such-preset"], "error: --config 'no-such-preset': neither a preset"),
-    (["graphs", "--dtype", "bf16", "--formats", "onnx"], "error: --dtype bf16 with --formats onnx"),
-    (["graphs", "--frames", "2", "--decode-chunk-size", "3"], "error: --decode-chunk-size 3: expected 1..2"),
-    (["graphs", "--height", "62"], "error: bench.height = 62: must be a positive multiple of"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["graphs", "--config", "no-such-preset"],
+            "error: --config 'no-such-preset': neither a preset",
+        ),
+        (
+            ["graphs", "--dtype", "bf16", "--formats", "onnx"],
+            "error: --dtype bf16 with --formats onnx",
+        ),
+        (
+            ["graphs", "--frames", "2", "--decode-chunk-size", "3"],
+            "error: --decode-chunk-size 3: expected 1..2",
+        ),
+        (["graphs", "--height", "62"], "error: bench.height = 62: must be a positive multiple of"),
+    ],
+)
 def test_value_errors_are_one_line(args, message, tmp_path):
     result = _invoke(args + ["--out", str(tmp_path / "out")])
     assert result.exit_code == 2
@@ -152,16 +176,23 @@ def test_worker_peak_rss_is_its_own(tmp_path):
     ballast += 1
     run = run_worker("gemm", {"backend": "numpy", "n": 64, "threads": 1, "repeats": 2}, 1, 300)
     assert run.ok, run.stderr_tail
-    assert run.peak_rss_wait4_bytes > 700 * 2**20        # the inherited figure
-    assert run.peak_rss_bytes < 300 * 2**20              # the worker's own (VmHWM)
+    assert run.peak_rss_wait4_bytes > 700 * 2**20  # the inherited figure
+    assert run.peak_rss_bytes < 300 * 2**20  # the worker's own (VmHWM)
     assert run.result["gflops"] > 0
     del ballast
 
 
 def test_child_peak_and_cpu(tmp_path):
     status, seconds, peak, polled, timed_out, cpu, killed = run_measured(
-        [sys.executable, "-c", "import numpy as np, time; a = np.ones(400 * 2**20 // 8); "
-                               "a += 1; time.sleep(1)"], None, 120, tmp_path / "err.txt")
+        [
+            sys.executable,
+            "-c",
+            "import numpy as np, time; a = np.ones(400 * 2**20 // 8); a += 1; time.sleep(1)",
+        ],
+        None,
+        120,
+        tmp_path / "err.txt",
+    )
     assert status == 0 and not timed_out and killed is None
     assert seconds > 1 and cpu > 0
     assert peak > 400 * 2**20 and polled > 400 * 2**20
@@ -173,7 +204,8 @@ def test_memory_guard_kills_a_worker_above_the_limit(tmp_path):
     code = "import numpy as np, time; a = np.ones(2**30 // 8); time.sleep(30)"
     guard = MemoryGuard(300 * 2**20)
     status, seconds, _, polled, _, _, killed = run_measured(
-        [sys.executable, "-c", code], None, 120, tmp_path / "err.txt", guard)
+        [sys.executable, "-c", code], None, 120, tmp_path / "err.txt", guard
+    )
     assert status != 0 and seconds < 25
     assert killed is not None and "above --memory-limit 0.29 GiB" in killed
     assert polled > 300 * 2**20
@@ -181,7 +213,8 @@ def test_memory_guard_kills_a_worker_above_the_limit(tmp_path):
 
 def test_child_timeout(tmp_path):
     status, seconds, _, _, timed_out, _, _ = run_measured(
-        [sys.executable, "-c", "import time; time.sleep(30)"], None, 1.0, tmp_path / "err.txt")
+        [sys.executable, "-c", "import time; time.sleep(30)"], None, 1.0, tmp_path / "err.txt"
+    )
     assert timed_out and status != 0 and seconds < 20
 
 
@@ -207,8 +240,15 @@ def test_gpu_script_plan_and_options(tmp_path):
 
 
 def test_gpu_script_without_gpu_says_why(tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu_svd_xt, "detect_gpu", lambda: {
-        "nvidia_smi": None, "torch_cuda": False, "onnxruntime_providers": ["CPUExecutionProvider"]})
+    monkeypatch.setattr(
+        gpu_svd_xt,
+        "detect_gpu",
+        lambda: {
+            "nvidia_smi": None,
+            "torch_cuda": False,
+            "onnxruntime_providers": ["CPUExecutionProvider"],
+        },
+    )
     result = CliRunner().invoke(gpu_svd_xt.main, ["--out", str(tmp_path / "gpu")])
     assert result.exit_code == 2
     assert result.output.startswith("error: no NVIDIA GPU here")
@@ -219,12 +259,26 @@ def test_gpu_script_without_gpu_says_why(tmp_path, monkeypatch):
 def test_gpu_report_writing(tmp_path):
     plan = gpu_svd_xt.GpuPlan(out=tmp_path / "gpu", work=tmp_path / "work", repeats=2)
     results = [
-        gpu_svd_xt.GpuResult(peer="diffusers-fp16", ok=True, video_s=[40.0, 42.0],
-                             step_s=[1.5, 1.6, 1.7], peak_gpu_bytes=30 * 2**30),
-        gpu_svd_xt.GpuResult(peer="svdeploy-onnxruntime-cuda", ok=True, video_s=[20.0, 22.0],
-                             step_s=[0.7, 0.8, 0.9], unet_call_s=[0.6], parity_max_abs=2e-3),
-        gpu_svd_xt.GpuResult(peer="svdeploy-mindspore-gpu", ok=False,
-                             reason="this MindSpore build has no GPU support"),
+        gpu_svd_xt.GpuResult(
+            peer="diffusers-fp16",
+            ok=True,
+            video_s=[40.0, 42.0],
+            step_s=[1.5, 1.6, 1.7],
+            peak_gpu_bytes=30 * 2**30,
+        ),
+        gpu_svd_xt.GpuResult(
+            peer="svdeploy-onnxruntime-cuda",
+            ok=True,
+            video_s=[20.0, 22.0],
+            step_s=[0.7, 0.8, 0.9],
+            unet_call_s=[0.6],
+            parity_max_abs=2e-3,
+        ),
+        gpu_svd_xt.GpuResult(
+            peer="svdeploy-mindspore-gpu",
+            ok=False,
+            reason="this MindSpore build has no GPU support",
+        ),
     ]
     paths = gpu_svd_xt.write_gpu_report(plan, {"torch_device": "NVIDIA H100"}, results, "cmd")
     data = json.loads(paths[0].read_text())

@@ -1,5 +1,6 @@
 """svdeploy.benchmarks.flops: hand counts of small blocks, and whole networks against PyTorch's
 own FLOP counter on the diffusers networks of the tiny preset."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,7 +25,9 @@ def test_resblock_matches_a_hand_count():
     conv2 = 2 * n * h * w * cout * cout * 3 * 3
     skip = 2 * n * h * w * cout * cin  # 1×1, since the width changes
     count = unet_resblock(n, h, w, cin, cout, emb)
-    assert count.total == conv1 + emb_linear + conv2 + skip == 1_179_648 + 32_768 + 2_359_296 + 131_072
+    assert (
+        count.total == conv1 + emb_linear + conv2 + skip == 1_179_648 + 32_768 + 2_359_296 + 131_072
+    )
     assert count.by_kind == {"conv": conv1 + conv2 + skip, "linear": emb_linear, "attention": 0}
     # same width: no skip convolution; the temporal half adds two (3,1,1) convs and its emb layer
     same = unet_resblock(n, h, w, cout, cout, emb).total
@@ -35,21 +38,29 @@ def test_resblock_matches_a_hand_count():
 
 def test_attention_layer_matches_a_hand_count():
     seqs, length, dim = 3, 5, 8
-    projections = 4 * (2 * seqs * length * dim * dim)          # q, k, v, out
-    products = 2 * (2 * seqs * length * length * dim)           # Q·Kᵀ and P·V
+    projections = 4 * (2 * seqs * length * dim * dim)  # q, k, v, out
+    products = 2 * (2 * seqs * length * length * dim)  # Q·Kᵀ and P·V
     assert self_attention(seqs, length, dim).total == projections + products
     # VAE attention: 1×1 convolutions as projections, one head over all pixels
     n, h, w, c = 2, 3, 3, 32
-    assert vae_attention(n, h, w, c).total == 4 * (2 * n * h * w * c * c) + 2 * (2 * n * (h * w) ** 2 * c)
+    assert vae_attention(n, h, w, c).total == 4 * (2 * n * h * w * c * c) + 2 * (
+        2 * n * (h * w) ** 2 * c
+    )
 
 
 def test_single_token_cross_attention_counts():
     seqs, length, dim, ctx, rows = 4, 6, 16, 8, 4
     # svdeploy: to_v and to_out of the one context token per row; nothing per query
-    assert cross_attention_one_token("svdeploy", seqs, length, dim, ctx, rows).total == \
-        2 * rows * ctx * dim + 2 * rows * dim * dim
+    assert (
+        cross_attention_one_token("svdeploy", seqs, length, dim, ctx, rows).total
+        == 2 * rows * ctx * dim + 2 * rows * dim * dim
+    )
     # diffusers: to_q and to_out on every query, to_k / to_v on the context, products with 1 key
-    full = (2 * seqs * length * dim * dim) * 2 + 2 * (2 * rows * ctx * dim) + 2 * (2 * seqs * length * 1 * dim)
+    full = (
+        (2 * seqs * length * dim * dim) * 2
+        + 2 * (2 * rows * ctx * dim)
+        + 2 * (2 * seqs * length * 1 * dim)
+    )
     assert cross_attention_one_token("diffusers", seqs, length, dim, ctx, rows).total == full
 
 
@@ -63,10 +74,14 @@ def test_svdeploy_schedule_is_cheaper_only_in_the_transformers():
     # the mid-size U-Net: the figure users compare with (diffusers, CFG batch, 8 frames, 32×32)
     assert round(full.total / 1e9, 1) == 177.4
     for graph in ("image_encoder", "vae_encoder", "vae_decoder"):
-        assert graph_flops(cfg, graph, mode="svdeploy", **kwargs).total == \
-            graph_flops(cfg, graph, mode="diffusers", **kwargs).total
-    assert spatial_video_transformer("diffusers", 2, 8, 4, 4, 64, 32, 1).total > \
-        spatial_video_transformer("svdeploy", 2, 8, 4, 4, 64, 32, 1).total
+        assert (
+            graph_flops(cfg, graph, mode="svdeploy", **kwargs).total
+            == graph_flops(cfg, graph, mode="diffusers", **kwargs).total
+        )
+    assert (
+        spatial_video_transformer("diffusers", 2, 8, 4, 4, 64, 32, 1).total
+        > spatial_video_transformer("svdeploy", 2, 8, 4, 4, 64, 32, 1).total
+    )
 
 
 def test_unknown_graph_and_mode_are_refused():
@@ -103,14 +118,28 @@ def test_networks_match_torch_flop_counter():
         return mode.get_total_flops()
 
     expected = {
-        "unet": counted(lambda: nets["unet"](torch.randn(2, frames, 8, h, w), torch.tensor(0.3),
-                                             torch.randn(2, 1, d), torch.randn(2, 3))),
-        "vae_decoder": counted(lambda: nets["vae"].decode(torch.randn(frames, 4, h, w),
-                                                          num_frames=frames)),
+        "unet": counted(
+            lambda: nets["unet"](
+                torch.randn(2, frames, 8, h, w),
+                torch.tensor(0.3),
+                torch.randn(2, 1, d),
+                torch.randn(2, 3),
+            )
+        ),
+        "vae_decoder": counted(
+            lambda: nets["vae"].decode(torch.randn(frames, 4, h, w), num_frames=frames)
+        ),
         "vae_encoder": counted(lambda: nets["vae"].encode(torch.randn(1, 3, height, width))),
         "image_encoder": counted(lambda: nets["image_encoder"](torch.randn(1, 3, 224, 224))),
     }
     for graph, flops in expected.items():
-        ours = graph_flops(cfg, graph, frames=frames, height=height, width=width,
-                           guidance_batch=2, mode="diffusers")
+        ours = graph_flops(
+            cfg,
+            graph,
+            frames=frames,
+            height=height,
+            width=width,
+            guidance_batch=2,
+            mode="diffusers",
+        )
         assert ours.total == flops, (graph, ours.to_json(), flops)

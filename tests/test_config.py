@@ -1,4 +1,5 @@
 """svdeploy.config: presets, typed loading, validation messages, YAML round trip."""
+
 from __future__ import annotations
 
 import copy
@@ -66,14 +67,18 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
 def test_string_for_integer(tmp_path: Path) -> None:
     data = preset_dict()
     data["unet"]["model_channels"] = "abc"
-    with pytest.raises(ConfigError, match=r"config\.unet\.model_channels = 'abc': expected an integer"):
+    with pytest.raises(
+        ConfigError, match=r"config\.unet\.model_channels = 'abc': expected an integer"
+    ):
         _load(tmp_path, data)
 
 
 def test_float_for_integer(tmp_path: Path) -> None:
     data = preset_dict()
     data["unet"]["num_res_blocks"] = 2.5
-    with pytest.raises(ConfigError, match=r"config\.unet\.num_res_blocks = 2\.5: expected an integer"):
+    with pytest.raises(
+        ConfigError, match=r"config\.unet\.num_res_blocks = 2\.5: expected an integer"
+    ):
         _load(tmp_path, data)
 
 
@@ -94,7 +99,9 @@ def test_list_item_type_is_checked(tmp_path: Path) -> None:
 def test_unet_channels_not_divisible_by_groups() -> None:
     data = preset_dict()
     data["unet"]["model_channels"] = 48  # 48·1 = 48 is not a multiple of 32 groups
-    with pytest.raises(ConfigError, match=r"model_channels·channel_mult\[0\] = 48: must be divisible by the 32"):
+    with pytest.raises(
+        ConfigError, match=r"model_channels·channel_mult\[0\] = 48: must be divisible by the 32"
+    ):
         model_config_from_dict(data)
 
 
@@ -108,28 +115,38 @@ def test_vae_channels_not_divisible_by_groups() -> None:
 def test_heads_not_dividing_width() -> None:
     data = preset_dict()
     data["image_encoder"]["heads"] = 12  # 1280 / 12 is not an integer
-    with pytest.raises(ConfigError, match=r"config\.image_encoder\.heads = 12: must divide width = 1280"):
+    with pytest.raises(
+        ConfigError, match=r"config\.image_encoder\.heads = 12: must divide width = 1280"
+    ):
         model_config_from_dict(data)
 
 
 def test_head_channels_not_dividing_attention_width() -> None:
     data = preset_dict()
     data["unet"]["num_head_channels"] = 96  # does not divide 320
-    with pytest.raises(ConfigError, match=r"config\.unet\.num_head_channels = 96: must divide the attention width 320"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config\.unet\.num_head_channels = 96: must divide the attention width 320",
+    ):
         model_config_from_dict(data)
 
 
 def test_embed_dim_must_equal_context_dim() -> None:
     data = preset_dict()
     data["image_encoder"]["embed_dim"] = 768
-    with pytest.raises(ConfigError, match=r"config\.image_encoder\.embed_dim = 768 must equal config\.unet\.context_dim = 1024"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config\.image_encoder\.embed_dim = 768 must equal config\.unet\.context_dim = 1024",
+    ):
         model_config_from_dict(data)
 
 
 def test_video_size_must_fit_the_downsampling() -> None:
     data = preset_dict()
     data["height"] = 500
-    with pytest.raises(ConfigError, match=r"config\.height = 500: must be a positive multiple of 64"):
+    with pytest.raises(
+        ConfigError, match=r"config\.height = 500: must be a positive multiple of 64"
+    ):
         model_config_from_dict(data)
 
 

@@ -1,4 +1,5 @@
 """svd-convert end to end: every source layout, identical output, strict errors, atomic output."""
+
 from __future__ import annotations
 
 import hashlib
@@ -58,16 +59,26 @@ def model(request: Any, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, A
         "torch_plain": write_torch_checkpoint(components, root / "plain.pt", wrap=False),
     }
     reference = convert_checkpoint(sources["diffusers"], root / "from_diffusers", progress=False)
-    return dict(name=request.param, components=components, root=root, sources=sources,
-                reference=reference, config_yaml=reference.out_dir / "config.yaml")
+    return dict(
+        name=request.param,
+        components=components,
+        root=root,
+        sources=sources,
+        reference=reference,
+        config_yaml=reference.out_dir / "config.yaml",
+    )
 
 
 def test_every_source_gives_identical_weights(model: Dict[str, Any]) -> None:
     root, reference = model["root"], model["reference"]
     expected_hash = sha256(reference.weights_path)
     for kind in ("sgm", "mindone", "torch", "torch_plain"):
-        report = convert_checkpoint(model["sources"][kind], root / f"out_{kind}", config=model["config_yaml"],
-                                    progress=False)
+        report = convert_checkpoint(
+            model["sources"][kind],
+            root / f"out_{kind}",
+            config=model["config_yaml"],
+            progress=False,
+        )
         assert sha256(report.weights_path) == expected_hash, kind
         assert report.source_format == ("mindone" if kind == "mindone" else "sgm")
     # our own directory as a source (e.g. a training output) passes through unchanged
@@ -87,19 +98,33 @@ def test_weights_are_the_diffusers_weights(model: Dict[str, Any]) -> None:
 
 
 def test_report_counts_and_provenance(model: Dict[str, Any]) -> None:
-    report = convert_checkpoint(model["sources"]["sgm"], model["root"] / "counted", config=model["config_yaml"],
-                                progress=False)
+    report = convert_checkpoint(
+        model["sources"]["sgm"],
+        model["root"] / "counted",
+        config=model["config_yaml"],
+        progress=False,
+    )
     table = sgm_parameter_shapes(report.config)
     assert report.total_tensors == len(table)
     assert report.ignored == len(EXTRA_SGM_TENSORS)
     assert report.source_dtypes == {"F32": len(table)}
     provenance = json.loads((report.out_dir / "convert.json").read_text())
     assert provenance["source_format"] == "sgm" and provenance["container"] == "safetensors"
-    assert provenance["tensors"] == len(table) and provenance["ignored_tensors"] == len(EXTRA_SGM_TENSORS)
+    assert provenance["tensors"] == len(table) and provenance["ignored_tensors"] == len(
+        EXTRA_SGM_TENSORS
+    )
     assert provenance["tensors_per_network"] == report.tensors
-    assert sorted(p.name for p in report.out_dir.iterdir()) == ["config.yaml", "convert.json", "weights.safetensors"]
-    mindone = convert_checkpoint(model["sources"]["mindone"], model["root"] / "counted_m",
-                                 config=model["config_yaml"], progress=False)
+    assert sorted(p.name for p in report.out_dir.iterdir()) == [
+        "config.yaml",
+        "convert.json",
+        "weights.safetensors",
+    ]
+    mindone = convert_checkpoint(
+        model["sources"]["mindone"],
+        model["root"] / "counted_m",
+        config=model["config_yaml"],
+        progress=False,
+    )
     assert mindone.ignored == len(EXTRA_MINDONE_TENSORS)
 
 
@@ -120,8 +145,12 @@ def test_diffusers_config_equals_tiny_preset(tmp_path: Path) -> None:
 
 
 def test_diffusers_config_mismatch(model: Dict[str, Any], tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"does not describe the networks of .*unet\.model_channels: 32 vs 320"):
-        convert_checkpoint(model["sources"]["diffusers"], tmp_path / "out", config="svd", progress=False)
+    with pytest.raises(
+        ConfigError, match=r"does not describe the networks of .*unet\.model_channels: 32 vs 320"
+    ):
+        convert_checkpoint(
+            model["sources"]["diffusers"], tmp_path / "out", config="svd", progress=False
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -139,7 +168,9 @@ def test_half_precision_sources(tmp_path: Path) -> None:
     report = convert_checkpoint(bf16, tmp_path / "outbf", config="tiny", progress=False)
     loaded = load_file(str(report.weights_path))
     for name, value in expected.items():
-        assert np.array_equal(loaded[name], torch.from_numpy(value).to(torch.bfloat16).float().numpy()), name
+        assert np.array_equal(
+            loaded[name], torch.from_numpy(value).to(torch.bfloat16).float().numpy()
+        ), name
     ms16 = write_mindone_ckpt(components, tmp_path / "half.ckpt", dtype=np.float16)
     report = convert_checkpoint(ms16, tmp_path / "outms16", config="tiny", progress=False)
     assert report.source_format == "mindone"
@@ -152,7 +183,9 @@ def test_half_precision_sources(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def tiny_sgm_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     components = build_components(seed=3)
-    return write_sgm_safetensors(components, tmp_path_factory.mktemp("tiny_sgm") / "svd.safetensors")
+    return write_sgm_safetensors(
+        components, tmp_path_factory.mktemp("tiny_sgm") / "svd.safetensors"
+    )
 
 
 @pytest.fixture()
@@ -160,29 +193,40 @@ def tiny_sgm(tiny_sgm_file: Path) -> Dict[str, np.ndarray]:
     return load_file(str(tiny_sgm_file))
 
 
-def test_missing_unexpected_and_misshaped_in_one_error(tiny_sgm: Dict[str, np.ndarray], tmp_path: Path) -> None:
+def test_missing_unexpected_and_misshaped_in_one_error(
+    tiny_sgm: Dict[str, np.ndarray], tmp_path: Path
+) -> None:
     tensors = dict(tiny_sgm)
     del tensors["model.diffusion_model.out.2.bias"]
     tensors["model.diffusion_model.input_blocks.1.0.extra.weight"] = np.zeros(3, np.float32)
     tensors["first_stage_model.decoder.conv_in.weight"] = np.zeros((64, 4, 3, 1), np.float32)
     save_file(tensors, str(tmp_path / "bad.safetensors"))
     with pytest.raises(CheckpointError) as info:
-        convert_checkpoint(tmp_path / "bad.safetensors", tmp_path / "out", config="tiny", progress=False)
+        convert_checkpoint(
+            tmp_path / "bad.safetensors", tmp_path / "out", config="tiny", progress=False
+        )
     message = str(info.value)
     assert "1 missing, 1 unexpected, 1 mis-shaped" in message
     assert "missing: model.diffusion_model.out.2.bias" in message
     assert "unexpected: model.diffusion_model.input_blocks.1.0.extra.weight" in message
-    assert "first_stage_model.decoder.conv_in.weight (file (64, 4, 3, 1), expected (64, 4, 3, 3))" in message
+    assert (
+        "first_stage_model.decoder.conv_in.weight (file (64, 4, 3, 1), expected (64, 4, 3, 3))"
+        in message
+    )
     assert "\n" not in message
     assert not (tmp_path / "out").exists()
 
 
-def test_long_lists_are_shortened_but_counted(tiny_sgm: Dict[str, np.ndarray], tmp_path: Path) -> None:
+def test_long_lists_are_shortened_but_counted(
+    tiny_sgm: Dict[str, np.ndarray], tmp_path: Path
+) -> None:
     clip = "conditioner.embedders.0.open_clip.model.visual."
     tensors = {k: v for k, v in tiny_sgm.items() if not k.startswith(clip)}
     save_file(tensors, str(tmp_path / "noclip.safetensors"))
     with pytest.raises(CheckpointError) as info:
-        convert_checkpoint(tmp_path / "noclip.safetensors", tmp_path / "out", config="tiny", progress=False)
+        convert_checkpoint(
+            tmp_path / "noclip.safetensors", tmp_path / "out", config="tiny", progress=False
+        )
     message = str(info.value)
     assert "32 missing, 0 unexpected, 0 mis-shaped" in message
     assert "(20 more)" in message  # 8 first + 4 last names shown
@@ -190,52 +234,88 @@ def test_long_lists_are_shortened_but_counted(tiny_sgm: Dict[str, np.ndarray], t
 
 
 def test_wrong_preset_says_which_fits(tiny_sgm_file: Path, tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match=r"does not fit preset 'svd': .*the file's tensors fit preset\(s\) tiny"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"does not fit preset 'svd': .*the file's tensors fit preset\(s\) tiny",
+    ):
         convert_checkpoint(tiny_sgm_file, tmp_path / "out", config="svd", progress=False)
     with pytest.raises(ConfigError, match=r"its tensors fit preset\(s\) tiny"):
         convert_checkpoint(tiny_sgm_file, tmp_path / "out", progress=False)
 
 
 def test_single_file_needs_a_config(model: Dict[str, Any], tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"pass --config svd \(14 frames\) or --config svd_xt \(25 frames\)"):
+    with pytest.raises(
+        ConfigError, match=r"pass --config svd \(14 frames\) or --config svd_xt \(25 frames\)"
+    ):
         convert_checkpoint(model["sources"]["mindone"], tmp_path / "out", progress=False)
 
 
 def test_forced_format_changes_the_naming(model: Dict[str, Any], tmp_path: Path) -> None:
     # mindone names read as sgm names: every norm is gamma/beta → missing + unexpected
     with pytest.raises(CheckpointError, match=r"missing, .* unexpected.*\.gamma"):
-        convert_checkpoint(model["sources"]["mindone"], tmp_path / "out", config=model["config_yaml"],
-                           source_format="sgm", progress=False)
+        convert_checkpoint(
+            model["sources"]["mindone"],
+            tmp_path / "out",
+            config=model["config_yaml"],
+            source_format="sgm",
+            progress=False,
+        )
     # sgm names read as mindone names are unchanged
-    report = convert_checkpoint(model["sources"]["sgm"], tmp_path / "out2", config=model["config_yaml"],
-                                source_format="mindone", progress=False)
+    report = convert_checkpoint(
+        model["sources"]["sgm"],
+        tmp_path / "out2",
+        config=model["config_yaml"],
+        source_format="mindone",
+        progress=False,
+    )
     assert sha256(report.weights_path) == sha256(model["reference"].weights_path)
     with pytest.raises(CheckpointError, match="--from diffusers expects a directory"):
-        convert_checkpoint(model["sources"]["sgm"], tmp_path / "out3", source_format="diffusers", progress=False)
+        convert_checkpoint(
+            model["sources"]["sgm"], tmp_path / "out3", source_format="diffusers", progress=False
+        )
     with pytest.raises(CheckpointError, match="--from sgm expects a single checkpoint file"):
-        convert_checkpoint(model["sources"]["diffusers"], tmp_path / "out4", source_format="sgm", progress=False)
+        convert_checkpoint(
+            model["sources"]["diffusers"], tmp_path / "out4", source_format="sgm", progress=False
+        )
 
 
 def test_unknown_source_format(model: Dict[str, Any], tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match=r"--from 'stability': expected one of sgm, mindone, diffusers, svdeploy"):
-        convert_checkpoint(model["sources"]["sgm"], tmp_path / "out", config="tiny", source_format="stability",  # type: ignore[arg-type]
-                           progress=False)
+    with pytest.raises(
+        CheckpointError,
+        match=r"--from 'stability': expected one of sgm, mindone, diffusers, svdeploy",
+    ):
+        convert_checkpoint(
+            model["sources"]["sgm"],
+            tmp_path / "out",
+            config="tiny",
+            source_format="stability",  # type: ignore[arg-type]
+            progress=False,
+        )
 
 
 def test_truncated_and_foreign_sources(model: Dict[str, Any], tmp_path: Path) -> None:
     data = model["sources"]["sgm"].read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=r"cut\.safetensors is truncated"):
-        convert_checkpoint(tmp_path / "cut.safetensors", tmp_path / "out", config="tiny", progress=False)
+        convert_checkpoint(
+            tmp_path / "cut.safetensors", tmp_path / "out", config="tiny", progress=False
+        )
     data = model["sources"]["mindone"].read_bytes()
     (tmp_path / "cut.ckpt").write_bytes(data[: len(data) - 100])
     with pytest.raises(CheckpointError, match=r"cut\.ckpt is truncated"):
         convert_checkpoint(tmp_path / "cut.ckpt", tmp_path / "out", config="tiny", progress=False)
     (tmp_path / "photo.safetensors").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
-    with pytest.raises(CheckpointError, match=r"photo\.safetensors is not a checkpoint svdeploy can read \(it is a PNG image\)"):
-        convert_checkpoint(tmp_path / "photo.safetensors", tmp_path / "out", config="tiny", progress=False)
+    with pytest.raises(
+        CheckpointError,
+        match=r"photo\.safetensors is not a checkpoint svdeploy can read \(it is a PNG image\)",
+    ):
+        convert_checkpoint(
+            tmp_path / "photo.safetensors", tmp_path / "out", config="tiny", progress=False
+        )
     with pytest.raises(CheckpointError, match=r"source '.*nothing\.ckpt' does not exist"):
-        convert_checkpoint(tmp_path / "nothing.ckpt", tmp_path / "out", config="tiny", progress=False)
+        convert_checkpoint(
+            tmp_path / "nothing.ckpt", tmp_path / "out", config="tiny", progress=False
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -273,9 +353,14 @@ def test_diffusers_missing_tensor_is_named(model: Dict[str, Any], tmp_path: Path
     del tensors["vision_model.encoder.layers.1.self_attn.k_proj.bias"]
     tensors["vision_model.extra"] = np.zeros(2, np.float32)
     save_file(tensors, str(weights))
-    with pytest.raises(CheckpointError, match=(r"1 missing, 1 unexpected, 0 mis-shaped; missing: "
-                                               r"image_encoder/vision_model\.encoder\.layers\.1\.self_attn\.k_proj\.bias; "
-                                               r"unexpected: image_encoder/vision_model\.extra")):
+    with pytest.raises(
+        CheckpointError,
+        match=(
+            r"1 missing, 1 unexpected, 0 mis-shaped; missing: "
+            r"image_encoder/vision_model\.encoder\.layers\.1\.self_attn\.k_proj\.bias; "
+            r"unexpected: image_encoder/vision_model\.extra"
+        ),
+    ):
         convert_checkpoint(folder, tmp_path / "out", progress=False)
 
 
@@ -287,31 +372,47 @@ def test_existing_output_needs_overwrite(model: Dict[str, Any], tmp_path: Path) 
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(CheckpointError, match=r"exists and is not empty; pass --overwrite"):
-        convert_checkpoint(model["sources"]["sgm"], out, config=model["config_yaml"], progress=False)
+        convert_checkpoint(
+            model["sources"]["sgm"], out, config=model["config_yaml"], progress=False
+        )
     assert (out / "keep.txt").read_text() == "mine"
-    report = convert_checkpoint(model["sources"]["sgm"], out, config=model["config_yaml"], overwrite=True,
-                                progress=False)
+    report = convert_checkpoint(
+        model["sources"]["sgm"], out, config=model["config_yaml"], overwrite=True, progress=False
+    )
     assert not (out / "keep.txt").exists()
     assert sha256(report.weights_path) == sha256(model["reference"].weights_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary leftovers
     (tmp_path / "empty").mkdir()
-    convert_checkpoint(model["sources"]["sgm"], tmp_path / "empty", config=model["config_yaml"], progress=False)
+    convert_checkpoint(
+        model["sources"]["sgm"], tmp_path / "empty", config=model["config_yaml"], progress=False
+    )
     inside = tmp_path / "holder"
     inside.mkdir()
     (inside / "svd.safetensors").write_bytes(model["sources"]["sgm"].read_bytes())
     with pytest.raises(CheckpointError, match="contains the source"):
-        convert_checkpoint(inside / "svd.safetensors", inside, config=model["config_yaml"], overwrite=True,
-                           progress=False)
+        convert_checkpoint(
+            inside / "svd.safetensors",
+            inside,
+            config=model["config_yaml"],
+            overwrite=True,
+            progress=False,
+        )
     with pytest.raises(CheckpointError, match="contains the source"):
         convert_checkpoint(report.out_dir, report.out_dir, overwrite=True, progress=False)
     assert (inside / "svd.safetensors").is_file() and report.weights_path.is_file()
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(CheckpointError, match="exists and is not a directory"):
-        convert_checkpoint(model["sources"]["sgm"], tmp_path / "a_file", config=model["config_yaml"], progress=False)
+        convert_checkpoint(
+            model["sources"]["sgm"],
+            tmp_path / "a_file",
+            config=model["config_yaml"],
+            progress=False,
+        )
 
 
-def test_failure_midway_leaves_no_output(model: Dict[str, Any], tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_midway_leaves_no_output(
+    model: Dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = {"n": 0}
     original = SafetensorsFile.read
 
@@ -324,20 +425,33 @@ def test_failure_midway_leaves_no_output(model: Dict[str, Any], tmp_path: Path,
     monkeypatch.setattr(SafetensorsFile, "read", failing_read)
     # one line for the CLI (a CheckpointError), naming the OS error
     with pytest.raises(CheckpointError, match="failed: simulated disk error; nothing was written"):
-        convert_checkpoint(model["sources"]["sgm"], tmp_path / "out", config=model["config_yaml"], progress=False)
+        convert_checkpoint(
+            model["sources"]["sgm"], tmp_path / "out", config=model["config_yaml"], progress=False
+        )
     assert calls["n"] == 50
     assert list(tmp_path.iterdir()) == []  # neither the output nor a temporary directory
 
 
-def test_failure_midway_keeps_the_old_output(model: Dict[str, Any], tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_midway_keeps_the_old_output(
+    model: Dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
-    first = convert_checkpoint(model["sources"]["sgm"], out, config=model["config_yaml"], progress=False)
+    first = convert_checkpoint(
+        model["sources"]["sgm"], out, config=model["config_yaml"], progress=False
+    )
     before = sha256(first.weights_path)
-    monkeypatch.setattr(convert_module, "save_model_config",
-                        lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(
+        convert_module,
+        "save_model_config",
+        lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()),
+    )
     with pytest.raises(KeyboardInterrupt):
-        convert_checkpoint(model["sources"]["torch"], out, config=model["config_yaml"], overwrite=True,
-                           progress=False)
+        convert_checkpoint(
+            model["sources"]["torch"],
+            out,
+            config=model["config_yaml"],
+            overwrite=True,
+            progress=False,
+        )
     assert sha256(out / "weights.safetensors") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

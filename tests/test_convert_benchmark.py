@@ -1,4 +1,5 @@
 """The full-size conversion benchmark script, run at tiny size."""
+
 from __future__ import annotations
 
 import json

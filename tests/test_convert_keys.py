@@ -1,4 +1,5 @@
 """The analytic sgm key table (svdeploy.models.keys) against diffusers' real modules."""
+
 from __future__ import annotations
 
 from typing import Any, Dict
@@ -36,8 +37,11 @@ def components(request: Any) -> Dict[str, Any]:
 
 
 def _config(components: Dict[str, Any]):
-    return model_config_from_diffusers(dict(components["unet"].config), dict(components["vae"].config),
-                                       components["image_encoder"].config.to_dict())
+    return model_config_from_diffusers(
+        dict(components["unet"].config),
+        dict(components["vae"].config),
+        components["image_encoder"].config.to_dict(),
+    )
 
 
 def test_counts_match_diffusers(components: Dict[str, Any]) -> None:
@@ -45,8 +49,10 @@ def test_counts_match_diffusers(components: Dict[str, Any]) -> None:
     counts = diffusers_parameter_counts(components)
     unet = network_parameter_shapes(cfg, "unet")
     assert (len(unet), count_parameters(unet)) == counts["unet"]
-    vae = {**network_parameter_shapes(cfg, "vae_decoder"), **{
-        "enc." + k: v for k, v in network_parameter_shapes(cfg, "vae_encoder").items()}}
+    vae = {
+        **network_parameter_shapes(cfg, "vae_decoder"),
+        **{"enc." + k: v for k, v in network_parameter_shapes(cfg, "vae_encoder").items()},
+    }
     assert (len(vae), count_parameters(vae)) == counts["vae"]
     clip = network_parameter_shapes(cfg, "image_encoder")
     # OpenCLIP packs q, k, v (weight and bias) into in_proj_weight / in_proj_bias: 4 fewer tensors
@@ -74,18 +80,34 @@ def test_full_size_counts() -> None:
     """Published sizes: U-Net 1.52 B parameters, OpenCLIP ViT-H/14 vision tower 632 M."""
     cfg = load_model_config("svd_xt")
     per = {n: count_parameters(network_parameter_shapes(cfg, n)) for n in NETWORKS}
-    assert per["unet"] == 1_524_623_082  # UNetSpatioTemporalConditionModel of stable-video-diffusion
+    assert (
+        per["unet"] == 1_524_623_082
+    )  # UNetSpatioTemporalConditionModel of stable-video-diffusion
     assert per["image_encoder"] == 632_076_800
     table = sgm_parameter_shapes(cfg)
-    assert table["model.diffusion_model.input_blocks.1.0.time_stack.in_layers.2.weight"] == (320, 320, 3, 1, 1)
-    assert table["model.diffusion_model.input_blocks.1.1.transformer_blocks.0.ff.net.0.proj.weight"] == (2560, 320)
-    assert table["model.diffusion_model.input_blocks.1.1.time_stack.0.attn2.to_k.weight"] == (320, 1024)
+    assert table["model.diffusion_model.input_blocks.1.0.time_stack.in_layers.2.weight"] == (
+        320,
+        320,
+        3,
+        1,
+        1,
+    )
+    assert table[
+        "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.ff.net.0.proj.weight"
+    ] == (2560, 320)
+    assert table["model.diffusion_model.input_blocks.1.1.time_stack.0.attn2.to_k.weight"] == (
+        320,
+        1024,
+    )
     assert table["model.diffusion_model.output_blocks.2.1.conv.weight"] == (1280, 1280, 3, 3)
     assert table["model.diffusion_model.output_blocks.5.2.conv.weight"] == (1280, 1280, 3, 3)
     assert table["first_stage_model.decoder.conv_out.time_mix_conv.weight"] == (3, 3, 3, 1, 1)
     assert table["conditioner.embedders.3.encoder.quant_conv.weight"] == (8, 8, 1, 1)
     assert table["conditioner.embedders.3.encoder.encoder.mid.attn_1.q.weight"] == (512, 512, 1, 1)
-    assert table["conditioner.embedders.0.open_clip.model.visual.positional_embedding"] == (257, 1280)
+    assert table["conditioner.embedders.0.open_clip.model.visual.positional_embedding"] == (
+        257,
+        1280,
+    )
     assert table["conditioner.embedders.0.open_clip.model.visual.proj"] == (1280, 1024)
     assert table["conditioner.embedders.0.open_clip.model.visual.conv1.weight"] == (1280, 3, 14, 14)
     assert "conditioner.embedders.0.open_clip.model.visual.conv1.bias" not in table
@@ -103,7 +125,9 @@ def test_network_of() -> None:
     assert network_of("conditioner.embedders.0.open_clip.model.visual.proj") == "image_encoder"
     for network, prefix in NETWORK_PREFIXES.items():
         cfg = load_model_config("tiny")
-        assert all(network_of(prefix + n) == network for n in network_parameter_shapes(cfg, network))
+        assert all(
+            network_of(prefix + n) == network for n in network_parameter_shapes(cfg, network)
+        )
 
 
 def test_unknown_network() -> None:

@@ -1,4 +1,5 @@
 """svdeploy.models.loading: checkpoint directories and strict loading into MindSpore cells."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,21 +38,35 @@ class Toy(nn.Cell):
 
 def toy_weights(seed: int = 0) -> Dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {name: rng.standard_normal(tuple(param.shape)).astype(np.float32)
-            for name, param in Toy().parameters_and_names()}
+    return {
+        name: rng.standard_normal(tuple(param.shape)).astype(np.float32)
+        for name, param in Toy().parameters_and_names()
+    }
 
 
 def test_parameter_names_are_what_we_expect() -> None:
     names = sorted(n for n, _ in Toy().parameters_and_names())
-    assert names == sorted(["conv.weight", "conv.bias", "blocks.0.proj.weight", "blocks.0.proj.bias",
-                            "blocks.0.mix_factor", "blocks.1.proj.weight", "blocks.1.proj.bias",
-                            "blocks.1.mix_factor", "scale"])
+    assert names == sorted(
+        [
+            "conv.weight",
+            "conv.bias",
+            "blocks.0.proj.weight",
+            "blocks.0.proj.bias",
+            "blocks.0.mix_factor",
+            "blocks.1.proj.weight",
+            "blocks.1.proj.bias",
+            "blocks.1.mix_factor",
+            "scale",
+        ]
+    )
 
 
 def test_load_into_cell_sets_every_parameter(tmp_path: Path) -> None:
     weights = toy_weights()
     file_tensors = {PREFIX + k: v for k, v in weights.items()}
-    file_tensors["first_stage_model.decoder.conv_in.weight"] = np.ones((2, 2), np.float32)  # other network
+    file_tensors["first_stage_model.decoder.conv_in.weight"] = np.ones(
+        (2, 2), np.float32
+    )  # other network
     save_safetensors(tmp_path / "w.safetensors", file_tensors)
     cell = Toy()
     counts = load_into_cell(cell, tmp_path / "w.safetensors", PREFIX)
@@ -73,12 +88,19 @@ def test_load_network_uses_the_network_prefix(tmp_path: Path) -> None:
     tensors[prefix + "decoder.conv_in.weight"] = np.zeros((4, 4, 3, 3), np.float32)
     save_safetensors(tmp_path / "w.safetensors", tensors)
     cell = Toy()
-    assert load_network_weights(cell, tmp_path / "w.safetensors", "vae_encoder")["loaded"] == len(weights)
-    assert np.array_equal(dict(cell.parameters_and_names())["conv.bias"].asnumpy(), weights["conv.bias"])
+    assert load_network_weights(cell, tmp_path / "w.safetensors", "vae_encoder")["loaded"] == len(
+        weights
+    )
+    assert np.array_equal(
+        dict(cell.parameters_and_names())["conv.bias"].asnumpy(), weights["conv.bias"]
+    )
     tensors[prefix + "encoder.extra"] = np.zeros(2, np.float32)  # inside the network: unexpected
     save_safetensors(tmp_path / "w.safetensors", tensors)
-    with pytest.raises(CheckpointError, match=r"0 missing, 1 unexpected, 0 mis-shaped; unexpected: "
-                                              r"conditioner\.embedders\.3\.encoder\.encoder\.extra$"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"0 missing, 1 unexpected, 0 mis-shaped; unexpected: "
+        r"conditioner\.embedders\.3\.encoder\.encoder\.extra$",
+    ):
         load_network_weights(cell, tmp_path / "w.safetensors", "vae_encoder")
     with pytest.raises(CheckpointError, match="unknown network 'decoder'"):
         load_network_weights(cell, tmp_path / "w.safetensors", "decoder")
@@ -108,7 +130,9 @@ def test_strict_errors_list_everything_and_change_nothing(tmp_path: Path) -> Non
     assert counts == {"loaded": len(weights) - 2, "missing": 1, "unexpected": 1}
     loaded = dict(cell.parameters_and_names())
     assert np.array_equal(loaded["blocks.0.proj.weight"].asnumpy(), weights["blocks.0.proj.weight"])
-    assert np.array_equal(loaded["conv.weight"].asnumpy(), before["conv.weight"])  # mis-shaped: untouched
+    assert np.array_equal(
+        loaded["conv.weight"].asnumpy(), before["conv.weight"]
+    )  # mis-shaped: untouched
 
 
 def test_read_checkpoint_dir(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
 """Streaming tensor file I/O (svdeploy.models.weights_io) against the reference libraries."""
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,9 @@ def test_reads_files_of_the_reference_writer(tmp_path: Path) -> None:
             assert got.dtype == value.dtype and got.shape == value.shape
             assert np.array_equal(got, value)
         assert f.read_float32("f16").dtype == np.float32
-        with pytest.raises(CheckpointError, match="tensor 'i64' has dtype I64; expected a floating-point"):
+        with pytest.raises(
+            CheckpointError, match="tensor 'i64' has dtype I64; expected a floating-point"
+        ):
             f.read_float32("i64")
         with pytest.raises(CheckpointError, match="no tensor named 'nope'"):
             f.read("nope")
@@ -147,9 +150,15 @@ def test_bad_headers(tmp_path: Path) -> None:
 def test_foreign_files_are_named(tmp_path: Path) -> None:
     png = tmp_path / "image.safetensors"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
-    with pytest.raises(CheckpointError, match=r"image\.safetensors is not a checkpoint svdeploy can read \(it is a PNG image\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"image\.safetensors is not a checkpoint svdeploy can read \(it is a PNG image\)",
+    ):
         open_tensor_file(png)
-    with pytest.raises(CheckpointError, match=r"not a safetensors file \(or is truncated\): the header length field"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"not a safetensors file \(or is truncated\): the header length field",
+    ):
         SafetensorsFile(png)
     empty = tmp_path / "empty.ckpt"
     empty.write_bytes(b"")
@@ -165,7 +174,9 @@ def test_foreign_files_are_named(tmp_path: Path) -> None:
 def _save_ms(path: Path, arrays, **kwargs) -> None:
     import mindspore as ms
 
-    ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in arrays.items()], str(path), **kwargs)
+    ms.save_checkpoint(
+        [{"name": k, "data": ms.Tensor(v)} for k, v in arrays.items()], str(path), **kwargs
+    )
 
 
 def test_mindspore_ckpt_matches_save_checkpoint(tmp_path: Path) -> None:
@@ -180,7 +191,9 @@ def test_mindspore_ckpt_matches_save_checkpoint(tmp_path: Path) -> None:
         assert set(f.infos) == set(arrays)
         for name, value in arrays.items():
             got = f.read(name)
-            assert got.dtype == value.dtype and got.shape == value.shape and np.array_equal(got, value)
+            assert (
+                got.dtype == value.dtype and got.shape == value.shape and np.array_equal(got, value)
+            )
     # and against MindSpore's own loader
     loaded = ms.load_checkpoint(str(path))
     with MindsporeCkptFile(path) as f:
@@ -193,8 +206,14 @@ def test_mindspore_bfloat16_and_crc_trailer(tmp_path: Path) -> None:
 
     values = RNG.standard_normal((4, 3)).astype(np.float32)
     path = tmp_path / "bf.ckpt"
-    ms.save_checkpoint([{"name": "w", "data": ms.Tensor(values, ms.bfloat16)},
-                        {"name": "v", "data": ms.Tensor(values)}], str(path), crc_check=True)
+    ms.save_checkpoint(
+        [
+            {"name": "w", "data": ms.Tensor(values, ms.bfloat16)},
+            {"name": "v", "data": ms.Tensor(values)},
+        ],
+        str(path),
+        crc_check=True,
+    )
     with MindsporeCkptFile(path) as f:
         assert f.infos["w"].dtype == "BF16"
         expected = ms.Tensor(values, ms.bfloat16).astype(ms.float32).asnumpy()
@@ -223,7 +242,9 @@ def test_mindspore_real_large_tensor(tmp_path: Path) -> None:
     """A 520 MB float32 tensor crosses MindSpore's real 512 MB slice size."""
     rows = 520 * 1024 * 1024 // (4 * 1024)
     # integer-valued floats below 2**24 are exact, so the expected rows can be recomputed
-    big = (np.arange(rows * 1024, dtype=np.int64) % 1_000_003).astype(np.float32).reshape(rows, 1024)
+    big = (
+        (np.arange(rows * 1024, dtype=np.int64) % 1_000_003).astype(np.float32).reshape(rows, 1024)
+    )
     path = tmp_path / "large.ckpt"
     _save_ms(path, {"big": big, "tail": np.arange(5, dtype=np.float16)})
     del big
@@ -232,7 +253,9 @@ def test_mindspore_real_large_tensor(tmp_path: Path) -> None:
         got = f.read("big")
         assert got.shape == (rows, 1024)
         for row in (0, rows // 2 - 1, rows // 2, rows - 1):  # both sides of the slice boundary
-            expected = (np.arange(row * 1024, (row + 1) * 1024, dtype=np.int64) % 1_000_003).astype(np.float32)
+            expected = (np.arange(row * 1024, (row + 1) * 1024, dtype=np.int64) % 1_000_003).astype(
+                np.float32
+            )
             assert np.array_equal(got[row], expected)
         assert np.array_equal(f.read("tail"), np.arange(5, dtype=np.float16))
 
@@ -256,7 +279,11 @@ def test_mindspore_truncated_and_foreign(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 def test_torch_file_unwraps_state_dict(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    state = {"w": torch.randn(3, 4), "h": torch.randn(2).to(torch.float16), "bf": torch.randn(5).to(torch.bfloat16)}
+    state = {
+        "w": torch.randn(3, 4),
+        "h": torch.randn(2).to(torch.float16),
+        "bf": torch.randn(5).to(torch.bfloat16),
+    }
     path = tmp_path / "model.ckpt"
     torch.save({"state_dict": state, "global_step": 3}, str(path))
     assert sniff_file(path) == "torch"
@@ -304,8 +331,11 @@ def test_mindspore_loads_our_safetensors(tmp_path: Path) -> None:
 
     values = RNG.standard_normal((4, 5)).astype(np.float32)
     path = tmp_path / "w.safetensors"
-    with SafetensorsWriter(path, [("x", (4, 5), "F32"), ("y", (4, 5), "F16"), ("z", (4, 5), "BF16")],
-                           metadata={"format": "pt"}) as writer:
+    with SafetensorsWriter(
+        path,
+        [("x", (4, 5), "F32"), ("y", (4, 5), "F16"), ("z", (4, 5), "BF16")],
+        metadata={"format": "pt"},
+    ) as writer:
         writer.write("x", values)
         writer.write("y", values.astype(np.float16))
         writer.write("z", values)
@@ -315,4 +345,9 @@ def test_mindspore_loads_our_safetensors(tmp_path: Path) -> None:
     assert loaded["z"].dtype == ms.bfloat16
     with SafetensorsFile(path) as f:
         assert np.array_equal(loaded["z"].astype(ms.float32).asnumpy(), f.read("z"))
-    assert json.loads(path.read_bytes()[8:8 + struct.unpack("<Q", path.read_bytes()[:8])[0]])["x"]["dtype"] == "F32"
+    assert (
+        json.loads(path.read_bytes()[8 : 8 + struct.unpack("<Q", path.read_bytes()[:8])[0]])["x"][
+            "dtype"
+        ]
+        == "F32"
+    )

@@ -1,5 +1,6 @@
 """The demo model (issue 12): its recipe, its packaging, the `demo` checkpoint name, the quality
 measurements, and the shipped weights generating the world's motion."""
+
 from __future__ import annotations
 
 import json
@@ -69,7 +70,9 @@ def test_evaluate_uses_the_buckets_svd_data_gives_slow_and_fast_clips():
 
 
 # ---- packaging and the `demo` name -----------------------------------------------------------
-def test_demo_names_the_shipped_checkpoint_unless_a_folder_of_that_name_exists(tmp_path, monkeypatch):
+def test_demo_names_the_shipped_checkpoint_unless_a_folder_of_that_name_exists(
+    tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     assert resolve_checkpoint_dir("demo") == packaged_dir()
     assert (packaged_dir() / "config.yaml").is_file()
@@ -83,8 +86,10 @@ def test_float16_storage_is_read_back_as_float32_and_refuses_overflow(tmp_path):
     from svdeploy.models.weights_io import SafetensorsFile, SafetensorsWriter
 
     rng = np.random.default_rng(0)
-    values = {"a.weight": rng.standard_normal((3, 4)).astype(np.float32),
-              "b.bias": rng.standard_normal(5).astype(np.float32)}
+    values = {
+        "a.weight": rng.standard_normal((3, 4)).astype(np.float32),
+        "b.bias": rng.standard_normal(5).astype(np.float32),
+    }
     src = tmp_path / "src.safetensors"
     with SafetensorsWriter(src, [(k, v.shape, "F32") for k, v in values.items()]) as w:
         for k, v in values.items():
@@ -114,7 +119,10 @@ def test_loss_curve_prints_one_column_per_bucket_falling():
 
 def test_sheet_and_side_by_side_layout():
     image = np.zeros((64, 64, 3), np.uint8)
-    videos = {"slow": np.full((8, 64, 64, 3), 10, np.uint8), "fast": np.full((8, 64, 64, 3), 20, np.uint8)}
+    videos = {
+        "slow": np.full((8, 64, 64, 3), 10, np.uint8),
+        "fast": np.full((8, 64, 64, 3), 20, np.uint8),
+    }
     grid = sheet(image, videos)
     assert grid.shape[0] > 2 * 64 * 3 and grid.shape[1] > 9 * 64 * 3
     assert (grid == 20).any() and (grid == 10).any()
@@ -141,8 +149,14 @@ def test_shipped_demo_model_moves_the_object_the_right_way(demo_artifact):
 
     with open(packaged_dir() / "world.json", encoding="utf-8") as fh:
         shipped = json.load(fh)["buckets"]
-    report = evaluate(pipeline_generator(demo_artifact, "onnxruntime"), "onnxruntime", images=4,
-                      frames=8, seed=2024, buckets=shipped)
+    report = evaluate(
+        pipeline_generator(demo_artifact, "onnxruntime"),
+        "onnxruntime",
+        images=4,
+        frames=8,
+        seed=2024,
+        buckets=shipped,
+    )
     fast = [s for s in report.scores if s.bucket == "fast"]
     assert sum(s.cosine >= 0.7 for s in fast) >= 3, [round(s.cosine, 3) for s in fast]
     summary = report.summary()
@@ -158,9 +172,23 @@ def test_svd_bench_quality_writes_its_report(demo_artifact, tmp_path):
     from svdeploy.benchmarks.cli import main
 
     out = tmp_path / "q"
-    result = CliRunner().invoke(main, ["quality", "--artifact", str(demo_artifact), "--images", "1",
-                                       "--backends", "onnxruntime", "--steps", "2", "--out",
-                                       str(out), "--quiet"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "quality",
+            "--artifact",
+            str(demo_artifact),
+            "--images",
+            "1",
+            "--backends",
+            "onnxruntime",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads((out / "quality.json").read_text())
     (backend,) = data["backends"]
@@ -169,18 +197,44 @@ def test_svd_bench_quality_writes_its_report(demo_artifact, tmp_path):
 
 
 # ---- the recipe ------------------------------------------------------------------------------
-TINY_BUDGET = ["--clips", "6", "--no-progress", "--train.max_steps", "2",
-               "--train.autoencoder.steps", "2", "--train.autoencoder.scale_samples", "3",
-               "--train.dataloader.batch_size", "2", "--train.scheduler.warmup_steps", "1",
-               "--train.autoencoder.warmup_steps", "1"]
+TINY_BUDGET = [
+    "--clips",
+    "6",
+    "--no-progress",
+    "--train.max_steps",
+    "2",
+    "--train.autoencoder.steps",
+    "2",
+    "--train.autoencoder.scale_samples",
+    "3",
+    "--train.dataloader.batch_size",
+    "2",
+    "--train.scheduler.warmup_steps",
+    "1",
+    "--train.autoencoder.warmup_steps",
+    "1",
+]
 
 
 def _recipe(work: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONHASHSEED="0")
-    return subprocess.run([sys.executable, "-m", "svdeploy.demo_model", "--work", str(work),
-                           "--out", str(work / "model"), *TINY_BUDGET],
-                          capture_output=True, text=True, env=env, cwd=str(work.parent),
-                          timeout=900)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "svdeploy.demo_model",
+            "--work",
+            str(work),
+            "--out",
+            str(work / "model"),
+            *TINY_BUDGET,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(work.parent),
+        timeout=900,
+    )
 
 
 @pytest.mark.slow
@@ -196,11 +250,18 @@ def test_recipe_on_a_tiny_budget_runs_every_stage_and_repeats_exactly(tmp_path):
         assert (one / "model" / part).read_bytes() == (two / "model" / part).read_bytes(), part
     from svdeploy.models.weights_io import SafetensorsFile
 
-    with SafetensorsFile(one / "model" / "weights.safetensors") as trained, \
-            SafetensorsFile(one / "run" / "random_init" / "weights.safetensors") as start:
-        moved = [n for n in trained.infos if n.startswith(("model.", "first_stage_model."))
-                 # the shipped file is float16: compare with the start rounded the same way
-                 and not np.array_equal(trained.read_float32(n),
-                                        start.read_float32(n).astype(np.float16).astype(np.float32))]
-    assert any(n.startswith("model.") for n in moved)               # the whole U-Net trains
+    with (
+        SafetensorsFile(one / "model" / "weights.safetensors") as trained,
+        SafetensorsFile(one / "run" / "random_init" / "weights.safetensors") as start,
+    ):
+        moved = [
+            n
+            for n in trained.infos
+            if n.startswith(("model.", "first_stage_model."))
+            # the shipped file is float16: compare with the start rounded the same way
+            and not np.array_equal(
+                trained.read_float32(n), start.read_float32(n).astype(np.float16).astype(np.float32)
+            )
+        ]
+    assert any(n.startswith("model.") for n in moved)  # the whole U-Net trains
     assert any(n.startswith("first_stage_model.decoder") for n in moved)  # and the VAE

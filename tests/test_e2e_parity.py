@@ -2,6 +2,7 @@
 svd-convert (its diffusers folder) → svd-export → svd-run --noise with the same two random
 arrays, give the same frames, for both backends, with CFG on and off, several steps and a
 decode chunk smaller than the frame count."""
+
 from __future__ import annotations
 
 import functools
@@ -42,14 +43,23 @@ def setup(tmp_path_factory):
     pipe = ref.build_tiny_pipeline(seed=5)
     components = dict(unet=pipe.unet, vae=pipe.vae, image_encoder=pipe.image_encoder)
     checkpoint = root / "checkpoint"
-    convert_checkpoint(save_diffusers_folder(components, root / "diffusers"), checkpoint,
-                       progress=False)
+    convert_checkpoint(
+        save_diffusers_folder(components, root / "diffusers"), checkpoint, progress=False
+    )
     artifacts = {}
     for guidance in (True, False):
         out = root / ("cfg" if guidance else "nocfg")
-        export_artifact(checkpoint, out, frames=FRAMES, height=SIZE, width=SIZE,
-                        guidance=guidance, decode_chunk_size=CHUNK, formats=("mindir", "onnx"),
-                        progress=False)
+        export_artifact(
+            checkpoint,
+            out,
+            frames=FRAMES,
+            height=SIZE,
+            width=SIZE,
+            guidance=guidance,
+            decode_chunk_size=CHUNK,
+            formats=("mindir", "onnx"),
+            progress=False,
+        )
         artifacts[guidance] = out
     image = ref.make_image(SIZE, SIZE)
     image_path = root / "image.png"
@@ -59,8 +69,16 @@ def setup(tmp_path_factory):
     latents = rng.standard_normal((1, FRAMES, 4, SIZE // 2, SIZE // 2)).astype(np.float32)
     noise_file = root / "noise.npz"
     np.savez(noise_file, image_noise=image_noise, latents=latents)
-    return dict(pipe=pipe, artifacts=artifacts, image=image, image_path=image_path,
-                image_noise=image_noise, latents=latents, noise_file=noise_file, root=root)
+    return dict(
+        pipe=pipe,
+        artifacts=artifacts,
+        image=image,
+        image_path=image_path,
+        image_noise=image_noise,
+        latents=latents,
+        noise_file=noise_file,
+        root=root,
+    )
 
 
 @pytest.mark.parametrize("guidance", [True, False], ids=["cfg", "no-cfg"])
@@ -68,16 +86,47 @@ def setup(tmp_path_factory):
 def test_frames_match_diffusers(setup, guidance, backend):
     max_scale = 3.0 if guidance else 1.0  # diffusers turns CFG off at max_guidance_scale ≤ 1
     want = ref.run_with_noise(
-        setup["pipe"], Image.fromarray(setup["image"]), setup["image_noise"], setup["latents"],
-        height=SIZE, width=SIZE, num_frames=FRAMES, num_inference_steps=STEPS, fps=7,
-        motion_bucket_id=127, noise_aug_strength=0.02, min_guidance_scale=1.0,
-        max_guidance_scale=max_scale, decode_chunk_size=CHUNK)[0]
+        setup["pipe"],
+        Image.fromarray(setup["image"]),
+        setup["image_noise"],
+        setup["latents"],
+        height=SIZE,
+        width=SIZE,
+        num_frames=FRAMES,
+        num_inference_steps=STEPS,
+        fps=7,
+        motion_bucket_id=127,
+        noise_aug_strength=0.02,
+        min_guidance_scale=1.0,
+        max_guidance_scale=max_scale,
+        decode_chunk_size=CHUNK,
+    )[0]
     out = setup["root"] / f"frames-{backend}-{guidance}.npy"
-    args = [str(setup["artifacts"][guidance]), "--image", str(setup["image_path"]), "--out",
-            str(out), "--steps", str(STEPS), "--noise", str(setup["noise_file"]),
-            "--backend", backend, "--precision", "fp32", "--fps", "7", "--motion-bucket-id", "127",
-            "--noise-aug-strength", "0.02", "--min-guidance-scale", "1.0",
-            "--max-guidance-scale", str(max_scale)]
+    args = [
+        str(setup["artifacts"][guidance]),
+        "--image",
+        str(setup["image_path"]),
+        "--out",
+        str(out),
+        "--steps",
+        str(STEPS),
+        "--noise",
+        str(setup["noise_file"]),
+        "--backend",
+        backend,
+        "--precision",
+        "fp32",
+        "--fps",
+        "7",
+        "--motion-bucket-id",
+        "127",
+        "--noise-aug-strength",
+        "0.02",
+        "--min-guidance-scale",
+        "1.0",
+        "--max-guidance-scale",
+        str(max_scale),
+    ]
     result = CliRunner().invoke(run_cli, args)
     assert result.exit_code == 0, result.output
     got = np.load(out)
@@ -89,13 +138,23 @@ def test_frames_match_diffusers(setup, guidance, backend):
 
 
 def _diffusers_frames(setup, bf16: bool = False):
-    kwargs = dict(height=SIZE, width=SIZE, num_frames=FRAMES, num_inference_steps=STEPS, fps=7,
-                  motion_bucket_id=127, noise_aug_strength=0.02, min_guidance_scale=1.0,
-                  max_guidance_scale=3.0, decode_chunk_size=CHUNK)
+    kwargs = dict(
+        height=SIZE,
+        width=SIZE,
+        num_frames=FRAMES,
+        num_inference_steps=STEPS,
+        fps=7,
+        motion_bucket_id=127,
+        noise_aug_strength=0.02,
+        min_guidance_scale=1.0,
+        max_guidance_scale=3.0,
+        decode_chunk_size=CHUNK,
+    )
     image = Image.fromarray(setup["image"])
     if not bf16:
-        return ref.run_with_noise(setup["pipe"], image, setup["image_noise"], setup["latents"],
-                                  **kwargs)[0]
+        return ref.run_with_noise(
+            setup["pipe"], image, setup["image_noise"], setup["latents"], **kwargs
+        )[0]
     # autocast around the U-Net only: around the whole pipeline it reaches the CLIP
     # preprocessing, whose .numpy() cannot take bfloat16
     unet = setup["pipe"].unet
@@ -108,8 +167,9 @@ def _diffusers_frames(setup, bf16: bool = False):
 
     unet.forward = forward
     try:
-        return ref.run_with_noise(setup["pipe"], image, setup["image_noise"], setup["latents"],
-                                  **kwargs)[0]
+        return ref.run_with_noise(
+            setup["pipe"], image, setup["image_noise"], setup["latents"], **kwargs
+        )[0]
     finally:
         del unet.forward
 
@@ -122,18 +182,44 @@ def test_openvino_bf16_within_bound(setup):
     if not OpenVINOBackend.has_bf16(ov.Core()):
         pytest.skip("this CPU has no native bf16 (the refusal is tested in test_runtime_openvino)")
     out = setup["root"] / "frames-openvino-bf16.npy"
-    result = CliRunner().invoke(run_cli, [
-        str(setup["artifacts"][True]), "--image", str(setup["image_path"]), "--out", str(out),
-        "--steps", str(STEPS), "--noise", str(setup["noise_file"]), "--backend", "openvino",
-        "--precision", "bf16", "--fps", "7", "--motion-bucket-id", "127", "--noise-aug-strength",
-        "0.02", "--min-guidance-scale", "1.0", "--max-guidance-scale", "3.0", "-q"])
+    result = CliRunner().invoke(
+        run_cli,
+        [
+            str(setup["artifacts"][True]),
+            "--image",
+            str(setup["image_path"]),
+            "--out",
+            str(out),
+            "--steps",
+            str(STEPS),
+            "--noise",
+            str(setup["noise_file"]),
+            "--backend",
+            "openvino",
+            "--precision",
+            "bf16",
+            "--fps",
+            "7",
+            "--motion-bucket-id",
+            "127",
+            "--noise-aug-strength",
+            "0.02",
+            "--min-guidance-scale",
+            "1.0",
+            "--max-guidance-scale",
+            "3.0",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     want = _diffusers_frames(setup)
     got = np.load(out)
     diff = float(np.abs(got - want).max())
     own = float(np.abs(_diffusers_frames(setup, bf16=True) - want).max())
-    print(f"\n[openvino bf16] max |frames − diffusers fp32| = {diff:.2e}; diffusers bf16 "
-          f"autocast: {own:.2e}")
+    print(
+        f"\n[openvino bf16] max |frames − diffusers fp32| = {diff:.2e}; diffusers bf16 "
+        f"autocast: {own:.2e}"
+    )
     assert diff <= BF16_MAX_ABS
     assert diff > TOLERANCE / 10  # bf16 really ran: fp32 agrees to ~1e-5
 
@@ -142,9 +228,22 @@ def test_backends_agree(setup):
     frames = {}
     for backend in ("onnxruntime", "mindspore"):
         out = setup["root"] / f"agree-{backend}.npy"
-        result = CliRunner().invoke(run_cli, [str(setup["artifacts"][True]), "--image",
-                                              str(setup["image_path"]), "--out", str(out),
-                                              "--steps", "2", "--seed", "3", "--backend", backend])
+        result = CliRunner().invoke(
+            run_cli,
+            [
+                str(setup["artifacts"][True]),
+                "--image",
+                str(setup["image_path"]),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--seed",
+                "3",
+                "--backend",
+                backend,
+            ],
+        )
         assert result.exit_code == 0, result.output
         frames[backend] = np.load(out)
     assert np.abs(frames["onnxruntime"] - frames["mindspore"]).max() < 1e-4

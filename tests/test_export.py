@@ -1,5 +1,6 @@
 """svd-export: tiny exports of all graphs in both formats, validation, the manifest contract,
 tamper and version checks, bad checkpoints, atomicity, Ascend files and the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ def checkpoint(tmp_path_factory) -> Path:
 def artifact(checkpoint, tmp_path_factory):
     ms.set_context(mode=ms.PYNATIVE_MODE)
     out = tmp_path_factory.mktemp("export-art") / "artifact"
-    result = export_artifact(checkpoint, out, formats=("mindir", "onnx"), decode_chunk_size=3,
-                             progress=False)
+    result = export_artifact(
+        checkpoint, out, formats=("mindir", "onnx"), decode_chunk_size=3, progress=False
+    )
     return out, result
 
 
@@ -51,8 +53,11 @@ def test_all_graphs_exported_and_validated(artifact):
     out, result = artifact
     manifest = read_manifest(out)
     names = {(g.name, g.format) for g in manifest.graphs}
-    expected = {(n, f) for n in ("image_encoder", "vae_encoder", "unet", "vae_decoder",
-                                 "vae_decoder_tail") for f in ("mindir", "onnx")}
+    expected = {
+        (n, f)
+        for n in ("image_encoder", "vae_encoder", "unet", "vae_decoder", "vae_decoder_tail")
+        for f in ("mindir", "onnx")
+    }
     assert names == expected  # 4 frames, chunk 3 → a tail graph of 1 frame
     for g in manifest.graphs:
         assert g.parity_max_rel_error is not None and g.parity_max_rel_error <= 1e-4, g
@@ -63,8 +68,12 @@ def test_all_graphs_exported_and_validated(artifact):
     assert [t.shape for t in unet.inputs] == [(8, 8, 32, 32), (1,), (2, 1, 32), (2, 3)]
     assert manifest.graph("vae_decoder_tail", "mindir").inputs[0].shape == (1, 4, 32, 32)
     assert manifest.decode_chunk_size == 3 and manifest.guidance_batch == 2 and manifest.cfg
-    assert manifest.scheduler == {"sigma_min": 0.002, "sigma_max": 700.0, "rho": 7.0,
-                                  "scaling_factor": 0.18215}
+    assert manifest.scheduler == {
+        "sigma_min": 0.002,
+        "sigma_max": 700.0,
+        "rho": 7.0,
+        "scaling_factor": 0.18215,
+    }
     assert manifest.latent_shape == (4, 4, 32, 32)
     assert len(result.reports) == 10 and all(r.passed for r in result.reports)
 
@@ -137,8 +146,9 @@ def test_weights_that_do_not_fit_are_refused(checkpoint, tmp_path):
     bad = tmp_path / "misfit"
     shutil.copytree(checkpoint, bad)
     cfg = load_model_config(bad / "config.yaml")
-    save_model_config(cfg_replace(cfg, unet=cfg_replace(cfg.unet, model_channels=64)),
-                      bad / "config.yaml")
+    save_model_config(
+        cfg_replace(cfg, unet=cfg_replace(cfg.unet, model_channels=64)), bad / "config.yaml"
+    )
     with pytest.raises(CheckpointError, match="mis-shaped"):
         export_artifact(bad, tmp_path / "out", graphs=("unet",), progress=False)
     assert not (tmp_path / "out").exists()
@@ -151,11 +161,11 @@ def test_bad_settings_are_refused(checkpoint, tmp_path):
     with pytest.raises(ConfigError, match="height = 62"):  # tiny needs multiples of 4
         export_artifact(checkpoint, tmp_path / "o", height=62, progress=False)
     with pytest.raises(ConfigError, match="bf16 with --format onnx"):
-        export_artifact(checkpoint, tmp_path / "o", formats=("onnx",), dtype="bf16",
-                        progress=False)
+        export_artifact(checkpoint, tmp_path / "o", formats=("onnx",), dtype="bf16", progress=False)
     with pytest.raises(ConfigError, match="--conv im2col: only MindIR graphs for --target cpu"):
-        export_artifact(checkpoint, tmp_path / "o", formats=("onnx",), conv="im2col",
-                        progress=False)
+        export_artifact(
+            checkpoint, tmp_path / "o", formats=("onnx",), conv="im2col", progress=False
+        )
     with pytest.raises(ConfigError, match="--conv 'fft'"):
         export_artifact(checkpoint, tmp_path / "o", conv="fft", progress=False)
     assert not (tmp_path / "o").exists()
@@ -163,8 +173,9 @@ def test_bad_settings_are_refused(checkpoint, tmp_path):
 
 def test_im2col_convolutions_export_validated_and_recorded(checkpoint, artifact, tmp_path):
     out = tmp_path / "im2col"
-    result = export_artifact(checkpoint, out, formats=("mindir",), graphs=("vae_encoder",),
-                             conv="im2col", progress=False)
+    result = export_artifact(
+        checkpoint, out, formats=("mindir",), graphs=("vae_encoder",), conv="im2col", progress=False
+    )
     assert result.reports[0].parity_max_rel_error <= 1e-4
     recorded = read_manifest(out).graph("vae_encoder", "mindir").extra["kernels"]
     assert recorded["conv"] == "im2col" and recorded["group_norm"] == "layernorm"
@@ -185,8 +196,15 @@ def test_im2col_convolutions_export_validated_and_recorded(checkpoint, artifact,
 
 def test_explicit_conv_is_not_probed(checkpoint, tmp_path):
     out = tmp_path / "native"
-    export_artifact(checkpoint, out, formats=("mindir",), graphs=("image_encoder",),
-                    conv="native", validate=False, progress=False)
+    export_artifact(
+        checkpoint,
+        out,
+        formats=("mindir",),
+        graphs=("image_encoder",),
+        conv="native",
+        validate=False,
+        progress=False,
+    )
     manifest = read_manifest(out)
     assert manifest.extra["conv_probe_seconds"] == {}
     assert manifest.graph("image_encoder", "mindir").extra["kernels"]["conv"] == "native"
@@ -201,13 +219,13 @@ def test_existing_output_needs_overwrite(checkpoint, tmp_path):
     assert (out / "something.txt").read_text() == "keep me"
 
 
-def test_validation_failure_lists_every_graph_and_leaves_nothing(checkpoint, tmp_path,
-                                                                  monkeypatch):
+def test_validation_failure_lists_every_graph_and_leaves_nothing(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(export_api.resolve_settings.__globals__["TOLERANCE"], "fp32", 0.0)
     out = tmp_path / "failed"
     with pytest.raises(ExportError) as info:
-        export_artifact(checkpoint, out, formats=("onnx",), graphs=("vae_encoder", "unet"),
-                        progress=False)
+        export_artifact(
+            checkpoint, out, formats=("onnx",), graphs=("vae_encoder", "unet"), progress=False
+        )
     message = str(info.value)
     assert "vae_encoder.onnx" in message and "unet.onnx" in message
     assert not out.exists()
@@ -231,16 +249,17 @@ def _patched_onnxruntime_loader(monkeypatch, change):
     return loaded
 
 
-def test_validation_runs_the_graph_through_the_runtimes_loader(checkpoint, tmp_path,
-                                                                 monkeypatch):
+def test_validation_runs_the_graph_through_the_runtimes_loader(checkpoint, tmp_path, monkeypatch):
     """What is validated is what svd-run runs: corrupting the runtime's ONNX Runtime outputs
     fails the export's parity check of that graph."""
     loaded = _patched_onnxruntime_loader(monkeypatch, lambda outs: [o + 1.0 for o in outs])
     out = tmp_path / "corrupted"
-    with pytest.raises(ExportError, match=r"vae_encoder\.onnx: max relative error \S+ > "
-                                          r"tolerance 1e-04"):
-        export_artifact(checkpoint, out, formats=("onnx",), graphs=("vae_encoder",),
-                        progress=False)
+    with pytest.raises(
+        ExportError,
+        match=r"vae_encoder\.onnx: max relative error \S+ > "
+        r"tolerance 1e-04",
+    ):
+        export_artifact(checkpoint, out, formats=("onnx",), graphs=("vae_encoder",), progress=False)
     assert not out.exists()
     [(entry, manifest)] = loaded
     assert (entry.name, entry.format, entry.file) == ("vae_encoder", "onnx", "vae_encoder.onnx")
@@ -251,19 +270,35 @@ def test_validation_holds_outputs_to_the_manifest_entry(checkpoint, tmp_path, mo
     """The runtime's CheckedGraph runs at export: an output whose dtype differs from the entry
     export writes is refused, though its values are right."""
     _patched_onnxruntime_loader(monkeypatch, lambda outs: [o.astype(np.float64) for o in outs])
-    with pytest.raises(ExportError, match=r"^validating vae_encoder\.onnx with ONNX Runtime failed: "
-                                          r"graph 'vae_encoder' output 'latent': got float64"):
-        export_artifact(checkpoint, tmp_path / "f64", formats=("onnx",),
-                        graphs=("vae_encoder",), progress=False)
+    with pytest.raises(
+        ExportError,
+        match=r"^validating vae_encoder\.onnx with ONNX Runtime failed: "
+        r"graph 'vae_encoder' output 'latent': got float64",
+    ):
+        export_artifact(
+            checkpoint, tmp_path / "f64", formats=("onnx",), graphs=("vae_encoder",), progress=False
+        )
     assert not list(tmp_path.iterdir())
 
 
 def test_killed_export_leaves_no_artifact(checkpoint, tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "svdeploy.export.cli", "--checkpoint", str(checkpoint),
-         "--out", str(out), "--format", "both", "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "svdeploy.export.cli",
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--format",
+            "both",
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     # kill as soon as the first graph file exists in the temporary directory
     while time.time() < deadline and proc.poll() is None:
@@ -284,8 +319,14 @@ def test_killed_export_leaves_no_artifact(checkpoint, tmp_path):
 
 def test_ascend_target_writes_converter_files(checkpoint, tmp_path):
     out = tmp_path / "ascend"
-    result = export_artifact(checkpoint, out, target="ascend", formats=("mindir",),
-                             graphs=("vae_encoder",), progress=False)
+    result = export_artifact(
+        checkpoint,
+        out,
+        target="ascend",
+        formats=("mindir",),
+        graphs=("vae_encoder",),
+        progress=False,
+    )
     cfg_text = (out / "ascend" / "vae_encoder.cfg").read_text()
     assert "[ascend_context]" in cfg_text and "input_format=NCHW" in cfg_text
     assert "precision_mode=enforce_fp32" in cfg_text
@@ -300,8 +341,14 @@ def test_ascend_target_writes_converter_files(checkpoint, tmp_path):
 
 def test_fp16_graphs_stay_close(checkpoint, tmp_path):
     out = tmp_path / "fp16"
-    result = export_artifact(checkpoint, out, dtype="fp16", formats=("mindir", "onnx"),
-                             graphs=("vae_decoder",), progress=False)
+    result = export_artifact(
+        checkpoint,
+        out,
+        dtype="fp16",
+        formats=("mindir", "onnx"),
+        graphs=("vae_decoder",),
+        progress=False,
+    )
     for report in result.reports:
         assert report.tolerance == 1e-2
         # half precision is measurably different from float32, but within its bound
@@ -321,11 +368,24 @@ def test_cli_help_and_errors(checkpoint, tmp_path):
     runner = CliRunner()
     result = runner.invoke(export_cli, ["--help"])
     assert result.exit_code == 0
-    for option in ("--checkpoint", "--out", "--frames", "--height", "--width", "--cfg / --no-cfg",
-                   "--decode-chunk-size", "--format", "--dtype", "--target", "--conv", "--validate"):
+    for option in (
+        "--checkpoint",
+        "--out",
+        "--frames",
+        "--height",
+        "--width",
+        "--cfg / --no-cfg",
+        "--decode-chunk-size",
+        "--format",
+        "--dtype",
+        "--target",
+        "--conv",
+        "--validate",
+    ):
         assert option in result.output
-    result = runner.invoke(export_cli, ["--checkpoint", str(tmp_path / "missing"),
-                                        "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        export_cli, ["--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2
     assert result.output.strip().startswith("error:") and "does not exist" in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -333,9 +393,21 @@ def test_cli_help_and_errors(checkpoint, tmp_path):
 
 def test_cli_exports_no_cfg(checkpoint, tmp_path):
     out = tmp_path / "nocfg"
-    result = CliRunner().invoke(export_cli, ["--checkpoint", str(checkpoint), "--out", str(out),
-                                             "--no-cfg", "--format", "onnx", "--frames", "3",
-                                             "--quiet"])
+    result = CliRunner().invoke(
+        export_cli,
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--no-cfg",
+            "--format",
+            "onnx",
+            "--frames",
+            "3",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = read_manifest(out)
     assert manifest.guidance_batch == 1 and not manifest.cfg and manifest.num_frames == 3

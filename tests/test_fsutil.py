@@ -1,5 +1,6 @@
 """apply_umask: published files get the permissions a plain open() would give, executables stay
 executable."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,11 @@ def test_atomic_writes_replace_whole_files_and_leave_no_temporary(tmp_path, monk
 
     target = tmp_path / "job.json"
     atomic_write_json(target, {"status": "queued", "progress": 0.5, "name": "vidéo"})
-    assert json.loads(target.read_text(encoding="utf-8")) == {"status": "queued", "progress": 0.5,
-                                                              "name": "vidéo"}
+    assert json.loads(target.read_text(encoding="utf-8")) == {
+        "status": "queued",
+        "progress": 0.5,
+        "name": "vidéo",
+    }
     atomic_write_text(tmp_path / "a.txt", "héllo")
     assert (tmp_path / "a.txt").read_bytes() == "héllo".encode("utf-8")
 

@@ -1,6 +1,7 @@
 """Bad input to svd-run, its Python API and the artifact manifest, as a careless or hostile user
 would give it (issue 16). Every case: exit status 2 and one line `error: …` naming the value and
 what was expected (or the right behaviour), and no file lost or left behind."""
+
 from __future__ import annotations
 
 import errno
@@ -46,8 +47,11 @@ def image(tmp_path_factory) -> Path:
 
 def snapshot(folder: Path) -> dict:
     """Every file under ``folder`` (hidden ones included) with its content digest."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def run(*args) -> Result:
@@ -90,8 +94,9 @@ def test_out_equal_to_image_is_refused_and_the_image_kept(artifact, tmp_path):
 def test_out_equal_to_noise_file_is_refused(artifact, image, tmp_path):
     noise = tmp_path / "noise.npy"
     noise.write_bytes(b"\x93NUMPY keep")
-    line = run_error(artifact, "--image", image, "--out", noise, "--noise", noise, "--overwrite",
-                     *ARGS)
+    line = run_error(
+        artifact, "--image", image, "--out", noise, "--noise", noise, "--overwrite", *ARGS
+    )
     assert "is the --noise input" in line and noise.read_bytes() == b"\x93NUMPY keep"
 
 
@@ -166,12 +171,15 @@ def test_fifo_inside_the_artifact_is_not_read(artifact, image, tmp_path):
     assert "'pipe.bin' is not a regular file" in line
 
 
-@pytest.mark.parametrize("entries, message", [
-    ("weights.bin", r"expected a list of \{file, sha256\} objects"),
-    (["weights.bin"], r"external_files\[0\] = 'weights.bin': expected an object"),
-    ([{"file": "weights.bin"}], r"expected an object with exactly 'file' and 'sha256'"),
-    ([{"file": "missing.bin", "sha256": "0" * 64}], r"'missing.bin' is missing"),
-])
+@pytest.mark.parametrize(
+    "entries, message",
+    [
+        ("weights.bin", r"expected a list of \{file, sha256\} objects"),
+        (["weights.bin"], r"external_files\[0\] = 'weights.bin': expected an object"),
+        ([{"file": "weights.bin"}], r"expected an object with exactly 'file' and 'sha256'"),
+        ([{"file": "missing.bin", "sha256": "0" * 64}], r"'missing.bin' is missing"),
+    ],
+)
 def test_malformed_or_missing_external_files(artifact, tmp_path, entries, message):
     def edit(data):
         graph_entry(data)["extra"]["external_files"] = entries
@@ -195,8 +203,11 @@ def test_manifest_that_is_a_device_is_refused(artifact, tmp_path):
 # ---------------------------------------------------------------------------------------------
 def png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG whose header declares width×height, with no pixel data at all."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
@@ -211,8 +222,9 @@ def test_huge_image_is_refused_from_its_header(artifact, tmp_path, monkeypatch):
     assert "SVDEPLOY_MAX_IMAGE_PIXELS" in line
     # the documented override lifts the limit (the file then fails to decode, as it should)
     monkeypatch.setenv("SVDEPLOY_MAX_IMAGE_PIXELS", str(13000 * 13000))
-    assert "is truncated or damaged" in run_error(artifact, "--image", big, "--out",
-                                                 tmp_path / "x.npy", *ARGS)
+    assert "is truncated or damaged" in run_error(
+        artifact, "--image", big, "--out", tmp_path / "x.npy", *ARGS
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png"]
 
 
@@ -224,10 +236,12 @@ def test_noise_file_declaring_a_huge_array_is_refused_from_its_header(artifact, 
             np.lib.format.write_array(fh, good)
         with archive.open("latents.npy", "w") as fh:  # declares 500 M floats, holds none
             np.lib.format.write_array_header_1_0(
-                fh, {"descr": "<f4", "fortran_order": False, "shape": (500_000_000,)})
+                fh, {"descr": "<f4", "fortran_order": False, "shape": (500_000_000,)}
+            )
     assert noise.stat().st_size < 2000
-    line = run_error(artifact, "--image", image, "--out", tmp_path / "x.npy", "--noise", noise,
-                     *ARGS)
+    line = run_error(
+        artifact, "--image", image, "--out", tmp_path / "x.npy", "--noise", noise, *ARGS
+    )
     assert f"latents has shape (500000000,): expected (1, {F}, {C}, {LH}, {LW})" in line
 
 
@@ -272,12 +286,16 @@ def test_real_read_only_mount_and_full_tmpfs(artifact, image, tmp_path):
     full.mkdir()
     mounted = []
     try:
-        for command in (["mount", "--bind", str(ro), str(ro)],
-                        ["mount", "-o", "remount,ro,bind", str(ro)],
-                        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)]):
+        for command in (
+            ["mount", "--bind", str(ro), str(ro)],
+            ["mount", "-o", "remount,ro,bind", str(ro)],
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)],
+        ):
             if subprocess.run(command, capture_output=True).returncode != 0:
-                pytest.skip(f"cannot mount here ({' '.join(command[:3])}): not root or no "
-                            "CAP_SYS_ADMIN; the injected EROFS/ENOSPC tests cover the paths")
+                pytest.skip(
+                    f"cannot mount here ({' '.join(command[:3])}): not root or no "
+                    "CAP_SYS_ADMIN; the injected EROFS/ENOSPC tests cover the paths"
+                )
             mounted.append(Path(command[-1]))
         line = run_error(artifact, "--image", image, "--out", ro / "x.npy", *ARGS)
         assert "Read-only file system (EROFS)" in line and list(ro.iterdir()) == []
@@ -292,8 +310,7 @@ def test_real_read_only_mount_and_full_tmpfs(artifact, image, tmp_path):
 
 
 def test_fps_beyond_the_bound_is_refused_before_sampling(artifact, image, tmp_path):
-    line = run_error(artifact, "--image", image, "--out", tmp_path / "x.mp4", "--fps", 2 ** 31,
-                     *ARGS)
+    line = run_error(artifact, "--image", image, "--out", tmp_path / "x.mp4", "--fps", 2**31, *ARGS)
     assert "fps = 2147483648: expected an integer in 1..120" in line
     line = run_error(artifact, "--image", image, "--out", tmp_path / "x.gif", "--fps", 101, *ARGS)
     assert "fps = 101: a GIF stores frame durations in 1/100 s, so expected fps ≤ 100" in line
@@ -307,8 +324,10 @@ def test_sidecar_path_that_is_a_folder(artifact, image, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.mp4.json"]
 
 
-@pytest.mark.parametrize("key, value", [("scaling_factor", 0), ("rho", 0),
-                                        ("sigma_max", float("inf")), ("sigma_min", -1)])
+@pytest.mark.parametrize(
+    "key, value",
+    [("scaling_factor", 0), ("rho", 0), ("sigma_max", float("inf")), ("sigma_min", -1)],
+)
 def test_degenerate_scheduler_constants_are_refused_at_load(artifact, image, tmp_path, key, value):
     def edit(data):
         data["scheduler"][key] = value
@@ -385,11 +404,15 @@ def test_float_tiff_in_0_255_is_not_clipped_to_white(tmp_path):
     rgb = to_rgb_float(tmp_path / "f.tif")
     np.testing.assert_allclose(rgb[..., 0], levels / 255.0, rtol=1e-6)
     Image.fromarray(levels / 255.0, mode="F").save(tmp_path / "unit.tif")
-    np.testing.assert_allclose(to_rgb_float(tmp_path / "unit.tif")[..., 1], levels / 255.0,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        to_rgb_float(tmp_path / "unit.tif")[..., 1], levels / 255.0, rtol=1e-6
+    )
     Image.fromarray(levels * 4, mode="F").save(tmp_path / "wide.tif")
-    with pytest.raises(InputError, match=r"float image has values in \[0, 1020\]: expected "
-                                         r"\[0, 1\] or \[0, 255\]"):
+    with pytest.raises(
+        InputError,
+        match=r"float image has values in \[0, 1020\]: expected "
+        r"\[0, 1\] or \[0, 255\]",
+    ):
         to_rgb_float(tmp_path / "wide.tif")
 
 
@@ -404,12 +427,15 @@ def test_gif_frame_rate_it_cannot_store_is_refused(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["y.gif"]
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("cfg", "false", "cfg = 'false': expected true or false"),
-    ("height", 64.9, "height = 64.9: expected an integer ≥ 1"),
-    ("num_frames", True, "num_frames = True: expected an integer ≥ 1"),
-    ("latent_shape", [F, C, LH, "8"], "latent_shape = '8': expected an integer ≥ 1"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("cfg", "false", "cfg = 'false': expected true or false"),
+        ("height", 64.9, "height = 64.9: expected an integer ≥ 1"),
+        ("num_frames", True, "num_frames = True: expected an integer ≥ 1"),
+        ("latent_shape", [F, C, LH, "8"], "latent_shape = '8': expected an integer ≥ 1"),
+    ],
+)
 def test_manifest_values_are_not_coerced(artifact, tmp_path, field, value, message):
     def edit(data):
         data[field] = value
@@ -457,10 +483,15 @@ def test_nan_or_huge_api_inputs_are_named_not_blamed_on_a_graph():
     pipe = numpy_pipeline()
     image = make_image(H, W)
     cases = [
-        (dict(image_noise=np.full((1, 3, H, W), 1e30, np.float32)),
-         r"image_noise holds values up to 1e\+30 in magnitude: expected standard-normal noise"),
-        (dict(noise_aug_strength=1e30), r"noise_aug_strength = 1e\+30: expected a finite number "
-                                        r"in 0.0..100.0"),
+        (
+            dict(image_noise=np.full((1, 3, H, W), 1e30, np.float32)),
+            r"image_noise holds values up to 1e\+30 in magnitude: expected standard-normal noise",
+        ),
+        (
+            dict(noise_aug_strength=1e30),
+            r"noise_aug_strength = 1e\+30: expected a finite number "
+            r"in 0.0..100.0",
+        ),
         (dict(max_guidance_scale=1e30), r"max_guidance_scale = 1e\+30"),
     ]
     for kwargs, message in cases:
@@ -476,14 +507,17 @@ def test_noise_files_of_the_wrong_kind_say_what_they_are(artifact, image, tmp_pa
     base = ("--image", image, "--out", tmp_path / "x.npy", *ARGS)
     (tmp_path / "text.npz").write_text("hello")
     assert "is not a readable .npz file: it is not a zip archive" in run_error(
-        artifact, *base, "--noise", tmp_path / "text.npz")
+        artifact, *base, "--noise", tmp_path / "text.npz"
+    )
     np.save(tmp_path / "single.npy", np.zeros(3, np.float32))
     os.rename(tmp_path / "single.npy", tmp_path / "single.npz")
-    assert "it is a single .npy array" in run_error(artifact, *base, "--noise",
-                                                    tmp_path / "single.npz")
+    assert "it is a single .npy array" in run_error(
+        artifact, *base, "--noise", tmp_path / "single.npz"
+    )
     (tmp_path / "folder.npz").mkdir()
-    assert "is not a regular file (a folder?)" in run_error(artifact, *base, "--noise",
-                                                            tmp_path / "folder.npz")
+    assert "is not a regular file (a folder?)" in run_error(
+        artifact, *base, "--noise", tmp_path / "folder.npz"
+    )
     assert not (tmp_path / "x.npy").exists()
 
 
@@ -495,7 +529,19 @@ def test_mindspore_graph_that_disagrees_with_the_manifest_is_one_line(artifact, 
     data = json.loads((art / MANIFEST_NAME).read_text())
     graph_entry(data, "vae_decoder", "mindir")["sha256"] = sha256_file(art / "vae_decoder.mindir")
     (art / MANIFEST_NAME).write_text(json.dumps(data))
-    line = run_error(art, "--image", image, "--out", tmp_path / "x.npy", "--steps", 1, "--seed", 1,
-                     "--quiet", "--backend", "mindspore")
+    line = run_error(
+        art,
+        "--image",
+        image,
+        "--out",
+        tmp_path / "x.npy",
+        "--steps",
+        1,
+        "--seed",
+        1,
+        "--quiet",
+        "--backend",
+        "mindspore",
+    )
     assert "graph 'vae_decoder' failed in backend 'mindspore' on inputs z (2, 4, 8, 8)" in line
     assert list(tmp_path.iterdir()) == [art]

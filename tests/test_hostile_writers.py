@@ -1,6 +1,7 @@
 """Bad input, full or read-only disks and interruptions for svd-convert, svd-export and svd-data
 (issue 16). Each case: exit status and a one-line `error: …` naming the value and what was
 expected, and no file lost or temporary left behind."""
+
 from __future__ import annotations
 
 import errno
@@ -31,8 +32,11 @@ from svdeploy.train.data_cli import main as data_cli
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
-    return write_random_sgm_file(load_model_config("tiny"),
-                                 tmp_path_factory.mktemp("hostile_src") / "tiny.safetensors", seed=1)
+    return write_random_sgm_file(
+        load_model_config("tiny"),
+        tmp_path_factory.mktemp("hostile_src") / "tiny.safetensors",
+        seed=1,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +47,11 @@ def checkpoint(source, tmp_path_factory) -> Path:
 
 
 def snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def invoke(cli, *args):
@@ -88,8 +95,9 @@ def test_export_out_holding_the_checkpoint_is_refused(checkpoint, tmp_path, wher
         (ckpt / f.name).write_bytes(f.read_bytes())
     before = snapshot(root)
     out = ckpt if where == "same" else root
-    line = error_line(invoke(export_cli, "--checkpoint", ckpt, "--out", out, "--overwrite",
-                             "--quiet"))
+    line = error_line(
+        invoke(export_cli, "--checkpoint", ckpt, "--out", out, "--overwrite", "--quiet")
+    )
     assert f"--out {str(out)!r} is or holds --checkpoint {str(ckpt)!r}" in line
     assert snapshot(root) == before
 
@@ -99,8 +107,9 @@ def test_convert_out_dot_is_refused_not_ebusy(source, tmp_path, monkeypatch):
     work.mkdir()
     (work / "keep.txt").write_text("mine")
     monkeypatch.chdir(work)
-    line = error_line(invoke(convert_cli, source, "--config", "tiny", "--out", ".", "--overwrite",
-                             "--quiet"))
+    line = error_line(
+        invoke(convert_cli, source, "--config", "tiny", "--out", ".", "--overwrite", "--quiet")
+    )
     assert "--out '.' is the current directory or holds it" in line
     assert sorted(p.name for p in work.iterdir()) == ["keep.txt"]
 
@@ -135,8 +144,9 @@ def test_convert_disk_full_keeps_the_earlier_output(source, checkpoint, tmp_path
     out.mkdir()
     (out / "earlier.txt").write_text("earlier conversion")
     _full_disk_writer(monkeypatch)
-    line = error_line(invoke(convert_cli, source, "--config", "tiny", "--out", out, "--overwrite",
-                             "--quiet"))
+    line = error_line(
+        invoke(convert_cli, source, "--config", "tiny", "--out", out, "--overwrite", "--quiet")
+    )
     assert "No space left on device (ENOSPC)" in line and "earlier output is unchanged" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert (out / "earlier.txt").read_text() == "earlier conversion"
@@ -151,16 +161,18 @@ def _read_only_mkdtemp(monkeypatch):
 
 def test_convert_read_only_folder(source, tmp_path, monkeypatch):
     _read_only_mkdtemp(monkeypatch)
-    line = error_line(invoke(convert_cli, source, "--config", "tiny", "--out", tmp_path / "o",
-                             "--quiet"))
+    line = error_line(
+        invoke(convert_cli, source, "--config", "tiny", "--out", tmp_path / "o", "--quiet")
+    )
     assert "cannot create the output beside" in line and "Read-only file system (EROFS)" in line
     assert list(tmp_path.iterdir()) == []
 
 
 def test_export_read_only_folder(checkpoint, tmp_path, monkeypatch):
     _read_only_mkdtemp(monkeypatch)
-    line = error_line(invoke(export_cli, "--checkpoint", checkpoint, "--out", tmp_path / "art",
-                             "--quiet"))
+    line = error_line(
+        invoke(export_cli, "--checkpoint", checkpoint, "--out", tmp_path / "art", "--quiet")
+    )
     assert "cannot create the artifact beside" in line and "Read-only file system (EROFS)" in line
     assert list(tmp_path.iterdir()) == []
 
@@ -202,9 +214,23 @@ def test_convert_interrupted_by_a_signal_cleans_up(source, tmp_path, monkeypatch
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_export_interrupted_by_a_signal_cleans_up(checkpoint, tmp_path, sig):
     out = tmp_path / "art"
-    proc = subprocess.Popen([sys.executable, "-m", "svdeploy.export.cli", "--checkpoint",
-                             str(checkpoint), "--out", str(out), "--format", "both", "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "svdeploy.export.cli",
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--format",
+            "both",
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:  # wait for the first graph file
         partial = [p for p in tmp_path.iterdir() if p.name.startswith(".art.partial-")]
@@ -251,16 +277,32 @@ def test_export_removes_and_reports_stale_temporaries(checkpoint, tmp_path, monk
 
 
 @pytest.mark.slow
-def test_failed_mindspore_compile_leaves_no_dump_in_the_working_directory(checkpoint, tmp_path,
-                                                                          monkeypatch):
+def test_failed_mindspore_compile_leaves_no_dump_in_the_working_directory(
+    checkpoint, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
-    result = invoke(export_cli, "--checkpoint", checkpoint, "--out", tmp_path / "art",
-                    "--format", "mindir", "--dtype", "bf16", "--graph", "vae_encoder", "--quiet")
+    result = invoke(
+        export_cli,
+        "--checkpoint",
+        checkpoint,
+        "--out",
+        tmp_path / "art",
+        "--format",
+        "mindir",
+        "--dtype",
+        "bf16",
+        "--graph",
+        "vae_encoder",
+        "--quiet",
+    )
     # a bf16 MindIR graph cannot be validated by this MindSpore on CPU (no bf16 kernels);
     # its own log lines precede ours
     assert result.exit_code == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "error: validating vae_encoder.mindir with MindSpore failed")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: validating vae_encoder.mindir with MindSpore failed")
+    )
     assert list(tmp_path.iterdir()) == []  # no rank_0/om/analyze_fail.ir, no partial folder
     assert "MS_OM_PATH" not in os.environ
 
@@ -271,8 +313,9 @@ def test_failed_mindspore_compile_leaves_no_dump_in_the_working_directory(checkp
 def test_convert_refuses_nan_weights(source, tmp_path):
     bad = tmp_path / "nan.safetensors"
     name = with_one_nan_tensor(source, bad)
-    line = error_line(invoke(convert_cli, bad, "--config", "tiny", "--out", tmp_path / "out",
-                             "--quiet"))
+    line = error_line(
+        invoke(convert_cli, bad, "--config", "tiny", "--out", tmp_path / "out", "--quiet")
+    )
     assert f"tensor {name} holds NaN or Inf values; expected finite weights" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.safetensors"]
 
@@ -283,8 +326,9 @@ def test_export_names_the_nan_tensor_instead_of_an_infinite_error(checkpoint, tm
     (ckpt / "config.yaml").write_bytes((checkpoint / "config.yaml").read_bytes())
     name = with_one_nan_tensor(checkpoint / "weights.safetensors", ckpt / "weights.safetensors")
     assert name in sgm_parameter_shapes(load_model_config("tiny"))
-    line = error_line(invoke(export_cli, "--checkpoint", ckpt, "--out", tmp_path / "art",
-                             "--quiet"))
+    line = error_line(
+        invoke(export_cli, "--checkpoint", ckpt, "--out", tmp_path / "art", "--quiet")
+    )
     assert f"tensor {name!r} holds NaN or Inf values; expected finite weights" in line
     assert "relative error" not in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
@@ -292,8 +336,9 @@ def test_export_names_the_nan_tensor_instead_of_an_infinite_error(checkpoint, tm
 
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_data_flow_fps_must_be_finite(tmp_path, value):
-    line = error_line(invoke(data_cli, "motion-buckets", tmp_path, "--flow-fps", value,
-                             "--no-progress"))
+    line = error_line(
+        invoke(data_cli, "motion-buckets", tmp_path, "--flow-fps", value, "--no-progress")
+    )
     assert f"flow_fps = {value}: expected a finite number > 0" in line
     assert list(tmp_path.iterdir()) == []
 
@@ -330,8 +375,9 @@ def test_a_swallowed_interrupt_still_stops_publishing(tmp_path):
 
 
 @pytest.mark.parametrize("library", ["carries on", "raises its own error"])
-def test_export_with_a_swallowed_interrupt_publishes_nothing(checkpoint, tmp_path, monkeypatch,
-                                                             library):
+def test_export_with_a_swallowed_interrupt_publishes_nothing(
+    checkpoint, tmp_path, monkeypatch, library
+):
     """A library catches the KeyboardInterrupt and either carries on or raises its own error
     (MindSpore: RuntimeError): the CLI still ends as interrupted (130), publishing nothing."""
     real = export_api._export_graph
@@ -343,8 +389,17 @@ def test_export_with_a_swallowed_interrupt_publishes_nothing(checkpoint, tmp_pat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(export_api, "_export_graph", export_graph)
-    result = invoke(export_cli, "--checkpoint", checkpoint, "--out", tmp_path / "art",
-                    "--format", "onnx", "--no-validate", "--quiet")
+    result = invoke(
+        export_cli,
+        "--checkpoint",
+        checkpoint,
+        "--out",
+        tmp_path / "art",
+        "--format",
+        "onnx",
+        "--no-validate",
+        "--quiet",
+    )
     assert result.exit_code == 130, result.output
     assert result.stderr.strip().splitlines()[-1] == "interrupted"
     assert list(tmp_path.iterdir()) == []

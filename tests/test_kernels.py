@@ -1,5 +1,6 @@
 """Every kernel variant against an independent NumPy reference, in PyNative and GRAPH_MODE,
 and the ONNX-export variants through MindSpore's ONNX exporter + our post-pass + ONNX Runtime."""
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,9 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
 
 
-def conv2d_reference(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int) -> np.ndarray:
+def conv2d_reference(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int
+) -> np.ndarray:
     x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     n, c, h, wd = x.shape
     o, _, k, _ = w.shape
@@ -43,7 +46,9 @@ def conv2d_reference(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, p
     out = np.zeros((n, o, ho, wo))
     for i in range(k):
         for j in range(k):
-            patch = x[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+            patch = x[
+                :, :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride
+            ]
             out += np.einsum("oc,nchw->nohw", w[:, :, i, j], patch)
     return out + b.reshape(1, -1, 1, 1)
 
@@ -183,24 +188,33 @@ def test_bf16_im2col_conv_exports_to_mindir(tmp_path):
     ms.set_context(mode=ms.GRAPH_MODE)
     try:
         conv = Conv2d(4, 6, 3, padding=1, compute_dtype="bf16", kind="im2col")
-        ms.export(conv, Tensor(np.ones((1, 4, 8, 8), np.float32)),
-                  file_name=str(tmp_path / "conv"), file_format="MINDIR")
+        ms.export(
+            conv,
+            Tensor(np.ones((1, 4, 8, 8), np.float32)),
+            file_name=str(tmp_path / "conv"),
+            file_format="MINDIR",
+        )
     finally:
         ms.set_context(mode=previous)
     assert (tmp_path / "conv.mindir").stat().st_size > 0
 
 
-@pytest.mark.parametrize("kind,frames,k", [("conv3d", 5, 3),
-                                           ("conv2d", 5, 3),
-                                           ("im2col", 5, 3),
-                                           ("matmul", 5, 3),
-                                           ("matmul", 1, 3),
-                                           ("matmul", 2, 5),
-                                           ("matmul", 7, 5),
-                                           ("unfold", 5, 3),
-                                           ("unfold", 1, 3),
-                                           ("unfold", 2, 5),
-                                           ("unfold", 7, 5)])
+@pytest.mark.parametrize(
+    "kind,frames,k",
+    [
+        ("conv3d", 5, 3),
+        ("conv2d", 5, 3),
+        ("im2col", 5, 3),
+        ("matmul", 5, 3),
+        ("matmul", 1, 3),
+        ("matmul", 2, 5),
+        ("matmul", 7, 5),
+        ("unfold", 5, 3),
+        ("unfold", 1, 3),
+        ("unfold", 2, 5),
+        ("unfold", 7, 5),
+    ],
+)
 def test_temporal_conv_variants_match_reference(mode, kind, frames, k):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 6, frames, 11)).astype(np.float32)  # (B, C, T, P)
@@ -250,13 +264,19 @@ def test_kernel_policy_constructors():
     assert KernelConfig.for_export("onnx", "cpu", "native", "fp16") == KernelConfig.onnx("fp16")
     assert KernelConfig.for_export("lite", "cpu") == KernelConfig.onnx()
     assert KernelConfig.for_export("mindir", "ascend", compute_dtype="bf16") == KernelConfig(
-        single_token_cross_attention=True, compute_dtype="bf16")
+        single_token_cross_attention=True, compute_dtype="bf16"
+    )
     cpu = KernelConfig.for_export("mindir", "cpu", "im2col")
     assert (cpu.group_norm, cpu.temporal_conv, cpu.conv) == ("layernorm", "matmul", "im2col")
     assert KernelConfig.for_validation() == KernelConfig(temporal_conv="matmul")
     train = KernelConfig.for_training("native", "fp16")
-    assert (train.temporal_conv, train.pad, train.conv, train.compute_dtype,
-            train.single_token_cross_attention) == ("unfold", "concat", "native", "fp16", True)
+    assert (
+        train.temporal_conv,
+        train.pad,
+        train.conv,
+        train.compute_dtype,
+        train.single_token_cross_attention,
+    ) == ("unfold", "concat", "native", "fp16", True)
     enc = train.frozen_encoder()
     assert (enc.compute_dtype, enc.group_norm, enc.pad) == ("fp32", "layernorm", "concat")
 
@@ -306,7 +326,9 @@ def test_onnx_variants_export_and_match(tmp_path: Path):
     ms.export(traced, Tensor(x), file_name=str(path), file_format="ONNX")
     stats = rewrite_onnx(path.with_suffix(".onnx"), ["x"], ["y"])
     assert stats.erf == 1 and stats.layer_norm == 1
-    session = ort.InferenceSession(str(path.with_suffix(".onnx")), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(path.with_suffix(".onnx")), providers=["CPUExecutionProvider"]
+    )
     got = session.run(None, {"x": x})[0]
     want = reference(Tensor(x)).asnumpy()
     assert rel(got, want) < 1e-5

@@ -4,6 +4,7 @@ Every module's imports are read with ``ast`` (module level and inside functions 
 lazy import breaks a rule as much as a top-level one. Each test lists all its violations with
 file:line in one failure message.
 """
+
 from __future__ import annotations
 
 import ast
@@ -13,8 +14,16 @@ from typing import Dict, Iterator, List, Set, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "svdeploy"
 # The core: what every part may import. The package itself holds only __version__.
-CORE = {"svdeploy", "svdeploy.config", "svdeploy.errors", "svdeploy.fsutil", "svdeploy.manifest",
-        "svdeploy.contract", "svdeploy.numerics", "svdeploy.cliutil"}
+CORE = {
+    "svdeploy",
+    "svdeploy.config",
+    "svdeploy.errors",
+    "svdeploy.fsutil",
+    "svdeploy.manifest",
+    "svdeploy.contract",
+    "svdeploy.numerics",
+    "svdeploy.cliutil",
+}
 FRAMEWORKS = ("mindspore", "mindspore_lite", "torch", "onnx", "onnxruntime", "openvino")
 
 
@@ -56,7 +65,7 @@ def _imports(module: str, path: Path) -> Iterator[Tuple[str, int, bool]]:
                 yield alias.name, node.lineno, at_top
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 source = ".".join(base + ([node.module] if node.module else []))
             else:
                 source = node.module or ""
@@ -97,24 +106,34 @@ def _check(found: List[str], rule: str) -> None:
 
 
 def test_the_module_table_is_read():
-    assert {"svdeploy.contract", "svdeploy.runtime.pipeline", "svdeploy.train.conditioning",
-            "svdeploy.kernels.linear"} <= set(MODULES)
+    assert {
+        "svdeploy.contract",
+        "svdeploy.runtime.pipeline",
+        "svdeploy.train.conditioning",
+        "svdeploy.kernels.linear",
+    } <= set(MODULES)
     # relative, absolute and function-level imports are all seen
     assert ("svdeploy.runtime.backends", True) in {
-        (t, top) for t, _, top in IMPORTS["svdeploy.runtime.pipeline"]}
+        (t, top) for t, _, top in IMPORTS["svdeploy.runtime.pipeline"]
+    }
     assert ("svdeploy.numerics", True) in {
-        (t, top) for t, _, top in IMPORTS["svdeploy.train.conditioning"]}
+        (t, top) for t, _, top in IMPORTS["svdeploy.train.conditioning"]
+    }
     assert ("svdeploy.fsutil", False) in {(t, top) for t, _, top in IMPORTS["svdeploy.demo"]}
 
 
 def test_runtime_imports_only_core():
-    _check(_violations("runtime", {"core"}), "svdeploy.runtime may import only the core "
-           f"({', '.join(sorted(CORE))}) and itself")
+    _check(
+        _violations("runtime", {"core"}),
+        f"svdeploy.runtime may import only the core ({', '.join(sorted(CORE))}) and itself",
+    )
 
 
 def test_models_import_only_core_and_kernels():
-    _check(_violations("models", {"core", "kernels"}),
-           "svdeploy.models may import only the core and svdeploy.kernels")
+    _check(
+        _violations("models", {"core", "kernels"}),
+        "svdeploy.models may import only the core and svdeploy.kernels",
+    )
 
 
 def test_kernels_import_nothing_of_svdeploy():
@@ -122,8 +141,11 @@ def test_kernels_import_nothing_of_svdeploy():
 
 
 def test_train_never_imports_runtime_export_serve_or_benchmarks():
-    _check(_violations("train", {"core", "models", "kernels"}), "svdeploy.train never imports svdeploy.runtime, svdeploy.export, "
-                  "svdeploy.serve or svdeploy.benchmarks")
+    _check(
+        _violations("train", {"core", "models", "kernels"}),
+        "svdeploy.train never imports svdeploy.runtime, svdeploy.export, "
+        "svdeploy.serve or svdeploy.benchmarks",
+    )
 
 
 def test_serve_uses_the_runtime_through_its_package_api_only():
@@ -132,8 +154,11 @@ def test_serve_uses_the_runtime_through_its_package_api_only():
     found = _violations("serve", {"core", "runtime"})
     for module, imports in IMPORTS.items():
         if _part(module) == "serve":
-            found += [f"{_where(module, line)} imports {target}" for target, line, _ in imports
-                      if target.startswith("svdeploy.runtime.")]
+            found += [
+                f"{_where(module, line)} imports {target}"
+                for target, line, _ in imports
+                if target.startswith("svdeploy.runtime.")
+            ]
     _check(found, "svdeploy.serve imports only the core and the svdeploy.runtime package")
 
 
@@ -152,15 +177,19 @@ def test_contract_fsutil_and_numerics_import_no_framework():
         for target, line, _ in IMPORTS[module]:
             if target.split(".")[0] in FRAMEWORKS:
                 found.append(f"{_where(module, line)} imports {target}")
-    _check(found, "contract.py, fsutil.py and numerics.py import no framework "
-                  f"({', '.join(FRAMEWORKS)})")
+    _check(
+        found,
+        f"contract.py, fsutil.py and numerics.py import no framework ({', '.join(FRAMEWORKS)})",
+    )
 
 
 def _cycles() -> List[List[str]]:
     """Cycles among svdeploy modules through module-level imports (Tarjan's strongly connected
     components; a package's __init__ is a node of its own)."""
-    graph = {m: sorted({t for t, _, top in imports if top and t in MODULES and t != m})
-             for m, imports in IMPORTS.items()}
+    graph = {
+        m: sorted({t for t, _, top in imports if top and t in MODULES and t != m})
+        for m, imports in IMPORTS.items()
+    }
     index: Dict[str, int] = {}
     low: Dict[str, int] = {}
     stack: List[str] = []
@@ -196,8 +225,10 @@ def _cycles() -> List[List[str]]:
 
 def test_no_import_cycles_at_module_level():
     cycles = _cycles()
-    _check([" ↔ ".join(c) for c in cycles],
-           "svdeploy modules form no import cycle through module-level imports")
+    _check(
+        [" ↔ ".join(c) for c in cycles],
+        "svdeploy modules form no import cycle through module-level imports",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,10 +237,12 @@ def test_no_import_cycles_at_module_level():
 def test_no_module_cites_design_md():
     """DESIGN.md is not in the repository; what the numerics comments rely on is written in
     docs/NUMERICS.md, which they cite instead."""
-    found = [f"{path.relative_to(ROOT)}:{number}"
-             for path in MODULES.values()
-             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-             if "DESIGN.md" in line]
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in MODULES.values()
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "DESIGN.md" in line
+    ]
     _check(found, "no svdeploy module cites DESIGN.md (cite docs/NUMERICS.md)")
     assert (ROOT / "docs" / "NUMERICS.md").is_file()
 
@@ -235,7 +268,9 @@ def _long_functions(limit: int) -> List[str]:
 
 
 def test_no_function_is_longer_than_60_lines():
-    _check(_long_functions(MAX_FUNCTION_LINES),
-           f"no function in svdeploy/ is longer than {MAX_FUNCTION_LINES} lines (split it into "
-           "steps that read top to bottom)")
+    _check(
+        _long_functions(MAX_FUNCTION_LINES),
+        f"no function in svdeploy/ is longer than {MAX_FUNCTION_LINES} lines (split it into "
+        "steps that read top to bottom)",
+    )
     assert _long_functions(20), "the function scan finds functions"

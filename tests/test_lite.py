@@ -5,6 +5,7 @@ The Lite tests run against a Python 3.7 venv with mindspore-lite 2.0.0 (svdref.l
 and caches it in .venv-lite37); they are skipped, saying so, only where no Python 3.7 exists.
 The protocol and interpreter-error tests need no Lite at all and always run.
 """
+
 from __future__ import annotations
 
 import io
@@ -50,11 +51,14 @@ def test_protocol_round_trip_without_pickle():
     assert lite_worker.read_message(stream) is None  # clean end of stream
 
 
-@pytest.mark.parametrize("meta, message", [
-    ({"dtype": "object", "shape": [1]}, "dtype 'object' is not one of"),
-    ({"dtype": "float32", "shape": [-1]}, "must be a list of non-negative integers"),
-    ({"dtype": "float32", "shape": [1 << 20, 1 << 20]}, "above the limit"),
-])
+@pytest.mark.parametrize(
+    "meta, message",
+    [
+        ({"dtype": "object", "shape": [1]}, "dtype 'object' is not one of"),
+        ({"dtype": "float32", "shape": [-1]}, "must be a list of non-negative integers"),
+        ({"dtype": "float32", "shape": [1 << 20, 1 << 20]}, "above the limit"),
+    ],
+)
 def test_protocol_refuses_bad_array_descriptions(meta, message):
     raw = json.dumps({"op": "run", "arrays": [meta]}).encode()
     with pytest.raises(lite_worker.WorkerError, match=message):
@@ -62,12 +66,17 @@ def test_protocol_refuses_bad_array_descriptions(meta, message):
 
 
 def test_missing_and_broken_interpreters_give_one_clear_error(tmp_path):
-    with pytest.raises(BackendError, match=r"interpreter '/nonexistent/python3.7' cannot be started"):
+    with pytest.raises(
+        BackendError, match=r"interpreter '/nonexistent/python3.7' cannot be started"
+    ):
         open_lite("/nonexistent/python3.7")
     if _imports(sys.executable, "mindspore_lite"):
         pytest.skip("mindspore_lite imports in svdeploy's Python: no interpreter without it here")
-    with pytest.raises(BackendError, match=r"cannot serve svdeploy: .*No module named "
-                                           r"'mindspore_lite'.*--lite-python"):
+    with pytest.raises(
+        BackendError,
+        match=r"cannot serve svdeploy: .*No module named "
+        r"'mindspore_lite'.*--lite-python",
+    ):
         open_lite(sys.executable)
 
 
@@ -77,9 +86,20 @@ def test_svd_run_names_a_missing_lite_interpreter(tmp_path):
 
     artifact = build_fake_artifact(tmp_path / "fake")
     image = Path(__file__).resolve().parents[1] / "svdeploy" / "assets" / "sample.png"
-    result = CliRunner().invoke(run_cli, [str(artifact), "--image", str(image), "--out",
-                                          str(tmp_path / "o.npy"), "--backend", "lite",
-                                          "--lite-python", "/nonexistent/py"])
+    result = CliRunner().invoke(
+        run_cli,
+        [
+            str(artifact),
+            "--image",
+            str(image),
+            "--out",
+            str(tmp_path / "o.npy"),
+            "--backend",
+            "lite",
+            "--lite-python",
+            "/nonexistent/py",
+        ],
+    )
     assert result.exit_code == 2
     assert "error: MindSpore Lite interpreter '/nonexistent/py' cannot be started" in result.output
     assert not (tmp_path / "o.npy").exists()
@@ -91,8 +111,11 @@ def test_format_is_a_comma_separated_list():
 
     assert parse_formats("both") == ("mindir", "onnx")
     assert parse_formats("onnx, lite,onnx") == ("onnx", "lite")
-    with pytest.raises(ConfigError, match=r"'tflite' is not a format; expected a comma-separated "
-                                          r"list of mindir, onnx, lite"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'tflite' is not a format; expected a comma-separated "
+        r"list of mindir, onnx, lite",
+    ):
         parse_formats("onnx,tflite")
 
 
@@ -113,8 +136,12 @@ def _upsample_onnx(path: Path) -> None:
         def construct(self, x):
             return upsample_nearest2x(x)
 
-    ms.export(Up(), ms.Tensor(np.zeros((2, 4, 8, 8), np.float32)), file_name=str(path.with_suffix("")),
-              file_format="ONNX")
+    ms.export(
+        Up(),
+        ms.Tensor(np.zeros((2, 4, 8, 8), np.float32)),
+        file_name=str(path.with_suffix("")),
+        file_format="ONNX",
+    )
 
 
 def test_resize_nearest_converts_correctly_once_its_mode_is_written(lite_python, tmp_path):
@@ -168,17 +195,28 @@ def lite_setup(lite_python, tmp_path_factory):
     pipe = ref.build_tiny_pipeline(seed=5)
     checkpoint = root / "checkpoint"
     components = dict(unet=pipe.unet, vae=pipe.vae, image_encoder=pipe.image_encoder)
-    convert_checkpoint(save_diffusers_folder(components, root / "diffusers"), checkpoint,
-                       progress=False)
+    convert_checkpoint(
+        save_diffusers_folder(components, root / "diffusers"), checkpoint, progress=False
+    )
     artifact = root / "artifact"
-    result = export_artifact(checkpoint, artifact, frames=FRAMES, height=SIZE, width=SIZE,
-                             decode_chunk_size=CHUNK, formats=("lite",), progress=False,
-                             lite_python=lite_python)
+    result = export_artifact(
+        checkpoint,
+        artifact,
+        frames=FRAMES,
+        height=SIZE,
+        width=SIZE,
+        decode_chunk_size=CHUNK,
+        formats=("lite",),
+        progress=False,
+        lite_python=lite_python,
+    )
     image = ref.make_image(SIZE, SIZE)
     Image.fromarray(image).save(root / "image.png")
     rng = np.random.default_rng(11)
-    noise = dict(image_noise=rng.standard_normal((1, 3, SIZE, SIZE)).astype(np.float32),
-                 latents=rng.standard_normal((1, FRAMES, 4, SIZE // 2, SIZE // 2)).astype(np.float32))
+    noise = dict(
+        image_noise=rng.standard_normal((1, 3, SIZE, SIZE)).astype(np.float32),
+        latents=rng.standard_normal((1, FRAMES, 4, SIZE // 2, SIZE // 2)).astype(np.float32),
+    )
     np.savez(root / "noise.npz", **noise)
     return dict(pipe=pipe, artifact=artifact, result=result, image=image, root=root, **noise)
 
@@ -211,17 +249,50 @@ def test_svd_run_lite_matches_diffusers(lite_setup, lite_python):
 
     s = lite_setup
     want = ref.run_with_noise(
-        s["pipe"], Image.fromarray(s["image"]), s["image_noise"], s["latents"], height=SIZE,
-        width=SIZE, num_frames=FRAMES, num_inference_steps=STEPS, fps=7, motion_bucket_id=127,
-        noise_aug_strength=0.02, min_guidance_scale=1.0, max_guidance_scale=3.0,
-        decode_chunk_size=CHUNK)[0]
+        s["pipe"],
+        Image.fromarray(s["image"]),
+        s["image_noise"],
+        s["latents"],
+        height=SIZE,
+        width=SIZE,
+        num_frames=FRAMES,
+        num_inference_steps=STEPS,
+        fps=7,
+        motion_bucket_id=127,
+        noise_aug_strength=0.02,
+        min_guidance_scale=1.0,
+        max_guidance_scale=3.0,
+        decode_chunk_size=CHUNK,
+    )[0]
     out = s["root"] / "frames-lite.npy"
-    result = CliRunner().invoke(run_cli, [
-        str(s["artifact"]), "--image", str(s["root"] / "image.png"), "--out", str(out),
-        "--steps", str(STEPS), "--noise", str(s["root"] / "noise.npz"), "--backend", "lite",
-        "--lite-python", lite_python, "--fps", "7", "--motion-bucket-id", "127",
-        "--noise-aug-strength", "0.02", "--min-guidance-scale", "1.0",
-        "--max-guidance-scale", "3.0"])
+    result = CliRunner().invoke(
+        run_cli,
+        [
+            str(s["artifact"]),
+            "--image",
+            str(s["root"] / "image.png"),
+            "--out",
+            str(out),
+            "--steps",
+            str(STEPS),
+            "--noise",
+            str(s["root"] / "noise.npz"),
+            "--backend",
+            "lite",
+            "--lite-python",
+            lite_python,
+            "--fps",
+            "7",
+            "--motion-bucket-id",
+            "127",
+            "--noise-aug-strength",
+            "0.02",
+            "--min-guidance-scale",
+            "1.0",
+            "--max-guidance-scale",
+            "3.0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     got = np.load(out)
     diff = float(np.abs(got - want).max())
@@ -251,8 +322,11 @@ def test_graph_converted_by_a_newer_lite_is_refused(lite_setup, lite_python, tmp
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["graphs"][0]["extra"]["lite_version"] = "9.1.0"
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BackendError, match=r"converted by MindSpore Lite 9.1.0; the Lite here "
-                                           r"\(worker in .*\) is 2.0.0.*Lite ≥ 9.1.0"):
+    with pytest.raises(
+        BackendError,
+        match=r"converted by MindSpore Lite 9.1.0; the Lite here "
+        r"\(worker in .*\) is 2.0.0.*Lite ≥ 9.1.0",
+    ):
         VideoPipeline.load(copy, backend="lite", lite_python=lite_python)
 
 
@@ -262,8 +336,11 @@ def test_worker_reports_bad_inputs_and_keeps_serving(lite_setup, lite_python):
     try:
         graph = lite.load(lite_setup["artifact"] / "vae_decoder_lite.mindir")
         z = np.zeros((CHUNK, 4, SIZE // 2, SIZE // 2), np.float32)
-        with pytest.raises(BackendError, match=r"input 'z': got float32 \[1, 4, 32, 32\], the "
-                                               r"graph takes float32 \[2, 4, 32, 32\]"):
+        with pytest.raises(
+            BackendError,
+            match=r"input 'z': got float32 \[1, 4, 32, 32\], the "
+            r"graph takes float32 \[2, 4, 32, 32\]",
+        ):
             graph.run([z[:1]])
         with pytest.raises(BackendError, match=r"got float64 .*takes float32"):
             graph.run([z.astype(np.float64)])
@@ -279,9 +356,12 @@ def test_worker_reports_bad_inputs_and_keeps_serving(lite_setup, lite_python):
 @pytest.mark.slow
 def test_worker_answers_garbage_with_an_error_and_exits(lite_python):
     raw = b"not json at all"
-    proc = subprocess.run([lite_python, str(WORKER_PATH), "serve"],
-                          input=struct.pack(">I", len(raw)) + raw, capture_output=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [lite_python, str(WORKER_PATH), "serve"],
+        input=struct.pack(">I", len(raw)) + raw,
+        capture_output=True,
+        timeout=120,
+    )
     reply, _ = lite_worker.read_message(io.BytesIO(proc.stdout))
     assert reply["ok"] is False and "header is not UTF-8 JSON" in reply["error"]
     assert proc.returncode == 3
@@ -297,9 +377,18 @@ def test_ascend_pairing_and_host_validation_command(lite_setup, lite_python, tmp
     from svdeploy.manifest import read_manifest
 
     out = tmp_path / "ascend"
-    export_artifact(lite_setup["root"] / "checkpoint", out, frames=FRAMES, height=SIZE,
-                    width=SIZE, target="ascend", formats=("mindir", "lite"),
-                    graphs=("vae_encoder",), progress=False, lite_python=lite_python)
+    export_artifact(
+        lite_setup["root"] / "checkpoint",
+        out,
+        frames=FRAMES,
+        height=SIZE,
+        width=SIZE,
+        target="ascend",
+        formats=("mindir", "lite"),
+        graphs=("vae_encoder",),
+        progress=False,
+        lite_python=lite_python,
+    )
     manifest = read_manifest(out)
     assert manifest.extra["ascend_version_pairing"]["requires_lite"] == f">= {ms.__version__}"
     assert f"MindSpore Lite >= {ms.__version__}" in (out / "ascend" / "convert.sh").read_text()
@@ -309,8 +398,16 @@ def test_ascend_pairing_and_host_validation_command(lite_setup, lite_python, tmp
     assert command in (out / "ascend" / "validate.sh").read_text()
     assert "validate . --target ascend --graph-dir ascend" in command
     shutil.copyfile(out / "vae_encoder_lite.mindir", out / "ascend" / "vae_encoder_ascend.mindir")
-    args = [lite_python, "ascend/lite_worker.py", "validate", ".", "--target", "cpu",
-            "--graph-dir", "ascend"]
+    args = [
+        lite_python,
+        "ascend/lite_worker.py",
+        "validate",
+        ".",
+        "--target",
+        "cpu",
+        "--graph-dir",
+        "ascend",
+    ]
     good = subprocess.run(args, cwd=out, capture_output=True, text=True, timeout=300)
     assert good.returncode == 0, good.stdout + good.stderr[-2000:]
     assert "vae_encoder" in good.stdout and "ok" in good.stdout

@@ -1,4 +1,5 @@
 """Motion scores and motion_bucket_id labels (svdeploy.train.motion, svd-data motion-buckets)."""
+
 from __future__ import annotations
 
 import csv
@@ -38,17 +39,19 @@ def _texture(seed: int = 0, shape=(96, 128)) -> np.ndarray:
 def test_polynomial_expansion_recovers_a_quadratic():
     rows, cols = np.mgrid[0:40, 0:50].astype(np.float64)
     a_xx, a_yy, a_xy, b_x, b_y = 0.003, -0.002, 0.0015, 0.05, -0.03
-    image = 0.2 + b_x * cols + b_y * rows + a_xx * cols ** 2 + a_yy * rows ** 2 + 2 * a_xy * cols * rows
+    image = 0.2 + b_x * cols + b_y * rows + a_xx * cols**2 + a_yy * rows**2 + 2 * a_xy * cols * rows
     expansion = motion.polynomial_expansion(image)
     inner = (slice(8, -8), slice(8, -8))
     # around pixel (x0, y0) the linear term is b + 2 A (x0, y0)
     np.testing.assert_allclose(expansion[inner][..., 2], a_xx, atol=1e-9)
     np.testing.assert_allclose(expansion[inner][..., 3], a_yy, atol=1e-9)
     np.testing.assert_allclose(expansion[inner][..., 4], a_xy, atol=1e-9)
-    np.testing.assert_allclose(expansion[inner][..., 0],
-                               (b_x + 2 * a_xx * cols + 2 * a_xy * rows)[inner], atol=1e-8)
-    np.testing.assert_allclose(expansion[inner][..., 1],
-                               (b_y + 2 * a_yy * rows + 2 * a_xy * cols)[inner], atol=1e-8)
+    np.testing.assert_allclose(
+        expansion[inner][..., 0], (b_x + 2 * a_xx * cols + 2 * a_xy * rows)[inner], atol=1e-8
+    )
+    np.testing.assert_allclose(
+        expansion[inner][..., 1], (b_y + 2 * a_yy * rows + 2 * a_xy * cols)[inner], atol=1e-8
+    )
 
 
 @pytest.mark.parametrize("dx, dy", [(0.5, -0.25), (2.0, -1.0), (7.0, 3.0)])
@@ -71,7 +74,7 @@ def test_flow_keeps_the_background_still_around_a_moving_object():
     # onto the still background
     frames = moving_square_frames(8, 64, 96, speed=3.0, seed=2)[..., 0] / 255.0
     flow = motion.farneback_flow(frames[0], frames[4])
-    square = flow[24:40, 14:30]          # inside the square in both frames (it spans 12..32)
+    square = flow[24:40, 14:30]  # inside the square in both frames (it spans 12..32)
     assert abs(np.median(square[..., 0]) - 12.0) < 0.5
     assert abs(np.median(square[..., 1])) < 0.5
     magnitude = np.hypot(flow[..., 0], flow[..., 1])
@@ -95,8 +98,9 @@ def test_bucket_mapping_is_monotonic_and_saturates():
     assert sorted(set(fine)) == list(range(256))  # every bucket is reachable
 
 
-@pytest.mark.parametrize("score, saturation", [(-1.0, 50.0), (math.nan, 50.0), (math.inf, 50.0),
-                                               (1.0, 0.0), (1.0, -5.0)])
+@pytest.mark.parametrize(
+    "score, saturation", [(-1.0, 50.0), (math.nan, 50.0), (math.inf, 50.0), (1.0, 0.0), (1.0, -5.0)]
+)
 def test_bucket_mapping_rejects_bad_values(score, saturation):
     with pytest.raises(InputError, match="expected"):
         motion.score_to_bucket(score, saturation)
@@ -122,7 +126,7 @@ def test_motion_ranks_still_below_slow_below_fast(dataset):
     for name, m in measured.items():
         assert m.length == count_frames(dataset.root / name) == 24
         assert m.fps == 8.0 and m.fps_from_file
-        assert m.pairs == 5   # 24 frames at 8 fps sampled at 2 fps: frames 0, 4, ..., 20
+        assert m.pairs == 5  # 24 frames at 8 fps sampled at 2 fps: frames 0, 4, ..., 20
 
 
 def test_motion_score_does_not_depend_on_resolution_above_the_analysis_size(tmp_path):
@@ -153,7 +157,7 @@ def test_motion_score_is_per_second_whatever_the_frame_rate(tmp_path):
 
 
 def test_video_shorter_than_one_sampling_interval_uses_first_and_last_frame(dataset):
-    measured = motion.measure_video(dataset.root / dataset.short)   # 3 frames at 12 fps
+    measured = motion.measure_video(dataset.root / dataset.short)  # 3 frames at 12 fps
     assert measured.length == 3 and measured.pairs == 1
 
 
@@ -167,11 +171,11 @@ def test_label_videos_recurses_and_counts_skips(dataset, tmp_path):
     out = tmp_path / "labels.csv"
     report = motion.label_videos(dataset.root, out, progress=False)
     labelled = [path for path, _, _ in report.labels]
-    assert labelled == sorted(dataset.frame_counts)          # every readable video, sorted
+    assert labelled == sorted(dataset.frame_counts)  # every readable video, sorted
     assert "nested/slow.mp4" in labelled and "nested/index_c.mp4" in labelled
     assert list(report.unreadable) == [dataset.corrupt]
     assert sorted(report.non_video) == ["labels.csv", dataset.non_video]
-    assert [p.name for p in tmp_path.iterdir()] == ["labels.csv"]   # no temporary file left
+    assert [p.name for p in tmp_path.iterdir()] == ["labels.csv"]  # no temporary file left
 
 
 def test_failed_labelling_leaves_the_previous_file(tmp_path):
@@ -189,8 +193,9 @@ def test_failed_labelling_leaves_the_previous_file(tmp_path):
 # ---- svd-data -------------------------------------------------------------------------------
 def test_cli_motion_buckets_writes_a_valid_csv(dataset, tmp_path):
     out = tmp_path / "labels.csv"
-    result = CliRunner().invoke(svd_data, ["motion-buckets", str(dataset.root), "--out", str(out),
-                                           "--no-progress"])
+    result = CliRunner().invoke(
+        svd_data, ["motion-buckets", str(dataset.root), "--out", str(out), "--no-progress"]
+    )
     assert result.exit_code == 0, result.output
     assert "1 unreadable" in result.output and "2 non-video" in result.output
     with open(out, newline="") as fh:
@@ -199,7 +204,7 @@ def test_cli_motion_buckets_writes_a_valid_csv(dataset, tmp_path):
     table = {row[0]: row for row in rows[1:]}
     assert set(table) == set(dataset.frame_counts)
     for path, row in table.items():
-        assert int(row[1]) == count_frames(dataset.root / path)   # real decoded frame count
+        assert int(row[1]) == count_frames(dataset.root / path)  # real decoded frame count
         assert 0 <= int(row[2]) <= 255
         assert float(row[4]) == dataset.fps[path]
     bucket = {name: int(table[name][2]) for name in MOTION_SPEEDS}
@@ -229,16 +234,18 @@ def test_cli_motion_buckets_errors_are_one_line(tmp_path):
 
 
 def test_cli_check_reports_problems_and_passes_good_labels(dataset, tmp_path):
-    result = CliRunner().invoke(svd_data, ["check", str(dataset.csv_path), "--frames", "4",
-                                           "--step", "5", "--no-progress"])
+    result = CliRunner().invoke(
+        svd_data, ["check", str(dataset.csv_path), "--frames", "4", "--step", "5", "--no-progress"]
+    )
     assert result.exit_code == 1
     for name in (dataset.corrupt, dataset.missing, dataset.short):
         assert name in result.output
     assert "3 problem(s) in 9 row(s)" in result.output
     out = tmp_path / "labels.csv"
     motion.label_videos(dataset.root, out, progress=False)
-    result = CliRunner().invoke(svd_data, ["check", str(out), "--data-dir", str(dataset.root),
-                                           "--no-progress"])
+    result = CliRunner().invoke(
+        svd_data, ["check", str(out), "--data-dir", str(dataset.root), "--no-progress"]
+    )
     assert result.exit_code == 0, result.output
     assert "all 7 row(s) match" in result.output
 
@@ -246,8 +253,9 @@ def test_cli_check_reports_problems_and_passes_good_labels(dataset, tmp_path):
 def test_cli_check_finds_a_wrong_length(dataset, tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("path,length,motion_bucket_id\nindex_a.mp4,41,3\n")
-    result = CliRunner().invoke(svd_data, ["check", str(labels), "--data-dir", str(dataset.root),
-                                           "--no-progress"])
+    result = CliRunner().invoke(
+        svd_data, ["check", str(labels), "--data-dir", str(dataset.root), "--no-progress"]
+    )
     assert result.exit_code == 1
     assert "line 2: index_a.mp4: length 41 in the CSV, 40 frames in the file" in result.output
 

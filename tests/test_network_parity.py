@@ -6,6 +6,7 @@ svd-convert and are loaded by svdeploy.models.load_network. Two configs: one lik
 reference (2 levels, 1 res block, square, 4 frames) and one with 3 levels, 2 res blocks per
 level, non-square latents and an odd frame count. Both PyNative and GRAPH_MODE.
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,8 +45,7 @@ def rel(a, b) -> float:
 @pytest.fixture(scope="module", params=sorted(CASES))
 def case(request, tmp_path_factory) -> Dict[str, object]:
     unet_cfg, vae_cfg, clip_cfg, frames, height, width = CASES[request.param]
-    components = ref.build_components(seed=3, unet_cfg=unet_cfg, vae_cfg=vae_cfg,
-                                      clip_cfg=clip_cfg)
+    components = ref.build_components(seed=3, unet_cfg=unet_cfg, vae_cfg=vae_cfg, clip_cfg=clip_cfg)
     root = tmp_path_factory.mktemp(f"parity-{request.param}")
     folder = save_diffusers_folder(components, root / "diffusers")
     sgm_file = write_sgm_safetensors(components, root / "svd_tiny.safetensors")
@@ -55,9 +55,15 @@ def case(request, tmp_path_factory) -> Dict[str, object]:
     convert_checkpoint(sgm_file, from_sgm, config=from_folder / "config.yaml", progress=False)
     sgm_eps_unet = copy.deepcopy(components["unet"])
     ref.set_unet_resnet_eps(sgm_eps_unet, 1e-5)
-    return dict(name=request.param, components=components, sgm_eps_unet=sgm_eps_unet,
-                checkpoints={"diffusers": from_folder, "sgm": from_sgm},
-                frames=frames, height=height, width=width)
+    return dict(
+        name=request.param,
+        components=components,
+        sgm_eps_unet=sgm_eps_unet,
+        checkpoints={"diffusers": from_folder, "sgm": from_sgm},
+        frames=frames,
+        height=height,
+        width=width,
+    )
 
 
 @pytest.fixture(params=["pynative", "graph"])
@@ -85,21 +91,29 @@ def test_unet_matches_diffusers(case, mode):
     context = rng.standard_normal((b, 1, cfg.cross_attention_dim)).astype(np.float32)
     time_ids = np.array([[6.0, 127.0, 0.02], [11.0, 40.0, 0.3]], np.float32)
     with torch.no_grad():
+
         def run(unet):
-            out = unet(torch.from_numpy(sample).reshape(b, f, *sample.shape[1:]),
-                       torch.tensor(c_noise[0]), encoder_hidden_states=torch.from_numpy(context),
-                       added_time_ids=torch.from_numpy(time_ids)).sample
+            out = unet(
+                torch.from_numpy(sample).reshape(b, f, *sample.shape[1:]),
+                torch.tensor(c_noise[0]),
+                encoder_hidden_states=torch.from_numpy(context),
+                added_time_ids=torch.from_numpy(time_ids),
+            ).sample
             return out.numpy().reshape(b * f, -1, h, w)
+
         want_sgm_eps = run(case["sgm_eps_unet"])
         want_diffusers = run(comps["unet"])
     for source in _sources(mode):
         net = load_network("unet", case["checkpoints"][source])
-        got = UNetGraph(net, f)(Tensor(sample), Tensor(c_noise), Tensor(context),
-                                Tensor(time_ids)).asnumpy()
+        got = UNetGraph(net, f)(
+            Tensor(sample), Tensor(c_noise), Tensor(context), Tensor(time_ids)
+        ).asnumpy()
         err = rel(got, want_sgm_eps)
         err_default = rel(got, want_diffusers)
-        print(f"\n[{case['name']} {mode} {source}] unet rel L2: {err:.2e} vs diffusers with sgm eps, "
-              f"{err_default:.2e} vs diffusers' own eps")
+        print(
+            f"\n[{case['name']} {mode} {source}] unet rel L2: {err:.2e} vs diffusers with sgm eps, "
+            f"{err_default:.2e} vs diffusers' own eps"
+        )
         assert err <= TOL
         # diffusers' 1e-6 GroupNorm eps in some res blocks is the only remaining difference
         assert err_default > err and err_default < 1e-3
@@ -156,7 +170,10 @@ def test_swapped_parameter_is_detected(case):
         want = case["components"]["vae"].encode(torch.from_numpy(image)).latent_dist.mode().numpy()
     net = load_network("vae_encoder", case["checkpoints"]["sgm"])
     params = dict(net.parameters_and_names())
-    a, b = params["encoder.down.0.block.0.norm1.weight"], params["encoder.down.0.block.0.norm2.weight"]
+    a, b = (
+        params["encoder.down.0.block.0.norm1.weight"],
+        params["encoder.down.0.block.0.norm2.weight"],
+    )
     a_value, b_value = a.asnumpy().copy(), b.asnumpy().copy()
     a.set_data(Tensor(b_value))
     b.set_data(Tensor(a_value))
@@ -166,8 +183,10 @@ def test_swapped_parameter_is_detected(case):
 def test_converted_sources_hold_identical_weights(case):
     from svdeploy.models.weights_io import SafetensorsFile
 
-    files = [SafetensorsFile(Path(case["checkpoints"][s]) / "weights.safetensors")
-             for s in ("diffusers", "sgm")]
+    files = [
+        SafetensorsFile(Path(case["checkpoints"][s]) / "weights.safetensors")
+        for s in ("diffusers", "sgm")
+    ]
     try:
         names = [sorted(f.infos) for f in files]
         assert names[0] == names[1]

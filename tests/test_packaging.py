@@ -2,6 +2,7 @@
 ``runtime``, ``kernels`` (a PyPI package named ``kernels`` exists), plus the presets and the
 demo image; and no folder of the repository root shadows an installed distribution when Python
 starts there (``make demo``, ``make test``)."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,17 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ("models", "kernels", "export", "runtime", "train", "benchmarks", "serve", "configs",
-               "assets")
+SUBPACKAGES = (
+    "models",
+    "kernels",
+    "export",
+    "runtime",
+    "train",
+    "benchmarks",
+    "serve",
+    "configs",
+    "assets",
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +38,28 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     # Built from a copy: an in-tree build would leave build/ and svdeploy.egg-info at the root,
     # where the egg-info would shadow the installed metadata for processes started there.
     src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
-    shutil.copytree(ROOT / "svdeploy", src / "svdeploy",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        ROOT / "svdeploy", src / "svdeploy", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps",
-                    "--no-build-isolation", "-q", "-w", str(out)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(src),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     (path,) = out.glob("svdeploy-*.whl")
     return zipfile.ZipFile(path)
 
@@ -60,8 +85,15 @@ def test_wheel_has_no_bare_top_level_packages(wheel):
 def test_entry_points_are_declared(wheel):
     (entry,) = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
     text = wheel.read(entry).decode()
-    for script in ("svd-convert", "svd-export", "svd-run", "svd-train", "svd-data", "svd-bench",
-                   "svd-serve"):
+    for script in (
+        "svd-convert",
+        "svd-export",
+        "svd-run",
+        "svd-train",
+        "svd-data",
+        "svd-bench",
+        "svd-serve",
+    ):
         assert f"{script} = svdeploy.cli:" in text
 
 
@@ -71,16 +103,19 @@ def test_entry_points_are_declared(wheel):
 # installed distribution of the same name. transformers 5 depends on PyPI's `kernels`, which the
 # old top-level `kernels/` shadowed (transformers' hub_kernels then failed to import).
 
-PROBE = ("import json, os, sys, kernels, svdeploy.kernels, svdeploy.demo; "
-         "print(json.dumps({'path0': sys.path[0], 'cwd': os.getcwd(), 'kernels': kernels.__file__, "
-         "'ours': svdeploy.kernels.__file__, 'demo': svdeploy.demo.__file__}))")
+PROBE = (
+    "import json, os, sys, kernels, svdeploy.kernels, svdeploy.demo; "
+    "print(json.dumps({'path0': sys.path[0], 'cwd': os.getcwd(), 'kernels': kernels.__file__, "
+    "'ours': svdeploy.kernels.__file__, 'demo': svdeploy.demo.__file__}))"
+)
 
 
 def _python_at(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     # PYTHONSAFEPATH would stop Python from adding the current directory and make the check vacuous.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSAFEPATH")}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def _inspect_origin(cwd: Path, module: str) -> Path:
@@ -88,7 +123,7 @@ def _inspect_origin(cwd: Path, module: str) -> Path:
     proc = _python_at(cwd, "-m", "inspect", "-d", module)
     assert proc.returncode == 0, f"python -m inspect -d {module} failed in {cwd}:\n{proc.stderr}"
     (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("Origin: ")]
-    return Path(line[len("Origin: "):]).resolve()
+    return Path(line[len("Origin: ") :]).resolve()
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +132,11 @@ def pypi_kernels() -> Path:
     try:
         dist = metadata.distribution("kernels")
     except metadata.PackageNotFoundError:
-        pytest.fail("the PyPI distribution 'kernels' is not installed in this environment: it is a "
-                    "locked test dependency (transformers 5 requires it); install with "
-                    "`make install-test` (pip install -c locks/py311-linux-x86_64.txt -e '.[onnx,test]')")
+        pytest.fail(
+            "the PyPI distribution 'kernels' is not installed in this environment: it is a "
+            "locked test dependency (transformers 5 requires it); install with "
+            "`make install-test` (pip install -c locks/py311-linux-x86_64.txt -e '.[onnx,test]')"
+        )
     init = Path(dist.locate_file("kernels/__init__.py")).resolve()
     assert init.is_file(), f"distribution 'kernels' {dist.version} has no kernels/__init__.py"
     return init.parent
@@ -114,8 +151,12 @@ def test_repository_root_has_no_importable_name_but_svdeploy():
             importable.add(entry.name)
     assert importable == {"svdeploy"}
     # Package metadata at the root would shadow the installed svdeploy's for importlib.metadata.
-    stale = sorted(p.name for p in ROOT.glob("*.egg-info")) + sorted(p.name for p in ROOT.glob("*.dist-info"))
-    assert not stale, f"metadata at the repository root shadows the installed one: {stale} (remove it)"
+    stale = sorted(p.name for p in ROOT.glob("*.egg-info")) + sorted(
+        p.name for p in ROOT.glob("*.dist-info")
+    )
+    assert not stale, (
+        f"metadata at the repository root shadows the installed one: {stale} (remove it)"
+    )
     # tests/ is a plain folder (pytest's importlib mode): its helpers are the package svdref.
     assert not (ROOT / "tests" / "__init__.py").exists()
 
@@ -124,7 +165,9 @@ def test_c_form_from_root_imports_pypi_kernels(pypi_kernels):
     proc = _python_at(ROOT, "-c", PROBE)
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout)
-    assert seen["path0"] == "" and Path(seen["cwd"]).resolve() == ROOT  # the root was searched first
+    assert (
+        seen["path0"] == "" and Path(seen["cwd"]).resolve() == ROOT
+    )  # the root was searched first
     assert Path(seen["kernels"]).resolve().parent == pypi_kernels
     assert Path(seen["ours"]).resolve().parent == ROOT / "svdeploy" / "kernels"
     assert Path(seen["demo"]).resolve() == ROOT / "svdeploy" / "demo.py"
@@ -144,6 +187,7 @@ def test_transformers_hub_kernels_imports_from_root(pypi_kernels):
 def test_pytest_process_sees_pypi_kernels(pypi_kernels):
     # `make test` runs `python -m pytest` from the root: this very process.
     import kernels
+
     assert Path(kernels.__file__).resolve().parent == pypi_kernels
 
 
@@ -189,14 +233,24 @@ def test_lock_pins_every_requirement_within_pyproject_ranges():
     # package.
     pins = _lock_pins()
     requirements = [Requirement(text) for text in metadata.requires("svdeploy")]
-    assert {r.name for r in requirements} >= {"mindspore", "onnxruntime", "torch", "diffusers",
-                                              "transformers", "openvino", "ray"}
+    assert {r.name for r in requirements} >= {
+        "mindspore",
+        "onnxruntime",
+        "torch",
+        "diffusers",
+        "transformers",
+        "openvino",
+        "ray",
+    }
     for req in requirements:
         name = canonicalize_name(req.name)
-        assert name in pins, f"{req.name} (pyproject.toml) is not pinned in {LOCK.name}: run `make lock`"
+        assert name in pins, (
+            f"{req.name} (pyproject.toml) is not pinned in {LOCK.name}: run `make lock`"
+        )
         assert req.specifier.contains(pins[name], prereleases=True), (
             f"{LOCK.name} pins {name}=={pins[name]}, outside "
-            f"pyproject.toml's {req}: run `make lock`")
+            f"pyproject.toml's {req}: run `make lock`"
+        )
     for tool in ("pip", "setuptools", "wheel", "kernels"):
         assert tool in pins, f"{tool} is not pinned in {LOCK.name}"
 

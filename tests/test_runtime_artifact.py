@@ -1,5 +1,6 @@
 """The runtime over real artifact files: MindIR (mindspore) and ONNX (onnxruntime) backends,
 using the fake artifact of tests/svdref/fake_artifact.py."""
+
 from __future__ import annotations
 
 import subprocess
@@ -38,6 +39,7 @@ def artifact(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def input_image() -> np.ndarray:
     from svdref.diffusers_tiny import make_image
+
     return make_image(H, W)
 
 
@@ -49,8 +51,9 @@ def test_each_graph_matches_numpy(artifact, backend):
     pipe = VideoPipeline.load(artifact, backend=backend)
     rng = np.random.default_rng(7)
     for name, graph in pipe.graphs.items():
-        inputs = {s.name: rng.standard_normal(s.shape).astype(np.float32)
-                  for s in graph.entry.inputs}
+        inputs = {
+            s.name: rng.standard_normal(s.shape).astype(np.float32) for s in graph.entry.inputs
+        }
         got = graph(**inputs)
         want = NUMPY_GRAPHS[name](inputs)
         for key, value in want.items():
@@ -86,8 +89,9 @@ def test_fixed_seed_is_bitwise_deterministic(artifact, input_image, backend):
     assert first.seed == 11
 
 
-def test_default_backend_prefers_openvino_then_onnxruntime_then_mindspore(artifact, tmp_path,
-                                                                          monkeypatch):
+def test_default_backend_prefers_openvino_then_onnxruntime_then_mindspore(
+    artifact, tmp_path, monkeypatch
+):
     from svdeploy.runtime import backends
 
     onnx_default = "openvino" if backends.backend_importable("openvino") else "onnxruntime"
@@ -121,8 +125,9 @@ def test_ascend_artifacts_prefer_lite(artifact):
     assert backend_preference(ascend) == ("lite", "openvino", "onnxruntime", "mindspore")
     # without MindSpore Lite the choice falls through to the next backend that can run it
     if not backend_importable("lite"):
-        assert choose_backend(ascend) == ("openvino" if backend_importable("openvino")
-                                          else "onnxruntime")
+        assert choose_backend(ascend) == (
+            "openvino" if backend_importable("openvino") else "onnxruntime"
+        )
 
 
 def test_unknown_and_lite_backends_give_clear_errors(artifact, monkeypatch):
@@ -130,11 +135,15 @@ def test_unknown_and_lite_backends_give_clear_errors(artifact, monkeypatch):
     with pytest.raises(BackendError, match=r"backend 'tensorrt' is unknown; expected one of"):
         VideoPipeline.load(artifact, backend="tensorrt")
     import importlib.util
+
     if importlib.util.find_spec("mindspore_lite") is not None:
         pytest.skip("mindspore_lite is installed here; the not-installed message cannot be shown")
-    with pytest.raises(BackendError, match=r"MindSpore Lite \(mindspore_lite\) does not import in "
-                                           r"this Python .*--lite-python PYTHON or "
-                                           r"SVDEPLOY_LITE_PYTHON"):
+    with pytest.raises(
+        BackendError,
+        match=r"MindSpore Lite \(mindspore_lite\) does not import in "
+        r"this Python .*--lite-python PYTHON or "
+        r"SVDEPLOY_LITE_PYTHON",
+    ):
         VideoPipeline.load(artifact, backend="lite")
 
 
@@ -160,7 +169,9 @@ def test_graph_calls_are_checked_against_the_manifest(artifact):
     unet = VideoPipeline.load(artifact, backend="onnxruntime").graphs["unet"]
     good = {s.name: np.zeros(s.shape, np.float32) for s in unet.entry.inputs}
     assert unet(**good)["v"].shape == (B * F, C, LH, LW)
-    with pytest.raises(InputError, match=r"input 'sample': shape \(10, 8, 4, 4\), expected \(10, 8, 8, 8\)"):
+    with pytest.raises(
+        InputError, match=r"input 'sample': shape \(10, 8, 4, 4\), expected \(10, 8, 8, 8\)"
+    ):
         unet(**dict(good, sample=np.zeros((10, 8, 4, 4), np.float32)))
     with pytest.raises(InputError, match=r"input 'context': dtype float64, expected float32"):
         unet(**dict(good, context=np.zeros((B, 1, D), np.float64)))
@@ -223,14 +234,15 @@ def test_runtime_loads_no_model_export_train_or_kernel_code(artifact, tmp_path):
             pipe = VideoPipeline.load({str(artifact)!r}, backend=backend)
             frames = pipe(image, seed=1, progress=False)
             assert frames.shape == ({F}, {H}, {W}, 3), frames.shape
-        save_frames(frames, {str(tmp_path / 'isolation.mp4')!r}, fps=7)
+        save_frames(frames, {str(tmp_path / "isolation.mp4")!r}, fps=7)
         forbidden = ("svdeploy.models", "svdeploy.train", "svdeploy.export", "svdeploy.kernels")
         loaded = sorted(m for m in sys.modules if m.startswith(forbidden))
         print("LOADED", loaded)
         print("HAS_BACKENDS", "mindspore" in sys.modules, "onnxruntime" in sys.modules)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "LOADED []" in proc.stdout
     assert "HAS_BACKENDS True True" in proc.stdout  # the runs really used both backends

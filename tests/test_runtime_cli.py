@@ -1,4 +1,5 @@
 """svd-run end to end over the fake artifact: formats, sidecar, noise files, errors."""
+
 from __future__ import annotations
 
 import json
@@ -51,12 +52,25 @@ def run_error(*args: str) -> str:
 
 def test_help_explains_every_option():
     venv_bin = Path(sys.executable).parent
-    proc = subprocess.run([str(venv_bin / "svd-run"), "--help"], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [str(venv_bin / "svd-run"), "--help"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
-    for option in ("--image", "--out", "--steps", "--fps", "--motion-bucket-id",
-                   "--noise-aug-strength", "--min-guidance-scale", "--max-guidance-scale",
-                   "--seed", "--backend", "--noise", "--no-verify", "--quiet"):
+    for option in (
+        "--image",
+        "--out",
+        "--steps",
+        "--fps",
+        "--motion-bucket-id",
+        "--noise-aug-strength",
+        "--min-guidance-scale",
+        "--max-guidance-scale",
+        "--seed",
+        "--backend",
+        "--noise",
+        "--no-verify",
+        "--quiet",
+    ):
         assert option in proc.stdout
     assert "ARTIFACT" in proc.stdout
 
@@ -64,11 +78,26 @@ def test_help_explains_every_option():
 @pytest.mark.parametrize("out_name", ["clip.mp4", "clip.gif", "clip.webp", "frames/", "clip.npy"])
 def test_every_output_format_reads_back(artifact, image_file, tmp_path, out_name):
     out = str(tmp_path / out_name)
-    result = run_ok(artifact, "--image", image_file, "--out", out, "--seed", 5, "--fps", 9,
-                    "--steps", 2, "--backend", "onnxruntime", "--quiet")
+    result = run_ok(
+        artifact,
+        "--image",
+        image_file,
+        "--out",
+        out,
+        "--seed",
+        5,
+        "--fps",
+        9,
+        "--steps",
+        2,
+        "--backend",
+        "onnxruntime",
+        "--quiet",
+    )
     assert "wrote" in result.stdout
     expected = VideoPipeline.load(artifact, backend="onnxruntime").generate(
-        image_file, seed=5, fps=9, num_inference_steps=2, progress=False)
+        image_file, seed=5, fps=9, num_inference_steps=2, progress=False
+    )
     target = Path(out.rstrip("/"))
     if out_name.endswith(".mp4"):
         with av.open(str(target)) as container:
@@ -112,10 +141,21 @@ def test_noise_file_reproduces_the_api_run(artifact, image_file, tmp_path):
     image_noise = rng.standard_normal((1, 3, H, W), dtype=np.float32)
     latents = rng.standard_normal((1, F, C, LH, LW), dtype=np.float32)
     np.savez(tmp_path / "noise.npz", image_noise=image_noise, latents=latents)
-    run_ok(artifact, "--image", image_file, "--out", tmp_path / "a.npy", "--noise",
-           tmp_path / "noise.npz", "--backend", "mindspore", "-q")
+    run_ok(
+        artifact,
+        "--image",
+        image_file,
+        "--out",
+        tmp_path / "a.npy",
+        "--noise",
+        tmp_path / "noise.npz",
+        "--backend",
+        "mindspore",
+        "-q",
+    )
     expected = VideoPipeline.load(artifact, backend="mindspore").generate(
-        image_file, image_noise=image_noise, latents=latents, progress=False)
+        image_file, image_noise=image_noise, latents=latents, progress=False
+    )
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), expected.frames)
     sidecar = json.loads((tmp_path / "a.npy.json").read_text())
     assert sidecar["seed"] is None and sidecar["noise_file"].endswith("noise.npz")
@@ -131,23 +171,31 @@ def test_progress_bar_on_stderr(artifact, image_file, tmp_path):
 def test_errors_are_one_line_with_exit_status_2(artifact, image_file, tmp_path):
     out = tmp_path / "x.mp4"
     base = ["--image", image_file, "--out", out]
-    assert "num_inference_steps = 0: expected an integer ≥ 1" in run_error(artifact, *base, "--steps", 0)
+    assert "num_inference_steps = 0: expected an integer ≥ 1" in run_error(
+        artifact, *base, "--steps", 0
+    )
     assert "motion_bucket_id = 256: expected an integer in 0..255" in run_error(
-        artifact, *base, "--motion-bucket-id", 256)
+        artifact, *base, "--motion-bucket-id", 256
+    )
     assert "fps = 0: expected an integer in 1..120" in run_error(artifact, *base, "--fps", 0)
     assert "min_guidance_scale = 4.0 is above max_guidance_scale = 2.0" in run_error(
-        artifact, *base, "--min-guidance-scale", 4, "--max-guidance-scale", 2)
+        artifact, *base, "--min-guidance-scale", 4, "--max-guidance-scale", 2
+    )
     assert "backend 'tpu' is unknown" in run_error(artifact, *base, "--backend", "tpu")
     assert "manifest.json is missing" in run_error(tmp_path, *base)
-    assert "extension '.avi'" in run_error(artifact, "--image", image_file, "--out", tmp_path / "x.avi")
+    assert "extension '.avi'" in run_error(
+        artifact, "--image", image_file, "--out", tmp_path / "x.avi"
+    )
 
     missing = tmp_path / "nope.png"
-    assert f"image {str(missing)!r} does not exist" in run_error(artifact, "--image", missing,
-                                                                 "--out", out)
+    assert f"image {str(missing)!r} does not exist" in run_error(
+        artifact, "--image", missing, "--out", out
+    )
     text = tmp_path / "text.png"
     text.write_text("hello")
-    assert "is not an image file Pillow can read" in run_error(artifact, "--image", text,
-                                                               "--out", out)
+    assert "is not an image file Pillow can read" in run_error(
+        artifact, "--image", text, "--out", out
+    )
     cut = tmp_path / "cut.png"
     big = tmp_path / "big.png"
     Image.fromarray(make_image(64, 64)).save(big)
@@ -156,12 +204,19 @@ def test_errors_are_one_line_with_exit_status_2(artifact, image_file, tmp_path):
 
     np.savez(tmp_path / "short.npz", image_noise=np.zeros((1, 3, H, W), np.float32))
     assert "lacks array(s) latents" in run_error(artifact, *base, "--noise", tmp_path / "short.npz")
-    np.savez(tmp_path / "wrong.npz", image_noise=np.zeros((1, 3, H, W), np.float32),
-             latents=np.zeros((1, F + 1, C, LH, LW), np.float32))
-    assert f"latents has shape (1, {F + 1}, {C}, {LH}, {LW}): expected (1, {F}, {C}, {LH}, {LW})" \
+    np.savez(
+        tmp_path / "wrong.npz",
+        image_noise=np.zeros((1, 3, H, W), np.float32),
+        latents=np.zeros((1, F + 1, C, LH, LW), np.float32),
+    )
+    assert (
+        f"latents has shape (1, {F + 1}, {C}, {LH}, {LW}): expected (1, {F}, {C}, {LH}, {LW})"
         in run_error(artifact, *base, "--noise", tmp_path / "wrong.npz")
+    )
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    assert "is not a readable .npz file" in run_error(artifact, *base, "--noise", tmp_path / "junk.npz")
+    assert "is not a readable .npz file" in run_error(
+        artifact, *base, "--noise", tmp_path / "junk.npz"
+    )
 
     # nothing was written by any failed run
     assert not out.exists() and not (tmp_path / "x.mp4.json").exists()
@@ -169,6 +224,7 @@ def test_errors_are_one_line_with_exit_status_2(artifact, image_file, tmp_path):
 
 def test_inputs_are_checked_before_the_artifact_is_hashed(artifact, image_file, tmp_path):
     import shutil
+
     damaged = tmp_path / "damaged"
     shutil.copytree(artifact, damaged)
     for name in ("unet.onnx", "unet.mindir"):

@@ -2,6 +2,7 @@
 fake graphs (svdref.fake_artifact): frame counts, the latent hand-over, the blending math on a
 synthetic decoder, seeds, batch equality with single runs. The CLI cases run the fake
 artifact's ONNX graphs."""
+
 from __future__ import annotations
 
 import json
@@ -45,13 +46,17 @@ SCALE = 0.18215
 # decode windows and blending
 # ---------------------------------------------------------------------------------------------
 def test_windows_without_overlap_are_the_plain_chunks_and_tail():
-    assert decode_windows(5, 2, 0, tail=1) == [Window(0, 2, "vae_decoder"),
-                                               Window(2, 4, "vae_decoder"),
-                                               Window(4, 5, "vae_decoder_tail")]
+    assert decode_windows(5, 2, 0, tail=1) == [
+        Window(0, 2, "vae_decoder"),
+        Window(2, 4, "vae_decoder"),
+        Window(4, 5, "vae_decoder_tail"),
+    ]
     # a length the tail graph cannot finish: the last full window is aligned to the end
-    assert decode_windows(7, 3, 0, tail=2) == [Window(0, 3, "vae_decoder"),
-                                               Window(3, 6, "vae_decoder"),
-                                               Window(4, 7, "vae_decoder")]
+    assert decode_windows(7, 3, 0, tail=2) == [
+        Window(0, 3, "vae_decoder"),
+        Window(3, 6, "vae_decoder"),
+        Window(4, 7, "vae_decoder"),
+    ]
 
 
 def test_overlapping_windows_have_stride_chunk_minus_overlap_and_cover_the_end():
@@ -65,24 +70,25 @@ def test_overlapping_windows_have_stride_chunk_minus_overlap_and_cover_the_end()
         decode_windows(1, 2, 1)
 
 
-@pytest.mark.parametrize("total,chunk,overlap", [(8, 2, 1), (9, 4, 1), (10, 4, 3), (7, 3, 0),
-                                                 (13, 5, 2)])
+@pytest.mark.parametrize(
+    "total,chunk,overlap", [(8, 2, 1), (9, 4, 1), (10, 4, 3), (7, 3, 0), (13, 5, 2)]
+)
 def test_blend_weights_form_a_partition_of_unity_with_linear_ramps(total, chunk, overlap):
     windows = decode_windows(total, chunk, overlap, tail=None)
     weights = blend_weights(windows, overlap)
     coverage = np.zeros(total)
     for win, w in zip(windows, weights):
         assert w.shape == (win.stop - win.start,) and np.all(w >= 0)
-        coverage[win.start:win.stop] += w
+        coverage[win.start : win.stop] += w
     assert np.all(coverage > 0)
     if overlap:
         # a frame's weights ramp: strictly increasing across the first window's fade-out
         first, second = weights[0], weights[1]
         shared = windows[0].stop - windows[1].start
         assert np.all(np.diff(second[:shared]) >= 0) and np.all(np.diff(first[-shared:]) <= 0)
-        if 2 * overlap <= chunk:   # ramps do not meet inside a window: strictly linear
+        if 2 * overlap <= chunk:  # ramps do not meet inside a window: strictly linear
             assert np.all(np.diff(second[:shared]) > 0) and np.all(np.diff(first[-shared:]) < 0)
-            np.testing.assert_allclose(coverage[windows[1].start:windows[0].stop], 1.0)
+            np.testing.assert_allclose(coverage[windows[1].start : windows[0].stop], 1.0)
         if total == 8:  # stride 1: every inner frame is the mean of its two windows
             np.testing.assert_allclose(coverage[1:-1], 1.0)
 
@@ -90,8 +96,10 @@ def test_blend_weights_form_a_partition_of_unity_with_linear_ramps(total, chunk,
 def synthetic_decoder(context_weight: float):
     """A decoder whose output for a frame depends on the mean of its chunk (like the temporal
     VAE decoder's frame mixing): x + c·mean(chunk). All-frames decoding = one chunk."""
+
     def decode(graph: str, z: np.ndarray) -> np.ndarray:
         return (z + context_weight * z.mean(axis=0, keepdims=True)).astype(np.float32)
+
     return decode
 
 
@@ -99,8 +107,10 @@ def test_overlap_blending_on_a_synthetic_decoder_is_exact_math_and_reduces_seams
     rng = np.random.default_rng(0)
     total = 12
     # a smooth "video": frames drift linearly, as a moving object would
-    z = (np.linspace(0, 1, total)[:, None, None, None] * rng.standard_normal((1, 3, 4, 4))
-         + 0.05 * rng.standard_normal((total, 3, 4, 4))).astype(np.float32)
+    z = (
+        np.linspace(0, 1, total)[:, None, None, None] * rng.standard_normal((1, 3, 4, 4))
+        + 0.05 * rng.standard_normal((total, 3, 4, 4))
+    ).astype(np.float32)
     decode = synthetic_decoder(0.8)
     full = decode("vae_decoder", z)
     plain_windows = decode_windows(total, 2, 0)
@@ -143,35 +153,40 @@ def recording(name: str, log: list):
     def graph(inputs):
         log.append((name, {k: v.copy() for k, v in inputs.items()}))
         return NUMPY_GRAPHS[name](inputs)
+
     return graph
 
 
 def test_chain_frame_count_handover_and_seeds():
     log: list = []
-    pipe = numpy_pipeline(unet=recording("unet", log), vae_decoder=recording("vae_decoder", log),
-                          vae_decoder_tail=recording("vae_decoder_tail", log))
+    pipe = numpy_pipeline(
+        unet=recording("unet", log),
+        vae_decoder=recording("vae_decoder", log),
+        vae_decoder_tail=recording("vae_decoder_tail", log),
+    )
     clips, steps = 3, 2
     result = pipe.generate(IMAGE, seed=9, clips=clips, num_inference_steps=steps, progress=False)
     assert result.frames.shape == (chained_frame_count(clips, F), H, W, 3) == (13, H, W, 3)
     assert result.details["clips"] == clips and result.timings["graphs"]["unet"]["calls"] == 6
     unet_calls = [inputs for name, inputs in log if name == "unet"]
     decoded = [inputs["z"] for name, inputs in log if name.startswith("vae_decoder")]
-    z_all = np.concatenate(decoded)                     # chunks of 2: 13 = 6·2 + 1 (tail)
+    z_all = np.concatenate(decoded)  # chunks of 2: 13 = 6·2 + 1 (tail)
     assert z_all.shape[0] == 13
     # clip 0 equals a single run with the same seed (same U-Net inputs, same first 5 latents)
     single_log: list = []
     single = numpy_pipeline(unet=recording("unet", single_log)).generate(
-        IMAGE, seed=9, num_inference_steps=steps, progress=False)
+        IMAGE, seed=9, num_inference_steps=steps, progress=False
+    )
     for a, (_, b) in zip(unet_calls[:steps], single_log):
         np.testing.assert_array_equal(a["sample"], b["sample"])
     np.testing.assert_allclose(result.frames[:4], single.frames[:4], atol=1e-6)
     # hand-over: clip k's image-latent channels = clip k-1's last denoised latent / scaling
     for k in (1, 2):
-        cond = unet_calls[k * steps]["sample"][F:, C:]   # cond half, image channels
-        previous_last = z_all[k * (F - 1)]               # decoder input = latent / scaling
+        cond = unet_calls[k * steps]["sample"][F:, C:]  # cond half, image channels
+        previous_last = z_all[k * (F - 1)]  # decoder input = latent / scaling
         for f in range(F):
             np.testing.assert_allclose(cond[f], previous_last, rtol=1e-6)
-        assert not unet_calls[k * steps]["sample"][:F, C:].any()   # uncond: zero latent
+        assert not unet_calls[k * steps]["sample"][:F, C:].any()  # uncond: zero latent
         # the CLIP branch keeps the input image's embedding
         np.testing.assert_array_equal(unet_calls[k * steps]["context"], unet_calls[0]["context"])
     # clip k ≥ 1 starts from default_rng([seed, k])'s latents
@@ -183,8 +198,11 @@ def test_chain_frame_count_handover_and_seeds():
     np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-5)
     # reproducible
     np.testing.assert_array_equal(
-        numpy_pipeline().generate(IMAGE, seed=9, clips=clips, num_inference_steps=steps,
-                                  progress=False).frames, result.frames)
+        numpy_pipeline()
+        .generate(IMAGE, seed=9, clips=clips, num_inference_steps=steps, progress=False)
+        .frames,
+        result.frames,
+    )
 
 
 def test_chain_rejects_bad_clip_counts():
@@ -206,6 +224,7 @@ def test_batch_of_images_equals_single_runs_with_seed_plus_index():
         assert np.abs(video.astype(np.int16) - single.astype(np.int16)).max() == 0
     floats = [pipe.generate(im, seed=40 + i, progress=False).frames for i, im in enumerate(images)]
     from svdeploy.runtime.batch import generate_batch
+
     for got, want in zip(generate_batch(pipe, images, seed=40, progress=False), floats):
         assert np.abs(got.frames - want).max() <= 1e-5
     with pytest.raises(InputError, match="empty"):
@@ -237,15 +256,47 @@ def invoke(*args):
 
 def test_cli_batch_writes_one_video_per_image_equal_to_single_runs(artifact, images, tmp_path):
     out = tmp_path / "videos"
-    result = invoke(artifact, "-i", images[0], "-i", images[1], "--out", out, "--format", "npy",
-                    "--seed", 5, "--steps", 2, "--backend", "onnxruntime", "-q")
+    result = invoke(
+        artifact,
+        "-i",
+        images[0],
+        "-i",
+        images[1],
+        "--out",
+        out,
+        "--format",
+        "npy",
+        "--seed",
+        5,
+        "--steps",
+        2,
+        "--backend",
+        "onnxruntime",
+        "-q",
+    )
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["cat.npy", "cat.npy.json", "dog.npy",
-                                                     "dog.npy.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cat.npy",
+        "cat.npy.json",
+        "dog.npy",
+        "dog.npy.json",
+    ]
     for i, image in enumerate(images):
         single = tmp_path / f"single{i}.npy"
-        ok = invoke(artifact, "-i", image, "--out", single, "--seed", 5 + i, "--steps", 2,
-                    "--backend", "onnxruntime", "-q")
+        ok = invoke(
+            artifact,
+            "-i",
+            image,
+            "--out",
+            single,
+            "--seed",
+            5 + i,
+            "--steps",
+            2,
+            "--backend",
+            "onnxruntime",
+            "-q",
+        )
         assert ok.exit_code == 0, ok.output
         batch = np.load(out / f"{image.stem}.npy")
         assert np.abs(batch - np.load(single)).max() <= 1e-5
@@ -254,8 +305,24 @@ def test_cli_batch_writes_one_video_per_image_equal_to_single_runs(artifact, ima
 
 def test_cli_clips_and_overlap_write_the_long_video(artifact, images, tmp_path):
     out = tmp_path / "long.npy"
-    result = invoke(artifact, "-i", images[0], "--out", out, "--clips", 3, "--decode-overlap", 1,
-                    "--seed", 1, "--steps", 2, "--backend", "onnxruntime", "-q")
+    result = invoke(
+        artifact,
+        "-i",
+        images[0],
+        "--out",
+        out,
+        "--clips",
+        3,
+        "--decode-overlap",
+        1,
+        "--seed",
+        1,
+        "--steps",
+        2,
+        "--backend",
+        "onnxruntime",
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     assert np.load(out).shape == (3 * (F - 1) + 1, H, W, 3)
     sidecar = json.loads((tmp_path / "long.npy.json").read_text())
@@ -265,8 +332,9 @@ def test_cli_clips_and_overlap_write_the_long_video(artifact, images, tmp_path):
     assert not (tmp_path / "x.npy").exists()
 
 
-def test_help_documents_the_new_options_and_batch_refuses_duplicate_stems(artifact, images,
-                                                                          tmp_path):
+def test_help_documents_the_new_options_and_batch_refuses_duplicate_stems(
+    artifact, images, tmp_path
+):
     text = invoke("--help").output
     for option in ("--clips", "--decode-overlap", "--format", "--plan", "--max-memory"):
         assert option in text
@@ -283,10 +351,26 @@ def test_help_documents_the_new_options_and_batch_refuses_duplicate_stems(artifa
 # what the merge with main's output hardening, precision and svd-serve's on_step adds
 # ---------------------------------------------------------------------------------------------
 def test_cli_batch_refuses_existing_videos_without_overwrite_and_an_input_as_output(
-        artifact, images, tmp_path):
+    artifact, images, tmp_path
+):
     out = tmp_path / "videos"
-    args = ("-i", images[0], "-i", images[1], "--out", out, "--format", "npy", "--seed", 3,
-            "--steps", 1, "--backend", "onnxruntime", "-q")
+    args = (
+        "-i",
+        images[0],
+        "-i",
+        images[1],
+        "--out",
+        out,
+        "--format",
+        "npy",
+        "--seed",
+        3,
+        "--steps",
+        1,
+        "--backend",
+        "onnxruntime",
+        "-q",
+    )
     assert invoke(artifact, *args).exit_code == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     again = invoke(artifact, *args)
@@ -297,19 +381,32 @@ def test_cli_batch_refuses_existing_videos_without_overwrite_and_an_input_as_out
     assert replaced.exit_code == 0, replaced.output
     sidecar = json.loads((out / "cat.npy.json").read_text())
     assert sidecar["seed"] == 4 and sidecar["precision"] == "fp32"
-    assert sorted(p.name for p in out.iterdir()) == sorted(before)   # no temporary left
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)  # no temporary left
     # an image that is also one of the batch's outputs would be destroyed: refused at once
     victim = out / "bird.gif"
     Image.fromarray(IMAGE).save(victim)
     kept = victim.read_bytes()
-    result = invoke(artifact, "-i", images[0], "-i", victim, "--out", out, "--format", "gif",
-                    "--overwrite", "--backend", "onnxruntime", "-q")
+    result = invoke(
+        artifact,
+        "-i",
+        images[0],
+        "-i",
+        victim,
+        "--out",
+        out,
+        "--format",
+        "gif",
+        "--overwrite",
+        "--backend",
+        "onnxruntime",
+        "-q",
+    )
     assert result.exit_code == 2 and "is the --image" in result.output, result.output
     assert victim.read_bytes() == kept and not (out / "cat.gif").exists()
 
 
 def test_a_new_batch_folder_is_removed_again_when_an_output_is_refused(artifact, images, tmp_path):
-    out = artifact / "videos"          # inside the artifact: refused before any work
+    out = artifact / "videos"  # inside the artifact: refused before any work
     result = invoke(artifact, "-i", images[0], "-i", images[1], "--out", out, "-q")
     assert result.exit_code == 2 and "inside the artifact" in result.output
     assert not out.exists()
@@ -318,8 +415,14 @@ def test_a_new_batch_folder_is_removed_again_when_an_output_is_refused(artifact,
 def test_on_step_counts_the_steps_of_every_clip_of_a_chain():
     calls = []
     pipe = numpy_pipeline()
-    pipe.generate(IMAGE, seed=0, clips=3, num_inference_steps=2, progress=False,
-                  on_step=lambda done, total: calls.append((done, total)))
+    pipe.generate(
+        IMAGE,
+        seed=0,
+        clips=3,
+        num_inference_steps=2,
+        progress=False,
+        on_step=lambda done, total: calls.append((done, total)),
+    )
     assert calls == [(i, 6) for i in range(1, 7)]
 
     class Stop(Exception):
@@ -330,5 +433,6 @@ def test_on_step_counts_the_steps_of_every_clip_of_a_chain():
             raise Stop
 
     with pytest.raises(Stop):
-        pipe.generate(IMAGE, seed=0, clips=3, num_inference_steps=2, progress=False,
-                      on_step=stop_at_third)
+        pipe.generate(
+            IMAGE, seed=0, clips=3, num_inference_steps=2, progress=False, on_step=stop_at_third
+        )

@@ -3,6 +3,7 @@ tests/svdref/fake_artifact.py: graph parity in fp32, bf16 within its bound, bf16
 CPU without it (simulated), precision refusals of the other backends, the compile cache, and
 the precision in svd-run's sidecar. End-to-end parity against diffusers is in
 test_e2e_parity.py."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,11 @@ def private_cache(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def no_bf16_cpu(monkeypatch):
     """Simulate a CPU without native bf16: OpenVINO's capability list without BF16."""
-    monkeypatch.setattr(OpenVINOBackend, "cpu_capabilities",
-                        staticmethod(lambda core: ["FP32", "INT8", "BIN", "EXPORT_IMPORT"]))
+    monkeypatch.setattr(
+        OpenVINOBackend,
+        "cpu_capabilities",
+        staticmethod(lambda core: ["FP32", "INT8", "BIN", "EXPORT_IMPORT"]),
+    )
 
 
 def graph_errors(pipe: VideoPipeline) -> dict:
@@ -52,11 +56,14 @@ def graph_errors(pipe: VideoPipeline) -> dict:
     rng = np.random.default_rng(7)
     errors = {}
     for name, graph in pipe.graphs.items():
-        inputs = {s.name: rng.standard_normal(s.shape).astype(np.float32) for s in graph.entry.inputs}
+        inputs = {
+            s.name: rng.standard_normal(s.shape).astype(np.float32) for s in graph.entry.inputs
+        }
         got, want = graph(**inputs), NUMPY_GRAPHS[name](inputs)
         for key, value in want.items():
-            errors[f"{name}.{key}"] = float(np.abs(got[key] - value).max()
-                                            / max(1.0, float(np.abs(value).max())))
+            errors[f"{name}.{key}"] = float(
+                np.abs(got[key] - value).max() / max(1.0, float(np.abs(value).max()))
+            )
     return errors
 
 
@@ -87,12 +94,16 @@ def test_bf16_runs_within_its_bound(artifact, input_image_fake):
 @pytest.fixture(scope="module")
 def input_image_fake() -> np.ndarray:
     from svdref.diffusers_tiny import make_image
+
     return make_image(H, W)
 
 
 def test_bf16_refused_without_cpu_support(artifact, no_bf16_cpu):
-    with pytest.raises(BackendError, match=r"precision 'bf16' needs a CPU with native bf16.*"
-                                           r"FP32, INT8.*use --precision fp32"):
+    with pytest.raises(
+        BackendError,
+        match=r"precision 'bf16' needs a CPU with native bf16.*"
+        r"FP32, INT8.*use --precision fp32",
+    ):
         VideoPipeline.load(artifact, backend="openvino", precision="bf16")
     assert VideoPipeline.load(artifact, backend="openvino", precision="auto").precision == "fp32"
 
@@ -107,13 +118,21 @@ def test_auto_is_fp32(artifact):
 
 
 def test_other_backends_refuse_bf16_clearly(artifact):
-    with pytest.raises(BackendError, match=r"backend 'onnxruntime' cannot run precision 'bf16'.*"
-                                           r"--backend openvino"):
+    with pytest.raises(
+        BackendError,
+        match=r"backend 'onnxruntime' cannot run precision 'bf16'.*"
+        r"--backend openvino",
+    ):
         load_artifact(artifact, backend="onnxruntime", precision="bf16")
-    with pytest.raises(BackendError, match=r"backend 'mindspore' runs the MindIR graphs in the "
-                                           r"precision they were exported with \(fp32\), not 'bf16'"):
+    with pytest.raises(
+        BackendError,
+        match=r"backend 'mindspore' runs the MindIR graphs in the "
+        r"precision they were exported with \(fp32\), not 'bf16'",
+    ):
         load_artifact(artifact, backend="mindspore", precision="bf16")
-    with pytest.raises(InputError, match=r"precision 'fp8' is unknown; expected one of fp32, bf16, auto"):
+    with pytest.raises(
+        InputError, match=r"precision 'fp8' is unknown; expected one of fp32, bf16, auto"
+    ):
         load_artifact(artifact, backend="onnxruntime", precision="fp8")
     assert load_artifact(artifact, backend="onnxruntime", precision="auto").precision == "fp32"
     assert load_artifact(artifact, backend="onnxruntime", precision="fp32").precision == "fp32"
@@ -157,17 +176,47 @@ def test_svd_run_records_backend_and_precision(artifact, tmp_path, input_image_f
     image = tmp_path / "in.png"
     Image.fromarray(input_image_fake).save(image)
     out = tmp_path / "frames.npy"
-    result = CliRunner().invoke(run_cli, [str(artifact), "--image", str(image), "--out", str(out),
-                                          "--steps", "2", "--seed", "3", "--backend", "openvino",
-                                          "--precision", "fp32", "-q"])
+    result = CliRunner().invoke(
+        run_cli,
+        [
+            str(artifact),
+            "--image",
+            str(image),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--seed",
+            "3",
+            "--backend",
+            "openvino",
+            "--precision",
+            "fp32",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     sidecar = json.loads(Path(str(out) + ".json").read_text())
     assert (sidecar["backend"], sidecar["precision"]) == ("openvino", "fp32")
-    want = numpy_pipeline().generate(np.asarray(Image.open(image)), seed=3,
-                                     num_inference_steps=2, progress=False).frames
+    want = (
+        numpy_pipeline()
+        .generate(np.asarray(Image.open(image)), seed=3, num_inference_steps=2, progress=False)
+        .frames
+    )
     assert np.abs(np.load(out) - want).max() < 1e-4
-    refused = CliRunner().invoke(run_cli, [str(artifact), "--image", str(image), "--out",
-                                           str(tmp_path / "x.npy"), "--backend", "onnxruntime",
-                                           "--precision", "bf16"])
+    refused = CliRunner().invoke(
+        run_cli,
+        [
+            str(artifact),
+            "--image",
+            str(image),
+            "--out",
+            str(tmp_path / "x.npy"),
+            "--backend",
+            "onnxruntime",
+            "--precision",
+            "bf16",
+        ],
+    )
     assert refused.exit_code == 2
     assert refused.output.startswith("error: backend 'onnxruntime' cannot run precision 'bf16'")

@@ -1,6 +1,7 @@
 """svd-run --plan / --max-memory: the plan's arithmetic, sizes, the refusal (one clear line,
 nothing written, before any graph is loaded) and, on the exported tiny preset, the plan
 against the measured peak RSS of a separate process (slow)."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,13 @@ from svdeploy.runtime.plan import (
 from svdref.diffusers_tiny import make_image
 from svdref.fake_artifact import H, W, build_fake_artifact, numpy_manifest
 
-GRAPH_BYTES = {"image_encoder": 10 << 20, "vae_encoder": 20 << 20, "unet": 300 << 20,
-               "vae_decoder": 50 << 20, "vae_decoder_tail": 50 << 20}
+GRAPH_BYTES = {
+    "image_encoder": 10 << 20,
+    "vae_encoder": 20 << 20,
+    "unet": 300 << 20,
+    "vae_decoder": 50 << 20,
+    "vae_decoder_tail": 50 << 20,
+}
 
 
 def test_parse_size_units():
@@ -59,13 +65,16 @@ def test_plan_stages_grow_with_chunk_clips_and_are_deterministic():
 def test_limit_names_the_stage_and_the_largest_fitting_chunk():
     manifest = numpy_manifest()
     plan = plan_memory(manifest, GRAPH_BYTES, "onnxruntime")
-    check_memory_limit(plan, plan.peak_bytes)           # at the limit: allowed
+    check_memory_limit(plan, plan.peak_bytes)  # at the limit: allowed
     one = plan_memory(manifest, GRAPH_BYTES, "onnxruntime", decode_chunk=1)
     assert one.peak_bytes < plan.peak_bytes
-    limit = one.peak_bytes                               # only 1-frame chunks fit
+    limit = one.peak_bytes  # only 1-frame chunks fit
     assert largest_fitting_chunk(plan, limit) == 1
-    with pytest.raises(MemoryLimitError, match=r"in the decode stage .*largest decode chunk "
-                                               r"that fits is 1 frame\(s\)"):
+    with pytest.raises(
+        MemoryLimitError,
+        match=r"in the decode stage .*largest decode chunk "
+        r"that fits is 1 frame\(s\)",
+    ):
         check_memory_limit(plan, limit)
     with pytest.raises(MemoryLimitError, match="in the load stage"):
         check_memory_limit(plan, plan.stages["load"] - 1)
@@ -81,8 +90,21 @@ def test_cli_plan_prints_stages_and_one_json_line_and_writes_nothing(artifact, t
     image = tmp_path / "in.png"
     Image.fromarray(make_image(H, W)).save(image)
     out = tmp_path / "video.mp4"
-    result = CliRunner().invoke(main, [str(artifact), "-i", str(image), "-o", str(out), "--plan",
-                                       "--backend", "onnxruntime", "--clips", "2"])
+    result = CliRunner().invoke(
+        main,
+        [
+            str(artifact),
+            "-i",
+            str(image),
+            "-o",
+            str(out),
+            "--plan",
+            "--backend",
+            "onnxruntime",
+            "--clips",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     data = json.loads(lines[-1])
@@ -97,20 +119,49 @@ def test_cli_max_memory_refuses_before_loading_and_writes_nothing(artifact, tmp_
     Image.fromarray(make_image(H, W)).save(image)
     out = tmp_path / "video.mp4"
     plan = plan_for_artifact(artifact, backend="onnxruntime")
-    result = CliRunner().invoke(main, [str(artifact), "-i", str(image), "-o", str(out),
-                                       "--backend", "onnxruntime", "--max-memory",
-                                       str(plan.peak_bytes - 1)])
+    result = CliRunner().invoke(
+        main,
+        [
+            str(artifact),
+            "-i",
+            str(image),
+            "-o",
+            str(out),
+            "--backend",
+            "onnxruntime",
+            "--max-memory",
+            str(plan.peak_bytes - 1),
+        ],
+    )
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: the predicted peak resident memory")
-    assert f"in the {plan.peak_stage} stage" in lines[0] and "Nothing was run or written" in lines[0]
+    assert (
+        f"in the {plan.peak_stage} stage" in lines[0] and "Nothing was run or written" in lines[0]
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
-    ok = CliRunner().invoke(main, [str(artifact), "-i", str(image), "-o", str(out), "--steps", "1",
-                                   "--backend", "onnxruntime", "--max-memory", "64GiB", "-q"])
+    ok = CliRunner().invoke(
+        main,
+        [
+            str(artifact),
+            "-i",
+            str(image),
+            "-o",
+            str(out),
+            "--steps",
+            "1",
+            "--backend",
+            "onnxruntime",
+            "--max-memory",
+            "64GiB",
+            "-q",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert out.is_file()
-    bad = CliRunner().invoke(main, [str(artifact), "-i", str(image), "-o", str(out),
-                                    "--max-memory", "lots"])
+    bad = CliRunner().invoke(
+        main, [str(artifact), "-i", str(image), "-o", str(out), "--max-memory", "lots"]
+    )
     assert bad.exit_code == 2 and "memory size 'lots'" in bad.stderr
 
 
@@ -129,11 +180,29 @@ def test_plan_is_within_30_percent_of_measured_peak_rss_on_the_tiny_preset(tmp_p
     src = write_random_sgm_file(load_model_config("tiny"), tmp_path / "tiny.safetensors", seed=3)
     convert_checkpoint(src, tmp_path / "ckpt", config="tiny", progress=False)
     artifact = tmp_path / "artifact"
-    export_artifact(tmp_path / "ckpt", artifact, formats=("onnx",), decode_chunk_size=2,
-                    validate=False, progress=False)
-    proc = subprocess.run([sys.executable, "-m", "svdeploy.benchmarks.memplan", str(artifact),
-                           "--backend", backend, "--steps", "2"],
-                          capture_output=True, text=True, timeout=900)
+    export_artifact(
+        tmp_path / "ckpt",
+        artifact,
+        formats=("onnx",),
+        decode_chunk_size=2,
+        validate=False,
+        progress=False,
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "svdeploy.benchmarks.memplan",
+            str(artifact),
+            "--backend",
+            backend,
+            "--steps",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["per_stage_reset"]

@@ -1,4 +1,5 @@
 """Image loading, conversion, fitting, the CLIP branch against diffusers, the VAE branch."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,9 +55,14 @@ def test_clip_pixel_values_equal_diffusers_preprocessing():
     pipe = build_tiny_pipeline(0)
     pixels = make_image(48, 80).astype(np.float32).transpose(2, 0, 1)[None] / np.float32(255)
     resized = _resize_with_antialiasing(torch.from_numpy(pixels) * 2.0 - 1.0, (224, 224))
-    theirs = pipe.feature_extractor(images=(resized + 1.0) / 2.0, do_normalize=True,
-                                    do_center_crop=False, do_resize=False, do_rescale=False,
-                                    return_tensors="pt").pixel_values.numpy()
+    theirs = pipe.feature_extractor(
+        images=(resized + 1.0) / 2.0,
+        do_normalize=True,
+        do_center_crop=False,
+        do_resize=False,
+        do_rescale=False,
+        return_tensors="pt",
+    ).pixel_values.numpy()
     ours = clip_pixel_values(pixels)
     assert ours.dtype == np.float32 and ours.shape == (1, 3, 224, 224)
     assert np.abs(ours - theirs).max() < 1e-5
@@ -72,7 +78,9 @@ def test_vae_encoder_input():
     out = vae_encoder_input(pixels, noise, 0.02)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, 2 * pixels - 1 + 0.02 * noise, rtol=1e-6, atol=1e-7)
-    with pytest.raises(InputError, match=r"image_noise has shape \(1, 3, 4, 4\): expected \(1, 3, 8, 8\)"):
+    with pytest.raises(
+        InputError, match=r"image_noise has shape \(1, 3, 4, 4\): expected \(1, 3, 8, 8\)"
+    ):
         vae_encoder_input(pixels, noise[..., :4, :4], 0.02)
 
 
@@ -101,10 +109,10 @@ def test_grayscale_becomes_three_equal_channels(tmp_path):
 
 def test_rgba_is_composited_on_white(tmp_path):
     rgba = np.zeros((4, 4, 4), np.uint8)
-    rgba[..., 0] = 200                 # red-ish everywhere
-    rgba[0, 0, 3] = 0                  # fully transparent
-    rgba[0, 1, 3] = 255                # opaque
-    rgba[0, 2, 3] = 128                # half
+    rgba[..., 0] = 200  # red-ish everywhere
+    rgba[0, 0, 3] = 0  # fully transparent
+    rgba[0, 1, 3] = 255  # opaque
+    rgba[0, 2, 3] = 128  # half
     loaded = to_rgb_float(save(Image.fromarray(rgba, "RGBA"), tmp_path / "t.png"))
     np.testing.assert_allclose(loaded[0, 0], [1, 1, 1], atol=1e-6)
     np.testing.assert_allclose(loaded[0, 1], [200 / 255, 0, 0], atol=1e-6)
@@ -119,7 +127,9 @@ def test_palette_images(tmp_path):
     np.testing.assert_allclose(loaded, np.asarray(palette.convert("RGB")) / 255.0, atol=1e-6)
     # a transparent palette entry reads as white
     palette.info["transparency"] = int(np.asarray(palette)[0, 0])
-    loaded = to_rgb_float(save(palette, tmp_path / "pt.png", transparency=palette.info["transparency"]))
+    loaded = to_rgb_float(
+        save(palette, tmp_path / "pt.png", transparency=palette.info["transparency"])
+    )
     np.testing.assert_allclose(loaded[0, 0], [1, 1, 1], atol=1e-6)
 
 
@@ -181,7 +191,7 @@ def test_same_size_is_untouched():
 
 
 def test_center_crop_box():
-    assert center_crop_box(100, 300, 50, 100) == (50, 0, 250, 100)   # too wide
+    assert center_crop_box(100, 300, 50, 100) == (50, 0, 250, 100)  # too wide
     assert center_crop_box(300, 100, 50, 100) == (0, 125, 100, 175)  # too tall
     assert center_crop_box(576, 1024, 576, 1024) == (0, 0, 1024, 576)
     assert center_crop_box(1080, 1920, 576, 1024) == (0, 0, 1920, 1080)  # same aspect: no crop
@@ -191,9 +201,9 @@ def test_wider_image_is_center_cropped_not_stretched():
     # a 40×120 picture: grey center 40×80 with pure red bars on both sides
     rgb = np.full((40, 120, 3), 0.5, np.float32)
     rgb[:, :20] = rgb[:, 100:] = (1.0, 0.0, 0.0)
-    fitted = fit_to_size(rgb, 16, 32)   # aspect 2: keeps the middle 40×80
+    fitted = fit_to_size(rgb, 16, 32)  # aspect 2: keeps the middle 40×80
     assert fitted.shape == (16, 32, 3)
-    np.testing.assert_allclose(fitted, 0.5, atol=1e-5)   # no red left: the bars were cropped
+    np.testing.assert_allclose(fitted, 0.5, atol=1e-5)  # no red left: the bars were cropped
 
 
 def test_downscale_quality_and_range():

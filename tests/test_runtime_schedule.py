@@ -1,4 +1,5 @@
 """Schedule, preconditioning, Euler step and guidance against diffusers' implementations."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,9 @@ def svd_scheduler(steps: int) -> EulerDiscreteScheduler:
 
 def test_karras_sigmas_reference_values():
     np.testing.assert_allclose(karras_sigmas(3), [700.0, 15.589968, 0.002, 0.0], rtol=1e-6)
-    np.testing.assert_allclose(karras_sigmas(4), [700.0, 70.54084, 2.2691164, 0.002, 0.0],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        karras_sigmas(4), [700.0, 70.54084, 2.2691164, 0.002, 0.0], rtol=1e-6
+    )
     assert karras_sigmas(3).dtype == np.float32
     np.testing.assert_array_equal(karras_sigmas(1), np.array([700.0, 0.0], np.float32))
 
@@ -57,7 +59,9 @@ def test_preconditioning_formulas():
 
 def test_c_in_equals_scale_model_input():
     scheduler = svd_scheduler(4)
-    sample = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 4, 3, 3)).astype(np.float32))
+    sample = torch.from_numpy(
+        np.random.default_rng(0).standard_normal((2, 4, 3, 3)).astype(np.float32)
+    )
     for i, t in enumerate(scheduler.timesteps):
         ours = sample.numpy() * np.float32(edm_preconditioning(float(scheduler.sigmas[i])).c_in)
         theirs = scheduler.scale_model_input(sample, t).numpy()
@@ -70,8 +74,9 @@ def test_euler_steps_equal_diffusers_scheduler_step():
     scheduler = svd_scheduler(steps)
     rng = np.random.default_rng(1)
     sigmas = karras_sigmas(steps)
-    ours = (rng.standard_normal((3, 4, 5, 5)).astype(np.float32)
-            * np.float32(initial_noise_scale(sigmas)))
+    ours = rng.standard_normal((3, 4, 5, 5)).astype(np.float32) * np.float32(
+        initial_noise_scale(sigmas)
+    )
     theirs = torch.from_numpy(ours.copy())
     worst = 0.0
     for i, t in enumerate(scheduler.timesteps):
@@ -87,17 +92,24 @@ def test_last_step_lands_on_denoised_estimate():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
     v = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
-    np.testing.assert_allclose(euler_step(x, v, 0.002, 0.0), denoised_from_v(x, v, 0.002),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        euler_step(x, v, 0.002, 0.0), denoised_from_v(x, v, 0.002), rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(InputError, match="differs from the network output shape"):
         euler_step(x, v[:1], 1.0, 0.5)
 
 
 def test_guidance_scales_equal_torch_linspace():
     for lo, hi, frames in ((1.0, 3.0, 14), (1.0, 2.5, 25), (2.0, 2.0, 4), (0.5, 1.5, 1)):
-        np.testing.assert_allclose(guidance_scales(lo, hi, frames),
-                                   torch.linspace(lo, hi, frames).numpy(), rtol=1e-7, atol=1e-7)
-    with pytest.raises(InputError, match="min_guidance_scale = 3.0 is above max_guidance_scale = 1.0"):
+        np.testing.assert_allclose(
+            guidance_scales(lo, hi, frames),
+            torch.linspace(lo, hi, frames).numpy(),
+            rtol=1e-7,
+            atol=1e-7,
+        )
+    with pytest.raises(
+        InputError, match="min_guidance_scale = 3.0 is above max_guidance_scale = 1.0"
+    ):
         guidance_scales(3.0, 1.0, 4)
 
 

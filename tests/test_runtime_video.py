@@ -1,4 +1,5 @@
 """Output writers: every format reads back; sizes, frame counts and rates; atomic writes."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ def moving_frames(count: int = 6, height: int = 24, width: int = 32) -> np.ndarr
     frames = np.empty((count, height, width, 3), np.float32)
     for i in range(count):
         frames[i] = np.stack([xx / width, yy / height, np.full_like(xx, 0.3)], axis=-1)
-        frames[i, 4:12, 2 + 3 * i: 10 + 3 * i] = 1.0
+        frames[i, 4:12, 2 + 3 * i : 10 + 3 * i] = 1.0
     return frames
 
 
@@ -38,8 +39,9 @@ def read_mp4(path: Path):
 
 
 def test_output_kinds():
-    assert [output_kind(p) for p in ("a.mp4", "a.GIF", "x/a.webp", "a.npy", "frames", "frames/")] \
-        == ["mp4", "gif", "webp", "npy", "png", "png"]
+    assert [
+        output_kind(p) for p in ("a.mp4", "a.GIF", "x/a.webp", "a.npy", "frames", "frames/")
+    ] == ["mp4", "gif", "webp", "npy", "png", "png"]
     with pytest.raises(InputError, match=r"extension '.avi': expected .mp4, .gif, .webp, .npy"):
         output_kind("clip.avi")
     assert sidecar_path("out/clip.mp4") == Path("out/clip.mp4.json")
@@ -92,7 +94,9 @@ def test_png_folder_and_its_replacement(tmp_path):
     names = sorted(p.name for p in target.iterdir())
     assert names == [f"frame_{i:04d}.png" for i in range(6)]
     for i, name in enumerate(names):
-        np.testing.assert_array_equal(np.asarray(Image.open(target / name)), frames_to_uint8(frames[i]))
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(target / name)), frames_to_uint8(frames[i])
+        )
     # writing again replaces an earlier frames folder (fewer frames now)
     save_frames(frames[:2], target, fps=7)
     assert sorted(p.name for p in target.iterdir()) == ["frame_0000.png", "frame_0001.png"]

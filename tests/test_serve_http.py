@@ -3,6 +3,7 @@ over an ONNX artifact written here (the fake graphs of svdref.fake_artifact: the
 VideoPipeline and ONNX Runtime, milliseconds per step). One server serves the module; the
 restart test starts its own. Every loop is bounded; every process started is stopped (SIGTERM,
 then SIGKILL of the whole process group)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -52,9 +53,20 @@ def artifact(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(artifact, tmp_path_factory):
     jobs = tmp_path_factory.mktemp("serve-jobs") / "jobs"
-    process = ServeProcess(artifact, jobs, ["--backend", BACKEND, "--replicas", "2",
-                                            "--max-queue", str(MAX_QUEUE),
-                                            "--max-upload", str(MAX_UPLOAD)])
+    process = ServeProcess(
+        artifact,
+        jobs,
+        [
+            "--backend",
+            BACKEND,
+            "--replicas",
+            "2",
+            "--max-queue",
+            str(MAX_QUEUE),
+            "--max-upload",
+            str(MAX_UPLOAD),
+        ],
+    )
     try:
         yield process, ServeClient(process.url), jobs
     finally:
@@ -82,8 +94,11 @@ def test_health_and_artifact_summary(server, artifact):
 
 def test_concurrent_jobs_equal_svd_run_for_the_same_seeds(server, artifact, tmp_path):
     _, client, _ = server
-    cases = [dict(seed=11, format="npy"), dict(seed=12, format="npy", steps=5, fps=9),
-             dict(seed=13, format="mp4", motion_bucket_id=30)]
+    cases = [
+        dict(seed=11, format="npy"),
+        dict(seed=12, format="npy", steps=5, fps=9),
+        dict(seed=13, format="mp4", motion_bucket_id=30),
+    ]
     images = [picture(16, 16, 1), picture(24, 40, 2), picture(16, 16, 3)]
     replies = [None] * len(cases)
 
@@ -100,12 +115,17 @@ def test_concurrent_jobs_equal_svd_run_for_the_same_seeds(server, artifact, tmp_
         job = reply.json()
         assert job["status"] == "queued" and reply.headers["location"] == f"/v1/videos/{job['id']}"
         assert job["parameters"]["seed"] == case["seed"]
-        assert job["parameters"]["num_inference_steps"] == case.get("steps", DEFAULTS["num_inference_steps"])
+        assert job["parameters"]["num_inference_steps"] == case.get(
+            "steps", DEFAULTS["num_inference_steps"]
+        )
         done = client.wait(job["id"], JOB_TIMEOUT)
         assert done["status"] == "succeeded" and done["progress"] == 1.0, done
         content = client.content(job["id"])
         assert content.status == 200
-        assert content.headers["content-type"] == {"npy": "application/x-npy", "mp4": "video/mp4"}[case["format"]]
+        assert (
+            content.headers["content-type"]
+            == {"npy": "application/x-npy", "mp4": "video/mp4"}[case["format"]]
+        )
         assert hashlib.sha256(content.body).hexdigest() == done["sha256"]
         options = dict(case)
         if "steps" in options:
@@ -143,7 +163,7 @@ def test_progress_is_reported_per_step_and_cancel_stops_a_running_job(server):
     for job_id in quick:
         assert client.wait(job_id, JOB_TIMEOUT)["status"] == "succeeded"
     time.sleep(1.0)
-    assert client.job(job["id"]).json()["status"] == "cancelled"   # no late overwrite
+    assert client.job(job["id"]).json()["status"] == "cancelled"  # no late overwrite
     # DELETE of a finished job deletes it
     assert client.delete(quick[0]).json() == {"id": quick[0], "deleted": True}
     assert client.job(quick[0]).status == 404
@@ -151,8 +171,10 @@ def test_progress_is_reported_per_step_and_cancel_stops_a_running_job(server):
 
 def test_a_full_queue_answers_429_with_retry_after(server):
     _, client, _ = server
-    jobs = [client.submit(picture(16, 16, 7), seed=s, steps=LONG_STEPS, format="npy")
-            for s in range(MAX_QUEUE)]
+    jobs = [
+        client.submit(picture(16, 16, 7), seed=s, steps=LONG_STEPS, format="npy")
+        for s in range(MAX_QUEUE)
+    ]
     try:
         assert [r.status for r in jobs] == [202] * MAX_QUEUE
         full = client.submit(picture(16, 16, 7), seed=99, format="npy")
@@ -178,10 +200,13 @@ def raw_post(client: ServeClient, parts):
     body = b""
     for name, value, filename in parts:
         disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n"
+        body += (
+            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n"
+        )
     body += f"--{boundary}--\r\n".encode()
-    return client.request("POST", "/v1/videos", body,
-                          {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    return client.request(
+        "POST", "/v1/videos", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
 
 
 def test_bad_requests_get_json_errors_naming_the_field_and_never_become_jobs(server):
@@ -197,20 +222,42 @@ def test_bad_requests_get_json_errors_naming_the_field_and_never_become_jobs(ser
         (client.submit(good, motion_bucket_id=300), 422, "invalid_value", "motion_bucket_id"),
         (client.submit(good, noise_aug_strength=-1), 422, "invalid_value", "noise_aug_strength"),
         (client.submit(good, fps=1.5), 422, "invalid_type", "fps"),
-        (client.submit(good, min_guidance_scale=5, max_guidance_scale=2), 422, "invalid_value",
-         "min_guidance_scale"),
+        (
+            client.submit(good, min_guidance_scale=5, max_guidance_scale=2),
+            422,
+            "invalid_value",
+            "min_guidance_scale",
+        ),
         (client.submit(good, format="avi"), 422, "invalid_value", "format"),
         (client.submit(good, seed="x"), 422, "invalid_type", "seed"),
         (client.submit(None, seed=1), 400, "missing_field", "image"),
         (client.submit(good, colour="blue"), 400, "unknown_field", "colour"),
         (client.submit(picture(300, 300, 10)), 413, "payload_too_large", "image"),
-        (raw_post(client, [("image", good, "a.png"), ("seed", b"1", None), ("seed", b"2", None)]),
-         400, "duplicate_field", "seed"),
+        (
+            raw_post(
+                client, [("image", good, "a.png"), ("seed", b"1", None), ("seed", b"2", None)]
+            ),
+            400,
+            "duplicate_field",
+            "seed",
+        ),
         (raw_post(client, [("image", good, None)]), 422, "invalid_type", "image"),
-        (client.request("POST", "/v1/videos", b'{"image": "x"}',
-                        {"Content-Type": "application/json"}), 415, "unsupported_media_type", None),
-        (client.request("POST", "/v1/videos", b"--broken", {"Content-Type": "multipart/form-data"}),
-         400, "invalid_body", None),
+        (
+            client.request(
+                "POST", "/v1/videos", b'{"image": "x"}', {"Content-Type": "application/json"}
+            ),
+            415,
+            "unsupported_media_type",
+            None,
+        ),
+        (
+            client.request(
+                "POST", "/v1/videos", b"--broken", {"Content-Type": "multipart/form-data"}
+            ),
+            400,
+            "invalid_body",
+            None,
+        ),
         (client.job("vid_" + "0" * 32), 404, "not_found", "id"),
         (client.content("vid_" + "0" * 32), 404, "not_found", "id"),
         (client.delete("nonsense"), 404, "not_found", "id"),
@@ -233,12 +280,14 @@ def test_kill_9_of_the_process_tree_then_restart_on_the_same_jobs_dir(artifact, 
         finished = client.submit(picture(16, 16, 20), seed=5, format="mp4").json()["id"]
         done = client.wait(finished, JOB_TIMEOUT)
         before = client.content(finished).body
-        running = client.submit(picture(16, 16, 21), seed=6, steps=LONG_STEPS, format="npy").json()["id"]
+        running = client.submit(picture(16, 16, 21), seed=6, steps=LONG_STEPS, format="npy").json()[
+            "id"
+        ]
         queued = client.submit(picture(16, 16, 22), seed=7, format="npy").json()["id"]
         client.wait(running, JOB_TIMEOUT, until=("running",))
         assert client.job(queued).json()["status"] == "queued"
         tree = first.tree()
-        assert len(tree) > 3   # the server, Ray's daemons and its workers
+        assert len(tree) > 3  # the server, Ray's daemons and its workers
     finally:
         first.kill()
     assert not any(_alive(pid) for pid in tree)
@@ -252,6 +301,13 @@ def test_kill_9_of_the_process_tree_then_restart_on_the_same_jobs_dir(artifact, 
             record = client.wait(job_id, JOB_TIMEOUT)
             assert record["status"] == "succeeded" and record["attempts"] == attempts, record
         # the re-run job is the same video svd-run makes for its seed
-        expected = reference(artifact, tmp_path, picture(16, 16, 21), "rerun", format="npy",
-                             seed=6, num_inference_steps=LONG_STEPS)
+        expected = reference(
+            artifact,
+            tmp_path,
+            picture(16, 16, 21),
+            "rerun",
+            format="npy",
+            seed=6,
+            num_inference_steps=LONG_STEPS,
+        )
         assert client.content(running).body == expected

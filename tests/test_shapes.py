@@ -1,5 +1,6 @@
 """The moving-shapes world (svd-data synth-shapes): deterministic rendering, a tracker that
 recovers the motion it was given, and a data set written atomically with its labels."""
+
 from __future__ import annotations
 
 import csv
@@ -60,19 +61,31 @@ def test_tracker_sees_a_wrong_direction():
 
 def test_synth_shapes_writes_clips_labels_and_truth(tmp_path):
     out = tmp_path / "shapes"
-    result = CliRunner().invoke(data_main, ["synth-shapes", str(out), "--clips", "3",
-                                            "--frames", "6", "--seed", "2", "--no-progress"])
+    result = CliRunner().invoke(
+        data_main,
+        ["synth-shapes", str(out), "--clips", "3", "--frames", "6", "--seed", "2", "--no-progress"],
+    )
     assert result.exit_code == 0, result.output
     with open(out / "labels.csv", newline="") as fh:
         labels = list(csv.DictReader(fh))
     world = read_world(out / "shapes.csv")
-    assert sorted(r["path"] for r in labels) == sorted(world) == [
-        f"clips/00000{i}.mp4" for i in range(3)]
+    assert (
+        sorted(r["path"] for r in labels)
+        == sorted(world)
+        == [f"clips/00000{i}.mp4" for i in range(3)]
+    )
     assert all(int(r["length"]) == 6 and 0 <= int(r["motion_bucket_id"]) <= 255 for r in labels)
     written, drawn = world["clips/000001.mp4"], draw_clip(2, 1, 6)  # 6 decimals in the CSV
-    assert (written.shape, written.colour, written.frames) == (drawn.shape, drawn.colour, drawn.frames)
-    assert np.allclose([written.radius, written.speed, written.x0, written.y0, written.background],
-                       [drawn.radius, drawn.speed, drawn.x0, drawn.y0, drawn.background], atol=1e-5)
+    assert (written.shape, written.colour, written.frames) == (
+        drawn.shape,
+        drawn.colour,
+        drawn.frames,
+    )
+    assert np.allclose(
+        [written.radius, written.speed, written.x0, written.y0, written.background],
+        [drawn.radius, drawn.speed, drawn.x0, drawn.y0, drawn.background],
+        atol=1e-5,
+    )
     again = CliRunner().invoke(data_main, ["synth-shapes", str(out), "--clips", "1"])
     assert again.exit_code == 2 and "already exists" in again.output
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folder

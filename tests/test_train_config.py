@@ -1,5 +1,6 @@
 """svd-train configuration: the packaged YAML, dotted overrides, validation, --help, and the
 analytic parameter counts."""
+
 from __future__ import annotations
 
 import re
@@ -23,8 +24,14 @@ from svdeploy.train.config import (
 from svdeploy.train.step import is_temporal
 from svdeploy.train.trainer import count_parameters
 
-REQUIRED = ["--train.random_init", "true", "--train.dataset.init_args.data_dir", "videos",
-            "--train.dataset.init_args.metadata", "videos/labels.csv"]
+REQUIRED = [
+    "--train.random_init",
+    "true",
+    "--train.dataset.init_args.data_dir",
+    "videos",
+    "--train.dataset.init_args.metadata",
+    "videos/labels.csv",
+]
 
 
 def _load(args, model=None):
@@ -42,15 +49,24 @@ def test_packaged_yaml_is_the_seed_recipe_and_the_defaults():
     assert t.optimizer.name == "adamw" and t.optimizer.betas == (0.9, 0.98)
     assert t.optimizer.weight_decay == 0.01
     assert (t.scheduler.name, t.scheduler.lr, t.scheduler.end_lr, t.scheduler.warmup_steps) == (
-        "cosine_decay", 5e-6, 1e-7, 50)
+        "cosine_decay",
+        5e-6,
+        1e-7,
+        50,
+    )
     assert t.settings.clip_grad and t.settings.clip_norm == 1.0
     assert (t.diffusion.p_mean, t.diffusion.p_std) == (1.0, 1.6)
     # every value the file sets equals the dataclass default, so --help's defaults are true
     defaults = to_dict(TrainingConfig())
-    file_values = to_dict(training_config_from_dict(apply_overrides(raw, parse_override_args(REQUIRED))))
+    file_values = to_dict(
+        training_config_from_dict(apply_overrides(raw, parse_override_args(REQUIRED)))
+    )
     for name, _, default, _ in iter_options():
-        if name in ("train.random_init", "train.dataset.init_args.data_dir",
-                    "train.dataset.init_args.metadata"):
+        if name in (
+            "train.random_init",
+            "train.dataset.init_args.data_dir",
+            "train.dataset.init_args.metadata",
+        ):
             continue
         node_d, node_f = defaults, file_values
         for part in name.split("."):
@@ -59,10 +75,27 @@ def test_packaged_yaml_is_the_seed_recipe_and_the_defaults():
 
 
 def test_overrides_are_typed_by_the_key():
-    cfg = _load(["--train.epochs", "3", "--train.output_dir", "2024", "--train.optimizer.betas",
-                 "[0.8, 0.9]", "--train.scheduler.lr=1e-4", "--train.max_steps", "null",
-                 "--train.temporal_only", "false", "--environment.mode", "1",
-                 "--train.dataset.init_args.frames", "8", "--train.dataset.init_args.step", "2"])
+    cfg = _load(
+        [
+            "--train.epochs",
+            "3",
+            "--train.output_dir",
+            "2024",
+            "--train.optimizer.betas",
+            "[0.8, 0.9]",
+            "--train.scheduler.lr=1e-4",
+            "--train.max_steps",
+            "null",
+            "--train.temporal_only",
+            "false",
+            "--environment.mode",
+            "1",
+            "--train.dataset.init_args.frames",
+            "8",
+            "--train.dataset.init_args.step",
+            "2",
+        ]
+    )
     t = cfg.train
     assert t.epochs == 3 and t.output_dir == "2024" and t.optimizer.betas == (0.8, 0.9)
     assert t.scheduler.lr == 1e-4 and t.max_steps is None and t.temporal_only is False
@@ -71,24 +104,38 @@ def test_overrides_are_typed_by_the_key():
     assert t.dataset.init_args.data_dir == "videos"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--train.epoch", "3"], "--train.epoch: unknown option; train has keys epochs"),
-    (["--train.dataset.init_args.framez", "2"],
-     "--train.dataset.init_args.framez: unknown option; train.dataset.init_args has keys"),
-    (["--trian.epochs", "2"], "--trian.epochs: unknown option; the top level has keys"),
-    (["--train.epochs", "abc"], "train.epochs = 'abc': expected an integer"),
-    (["--train.temporal_only", "yes please"], "train.temporal_only = 'yes please': expected true or false"),
-    (["--train.scheduler.lr", "fast"], "train.scheduler.lr = 'fast': expected a number"),
-    (["--train.dataset.init_args.frames", "0"], "train.dataset.init_args.frames = 0"),
-    (["--train.dataset", "x"], "--train.dataset names a section"),
-    (["--train.epochs.value", "1"], "--train.epochs.value: unknown option (train.epochs is a value"),
-    (["--environment.mode", "2"], "environment.mode = 2: expected 0 (GRAPH_MODE) or 1"),
-    (["--train.compute_dtype", "fp8"], "train.compute_dtype = 'fp8': expected one of"),
-    (["--train.diffusion.conditioning_dropout", "1.5"], "train.diffusion.conditioning_dropout = 1.5"),
-    (["--train.pretrained", "ckpt"], "train.random_init = true and train.pretrained = 'ckpt'"),
-    (["--train.epochs"], "--train.epochs: missing value"),
-    (["epochs"], "unexpected argument 'epochs'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--train.epoch", "3"], "--train.epoch: unknown option; train has keys epochs"),
+        (
+            ["--train.dataset.init_args.framez", "2"],
+            "--train.dataset.init_args.framez: unknown option; train.dataset.init_args has keys",
+        ),
+        (["--trian.epochs", "2"], "--trian.epochs: unknown option; the top level has keys"),
+        (["--train.epochs", "abc"], "train.epochs = 'abc': expected an integer"),
+        (
+            ["--train.temporal_only", "yes please"],
+            "train.temporal_only = 'yes please': expected true or false",
+        ),
+        (["--train.scheduler.lr", "fast"], "train.scheduler.lr = 'fast': expected a number"),
+        (["--train.dataset.init_args.frames", "0"], "train.dataset.init_args.frames = 0"),
+        (["--train.dataset", "x"], "--train.dataset names a section"),
+        (
+            ["--train.epochs.value", "1"],
+            "--train.epochs.value: unknown option (train.epochs is a value",
+        ),
+        (["--environment.mode", "2"], "environment.mode = 2: expected 0 (GRAPH_MODE) or 1"),
+        (["--train.compute_dtype", "fp8"], "train.compute_dtype = 'fp8': expected one of"),
+        (
+            ["--train.diffusion.conditioning_dropout", "1.5"],
+            "train.diffusion.conditioning_dropout = 1.5",
+        ),
+        (["--train.pretrained", "ckpt"], "train.random_init = true and train.pretrained = 'ckpt'"),
+        (["--train.epochs"], "--train.epochs: missing value"),
+        (["epochs"], "unexpected argument 'epochs'"),
+    ],
+)
 def test_bad_overrides_name_the_dotted_key(args, message):
     with pytest.raises(ConfigError) as info:
         _load(args)
@@ -106,33 +153,53 @@ def test_clip_size_defaults_to_the_model_and_is_checked():
     assert (cfg.train.dataset.init_args.height, cfg.train.dataset.init_args.width) == (64, 64)
     cfg = _load(["--train.dataset.init_args.height", "32"], tiny)
     assert (cfg.train.dataset.init_args.height, cfg.train.dataset.init_args.width) == (32, 64)
-    with pytest.raises(ConfigError, match=r"train.dataset.init_args.height = 30: must be a positive multiple of 4"):
+    with pytest.raises(
+        ConfigError, match=r"train.dataset.init_args.height = 30: must be a positive multiple of 4"
+    ):
         _load(["--train.dataset.init_args.height", "30"], tiny)
 
 
 def test_dataloader_shuffle_sets_the_dataset_shuffle():
     assert _load(["--train.dataloader.shuffle", "false"]).train.dataset.init_args.shuffle is False
-    assert _load(["--train.dataloader.shuffle", "null", "--train.dataset.init_args.shuffle",
-                  "false"]).train.dataset.init_args.shuffle is False
+    assert (
+        _load(
+            ["--train.dataloader.shuffle", "null", "--train.dataset.init_args.shuffle", "false"]
+        ).train.dataset.init_args.shuffle
+        is False
+    )
 
 
 def test_seed_layout_reads_with_the_seed_class_path(tmp_path):
     """mindone's svd_train.yaml sections and names are accepted (keys it has and we lack, like
     sink_size, are refused by name)."""
-    seed_like = {"environment": {"mode": 0, "seed": 42, "distributed": False},
-                 "train": {"epochs": 1000, "temporal_only": True, "pretrained": "ckpt/svd",
-                           "output_dir": "output/",
-                           "dataset": {"class_path": "data.video_dataset.VideoDataset",
-                                       "init_args": {"data_dir": "d", "metadata": "d/v.csv",
-                                                     "frames": 4, "step": 5}},
-                           "dataloader": {"batch_size": 1, "shuffle": True, "drop_remainder": True},
-                           "scheduler": {"name": "cosine_decay", "lr": 5.0e-6, "end_lr": 1.0e-7,
-                                         "warmup_steps": 50},
-                           "optimizer": {"name": "adamw", "betas": [0.9, 0.98], "weight_decay": 0.01},
-                           "settings": {"drop_overflow_update": False,
-                                        "gradient_accumulation_steps": 5, "clip_grad": True,
-                                        "clip_norm": 1.0}},
-                 "LossScale": {"loss_scale_value": 1, "scale_factor": 2, "scale_window": 10}}
+    seed_like = {
+        "environment": {"mode": 0, "seed": 42, "distributed": False},
+        "train": {
+            "epochs": 1000,
+            "temporal_only": True,
+            "pretrained": "ckpt/svd",
+            "output_dir": "output/",
+            "dataset": {
+                "class_path": "data.video_dataset.VideoDataset",
+                "init_args": {"data_dir": "d", "metadata": "d/v.csv", "frames": 4, "step": 5},
+            },
+            "dataloader": {"batch_size": 1, "shuffle": True, "drop_remainder": True},
+            "scheduler": {
+                "name": "cosine_decay",
+                "lr": 5.0e-6,
+                "end_lr": 1.0e-7,
+                "warmup_steps": 50,
+            },
+            "optimizer": {"name": "adamw", "betas": [0.9, 0.98], "weight_decay": 0.01},
+            "settings": {
+                "drop_overflow_update": False,
+                "gradient_accumulation_steps": 5,
+                "clip_grad": True,
+                "clip_norm": 1.0,
+            },
+        },
+        "LossScale": {"loss_scale_value": 1, "scale_factor": 2, "scale_window": 10},
+    }
     path = tmp_path / "seed.yaml"
     path.write_text(yaml.safe_dump(seed_like))
     cfg = load_training_config(path)
@@ -163,28 +230,60 @@ def test_help_lists_every_option_with_its_help():
 
 def test_cli_errors_are_one_line_naming_the_key(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(main, ["--svd-config", "tiny", "--print-config", *REQUIRED,
-                                  "--train.dataset.init_args.framez", "3"])
+    result = runner.invoke(
+        main,
+        [
+            "--svd-config",
+            "tiny",
+            "--print-config",
+            *REQUIRED,
+            "--train.dataset.init_args.framez",
+            "3",
+        ],
+    )
     assert result.exit_code == 2
-    assert result.output.strip().startswith("error: --train.dataset.init_args.framez: unknown option")
-    result = runner.invoke(main, ["--svd-config", "tiny", "--print-config", *REQUIRED,
-                                  "--train.settings.gradient_accumulation_steps", "two"])
+    assert result.output.strip().startswith(
+        "error: --train.dataset.init_args.framez: unknown option"
+    )
+    result = runner.invoke(
+        main,
+        [
+            "--svd-config",
+            "tiny",
+            "--print-config",
+            *REQUIRED,
+            "--train.settings.gradient_accumulation_steps",
+            "two",
+        ],
+    )
     assert result.exit_code == 2
-    assert "train.settings.gradient_accumulation_steps = 'two': expected an integer" in result.output
+    assert (
+        "train.settings.gradient_accumulation_steps = 'two': expected an integer" in result.output
+    )
     result = runner.invoke(main, ["--svd-config", "nonesuch", "--print-config", *REQUIRED])
     assert result.exit_code == 2 and "nonesuch" in result.output
 
 
 def test_print_config_shows_the_resolved_config():
-    result = CliRunner().invoke(main, ["--svd-config", "tiny", "--print-config", *REQUIRED,
-                                       "--train.epochs", "7", "--LossScale.scale_window=20"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "--svd-config",
+            "tiny",
+            "--print-config",
+            *REQUIRED,
+            "--train.epochs",
+            "7",
+            "--LossScale.scale_window=20",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = yaml.safe_load(result.output)
     assert data["train"]["epochs"] == 7 and data["LossScale"]["scale_window"] == 20
     assert data["train"]["dataset"]["init_args"]["height"] == 64  # tiny's size
-    assert from_dict(TrainingConfig, data) == _load(["--train.epochs", "7",
-                                                     "--LossScale.scale_window=20"],
-                                                    load_model_config("tiny"))
+    assert from_dict(TrainingConfig, data) == _load(
+        ["--train.epochs", "7", "--LossScale.scale_window=20"], load_model_config("tiny")
+    )
 
 
 # ---- parameter counts -------------------------------------------------------------------------
@@ -201,14 +300,16 @@ def test_analytic_counts_match_the_built_unet():
     full = count_parameters(cfg, temporal_only=False)
     assert full.trainable == temporal + spatial and full.frozen_unet == 0
     assert full.total == counts.total
-    assert re.search(r"trainable parameters: [\d,]+ in \d+ tensors; frozen: [\d,]+", counts.summary())
+    assert re.search(
+        r"trainable parameters: [\d,]+ in \d+ tensors; frozen: [\d,]+", counts.summary()
+    )
 
 
 def test_svd_preset_counts_are_analytic():
     """The full-size model's split, without allocating it (reported in docs/TRAINING.md)."""
     counts = count_parameters(load_model_config("svd"), temporal_only=True)
     unet_total = counts.trainable + counts.frozen_unet
-    assert 1.4e9 < unet_total < 1.6e9          # SVD's U-Net: about 1.52 B parameters
+    assert 1.4e9 < unet_total < 1.6e9  # SVD's U-Net: about 1.52 B parameters
     assert 0.3 < counts.trainable / unet_total < 0.45
 
 
@@ -219,14 +320,36 @@ def test_compile_cache_folder_is_keyed_by_what_the_graphs_bake_in(tmp_path):
     base = ["--train.output_dir", str(tmp_path)]
     key = compile_cache_dir(_load(base, tiny), tiny, 1)
     assert key.parent == tmp_path.resolve() / "compile_cache"
-    assert compile_cache_dir(_load(base + ["--train.epochs", "3", "--train.scheduler.lr", "1e-4"],
-                                   tiny), tiny, 1) == key   # not in any graph
-    for change in (["--train.dataset.init_args.frames", "6"], ["--train.temporal_only", "false"],
-                   ["--train.dataloader.batch_size", "2"], ["--train.optimizer.eps", "1e-6"],
-                   ["--train.compute_dtype", "fp16"]):
+    assert (
+        compile_cache_dir(
+            _load(base + ["--train.epochs", "3", "--train.scheduler.lr", "1e-4"], tiny), tiny, 1
+        )
+        == key
+    )  # not in any graph
+    for change in (
+        ["--train.dataset.init_args.frames", "6"],
+        ["--train.temporal_only", "false"],
+        ["--train.dataloader.batch_size", "2"],
+        ["--train.optimizer.eps", "1e-6"],
+        ["--train.compute_dtype", "fp16"],
+    ):
         assert compile_cache_dir(_load(base + change, tiny), tiny, 1) != key, change
     assert compile_cache_dir(_load(base, tiny), tiny, 2) != key
     other = load_model_config("mid")
-    assert compile_cache_dir(_load(base + ["--train.dataset.init_args.height", "64",
-                                           "--train.dataset.init_args.width", "64"], other),
-                             other, 1) != key
+    assert (
+        compile_cache_dir(
+            _load(
+                base
+                + [
+                    "--train.dataset.init_args.height",
+                    "64",
+                    "--train.dataset.init_args.width",
+                    "64",
+                ],
+                other,
+            ),
+            other,
+            1,
+        )
+        != key
+    )

@@ -1,4 +1,5 @@
 """Training dataset (svdeploy.train.data): labels CSV, clip sampling, skips, resumable order."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,15 @@ def dataset_dir(tmp_path_factory):
 
 
 def _config(synthetic, **changes) -> VideoDatasetConfig:
-    options = dict(data_dir=str(synthetic.root), metadata=str(synthetic.csv_path), frames=4,
-                   step=5, height=HEIGHT, width=WIDTH, seed=3)
+    options = dict(
+        data_dir=str(synthetic.root),
+        metadata=str(synthetic.csv_path),
+        frames=4,
+        step=5,
+        height=HEIGHT,
+        width=WIDTH,
+        seed=3,
+    )
     options.update(changes)
     return VideoDatasetConfig(**options)
 
@@ -50,21 +58,27 @@ def _indices(sample: Sample) -> List[int]:
 
 # ---- config ---------------------------------------------------------------------------------
 def test_config_uses_the_seed_names_and_defaults():
-    cfg = from_dict(VideoDatasetConfig, {"data_dir": "d", "metadata": "d/videos.csv", "frames": 4,
-                                         "step": 5, "default_fps": 6}, "train.dataset")
+    cfg = from_dict(
+        VideoDatasetConfig,
+        {"data_dir": "d", "metadata": "d/videos.csv", "frames": 4, "step": 5, "default_fps": 6},
+        "train.dataset",
+    )
     assert (cfg.frames, cfg.step, cfg.default_fps) == (4, 5, 6.0)
     assert VideoDatasetConfig().frames == 4 and VideoDatasetConfig().step == 5  # svd_train.yaml
     assert cfg.clip_span == 16
     assert from_dict(VideoDatasetConfig, to_dict(cfg)) == cfg
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"frames": 0}, "dataset.frames = 0"),
-    ({"step": -1}, "dataset.step = -1"),
-    ({"height": 0}, "dataset.height = 0"),
-    ({"default_fps": 0.0}, "dataset.default_fps = 0.0"),
-    ({"metadata": ""}, "dataset.metadata is empty"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"frames": 0}, "dataset.frames = 0"),
+        ({"step": -1}, "dataset.step = -1"),
+        ({"height": 0}, "dataset.height = 0"),
+        ({"default_fps": 0.0}, "dataset.default_fps = 0.0"),
+        ({"metadata": ""}, "dataset.metadata is empty"),
+    ],
+)
 def test_config_rejects_bad_values(changes, message):
     cfg = VideoDatasetConfig(**{"data_dir": "d", "metadata": "m.csv", **changes})
     with pytest.raises(ConfigError) as info:
@@ -80,26 +94,37 @@ def test_config_rejects_unknown_keys():
 # ---- labels CSV -----------------------------------------------------------------------------
 def test_read_labels_ignores_extra_columns_and_blank_lines(tmp_path):
     path = tmp_path / "labels.csv"
-    path.write_text("caption,motion_bucket_id,path,length\n"
-                    '"a cat, walking",12,cats/a.mp4,40\n\n'
-                    "dog,255, b.mp4 ,7\n")
+    path.write_text(
+        "caption,motion_bucket_id,path,length\n"
+        '"a cat, walking",12,cats/a.mp4,40\n\n'
+        "dog,255, b.mp4 ,7\n"
+    )
     rows = read_labels(path)
     assert [(r.path, r.length, r.motion_bucket_id, r.line) for r in rows] == [
-        ("cats/a.mp4", 40, 12, 2), ("b.mp4", 7, 255, 4)]
+        ("cats/a.mp4", 40, 12, 2),
+        ("b.mp4", 7, 255, 4),
+    ]
 
 
-@pytest.mark.parametrize("text, line, message", [
-    ("path,length,motion_bucket_id\na.mp4,10,5\nb.mp4,10\n", 3, "2 column(s), expected 3"),
-    ("path,length,motion_bucket_id\na.mp4,12.5,5\n", 2, "length = '12.5': expected an integer"),
-    ("path,length,motion_bucket_id\na.mp4,ten,5\n", 2, "length = 'ten'"),
-    ("path,length,motion_bucket_id\na.mp4,0,5\n", 2, "length = 0"),
-    ("path,length,motion_bucket_id\na.mp4,10,256\n", 2, "motion_bucket_id = 256: expected 0..255"),
-    ("path,length,motion_bucket_id\na.mp4,10,-1\n", 2, "motion_bucket_id = -1"),
-    ("path,length,motion_bucket_id\na.mp4,10,fast\n", 2, "motion_bucket_id = 'fast'"),
-    ("path,length,motion_bucket_id\n,10,3\n", 2, "empty path"),
-    ("a.mp4,10,5\nb.mp4,10,5\n", 1, "lacks column(s) path, length, motion_bucket_id"),
-    ("path,length,caption\na.mp4,10,hi\n", 1, "lacks column(s) motion_bucket_id"),
-])
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        ("path,length,motion_bucket_id\na.mp4,10,5\nb.mp4,10\n", 3, "2 column(s), expected 3"),
+        ("path,length,motion_bucket_id\na.mp4,12.5,5\n", 2, "length = '12.5': expected an integer"),
+        ("path,length,motion_bucket_id\na.mp4,ten,5\n", 2, "length = 'ten'"),
+        ("path,length,motion_bucket_id\na.mp4,0,5\n", 2, "length = 0"),
+        (
+            "path,length,motion_bucket_id\na.mp4,10,256\n",
+            2,
+            "motion_bucket_id = 256: expected 0..255",
+        ),
+        ("path,length,motion_bucket_id\na.mp4,10,-1\n", 2, "motion_bucket_id = -1"),
+        ("path,length,motion_bucket_id\na.mp4,10,fast\n", 2, "motion_bucket_id = 'fast'"),
+        ("path,length,motion_bucket_id\n,10,3\n", 2, "empty path"),
+        ("a.mp4,10,5\nb.mp4,10,5\n", 1, "lacks column(s) path, length, motion_bucket_id"),
+        ("path,length,caption\na.mp4,10,hi\n", 1, "lacks column(s) motion_bucket_id"),
+    ],
+)
 def test_malformed_labels_name_the_file_and_line(tmp_path, text, line, message):
     path = tmp_path / "bad.csv"
     path.write_text(text)
@@ -109,8 +134,10 @@ def test_malformed_labels_name_the_file_and_line(tmp_path, text, line, message):
     assert message in str(info.value)
 
 
-@pytest.mark.parametrize("text, message", [("", "is empty"), ("\n\n", "is empty"),
-                                           ("path,length,motion_bucket_id\n", "no rows")])
+@pytest.mark.parametrize(
+    "text, message",
+    [("", "is empty"), ("\n\n", "is empty"), ("path,length,motion_bucket_id\n", "no rows")],
+)
 def test_labels_without_rows_are_an_error(tmp_path, text, message):
     path = tmp_path / "empty.csv"
     path.write_text(text)
@@ -128,7 +155,7 @@ def test_cover_size_keeps_the_aspect_and_covers():
     assert cover_size(1080, 1920, 576, 1024) == (576, 1024)
     assert cover_size(40, 80, 32, 32) == (32, 64)
     assert cover_size(100, 100, 32, 64) == (64, 64)
-    assert cover_size(10, 20, 40, 40) == (40, 80)      # upscales when needed
+    assert cover_size(10, 20, 40, 40) == (40, 80)  # upscales when needed
 
 
 def test_resize_cover_crop_takes_the_center():
@@ -136,9 +163,9 @@ def test_resize_cover_crop_takes_the_center():
     ramp = np.broadcast_to((3 * np.arange(80))[None, :, None], (40, 80, 3)).astype(np.uint8)
     out = resize_cover_crop(ramp, 32, 32)
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
-    expected = 3 * ((16 + np.arange(32) + 0.5) / 0.8 - 0.5)   # source column of each output pixel
+    expected = 3 * ((16 + np.arange(32) + 0.5) / 0.8 - 0.5)  # source column of each output pixel
     np.testing.assert_allclose(out[16, 2:-2, 0], expected[2:-2], atol=2.0)
-    assert np.all(out[:, :, 0] == out[0:1, :, 0])      # rows stay identical
+    assert np.all(out[:, :, 0] == out[0:1, :, 0])  # rows stay identical
 
 
 def test_to_model_range_maps_uint8_to_minus_one_one_channels_first():
@@ -153,10 +180,10 @@ def test_to_model_range_maps_uint8_to_minus_one_one_channels_first():
 
 def test_clip_start_is_uniform_over_the_allowed_range():
     rng = np.random.default_rng(0)
-    starts = [draw_start(10, 4, 2, rng) for _ in range(2000)]   # span 7 → starts 0..3
+    starts = [draw_start(10, 4, 2, rng) for _ in range(2000)]  # span 7 → starts 0..3
     counts = np.bincount(starts, minlength=4)
     assert len(counts) == 4 and counts.min() > 400
-    assert draw_start(7, 4, 2, rng) == 0                        # exactly one clip fits
+    assert draw_start(7, 4, 2, rng) == 0  # exactly one clip fits
     with pytest.raises(VideoTooShortError, match="needs 7"):
         draw_start(6, 4, 2, rng)
 
@@ -190,7 +217,7 @@ def test_read_frames_past_the_end_is_too_short(dataset_dir):
 def test_samples_have_the_right_shape_range_frames_and_conditioning(dataset_dir):
     dataset = VideoDataset(_config(dataset_dir))
     samples = _epoch(dataset)
-    assert len(samples) == 6          # 7 usable rows, one of them corrupt
+    assert len(samples) == 6  # 7 usable rows, one of them corrupt
     for sample in samples:
         assert sample.frames.shape == (4, 3, HEIGHT, WIDTH)
         assert sample.frames.dtype == np.float32
@@ -198,10 +225,10 @@ def test_samples_have_the_right_shape_range_frames_and_conditioning(dataset_dir)
         assert sample.cond_image.shape == (3, HEIGHT, WIDTH)
         np.testing.assert_array_equal(sample.cond_image, sample.frames[0])
         assert 0 <= sample.start <= dataset_dir.frame_counts[sample.path] - 16
-        assert sample.fps == dataset_dir.fps[sample.path]           # read from the file
+        assert sample.fps == dataset_dir.fps[sample.path]  # read from the file
         assert sample.clip_fps == sample.fps / 5
     by_path = {s.path: s for s in samples}
-    assert by_path["fast.mp4"].motion_bucket_id == 200               # from the CSV
+    assert by_path["fast.mp4"].motion_bucket_id == 200  # from the CSV
     assert by_path["still.mp4"].motion_bucket_id == 0
     for name in INDEX_VIDEOS:
         sample = by_path[name]
@@ -231,8 +258,9 @@ def test_epochs_reshuffle_and_redraw_starts(dataset_dir):
 
 def test_unshuffled_order_follows_the_csv(dataset_dir):
     dataset = VideoDataset(_config(dataset_dir, shuffle=False))
-    assert [s.path for s in _epoch(dataset)] == [r.path for r in dataset.rows
-                                                 if r.path != dataset_dir.corrupt]
+    assert [s.path for s in _epoch(dataset)] == [
+        r.path for r in dataset.rows if r.path != dataset_dir.corrupt
+    ]
 
 
 def test_bad_videos_are_skipped_with_warnings_and_counted(dataset_dir, caplog):
@@ -246,9 +274,9 @@ def test_bad_videos_are_skipped_with_warnings_and_counted(dataset_dir, caplog):
         for name in (dataset_dir.missing, dataset_dir.corrupt, dataset_dir.short):
             assert name in warned
         caplog.clear()
-        assert len(_epoch(dataset)) == 6                     # the next epoch goes on
+        assert len(_epoch(dataset)) == 6  # the next epoch goes on
     assert dataset.skip_counts == {"missing": 1, "unreadable": 1, "too_short": 1}
-    assert caplog.text == ""                                  # known-bad videos are not retried
+    assert caplog.text == ""  # known-bad videos are not retried
     assert set(dataset.skipped["unreadable"]) == {dataset_dir.corrupt}
 
 
@@ -282,7 +310,7 @@ def test_resumed_dataset_continues_from_the_same_position(dataset_dir):
     original = VideoDataset(_config(dataset_dir))
     stream = iter(original)
     head = [next(stream) for _ in range(3)]
-    state = json.loads(json.dumps(original.state_dict()))   # as a checkpoint would store it
+    state = json.loads(json.dumps(original.state_dict()))  # as a checkpoint would store it
     assert state["epoch"] == 0 and state["index"] >= 3
     rest = list(stream) + [s for _, s in zip(range(4), iter(original))]
 
@@ -290,7 +318,9 @@ def test_resumed_dataset_continues_from_the_same_position(dataset_dir):
     resumed.load_state_dict(state)
     assert resumed.position == (state["epoch"], state["index"])
     replay = list(resumed) + [s for _, s in zip(range(4), iter(resumed))]
-    assert [(s.epoch, s.path, s.start) for s in replay] == [(s.epoch, s.path, s.start) for s in rest]
+    assert [(s.epoch, s.path, s.start) for s in replay] == [
+        (s.epoch, s.path, s.start) for s in rest
+    ]
     for a, b in zip(rest, replay):
         np.testing.assert_array_equal(a.frames, b.frames)
     assert not {s.path for s in head} & {s.path for s in replay if s.epoch == 0}
@@ -301,8 +331,11 @@ def test_resume_carries_the_known_bad_videos(dataset_dir):
     _epoch(original)
     resumed = VideoDataset(_config(dataset_dir))
     resumed.load_state_dict(original.state_dict())
-    assert resumed.skip_counts == original.skip_counts == {"missing": 1, "unreadable": 1,
-                                                           "too_short": 1}
+    assert (
+        resumed.skip_counts
+        == original.skip_counts
+        == {"missing": 1, "unreadable": 1, "too_short": 1}
+    )
 
 
 def test_state_from_other_data_is_rejected(dataset_dir, tmp_path):

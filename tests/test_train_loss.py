@@ -1,5 +1,6 @@
 """svd-train numerics: EDM loss and preconditioning against NumPy, the random draws, the
 frozen conditioning, AdamW against torch, learning-rate schedule and loss scaling."""
+
 from __future__ import annotations
 
 import math
@@ -30,7 +31,7 @@ from svdeploy.train.step import (
     learning_rate,
 )
 
-D, ADM = 6, 12       # context dim, adm_in (3 × 4)
+D, ADM = 6, 12  # context dim, adm_in (3 × 4)
 
 
 def sinusoid(t: np.ndarray, dim: int, max_period: float = 10000.0) -> np.ndarray:
@@ -55,8 +56,11 @@ class StubUNet(nn.Cell):
         self.frames_seen.append(num_frames)
         n, c, h, w = x.shape
         out = ops.matmul(x.transpose(0, 2, 3, 1), self.a.T).transpose(0, 3, 1, 2)
-        extra = (timesteps.reshape(n, 1) * self.u.reshape(1, -1)
-                 + ops.matmul(context.reshape(n, -1), self.p) + ops.matmul(y, self.q))
+        extra = (
+            timesteps.reshape(n, 1) * self.u.reshape(1, -1)
+            + ops.matmul(context.reshape(n, -1), self.p)
+            + ops.matmul(y, self.q)
+        )
         return out + extra.reshape(n, -1, 1, 1)
 
 
@@ -70,35 +74,50 @@ def reference_loss(weights, x0, image_latent, context, ids, sigma, noise, keep, 
     """docs/NUMERICS.md §4, §6: the EDM loss, in float64 NumPy, frame-major inside each video."""
     s = np.repeat(sigma.astype(np.float64), frames)[:, None, None, None]
     noisy = x0 + s * noise
-    c_in, c_skip = 1 / np.sqrt(s ** 2 + 1), 1 / (s ** 2 + 1)
-    c_out, c_noise = -s / np.sqrt(s ** 2 + 1), 0.25 * np.log(s.ravel())
+    c_in, c_skip = 1 / np.sqrt(s**2 + 1), 1 / (s**2 + 1)
+    c_out, c_noise = -s / np.sqrt(s**2 + 1), 0.25 * np.log(s.ravel())
     image = np.repeat(image_latent * keep[:, None, None, None], frames, axis=0)
     ctx = np.repeat(context * keep[:, None, None], frames, axis=0)
     ids_f = np.repeat(ids, frames, axis=0)
     y = np.concatenate([sinusoid(ids_f[:, i], ADM // 3) for i in range(3)], axis=1)
     out = stub_numpy(*weights, np.concatenate([noisy * c_in, image], axis=1), c_noise, ctx, y)
     denoised = c_skip * noisy + c_out * out
-    return float(np.mean((s ** 2 + 1) / s ** 2 * (denoised - x0) ** 2))
+    return float(np.mean((s**2 + 1) / s**2 * (denoised - x0) ** 2))
 
 
 @pytest.fixture
 def case():
     rng = np.random.default_rng(0)
     b, f, c, h, w = 2, 3, 4, 2, 3
-    weights = (rng.normal(size=(4, 8)), rng.normal(size=4), rng.normal(size=(D, 4)),
-               rng.normal(size=(ADM, 4)))
+    weights = (
+        rng.normal(size=(4, 8)),
+        rng.normal(size=4),
+        rng.normal(size=(D, 4)),
+        rng.normal(size=(ADM, 4)),
+    )
     inputs = dict(
-        x0=rng.normal(size=(b * f, c, h, w)), image_latent=rng.normal(size=(b, c, h, w)),
-        context=rng.normal(size=(b, 1, D)), ids=np.array([[5.0, 127, 0.02], [11.0, 30, 0.3]]),
-        sigma=np.array([0.3, 7.0]), noise=rng.normal(size=(b * f, c, h, w)))
+        x0=rng.normal(size=(b * f, c, h, w)),
+        image_latent=rng.normal(size=(b, c, h, w)),
+        context=rng.normal(size=(b, 1, D)),
+        ids=np.array([[5.0, 127, 0.02], [11.0, 30, 0.3]]),
+        sigma=np.array([0.3, 7.0]),
+        noise=rng.normal(size=(b * f, c, h, w)),
+    )
     return weights, inputs, f
 
 
 def _ms_loss(weights, inputs, keep, frames):
     stub = StubUNet(*weights)
     loss_net = EDMLoss(stub, frames, ADM // 3)
-    args = [inputs["x0"], inputs["image_latent"], inputs["context"], inputs["ids"],
-            inputs["sigma"], inputs["noise"], keep]
+    args = [
+        inputs["x0"],
+        inputs["image_latent"],
+        inputs["context"],
+        inputs["ids"],
+        inputs["sigma"],
+        inputs["noise"],
+        keep,
+    ]
     value = float(loss_net(*[Tensor(np.asarray(a, np.float32)) for a in args]).asnumpy())
     return value, stub
 
@@ -108,8 +127,12 @@ def test_loss_matches_numpy_reference(case, keep):
     weights, inputs, frames = case
     keep = np.array(keep)
     value, stub = _ms_loss(weights, inputs, keep, frames)
-    expected = reference_loss(weights, **{k: np.asarray(v, np.float64) for k, v in inputs.items()},
-                              keep=keep, frames=frames)
+    expected = reference_loss(
+        weights,
+        **{k: np.asarray(v, np.float64) for k, v in inputs.items()},
+        keep=keep,
+        frames=frames,
+    )
     assert value == pytest.approx(expected, rel=2e-5)
     assert stub.frames_seen and set(stub.frames_seen) == {frames}
 
@@ -150,13 +173,18 @@ def test_preconditioning_equals_the_inference_schedule(sigma):
     x0 = np.full((2, 4, 1, 1), 0.5, np.float32)
     noise = np.full((2, 4, 1, 1), 1.0, np.float32)
     loss = EDMLoss(Probe(), 2, ADM // 3)(
-        Tensor(x0), Tensor(np.zeros((1, 4, 1, 1), np.float32)), Tensor(np.zeros((1, 1, D), np.float32)),
-        Tensor(np.zeros((1, 3), np.float32)), Tensor(np.array([sigma], np.float32)), Tensor(noise),
-        Tensor(np.ones(1, np.float32)))
+        Tensor(x0),
+        Tensor(np.zeros((1, 4, 1, 1), np.float32)),
+        Tensor(np.zeros((1, 1, D), np.float32)),
+        Tensor(np.zeros((1, 3), np.float32)),
+        Tensor(np.array([sigma], np.float32)),
+        Tensor(noise),
+        Tensor(np.ones(1, np.float32)),
+    )
     noisy = 0.5 + sigma
     np.testing.assert_allclose(seen["c_noise"], pre.c_noise, rtol=1e-5)
     np.testing.assert_allclose(seen["x"][:, :4], noisy * pre.c_in, rtol=1e-5)
-    expected = (sigma ** 2 + 1) / sigma ** 2 * (pre.c_skip * noisy - 0.5) ** 2
+    expected = (sigma**2 + 1) / sigma**2 * (pre.c_skip * noisy - 0.5) ** 2
     assert float(loss.asnumpy()) == pytest.approx(expected, rel=1e-4)
 
 
@@ -175,8 +203,9 @@ def test_draws_are_reproducible_per_sample_and_distinct_between_samples():
 
 
 def test_draw_distributions_follow_the_config():
-    cfg = DiffusionConfig(p_mean=1.0, p_std=1.6, cond_aug_mean=-3.0, cond_aug_std=0.5,
-                          conditioning_dropout=0.25)
+    cfg = DiffusionConfig(
+        p_mean=1.0, p_std=1.6, cond_aug_mean=-3.0, cond_aug_std=0.5, conditioning_dropout=0.25
+    )
     draws = [draw_video(0, i, cfg, (1, 1, 1), (1, 1, 1, 1)) for i in range(4000)]
     log_sigma = np.log([d.sigma for d in draws])
     log_aug = np.log([d.cond_aug for d in draws])
@@ -189,11 +218,15 @@ def test_draw_distributions_follow_the_config():
     d = draw_video(0, 5, fixed, (1, 1, 1), (1, 1, 1, 1))
     assert d.cond_aug == 0.02 and d.sigma == pytest.approx(math.exp(-1.0)) and d.keep == 1.0
     # the other draws do not move when an option turns one of them off
-    np.testing.assert_array_equal(d.noise, draw_video(0, 5, DiffusionConfig(), (1, 1, 1), (1, 1, 1, 1)).noise)
+    np.testing.assert_array_equal(
+        d.noise, draw_video(0, 5, DiffusionConfig(), (1, 1, 1), (1, 1, 1, 1)).noise
+    )
 
 
 def test_time_ids_are_fps_minus_one_motion_and_aug():
-    np.testing.assert_array_equal(time_ids(6.0, 127, 0.02), np.array([5.0, 127.0, 0.02], np.float32))
+    np.testing.assert_array_equal(
+        time_ids(6.0, 127, 0.02), np.array([5.0, 127.0, 0.02], np.float32)
+    )
 
 
 # ---- frozen conditioning ----------------------------------------------------------------------
@@ -207,24 +240,48 @@ def test_conditioning_scales_frames_not_the_image_latent_and_uses_clip_preproces
     vae, clip = build_network("vae_encoder", cfg), build_network("image_encoder", cfg)
     rng = np.random.default_rng(1)
     frames = rng.uniform(-1, 1, size=(2, 3, 16, 16)).astype(np.float32)
-    sample = Sample(frames=frames, cond_image=frames[0].copy(), fps=12.0, motion_bucket_id=90,
-                    path="v.mp4", start=0, step=3, epoch=0, row=0)
+    sample = Sample(
+        frames=frames,
+        cond_image=frames[0].copy(),
+        fps=12.0,
+        motion_bucket_id=90,
+        path="v.mp4",
+        start=0,
+        step=3,
+        epoch=0,
+        row=0,
+    )
     draws = [draw_video(0, 0, DiffusionConfig(cond_aug=0.5), (3, 16, 16), (2, 4, 8, 8))]
     batch = FrozenConditioner(vae, clip, 0.18215).micro_batch([sample], draws)
     direct = vae(Tensor(frames)).asnumpy()
     np.testing.assert_allclose(batch.x0, direct * 0.18215, rtol=1e-4, atol=1e-6)
     augmented = frames[0] + 0.5 * draws[0].image_noise
-    np.testing.assert_allclose(batch.image_latent, vae(Tensor(augmented[None])).asnumpy(),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        batch.image_latent, vae(Tensor(augmented[None])).asnumpy(), rtol=1e-4, atol=1e-6
+    )
     # CLIP sees the clean frame: resized to 224 and normalised (checked on a constant image)
     grey = np.zeros_like(frames)
-    grey_sample = Sample(frames=grey, cond_image=grey[0].copy(), fps=12.0, motion_bucket_id=90,
-                         path="v.mp4", start=0, step=3, epoch=0, row=0)
+    grey_sample = Sample(
+        frames=grey,
+        cond_image=grey[0].copy(),
+        fps=12.0,
+        motion_bucket_id=90,
+        path="v.mp4",
+        start=0,
+        step=3,
+        epoch=0,
+        row=0,
+    )
     grey_batch = FrozenConditioner(vae, clip, 0.18215).micro_batch([grey_sample], draws)
-    pixels = np.broadcast_to(((0.5 - CLIP_MEAN) / CLIP_STD).astype(np.float32)[None, :, None, None],
-                             (1, 3, 224, 224))
-    np.testing.assert_allclose(grey_batch.context[:, 0], clip(Tensor(np.ascontiguousarray(pixels))).asnumpy(),
-                               rtol=1e-4, atol=1e-5)
+    pixels = np.broadcast_to(
+        ((0.5 - CLIP_MEAN) / CLIP_STD).astype(np.float32)[None, :, None, None], (1, 3, 224, 224)
+    )
+    np.testing.assert_allclose(
+        grey_batch.context[:, 0],
+        clip(Tensor(np.ascontiguousarray(pixels))).asnumpy(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
     np.testing.assert_array_equal(batch.time_ids, [[3.0, 90.0, 0.5]])  # clip fps 12/3 = 4
     assert batch.context.shape == (1, 1, cfg.unet.context_dim)
 
@@ -248,9 +305,15 @@ def test_adamw_matches_torch(execution_mode):
     params = ParameterTuple([Parameter(Tensor(a.copy()), name=f"p{i}") for i, a in enumerate(init)])
     opt = AdamW(params, [len(s) >= 2 for s in shapes], (0.9, 0.98), 1e-8, 0.1)
     tparams = [torch.tensor(a.copy(), requires_grad=True) for a in init]
-    topt = torch.optim.AdamW([{"params": [tparams[0], tparams[2]], "weight_decay": 0.1},
-                              {"params": [tparams[1]], "weight_decay": 0.0}],
-                             lr=1e-2, betas=(0.9, 0.98), eps=1e-8)
+    topt = torch.optim.AdamW(
+        [
+            {"params": [tparams[0], tparams[2]], "weight_decay": 0.1},
+            {"params": [tparams[1]], "weight_decay": 0.0},
+        ],
+        lr=1e-2,
+        betas=(0.9, 0.98),
+        eps=1e-8,
+    )
     for step_grads, lr in zip(grads, lrs):
         opt(tuple(Tensor(g) for g in step_grads), Tensor(np.float32(lr)))
         for group in topt.param_groups:
@@ -269,7 +332,7 @@ def test_learning_rate_schedule():
     values = [learning_rate(s, cfg, 14) for s in range(14)]
     assert values[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
     assert values[4] == pytest.approx(1e-3)
-    assert values[9] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))       # halfway through 10
+    assert values[9] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))  # halfway through 10
     assert values[13] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * 0.9)))
     assert all(a >= b for a, b in zip(values[4:], values[5:]))
     assert learning_rate(100, cfg, 14) == pytest.approx(1e-5)
@@ -278,7 +341,9 @@ def test_learning_rate_schedule():
 
 
 def test_loss_scaler_follows_dynamic_loss_scale_rules():
-    scaler = LossScaler.from_config(LossScaleConfig(loss_scale_value=8, scale_factor=2, scale_window=3))
+    scaler = LossScaler.from_config(
+        LossScaleConfig(loss_scale_value=8, scale_factor=2, scale_window=3)
+    )
     scaler.update(True), scaler.update(True)
     assert scaler.scale == 8
     scaler.update(True)
@@ -304,7 +369,7 @@ def test_temporal_parameter_names():
     assert is_temporal("input_blocks.1.0.time_stack.in_layers.0.weight")
     assert is_temporal("middle_block.1.time_mixer.mix_factor")
     assert is_temporal("input_blocks.1.1.time_pos_embed.0.bias")
-    assert not is_temporal("time_embed.0.weight")            # the timestep MLP is shared
+    assert not is_temporal("time_embed.0.weight")  # the timestep MLP is shared
     assert not is_temporal("input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight")
 
 
@@ -321,20 +386,32 @@ class ToyLoss(nn.Cell):
 
 def _toy_batch(x: Sequence[float], sigma: float = 1.0) -> MicroBatch:
     z = np.zeros((1, 1), np.float32)
-    return MicroBatch(x0=np.array(x, np.float32).reshape(1, 2), image_latent=z, context=z,
-                      time_ids=z, sigma=np.array([sigma], np.float32), noise=z, keep=np.ones(1, np.float32))
+    return MicroBatch(
+        x0=np.array(x, np.float32).reshape(1, 2),
+        image_latent=z,
+        context=z,
+        time_ids=z,
+        sigma=np.array([sigma], np.float32),
+        noise=z,
+        keep=np.ones(1, np.float32),
+    )
 
 
 def test_step_runner_unscales_averages_and_skips_overflow(execution_mode):
     toy = ToyLoss()
-    runner = StepRunner(toy, ParameterTuple([toy.w]), OptimizerConfig(weight_decay=0.0),
-                        clip_norm=1.0, drop_overflow_update=True)
+    runner = StepRunner(
+        toy,
+        ParameterTuple([toy.w]),
+        OptimizerConfig(weight_decay=0.0),
+        clip_norm=1.0,
+        drop_overflow_update=True,
+    )
     # two micro-batches at loss scale 8: the step sees the mean unscaled gradient
     assert runner.micro_step(_toy_batch([2.0, 0.0]), 8.0) == pytest.approx(2.0)
     runner.micro_step(_toy_batch([4.0, 8.0]), 8.0)
     result = runner.step(lr=0.1, scale=8.0)
     assert result.finite and result.applied
-    assert result.grad_norm == pytest.approx(5.0, rel=1e-6)   # |mean([2, 0], [4, 8])| = |[3, 4]|
+    assert result.grad_norm == pytest.approx(5.0, rel=1e-6)  # |mean([2, 0], [4, 8])| = |[3, 4]|
     assert result.loss == pytest.approx((2.0 + (4.0 - 16.0)) / 2)
     np.testing.assert_allclose(toy.w.asnumpy(), [1.0 - 0.1, -2.0 - 0.1], rtol=1e-5)  # Adam step 1
     np.testing.assert_array_equal(runner.accum[0].asnumpy(), [0.0, 0.0])

@@ -3,6 +3,7 @@
 
 Tiny preset networks, 16×16 clips of 4 frames; every step writes a row to train_log.csv, which
 is how the test knows when to kill the first run."""
+
 from __future__ import annotations
 
 import os
@@ -24,29 +25,60 @@ from svdref.videos import moving_square_frames, write_labels, write_video
 pytestmark = pytest.mark.slow
 
 SIZE, FRAMES, STEP = 16, 4, 2
-TOTAL, INTERVAL, KILL_AFTER = 8, 4, 6   # checkpoints at 4 and 8; killed once step 6 is logged
+TOTAL, INTERVAL, KILL_AFTER = 8, 4, 6  # checkpoints at 4 and 8; killed once step 6 is logged
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("resume_videos")
     for i, speed in enumerate((1.0, 2.5, 4.0)):
-        write_video(root / f"clip{i}.mp4", moving_square_frames(18, 32, 32, speed, square=9, seed=i), 8)
+        write_video(
+            root / f"clip{i}.mp4", moving_square_frames(18, 32, 32, speed, square=9, seed=i), 8
+        )
     write_labels(root / "labels.csv", [(f"clip{i}.mp4", 18, 40 * (i + 1)) for i in range(3)])
     return root
 
 
 def command(videos: Path, out: Path, *extra: str) -> List[str]:
-    return [sys.executable, "-m", "svdeploy.train.cli", "--svd-config", "tiny", "--no-progress",
-            "--train.random_init", "true", "--train.output_dir", str(out),
-            "--train.dataset.init_args.data_dir", str(videos),
-            "--train.dataset.init_args.metadata", str(videos / "labels.csv"),
-            "--train.dataset.init_args.frames", str(FRAMES), "--train.dataset.init_args.step", str(STEP),
-            "--train.dataset.init_args.height", str(SIZE), "--train.dataset.init_args.width", str(SIZE),
-            "--train.max_steps", str(TOTAL), "--train.save_ckpt_interval", str(INTERVAL),
-            "--train.ckpt_max_keep", "null", "--train.settings.gradient_accumulation_steps", "1",
-            "--train.scheduler.warmup_steps", "2", "--train.scheduler.lr", "1e-3",
-            "--environment.compile_cache", "true", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "svdeploy.train.cli",
+        "--svd-config",
+        "tiny",
+        "--no-progress",
+        "--train.random_init",
+        "true",
+        "--train.output_dir",
+        str(out),
+        "--train.dataset.init_args.data_dir",
+        str(videos),
+        "--train.dataset.init_args.metadata",
+        str(videos / "labels.csv"),
+        "--train.dataset.init_args.frames",
+        str(FRAMES),
+        "--train.dataset.init_args.step",
+        str(STEP),
+        "--train.dataset.init_args.height",
+        str(SIZE),
+        "--train.dataset.init_args.width",
+        str(SIZE),
+        "--train.max_steps",
+        str(TOTAL),
+        "--train.save_ckpt_interval",
+        str(INTERVAL),
+        "--train.ckpt_max_keep",
+        "null",
+        "--train.settings.gradient_accumulation_steps",
+        "1",
+        "--train.scheduler.warmup_steps",
+        "2",
+        "--train.scheduler.lr",
+        "1e-3",
+        "--environment.compile_cache",
+        "true",
+        *extra,
+    ]
 
 
 def logged_steps(path: Path) -> List[Dict[str, str]]:
@@ -60,8 +92,9 @@ def logged_steps(path: Path) -> List[Dict[str, str]]:
 def resumed(videos, tmp_path_factory):
     out = tmp_path_factory.mktemp("resume") / "run"
     env = dict(os.environ)
-    first = subprocess.Popen(command(videos, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             env=env)
+    first = subprocess.Popen(
+        command(videos, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+    )
     deadline = time.monotonic() + 400
     try:
         while True:
@@ -69,8 +102,10 @@ def resumed(videos, tmp_path_factory):
             if rows and int(rows[-1]["step"]) >= KILL_AFTER:
                 break
             if first.poll() is not None:
-                pytest.fail("the first run ended before it could be killed:\n"
-                            + first.stdout.read().decode(errors="replace")[-3000:])
+                pytest.fail(
+                    "the first run ended before it could be killed:\n"
+                    + first.stdout.read().decode(errors="replace")[-3000:]
+                )
             if time.monotonic() > deadline:
                 pytest.fail("the first run did not reach step 6 in 400 s")
             time.sleep(0.05)
@@ -82,19 +117,36 @@ def resumed(videos, tmp_path_factory):
             first.wait()
     killed_rows = logged_steps(out / LOG_FILE)
     killed_checkpoints = [s for s, _ in ckpt.list_checkpoints(out)]
-    second = subprocess.run(command(videos, out, "--resume"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env, timeout=400)
+    second = subprocess.run(
+        command(videos, out, "--resume"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        timeout=400,
+    )
     output = second.stdout.decode(errors="replace")
     assert second.returncode == 0, output[-3000:]
-    return {"out": out, "killed_rows": killed_rows, "killed_checkpoints": killed_checkpoints,
-            "output": output, "first_rc": first.returncode}
+    return {
+        "out": out,
+        "killed_rows": killed_rows,
+        "killed_checkpoints": killed_checkpoints,
+        "output": output,
+        "first_rc": first.returncode,
+    }
 
 
 def expected_clips(videos: Path, count: int) -> List[str]:
     """The clips an uninterrupted run takes: the dataset's own order, read without training."""
-    dataset = VideoDataset(VideoDatasetConfig(
-        data_dir=str(videos), metadata=str(videos / "labels.csv"), frames=FRAMES, step=STEP,
-        height=SIZE, width=SIZE))
+    dataset = VideoDataset(
+        VideoDatasetConfig(
+            data_dir=str(videos),
+            metadata=str(videos / "labels.csv"),
+            frames=FRAMES,
+            step=STEP,
+            height=SIZE,
+            width=SIZE,
+        )
+    )
     clips: List[str] = []
     while len(clips) < count:
         clips.extend(f"{s.path}@{s.start}" for s in dataset)
@@ -103,7 +155,7 @@ def expected_clips(videos: Path, count: int) -> List[str]:
 
 def test_killed_run_was_really_interrupted(resumed):
     assert resumed["first_rc"] == -signal.SIGKILL
-    assert resumed["killed_checkpoints"] == [INTERVAL]             # step 8 was never reached
+    assert resumed["killed_checkpoints"] == [INTERVAL]  # step 8 was never reached
     assert max(int(r["step"]) for r in resumed["killed_rows"]) >= KILL_AFTER
 
 
@@ -111,7 +163,7 @@ def test_resume_continues_with_the_same_steps_data_and_numbers(resumed, videos):
     out, killed = resumed["out"], resumed["killed_rows"]
     assert f"trained steps {INTERVAL} → {TOTAL} of {TOTAL}" in resumed["output"]
     rows = read_log(out / LOG_FILE)
-    assert [int(r["step"]) for r in rows] == list(range(1, TOTAL + 1))   # each step once
+    assert [int(r["step"]) for r in rows] == list(range(1, TOTAL + 1))  # each step once
     # the steps before the checkpoint are kept as they were; those after it were redone and,
     # being deterministic, came out bit for bit the same (weights, optimizer and draws restored)
     by_step = {int(r["step"]): r for r in killed}
@@ -133,9 +185,16 @@ def test_no_checkpoint_is_lost_and_the_last_holds_the_final_state(resumed, video
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
     state = ckpt.read_state(out / "checkpoints" / f"step-{TOTAL:08d}")
     assert state["step"] == TOTAL and state["samples_seen"] == TOTAL
-    dataset = VideoDataset(VideoDatasetConfig(
-        data_dir=str(videos), metadata=str(videos / "labels.csv"), frames=FRAMES, step=STEP,
-        height=SIZE, width=SIZE))
+    dataset = VideoDataset(
+        VideoDatasetConfig(
+            data_dir=str(videos),
+            metadata=str(videos / "labels.csv"),
+            frames=FRAMES,
+            step=STEP,
+            height=SIZE,
+            width=SIZE,
+        )
+    )
     taken = 0
     stream = iter(dataset)
     while taken < TOTAL:
@@ -153,9 +212,20 @@ def test_no_checkpoint_is_lost_and_the_last_holds_the_final_state(resumed, video
 def test_resume_refuses_other_trained_parameters(resumed, videos):
     """The optimizer state names the trained tensors: resuming a temporal_only run with the
     full U-Net is an error that says why, not a silent restart."""
-    result = subprocess.run(command(videos, resumed["out"], "--resume", "--train.temporal_only",
-                                    "false", "--train.max_steps", str(TOTAL + 1)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=400)
+    result = subprocess.run(
+        command(
+            videos,
+            resumed["out"],
+            "--resume",
+            "--train.temporal_only",
+            "false",
+            "--train.max_steps",
+            str(TOTAL + 1),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=400,
+    )
     text = result.stdout.decode(errors="replace")
     assert result.returncode == 2, text[-2000:]
     assert "does not match the trained parameters" in text and "temporal_only" in text

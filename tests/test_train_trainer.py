@@ -1,5 +1,6 @@
 """svd-train end to end in GRAPH_MODE on a micro model (the tiny preset with a one-level U-Net)
 and synthetic videos: overfitting one clip, temporal_only, gradient accumulation, checkpoints."""
+
 from __future__ import annotations
 
 import json
@@ -46,20 +47,28 @@ def micro_config():
 def videos(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train_videos")
     for i, speed in enumerate((2.0, 3.0)):
-        write_video(root / f"v{i}.mp4", moving_square_frames(20, 32, 32, speed, square=10, seed=i), 8)
+        write_video(
+            root / f"v{i}.mp4", moving_square_frames(20, 32, 32, speed, square=10, seed=i), 8
+        )
     write_labels(root / "one.csv", [("v0.mp4", 20, 100)])
     write_labels(root / "two.csv", [("v0.mp4", 20, 100), ("v1.mp4", 20, 180)])
     return root
 
 
 def make_config(videos: Path, out: Path, labels: str, **overrides):
-    base = {"train.random_init": True, "train.output_dir": str(out),
-            "train.dataset.init_args.data_dir": str(videos),
-            "train.dataset.init_args.metadata": str(videos / labels),
-            "train.dataset.init_args.step": 2, "train.dataloader.shuffle": False,
-            "train.settings.gradient_accumulation_steps": 1, "train.scheduler.warmup_steps": 0,
-            "train.scheduler.name": "constant", "train.scheduler.lr": 1e-3,
-            "train.ckpt_max_keep": None}
+    base = {
+        "train.random_init": True,
+        "train.output_dir": str(out),
+        "train.dataset.init_args.data_dir": str(videos),
+        "train.dataset.init_args.metadata": str(videos / labels),
+        "train.dataset.init_args.step": 2,
+        "train.dataloader.shuffle": False,
+        "train.settings.gradient_accumulation_steps": 1,
+        "train.scheduler.warmup_steps": 0,
+        "train.scheduler.name": "constant",
+        "train.scheduler.lr": 1e-3,
+        "train.ckpt_max_keep": None,
+    }
     base.update(overrides)
     return load_training_config(None, list(base.items()), micro_config())
 
@@ -100,11 +109,21 @@ OVERFIT_STEPS = 30
 def overfit(videos, tmp_path_factory):
     out = tmp_path_factory.mktemp("overfit")
     # One clip, one noise level (σ = e^-1), full U-Net, no clipping: the denoiser can memorise it.
-    cfg = make_config(videos, out, "one.csv", **{
-        "train.max_steps": OVERFIT_STEPS, "train.temporal_only": False, "train.scheduler.lr": 1e-2,
-        "train.settings.clip_grad": False, "train.diffusion.p_mean": -1.0,
-        "train.diffusion.p_std": 0.0, "train.diffusion.conditioning_dropout": 0.0,
-        "train.save_ckpt_interval": 1000})
+    cfg = make_config(
+        videos,
+        out,
+        "one.csv",
+        **{
+            "train.max_steps": OVERFIT_STEPS,
+            "train.temporal_only": False,
+            "train.scheduler.lr": 1e-2,
+            "train.settings.clip_grad": False,
+            "train.diffusion.p_mean": -1.0,
+            "train.diffusion.p_std": 0.0,
+            "train.diffusion.conditioning_dropout": 0.0,
+            "train.save_ckpt_interval": 1000,
+        },
+    )
     return run(cfg)
 
 
@@ -155,10 +174,18 @@ def accumulation(videos, tmp_path_factory):
     runs = {}
     for name, k, b in (("micro2x1", 2, 1), ("batch1x2", 1, 2)):
         out = tmp_path_factory.mktemp(name)
-        cfg = make_config(videos, out, "two.csv", **{
-            "train.max_steps": 1, "train.settings.gradient_accumulation_steps": k,
-            "train.dataloader.batch_size": b, "train.save_ckpt_interval": 1,
-            "train.optimizer.eps": 1e-4})
+        cfg = make_config(
+            videos,
+            out,
+            "two.csv",
+            **{
+                "train.max_steps": 1,
+                "train.settings.gradient_accumulation_steps": k,
+                "train.dataloader.batch_size": b,
+                "train.save_ckpt_interval": 1,
+                "train.optimizer.eps": 1e-4,
+            },
+        )
         runs[name] = run(cfg)
     return runs
 
@@ -177,7 +204,9 @@ def test_gradient_accumulation_equals_one_step_of_the_mean_gradient(accumulation
     largest = max(float(np.abs(opt_a[n]).max()) for n in first)
     assert largest > 0
     for name in first:
-        np.testing.assert_allclose(opt_a[name], opt_b[name], rtol=0, atol=1e-5 * largest, err_msg=name)
+        np.testing.assert_allclose(
+            opt_a[name], opt_b[name], rtol=0, atol=1e-5 * largest, err_msg=name
+        )
     after_a = read_all(acc.last_checkpoint / "weights.safetensors")
     after_b = read_all(batch.last_checkpoint / "weights.safetensors")
     moved = 0
@@ -200,7 +229,7 @@ def test_temporal_only_keeps_every_spatial_weight_bit_identical(accumulation):
     after = read_all(result.last_checkpoint / "weights.safetensors")
     assert before.keys() == after.keys()
     unet = NETWORK_PREFIXES["unet"]
-    frozen = [n for n in before if not (n.startswith(unet) and is_temporal(n[len(unet):]))]
+    frozen = [n for n in before if not (n.startswith(unet) and is_temporal(n[len(unet) :]))]
     temporal = [n for n in before if n not in frozen]
     assert {network_of(n) for n in frozen} == set(NETWORK_NAMES)
     for name in frozen:
@@ -217,8 +246,11 @@ def test_temporal_only_keeps_every_spatial_weight_bit_identical(accumulation):
     assert counts.trainable_tensors == len(temporal)
     assert counts.trainable == sum(before[n].size for n in temporal)
     assert counts.frozen == sum(before[n].size for n in frozen)
-    assert any(f"trainable parameters: {counts.trainable:,} in {len(temporal)} tensors; frozen: "
-               f"{counts.frozen:,}" in m for m in messages), messages
+    assert any(
+        f"trainable parameters: {counts.trainable:,} in {len(temporal)} tensors; frozen: "
+        f"{counts.frozen:,}" in m
+        for m in messages
+    ), messages
     assert {n.split(".", 1)[1] for n in opt if n.startswith("exp_avg.")} == set(temporal)
 
 
@@ -233,7 +265,7 @@ def test_an_output_dir_with_checkpoints_is_not_reused_without_resume(videos, tmp
     with pytest.raises(ConfigError, match="already holds checkpoints.*--resume"):
         Trainer(cfg, micro_config(), progress=False)
     assert not (out / "checkpoints" / ".step-00000004.abc.partial").exists()  # cleaned up
-    assert (out / "checkpoints" / "step-00000002").is_dir()                   # kept
+    assert (out / "checkpoints" / "step-00000002").is_dir()  # kept
 
 
 # ---- data parallel through msrun ----------------------------------------------------------
@@ -258,41 +290,73 @@ def test_msrun_two_cpu_workers_average_gradients(accumulation, videos, tmp_path)
     model_yaml = tmp_path / "micro.yaml"
     save_model_config(micro_config(), model_yaml)
     out, logs = tmp_path / "dp", tmp_path / "msrun_log"
-    overrides = {"train.random_init": "true", "train.output_dir": str(out),
-                 "train.dataset.init_args.data_dir": str(videos),
-                 "train.dataset.init_args.metadata": str(videos / "two.csv"),
-                 "train.dataset.init_args.step": "2", "train.dataloader.shuffle": "false",
-                 "train.settings.gradient_accumulation_steps": "1",
-                 "train.scheduler.warmup_steps": "0", "train.scheduler.name": "constant",
-                 "train.scheduler.lr": "1e-3", "train.ckpt_max_keep": "null",
-                 "train.max_steps": "1", "train.dataloader.batch_size": "1",
-                 "train.save_ckpt_interval": "1", "train.optimizer.eps": "1e-4",
-                 "environment.distributed": "true"}
-    cmd = [str(bin_dir / "msrun"), "--worker_num", "2", "--local_worker_num", "2",
-           "--master_port", str(_free_port()), "--log_dir", str(logs), "--join", "True",
-           "--cluster_time_out", "300", str(bin_dir / "svd-train"), "--svd-config", str(model_yaml),
-           "--no-progress"]
+    overrides = {
+        "train.random_init": "true",
+        "train.output_dir": str(out),
+        "train.dataset.init_args.data_dir": str(videos),
+        "train.dataset.init_args.metadata": str(videos / "two.csv"),
+        "train.dataset.init_args.step": "2",
+        "train.dataloader.shuffle": "false",
+        "train.settings.gradient_accumulation_steps": "1",
+        "train.scheduler.warmup_steps": "0",
+        "train.scheduler.name": "constant",
+        "train.scheduler.lr": "1e-3",
+        "train.ckpt_max_keep": "null",
+        "train.max_steps": "1",
+        "train.dataloader.batch_size": "1",
+        "train.save_ckpt_interval": "1",
+        "train.optimizer.eps": "1e-4",
+        "environment.distributed": "true",
+    }
+    cmd = [
+        str(bin_dir / "msrun"),
+        "--worker_num",
+        "2",
+        "--local_worker_num",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        "--log_dir",
+        str(logs),
+        "--join",
+        "True",
+        "--cluster_time_out",
+        "300",
+        str(bin_dir / "svd-train"),
+        "--svd-config",
+        str(model_yaml),
+        "--no-progress",
+    ]
     for key, value in overrides.items():
         cmd += [f"--{key}", value]
     # msrun starts each worker as `python SCRIPT ...`: the environment's python must come first
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=500)
-    worker_logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in sorted(logs.glob("worker_*.log")))
+    done = subprocess.run(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=500
+    )
+    worker_logs = "\n".join(
+        p.read_text(errors="replace")[-2000:] for p in sorted(logs.glob("worker_*.log"))
+    )
     assert done.returncode == 0, done.stdout.decode(errors="replace")[-2000:] + worker_logs
     assert "1 micro-batch(es) × 1 clip(s) × 2 worker(s)" in worker_logs
     dp_rows, batch_rows = read_log(out / LOG_FILE), read_log(batch.output_dir / LOG_FILE)
     assert dp_rows[0]["clips"] == "v0.mp4@" + batch_rows[0]["clips"].split(";")[0].split("@")[1]
     assert float(dp_rows[0]["loss"]) == pytest.approx(float(batch_rows[0]["loss"]), rel=1e-5)
-    assert float(dp_rows[0]["grad_norm"]) == pytest.approx(float(batch_rows[0]["grad_norm"]), rel=1e-5)
+    assert float(dp_rows[0]["grad_norm"]) == pytest.approx(
+        float(batch_rows[0]["grad_norm"]), rel=1e-5
+    )
     dp_final = out / "checkpoints" / "step-00000001"
     opt_dp = read_all(dp_final / ckpt.OPTIMIZER_FILE)
     opt_b = read_all(batch.last_checkpoint / ckpt.OPTIMIZER_FILE)
     largest = max(float(np.abs(opt_b[n]).max()) for n in opt_b if n.startswith("exp_avg."))
     for name in opt_b:
         if name.startswith("exp_avg."):
-            np.testing.assert_allclose(opt_dp[name], opt_b[name], rtol=0, atol=1e-5 * largest,
-                                       err_msg=name)
+            np.testing.assert_allclose(
+                opt_dp[name], opt_b[name], rtol=0, atol=1e-5 * largest, err_msg=name
+            )
     after_dp = read_all(dp_final / "weights.safetensors")
     after_b = read_all(batch.last_checkpoint / "weights.safetensors")
     for name in after_b:
-        np.testing.assert_allclose(after_dp[name], after_b[name], rtol=1e-6, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(
+            after_dp[name], after_b[name], rtol=1e-6, atol=1e-7, err_msg=name
+        )

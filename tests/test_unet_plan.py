@@ -1,5 +1,6 @@
 """The U-Net block plan (svdeploy.models.plan) against the key table, diffusers' real modules
 and its own channel flow."""
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,12 @@ OUTSIDE_BLOCKS = re.compile(r"(time_embed|label_emb|out)\.")
 
 def _odd_config() -> UNetConfig:
     """Four uneven levels, three res blocks, attention at two non-adjacent levels."""
-    return replace(load_model_config("tiny").unet, channel_mult=(1, 2, 2, 3), num_res_blocks=3,
-                   attention_resolutions=(2, 8))
+    return replace(
+        load_model_config("tiny").unet,
+        channel_mult=(1, 2, 2, 3),
+        num_res_blocks=3,
+        attention_resolutions=(2, 8),
+    )
 
 
 def _layer_prefixes(preset: str) -> Set[str]:
@@ -44,9 +49,11 @@ def _layer_prefixes(preset: str) -> Set[str]:
     output_blocks.i.j / middle_block.j, with the U-Net's prefix."""
     found = set()
     for name in sgm_parameter_shapes(load_model_config(preset)):
-        if not name.startswith(UNET) or OUTSIDE_BLOCKS.match(name[len(UNET):]):
+        if not name.startswith(UNET) or OUTSIDE_BLOCKS.match(name[len(UNET) :]):
             continue
-        match = re.match(r"((?:input_blocks|output_blocks)\.\d+\.\d+|middle_block\.\d+)\.", name[len(UNET):])
+        match = re.match(
+            r"((?:input_blocks|output_blocks)\.\d+\.\d+|middle_block\.\d+)\.", name[len(UNET) :]
+        )
         assert match, name
         found.add(UNET + match.group(1))
     return found
@@ -60,7 +67,9 @@ def test_sgm_names_are_exactly_the_key_tables_layers(preset: str) -> None:
     assert set(names) == _layer_prefixes(preset)
     # the cells rely on it: a layer's name is its block's name and its place in the block
     for block in plan.blocks():
-        assert [layer.sgm for layer in block.layers] == [f"{block.sgm}.{j}" for j in range(len(block.layers))]
+        assert [layer.sgm for layer in block.layers] == [
+            f"{block.sgm}.{j}" for j in range(len(block.layers))
+        ]
 
 
 def _check_channel_flow(plan: UNetPlan, cfg: UNetConfig) -> None:
@@ -90,7 +99,11 @@ def test_levels_and_attention_follow_the_config() -> None:
     plan = unet_plan(cfg)
     _check_channel_flow(plan, cfg)
     assert [(lv.channels, lv.factor, lv.attention) for lv in plan.levels] == [
-        (32, 1, False), (64, 2, True), (64, 4, False), (96, 8, True)]
+        (32, 1, False),
+        (64, 2, True),
+        (64, 4, False),
+        (96, 8, True),
+    ]
     # per level: num_res_blocks res blocks, a downsampler except at the last; up: one more each
     kinds = [tuple(layer.kind for layer in block.layers) for block in plan.input_blocks]
     assert kinds[0] == (CONV_IN,)
@@ -106,9 +119,13 @@ def test_levels_and_attention_follow_the_config() -> None:
     assert {b.section for b in plan.output_blocks} == {OUTPUT}
 
 
-_DIFFUSERS_CLASS = {CONV_IN: "Conv2d", RESNET: "SpatioTemporalResBlock",
-                    TRANSFORMER: "TransformerSpatioTemporalModel", DOWNSAMPLE: "Downsample2D",
-                    UPSAMPLE: "Upsample2D"}
+_DIFFUSERS_CLASS = {
+    CONV_IN: "Conv2d",
+    RESNET: "SpatioTemporalResBlock",
+    TRANSFORMER: "TransformerSpatioTemporalModel",
+    DOWNSAMPLE: "Downsample2D",
+    UPSAMPLE: "Upsample2D",
+}
 
 
 @pytest.mark.parametrize("which", ["TINY_UNET", "TINY3_UNET"])
@@ -129,22 +146,39 @@ def test_diffusers_names_are_diffusers_modules(which: str) -> None:
         assert type(module).__name__ == _DIFFUSERS_CLASS[layer.kind], layer
         if layer.kind == RESNET:
             conv1, conv2 = module.spatial_res_block.conv1, module.spatial_res_block.conv2
-            assert (conv1.in_channels, conv2.out_channels) == (layer.channels_in, layer.channels_out)
+            assert (conv1.in_channels, conv2.out_channels) == (
+                layer.channels_in,
+                layer.channels_out,
+            )
         elif layer.kind == TRANSFORMER:
             assert module.in_channels == layer.channels_in
         else:
             conv = module if layer.kind == CONV_IN else module.conv
             assert (conv.in_channels, conv.out_channels) == (layer.channels_in, layer.channels_out)
-    block_modules = {name for name in modules
-                     if re.fullmatch(r"(down|up)_blocks\.\d+\.(resnets|attentions|downsamplers|upsamplers)\.\d+"
-                                     r"|mid_block\.(resnets|attentions)\.\d+", name)}
+    block_modules = {
+        name
+        for name in modules
+        if re.fullmatch(
+            r"(down|up)_blocks\.\d+\.(resnets|attentions|downsamplers|upsamplers)\.\d+"
+            r"|mid_block\.(resnets|attentions)\.\d+",
+            name,
+        )
+    }
     assert block_modules | {"conv_in"} == {layer.diffusers for layer in plan.layers()}
 
 
 def test_plan_imports_no_framework() -> None:
     """The key table and svd-convert use the plan without MindSpore."""
-    code = ("import sys, svdeploy.models.plan; "
-            "print(sorted(m for m in ('mindspore', 'torch') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    code = (
+        "import sys, svdeploy.models.plan; "
+        "print(sorted(m for m in ('mindspore', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert out.stdout.strip() == "[]"

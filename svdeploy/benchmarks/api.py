@@ -1,4 +1,5 @@
 """``run_benchmarks``: the library call behind svd-bench."""
+
 from __future__ import annotations
 
 import time
@@ -16,8 +17,12 @@ from .suites import run_suite
 PEAK_SUITES = ("graphs",)
 
 
-def run_benchmarks(settings: BenchSettings, suites: Sequence[str], command: str,
-                   log: Callable[[str], None] = lambda _m: None) -> Dict[str, Any]:
+def run_benchmarks(
+    settings: BenchSettings,
+    suites: Sequence[str],
+    command: str,
+    log: Callable[[str], None] = lambda _m: None,
+) -> Dict[str, Any]:
     """Run ``suites`` in order, write report.json / report.md / <suite>.png into
     ``settings.out``, and return the report."""
     unknown = [s for s in suites if s not in SUITES]
@@ -27,9 +32,12 @@ def run_benchmarks(settings: BenchSettings, suites: Sequence[str], command: str,
     settings.out.mkdir(parents=True, exist_ok=True)
     ws = Workspace(settings, log)
     report: Dict[str, Any] = {
-        "command": command, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(settings.threads), "settings": settings.to_json(),
-        "weights": ws.weights.to_json(), "suites": {},
+        "command": command,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(settings.threads),
+        "settings": settings.to_json(),
+        "weights": ws.weights.to_json(),
+        "suites": {},
     }
     peak = None
     if any(s in PEAK_SUITES for s in suites):
@@ -42,8 +50,11 @@ def run_benchmarks(settings: BenchSettings, suites: Sequence[str], command: str,
             result = run_suite(name, ws, peak)
         except Exception as exc:  # keep the other suites' figures; the report says what broke
             log(f"suite {name} failed: {type(exc).__name__}: {exc}")
-            result = {"rows": [], "error": f"{type(exc).__name__}: {exc}",
-                      "traceback": traceback.format_exc()[-4000:]}
+            result = {
+                "rows": [],
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()[-4000:],
+            }
         result["seconds"] = time.perf_counter() - t0
         report["suites"][name] = result
         report["seconds"] = time.perf_counter() - started

@@ -1,5 +1,6 @@
 """Inputs and files of the svd-bench suites: the deterministic picture, svd-bench's atomic
 JSON/text/npz writers, number formatting."""
+
 from __future__ import annotations
 
 import functools
@@ -21,7 +22,11 @@ def demo_image(height: int, width: int) -> np.ndarray:
     img[..., 0] = xx / max(width - 1, 1)
     img[..., 1] = yy / max(height - 1, 1)
     img[..., 2] = 0.5 + 0.5 * np.sin(xx / width * 2 * np.pi) * np.cos(yy / height * 2 * np.pi)
-    img[height // 8: height // 8 + height // 4, width // 8: width // 8 + width // 4] = (1.0, 1.0, 0.0)
+    img[height // 8 : height // 8 + height // 4, width // 8 : width // 8 + width // 4] = (
+        1.0,
+        1.0,
+        0.0,
+    )
     disc = (yy - 0.65 * height) ** 2 + (xx - 0.6 * width) ** 2 < (0.18 * min(height, width)) ** 2
     img[disc] = (0.1, 0.2, 0.9)
     return (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8)
@@ -40,8 +45,9 @@ def _json_default(value: Any) -> Any:
 # svd-bench's writers: svdeploy.fsutil's atomic writes, creating the folder; its JSON also
 # takes NumPy scalars, paths and objects with to_json, and keeps NaN (a failed measurement)
 write_text_atomic = functools.partial(atomic_write_text, parents=True)
-write_json_atomic = functools.partial(atomic_write_json, default=_json_default, allow_nan=True,
-                                      parents=True)
+write_json_atomic = functools.partial(
+    atomic_write_json, default=_json_default, allow_nan=True, parents=True
+)
 
 
 def save_npz_atomic(path: Path, arrays: Dict[str, np.ndarray]) -> None:
@@ -64,5 +70,11 @@ def fmt_seconds(s: Optional[float]) -> str:
     return f"{s * 1e3:.1f} ms"
 
 
-__all__ = ["demo_image", "write_json_atomic", "write_text_atomic", "save_npz_atomic",
-           "fmt_bytes", "fmt_seconds"]
+__all__ = [
+    "demo_image",
+    "write_json_atomic",
+    "write_text_atomic",
+    "save_npz_atomic",
+    "fmt_bytes",
+    "fmt_seconds",
+]

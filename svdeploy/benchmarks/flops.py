@@ -24,6 +24,7 @@ Reports use the ``diffusers`` count for every peer ("useful work of one U-Net ca
 number for everyone), so achieved GFLOP/s compare like with like; the ``svdeploy`` count is
 listed beside it. The VAE and the image encoder have no such difference.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,13 +41,17 @@ MODES = ("svdeploy", "diffusers")
 class FlopCount:
     """FLOPs by op kind (conv, linear, attention) and a total."""
 
-    by_kind: Dict[str, int] = field(default_factory=lambda: {"conv": 0, "linear": 0, "attention": 0})
+    by_kind: Dict[str, int] = field(
+        default_factory=lambda: {"conv": 0, "linear": 0, "attention": 0}
+    )
 
     @property
     def total(self) -> int:
         return sum(self.by_kind.values())
 
-    def conv(self, n: int, out_h: int, out_w: int, c_in: int, c_out: int, kh: int, kw: int = 0) -> None:
+    def conv(
+        self, n: int, out_h: int, out_w: int, c_in: int, c_out: int, kh: int, kw: int = 0
+    ) -> None:
         """n images, output out_h × out_w, kernel kh × kw (kw defaults to kh)."""
         self.by_kind["conv"] += 2 * n * out_h * out_w * c_out * c_in * kh * (kw or kh)
 
@@ -89,7 +94,9 @@ def temporal_resblock(n: int, h: int, w: int, c: int, emb: int, kernel: int) -> 
     return f
 
 
-def video_resblock(n: int, h: int, w: int, c_in: int, c_out: int, emb: int, kernel: int) -> FlopCount:
+def video_resblock(
+    n: int, h: int, w: int, c_in: int, c_out: int, emb: int, kernel: int
+) -> FlopCount:
     f = unet_resblock(n, h, w, c_in, c_out, emb)
     f.add(temporal_resblock(n, h, w, c_out, emb, kernel))
     return f
@@ -111,8 +118,9 @@ def self_attention(sequences: int, length: int, dim: int) -> FlopCount:
     return f
 
 
-def cross_attention_one_token(mode: Mode, sequences: int, length: int, dim: int,
-                              context_dim: int, context_rows: int) -> FlopCount:
+def cross_attention_one_token(
+    mode: Mode, sequences: int, length: int, dim: int, context_dim: int, context_rows: int
+) -> FlopCount:
     """Cross-attention of ``sequences`` × ``length`` queries to a one-token context.
 
     ``context_rows``: rows the context projections run on. svdeploy: to_v and to_out on those
@@ -121,24 +129,25 @@ def cross_attention_one_token(mode: Mode, sequences: int, length: int, dim: int,
     """
     f = FlopCount()
     if mode == "svdeploy":
-        f.linear(context_rows, context_dim, dim)   # to_v
-        f.linear(context_rows, dim, dim)           # to_out
+        f.linear(context_rows, context_dim, dim)  # to_v
+        f.linear(context_rows, dim, dim)  # to_out
         return f
-    f.linear(sequences * length, dim, dim)         # to_q
-    f.linear(2 * context_rows, context_dim, dim)   # to_k, to_v
+    f.linear(sequences * length, dim, dim)  # to_q
+    f.linear(2 * context_rows, context_dim, dim)  # to_k, to_v
     f.attention(sequences, length, 1, dim)
-    f.linear(sequences * length, dim, dim)         # to_out
+    f.linear(sequences * length, dim, dim)  # to_out
     return f
 
 
-def spatial_video_transformer(mode: Mode, b: int, frames: int, h: int, w: int, c: int,
-                              context_dim: int, depth: int) -> FlopCount:
+def spatial_video_transformer(
+    mode: Mode, b: int, frames: int, h: int, w: int, c: int, context_dim: int, depth: int
+) -> FlopCount:
     """sgm SpatialVideoTransformer (inner width = c, as in SVD): proj_in, per depth a spatial
     block (self-attn, cross-attn, GEGLU FF) and a temporal block (FF in, self-attn over frames,
     cross-attn, FF), the frame-position MLP, proj_out."""
     n, p = b * frames, h * w
     f = FlopCount()
-    f.linear(n * p, c, c)                          # proj_in
+    f.linear(n * p, c, c)  # proj_in
     # frame-position MLP on the frame-index sinusoids: svdeploy once per frame index,
     # diffusers once per (video, frame)
     pos_rows = frames if mode == "svdeploy" else n
@@ -147,22 +156,30 @@ def spatial_video_transformer(mode: Mode, b: int, frames: int, h: int, w: int, c
     for _ in range(depth):
         # spatial: sequences = frames of all videos, tokens = pixels; context per sample
         f.add(self_attention(n, p, c))
-        f.add(cross_attention_one_token(mode, n, p, c, context_dim,
-                                        context_rows=n))
+        f.add(cross_attention_one_token(mode, n, p, c, context_dim, context_rows=n))
         f.add(feed_forward(n * p, c))
         # temporal: sequences = pixels of all videos, tokens = frames. svdeploy projects the
         # first frame's context once per video; diffusers repeats it per pixel.
-        f.add(feed_forward(n * p, c, c))           # ff_in
+        f.add(feed_forward(n * p, c, c))  # ff_in
         f.add(self_attention(b * p, frames, c))
-        f.add(cross_attention_one_token(mode, b * p, frames, c, context_dim,
-                                        context_rows=b if mode == "svdeploy" else b * p))
+        f.add(
+            cross_attention_one_token(
+                mode, b * p, frames, c, context_dim, context_rows=b if mode == "svdeploy" else b * p
+            )
+        )
         f.add(feed_forward(n * p, c))
-    f.linear(n * p, c, c)                          # proj_out
+    f.linear(n * p, c, c)  # proj_out
     return f
 
 
-def unet_flops(cfg: ModelConfig, frames: int, latent_h: int, latent_w: int, guidance_batch: int,
-               mode: Mode = "diffusers") -> FlopCount:
+def unet_flops(
+    cfg: ModelConfig,
+    frames: int,
+    latent_h: int,
+    latent_w: int,
+    guidance_batch: int,
+    mode: Mode = "diffusers",
+) -> FlopCount:
     """One U-Net graph call: B = guidance_batch videos of ``frames`` frames at latent h × w."""
     u = cfg.unet
     b, n = guidance_batch, guidance_batch * frames
@@ -182,19 +199,22 @@ def unet_flops(cfg: ModelConfig, frames: int, latent_h: int, latent_w: int, guid
         if layer.kind == RESNET:
             f.add(video_resblock(n, h, w, cin, cout, emb, k))
         elif layer.kind == TRANSFORMER:
-            f.add(spatial_video_transformer(mode, b, frames, h, w, cout, u.context_dim,
-                                            u.transformer_depth))
+            f.add(
+                spatial_video_transformer(
+                    mode, b, frames, h, w, cout, u.context_dim, u.transformer_depth
+                )
+            )
         elif layer.kind == DOWNSAMPLE:
-            h, w = (h + 1) // 2, (w + 1) // 2      # 3×3, stride 2, padding 1
+            h, w = (h + 1) // 2, (w + 1) // 2  # 3×3, stride 2, padding 1
             f.conv(n, h, w, cin, cout, 3)
         elif layer.kind == UPSAMPLE:
             h, w = 2 * h, 2 * w
-            f.conv(n, h, w, cin, cout, 3)          # nearest ×2, then conv3×3
+            f.conv(n, h, w, cin, cout, 3)  # nearest ×2, then conv3×3
         elif layer.kind == CONV_IN:
             f.conv(n, h, w, cin, cout, 3)
         else:
             raise ValueError(f"unknown U-Net layer kind {layer.kind!r}")
-    f.conv(n, h, w, mc, u.out_channels, 3)          # out.2
+    f.conv(n, h, w, mc, u.out_channels, 3)  # out.2
     return f
 
 
@@ -234,7 +254,7 @@ def vae_encoder_flops(cfg: ModelConfig, height: int, width: int) -> FlopCount:
             f.add(vae_resnet(1, h, w, block_in, block_out))
             block_in = block_out
         if level != len(v.ch_mult) - 1:
-            h, w = h // 2, w // 2                  # pad bottom/right by 1, 3×3 stride 2
+            h, w = h // 2, w // 2  # pad bottom/right by 1, 3×3 stride 2
             f.conv(1, h, w, block_in, block_in, 3)
     f.add(vae_resnet(1, h, w, block_in, block_in))
     f.add(vae_attention(1, h, w, block_in))
@@ -269,7 +289,7 @@ def vae_decoder_flops(cfg: ModelConfig, chunk: int, latent_h: int, latent_w: int
             h, w = 2 * h, 2 * w
             f.conv(chunk, h, w, block_in, block_in, 3)
     f.conv(chunk, h, w, block_in, v.out_ch, 3)
-    f.conv(chunk, h, w, v.out_ch, v.out_ch, k, 1)   # time_mix_conv
+    f.conv(chunk, h, w, v.out_ch, v.out_ch, k, 1)  # time_mix_conv
     return f
 
 
@@ -280,21 +300,29 @@ def image_encoder_flops(cfg: ModelConfig) -> FlopCount:
     f = FlopCount()
     f.conv(1, grid, grid, 3, c.width, c.patch_size)
     for _ in range(c.layers):
-        f.linear(length, c.width, 3 * c.width)     # packed in_proj
+        f.linear(length, c.width, 3 * c.width)  # packed in_proj
         f.attention(1, length, length, c.width)
-        f.linear(length, c.width, c.width)         # out_proj
+        f.linear(length, c.width, c.width)  # out_proj
         f.linear(length, c.width, c.mlp_width)
         f.linear(length, c.mlp_width, c.width)
-    f.linear(1, c.width, c.embed_dim)              # projection of the CLS token
+    f.linear(1, c.width, c.embed_dim)  # projection of the CLS token
     return f
 
 
 # ---------------------------------------------------------------------------------------------
 # Per graph
 # ---------------------------------------------------------------------------------------------
-def graph_flops(cfg: ModelConfig, graph: str, *, frames: int, height: int, width: int,
-                guidance_batch: int = 2, decode_chunk_size: Optional[int] = None,
-                mode: Mode = "diffusers") -> FlopCount:
+def graph_flops(
+    cfg: ModelConfig,
+    graph: str,
+    *,
+    frames: int,
+    height: int,
+    width: int,
+    guidance_batch: int = 2,
+    decode_chunk_size: Optional[int] = None,
+    mode: Mode = "diffusers",
+) -> FlopCount:
     """FLOPs of one call of ``graph`` (artifact graph names) at these static shapes."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
@@ -311,11 +339,27 @@ def graph_flops(cfg: ModelConfig, graph: str, *, frames: int, height: int, width
         return vae_encoder_flops(cfg, height, width)
     if graph == "image_encoder":
         return image_encoder_flops(cfg)
-    raise ValueError(f"graph {graph!r}: expected image_encoder, vae_encoder, unet, vae_decoder or "
-                     "vae_decoder_tail")
+    raise ValueError(
+        f"graph {graph!r}: expected image_encoder, vae_encoder, unet, vae_decoder or "
+        "vae_decoder_tail"
+    )
 
 
-__all__ = ["FlopCount", "MODES", "graph_flops", "unet_flops", "vae_encoder_flops",
-           "vae_decoder_flops", "image_encoder_flops", "unet_resblock", "video_resblock",
-           "temporal_resblock", "spatial_video_transformer", "cross_attention_one_token",
-           "self_attention", "feed_forward", "vae_resnet", "vae_attention"]
+__all__ = [
+    "FlopCount",
+    "MODES",
+    "graph_flops",
+    "unet_flops",
+    "vae_encoder_flops",
+    "vae_decoder_flops",
+    "image_encoder_flops",
+    "unet_resblock",
+    "video_resblock",
+    "temporal_resblock",
+    "spatial_video_transformer",
+    "cross_attention_one_token",
+    "self_attention",
+    "feed_forward",
+    "vae_resnet",
+    "vae_attention",
+]

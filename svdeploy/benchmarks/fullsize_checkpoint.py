@@ -11,6 +11,7 @@ by tensor. The conversion runs in a child process (``python -m svdeploy.models.c
 resident memory can be measured: ``/usr/bin/time -v`` when present, and psutil polling of the
 child as a cross-check. Random weights: this measures I/O and memory, not model quality.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ EXTRA_TENSORS: Dict[str, Tuple[int, ...]] = {
 }
 
 
-def write_random_checkpoint(variant: str, path: Path, dtype: str = "float32", seed: int = 0,
-                            progress: bool = True) -> Dict[str, float]:
+def write_random_checkpoint(
+    variant: str, path: Path, dtype: str = "float32", seed: int = 0, progress: bool = True
+) -> Dict[str, float]:
     """Stream a full-size random sgm safetensors file; returns its size and the seconds taken."""
     from tqdm import tqdm
 
@@ -58,17 +60,31 @@ def write_random_checkpoint(variant: str, path: Path, dtype: str = "float32", se
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
     total = sum(numel(s) for s in shapes.values()) * (4 if dtype == "float32" else 2)
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="write", file=sys.stderr,
-              disable=not progress) as bar:
-        with SafetensorsWriter(path, [(n, shapes[n], code) for n in names],
-                               metadata={"format": "pt", "note": "random weights (svdeploy benchmark)"}) as writer:
+    with tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc="write",
+        file=sys.stderr,
+        disable=not progress,
+    ) as bar:
+        with SafetensorsWriter(
+            path,
+            [(n, shapes[n], code) for n in names],
+            metadata={"format": "pt", "note": "random weights (svdeploy benchmark)"},
+        ) as writer:
             for name in names:
                 values = rng.standard_normal(shapes[name], dtype=np.float32)
                 values *= 0.02
                 writer.write(name, values.astype(np.float16) if dtype == "float16" else values)
                 bar.update(values.size * (4 if dtype == "float32" else 2))
-    return {"file_bytes": float(path.stat().st_size), "write_seconds": time.perf_counter() - started,
-            "tensors": float(len(names)), "parameters": float(count_parameters(shapes))}
+    return {
+        "file_bytes": float(path.stat().st_size),
+        "write_seconds": time.perf_counter() - started,
+        "tensors": float(len(names)),
+        "parameters": float(count_parameters(shapes)),
+    }
 
 
 def _poll_peak_rss(pid: int, stop: threading.Event, result: List[int]) -> None:
@@ -85,9 +101,21 @@ def _poll_peak_rss(pid: int, stop: threading.Event, result: List[int]) -> None:
 
 def measure_conversion(src: Path, out_dir: Path, variant: str) -> Dict[str, object]:
     """Run svd-convert in a child process; its seconds and peak RSS (time -v and psutil)."""
-    command = [sys.executable, "-m", "svdeploy.models.cli", str(src), "--out", str(out_dir),
-               "--config", variant, "--quiet", "--overwrite"]
-    time_binary = shutil.which("time") or ("/usr/bin/time" if os.path.exists("/usr/bin/time") else None)
+    command = [
+        sys.executable,
+        "-m",
+        "svdeploy.models.cli",
+        str(src),
+        "--out",
+        str(out_dir),
+        "--config",
+        variant,
+        "--quiet",
+        "--overwrite",
+    ]
+    time_binary = shutil.which("time") or (
+        "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
+    )
     if time_binary:
         command = [time_binary, "-v"] + command
     peak = [0]
@@ -106,32 +134,61 @@ def measure_conversion(src: Path, out_dir: Path, variant: str) -> Dict[str, obje
     match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr)
     if match:
         max_rss_kb = int(match.group(1))
-    return {"seconds": seconds, "peak_rss_bytes_time_v": None if max_rss_kb is None else max_rss_kb * 1024,
-            "peak_rss_bytes_psutil": peak[0], "output_bytes": (out_dir / "weights.safetensors").stat().st_size}
+    return {
+        "seconds": seconds,
+        "peak_rss_bytes_time_v": None if max_rss_kb is None else max_rss_kb * 1024,
+        "peak_rss_bytes_psutil": peak[0],
+        "output_bytes": (out_dir / "weights.safetensors").stat().st_size,
+    }
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="svd_xt", choices=PRESETS,
-                        help="model preset whose full-size tensors are written (default svd_xt)")
-    parser.add_argument("--out", required=True, type=Path,
-                        help="path of the random-weight .safetensors file to write (about 9 GB in float32)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float16"),
-                        help="storage dtype of the random file (Stability's release is float32)")
-    parser.add_argument("--convert-dir", type=Path, default=None,
-                        help="where svd-convert writes (default: a temporary directory next to --out, "
-                             "deleted afterwards)")
-    parser.add_argument("--reuse", action="store_true", help="reuse an existing --out file instead of writing it")
-    parser.add_argument("--keep", action="store_true", help="keep the random file and the converted directory")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--variant",
+        default="svd_xt",
+        choices=PRESETS,
+        help="model preset whose full-size tensors are written (default svd_xt)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="path of the random-weight .safetensors file to write (about 9 GB in float32)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float16"),
+        help="storage dtype of the random file (Stability's release is float32)",
+    )
+    parser.add_argument(
+        "--convert-dir",
+        type=Path,
+        default=None,
+        help="where svd-convert writes (default: a temporary directory next to --out, "
+        "deleted afterwards)",
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse an existing --out file instead of writing it"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the random file and the converted directory"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
     report: Dict[str, object] = {"variant": args.variant, "dtype": args.dtype}
     if not (args.reuse and args.out.is_file()):
-        report["write"] = write_random_checkpoint(args.variant, args.out, args.dtype, progress=not args.quiet)
+        report["write"] = write_random_checkpoint(
+            args.variant, args.out, args.dtype, progress=not args.quiet
+        )
     report["file_bytes"] = args.out.stat().st_size
-    convert_dir = args.convert_dir or Path(tempfile.mkdtemp(prefix=".svd-convert-bench.", dir=args.out.parent))
+    convert_dir = args.convert_dir or Path(
+        tempfile.mkdtemp(prefix=".svd-convert-bench.", dir=args.out.parent)
+    )
     try:
         report["convert"] = measure_conversion(args.out, convert_dir, args.variant)
     finally:

@@ -1,5 +1,6 @@
 """What svd-bench knows of the machine: thread settings for every library inside a
 worker, CPU model and flags (bf16), library versions, git state, load average."""
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,6 @@ def thread_env(threads: int) -> Dict[str, str]:
     return env
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # Machine
 # ---------------------------------------------------------------------------------------------
@@ -103,10 +102,18 @@ def _version(module: str) -> Optional[str]:
 
 def _git_state(repo: Path) -> Dict[str, Any]:
     try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return {"commit": commit or None, "modified_files": len(dirty.splitlines()) if dirty else 0}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "modified_files": None}
@@ -122,15 +129,34 @@ def machine_info(threads: int) -> Dict[str, Any]:
         physical, memory = None, None
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
-        "cpu_model": _cpu_model(), "logical_cores": os.cpu_count(), "physical_cores": physical,
-        "simd_flags": [f for f in (cpu_flags() or []) if f.startswith(("avx", "amx", "fma", "sve", "bf16"))],
-        "memory_bytes": memory, "threads": threads,
+        "cpu_model": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical,
+        "simd_flags": [
+            f for f in (cpu_flags() or []) if f.startswith(("avx", "amx", "fma", "sve", "bf16"))
+        ],
+        "memory_bytes": memory,
+        "threads": threads,
         "load_average_1_5_15": [round(x, 2) for x in load] if load else None,
-        "python": platform.python_version(), "platform": platform.platform(),
-        "versions": {m: _version(m) for m in ("mindspore", "onnxruntime", "onnx", "torch",
-                                             "diffusers", "transformers", "numpy")},
-        "env": {k: os.environ[k] for k in sorted(os.environ)
-                if k.startswith(("OPENBLAS_", "OMP_", "MKL_"))},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {
+            m: _version(m)
+            for m in (
+                "mindspore",
+                "onnxruntime",
+                "onnx",
+                "torch",
+                "diffusers",
+                "transformers",
+                "numpy",
+            )
+        },
+        "env": {
+            k: os.environ[k]
+            for k in sorted(os.environ)
+            if k.startswith(("OPENBLAS_", "OMP_", "MKL_"))
+        },
         "svdeploy_git": _git_state(Path(__file__).resolve().parents[2]),
     }
 
@@ -140,6 +166,13 @@ def load_average() -> Optional[List[float]]:
 
 
 __all__ = [
-    "set_torch_threads", "set_mindspore_threads", "ort_session_options", "thread_env",
-    "BF16_CPU_FLAGS", "cpu_flags", "cpu_bf16_flags", "machine_info", "load_average"
+    "set_torch_threads",
+    "set_mindspore_threads",
+    "ort_session_options",
+    "thread_env",
+    "BF16_CPU_FLAGS",
+    "cpu_flags",
+    "cpu_bf16_flags",
+    "machine_info",
+    "load_average",
 ]

@@ -19,6 +19,7 @@ so timings and outputs compare directly. Peers:
 Imports of torch / MindSpore / ONNX Runtime happen inside the functions: each worker process
 loads only the library its peer needs.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,17 @@ from svdeploy.config import ModelConfig
 from svdeploy.contract import graph_network
 from svdeploy.fsutil import atomic_write_with
 
-PEERS: Tuple[str, ...] = ("diffusers", "diffusers-bf16", "ms-pynative", "ms-graphcell",
-                          "onnxruntime", "openvino", "openvino-bf16", "plain-onnx", "lite")
+PEERS: Tuple[str, ...] = (
+    "diffusers",
+    "diffusers-bf16",
+    "ms-pynative",
+    "ms-graphcell",
+    "onnxruntime",
+    "openvino",
+    "openvino-bf16",
+    "plain-onnx",
+    "lite",
+)
 DEFAULT_PEERS: Tuple[str, ...] = PEERS
 PEER_LABELS: Dict[str, str] = {
     "diffusers": "diffusers eager (PyTorch CPU, fp32)",
@@ -48,8 +58,13 @@ PEER_LABELS: Dict[str, str] = {
 }
 # Peers that need torch + diffusers; peers that need our exported files, and in which format.
 TORCH_PEERS = ("diffusers", "diffusers-bf16", "plain-onnx")
-ARTIFACT_FORMAT = {"ms-graphcell": "mindir", "onnxruntime": "onnx", "openvino": "onnx",
-                   "openvino-bf16": "onnx", "lite": "lite"}
+ARTIFACT_FORMAT = {
+    "ms-graphcell": "mindir",
+    "onnxruntime": "onnx",
+    "openvino": "onnx",
+    "openvino-bf16": "onnx",
+    "lite": "lite",
+}
 OPENVINO_PEERS = ("openvino", "openvino-bf16")
 UNET_ONLY = ("plain-onnx",)
 
@@ -86,8 +101,7 @@ class PeerContext:
     diffusers_dir: Optional[Path]
     artifact_dir: Optional[Path]
     plain_onnx_path: Optional[Path] = None
-    conv: str = "native"               # svd-export --conv of the MindIR graphs
-
+    conv: str = "native"  # svd-export --conv of the MindIR graphs
 
     @property
     def guidance_batch(self) -> int:
@@ -109,9 +123,13 @@ def _torch_unet_module(unet: Any, frames: int) -> Any:
 
         def forward(self, sample: Any, c_noise: Any, context: Any, time_ids: Any) -> Any:
             batch = context.shape[0]
-            v = self.unet(sample.reshape(batch, self.frames, *sample.shape[1:]), c_noise[0],
-                          encoder_hidden_states=context, added_time_ids=time_ids,
-                          return_dict=False)[0]
+            v = self.unet(
+                sample.reshape(batch, self.frames, *sample.shape[1:]),
+                c_noise[0],
+                encoder_hidden_states=context,
+                added_time_ids=time_ids,
+                return_dict=False,
+            )[0]
             return v.reshape(batch * self.frames, *v.shape[2:])
 
     return UNetContract().eval()
@@ -136,8 +154,9 @@ def _diffusers_runner(ctx: PeerContext, graph: str, bf16: bool) -> Tuple[Runner,
     from .weights import load_diffusers_networks
 
     if ctx.diffusers_dir is None:
-        raise RuntimeError("no diffusers folder (torch / diffusers unavailable when the weights "
-                           "were prepared)")
+        raise RuntimeError(
+            "no diffusers folder (torch / diffusers unavailable when the weights were prepared)"
+        )
     torch.set_num_threads(ctx.threads)
     nets = load_diffusers_networks(ctx.diffusers_dir, ctx.cfg)
     fn = diffusers_graph_fns(nets, ctx.frames)[graph]
@@ -152,8 +171,10 @@ def _diffusers_runner(ctx: PeerContext, graph: str, bf16: bool) -> Tuple[Runner,
                 out = fn(**tensors)
         return out.float().numpy()
 
-    return run, {"torch_threads": torch.get_num_threads(),
-                 "attention": "torch scaled_dot_product_attention (diffusers default)"}
+    return run, {
+        "torch_threads": torch.get_num_threads(),
+        "attention": "torch scaled_dot_product_attention (diffusers default)",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,21 +197,34 @@ def export_plain_onnx(ctx: PeerContext, path: Path) -> Dict[str, Any]:
     factor = ctx.cfg.vae.downsample_factor
     h, w = ctx.height // factor, ctx.width // factor
     b, c, d = ctx.guidance_batch, ctx.cfg.latent_channels, ctx.cfg.unet.context_dim
-    args = (torch.zeros(b * ctx.frames, 2 * c, h, w), torch.zeros(1), torch.zeros(b, 1, d),
-            torch.zeros(b, 3))
+    args = (
+        torch.zeros(b * ctx.frames, 2 * c, h, w),
+        torch.zeros(1),
+        torch.zeros(b, 1, d),
+        torch.zeros(b, 3),
+    )
     started = time.perf_counter()
     import warnings
 
     def export(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about shape asserts
-            torch.onnx.export(module, args, str(tmp), input_names=["sample", "c_noise", "context",
-                                                                    "time_ids"],
-                              output_names=["v"], opset_version=17, dynamo=False)
+            torch.onnx.export(
+                module,
+                args,
+                str(tmp),
+                input_names=["sample", "c_noise", "context", "time_ids"],
+                output_names=["v"],
+                opset_version=17,
+                dynamo=False,
+            )
 
     atomic_write_with(path, export, suffix=".onnx", parents=True)
-    return {"export_seconds": time.perf_counter() - started, "bytes": path.stat().st_size,
-            "exporter": f"torch.onnx.export (TorchScript, opset 17), torch {torch.__version__}"}
+    return {
+        "export_seconds": time.perf_counter() - started,
+        "bytes": path.stat().st_size,
+        "exporter": f"torch.onnx.export (TorchScript, opset 17), torch {torch.__version__}",
+    }
 
 
 def _ort_session(path: Path, threads: int) -> Any:
@@ -198,8 +232,9 @@ def _ort_session(path: Path, threads: int) -> Any:
 
     from .machine import ort_session_options
 
-    return ort.InferenceSession(str(path), sess_options=ort_session_options(threads),
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(path), sess_options=ort_session_options(threads), providers=["CPUExecutionProvider"]
+    )
 
 
 def _plain_onnx_runner(ctx: PeerContext, graph: str) -> Tuple[Runner, Dict[str, Any]]:
@@ -234,8 +269,9 @@ def openvino_skip_reason(peer: str) -> Optional[str]:
 # ---------------------------------------------------------------------------------------------
 # svdeploy: exported files through the runtime's loaders, and the in-memory network
 # ---------------------------------------------------------------------------------------------
-def _artifact_runner(ctx: PeerContext, graph: str, backend: str,
-                     precision: str = "fp32") -> Tuple[Runner, Dict[str, Any]]:
+def _artifact_runner(
+    ctx: PeerContext, graph: str, backend: str, precision: str = "fp32"
+) -> Tuple[Runner, Dict[str, Any]]:
     from svdeploy.manifest import read_manifest
     from svdeploy.runtime.backends import BACKEND_FORMATS, CheckedGraph, graph_loader, load_graph
 
@@ -249,14 +285,16 @@ def _artifact_runner(ctx: PeerContext, graph: str, backend: str,
         # the runtime's loader takes ONNX Runtime's default thread count (all cores)
         session = _ort_session(ctx.artifact_dir / entry.file, ctx.threads)
         names = [s.name for s in entry.inputs]
-        checked = CheckedGraph(entry, lambda x: session.run(None, {n: x[n] for n in names}),
-                               backend="onnxruntime")
+        checked = CheckedGraph(
+            entry, lambda x: session.run(None, {n: x[n] for n in names}), backend="onnxruntime"
+        )
         info["session"] = f"bench-built, intra_op_num_threads={ctx.threads}"
     elif backend == "openvino":
         loader = graph_loader(backend, precision, threads=ctx.threads)
         checked = load_graph(entry, ctx.artifact_dir / entry.file, backend, manifest, loader)
-        info["session"] = (f"svdeploy.runtime OpenVINOBackend, {precision}, "
-                           f"INFERENCE_NUM_THREADS={ctx.threads}")
+        info["session"] = (
+            f"svdeploy.runtime OpenVINOBackend, {precision}, INFERENCE_NUM_THREADS={ctx.threads}"
+        )
     else:
         if backend == "mindspore":
             _mindspore_cpu()
@@ -294,9 +332,17 @@ def build_ms_graph_cell(ctx: PeerContext, graph: str) -> Tuple[Any, Any]:
 
     if ctx.checkpoint_dir is None:
         raise RuntimeError("no svdeploy checkpoint")
-    settings = resolve_settings(ctx.cfg, frames=ctx.frames, height=ctx.height, width=ctx.width,
-                                guidance=ctx.guidance, decode_chunk_size=ctx.decode_chunk_size,
-                                formats=("mindir",), dtype=ctx.dtype, conv=ctx.conv)
+    settings = resolve_settings(
+        ctx.cfg,
+        frames=ctx.frames,
+        height=ctx.height,
+        width=ctx.width,
+        guidance=ctx.guidance,
+        decode_chunk_size=ctx.decode_chunk_size,
+        formats=("mindir",),
+        dtype=ctx.dtype,
+        conv=ctx.conv,
+    )
     kernels = export_kernels("mindir", settings)
     network = graph_network(graph)
     net = load_network(network, ctx.checkpoint_dir, kernels, ctx.cfg)  # type: ignore[arg-type]
@@ -311,7 +357,9 @@ def build_ms_graph_cell(ctx: PeerContext, graph: str) -> Tuple[Any, Any]:
     return VAEDecoderGraph(net, frames), kernels
 
 
-def _pynative_runner(ctx: PeerContext, graph: str, order: List[str]) -> Tuple[Runner, Dict[str, Any]]:
+def _pynative_runner(
+    ctx: PeerContext, graph: str, order: List[str]
+) -> Tuple[Runner, Dict[str, Any]]:
     import mindspore as ms
 
     _mindspore_cpu("pynative")
@@ -324,8 +372,9 @@ def _pynative_runner(ctx: PeerContext, graph: str, order: List[str]) -> Tuple[Ru
     return run, {"kernels": repr(kernels)}
 
 
-def make_runner(peer: str, graph: str, ctx: PeerContext,
-                input_order: List[str]) -> Tuple[Runner, Dict[str, Any]]:
+def make_runner(
+    peer: str, graph: str, ctx: PeerContext, input_order: List[str]
+) -> Tuple[Runner, Dict[str, Any]]:
     """A ``run(inputs) → output`` for ``peer`` on ``graph``, and a description of its setup."""
     if peer not in PEERS:
         raise ValueError(f"peer {peer!r}: expected one of {', '.join(PEERS)}")
@@ -341,7 +390,20 @@ def make_runner(peer: str, graph: str, ctx: PeerContext,
     return _artifact_runner(ctx, graph, backend)
 
 
-__all__ = ["PEERS", "DEFAULT_PEERS", "PEER_LABELS", "TORCH_PEERS", "ARTIFACT_FORMAT", "UNET_ONLY",
-           "OPENVINO_PEERS", "openvino_skip_reason",
-           "PeerContext", "make_runner", "peer_precision", "reference_peer",
-           "diffusers_graph_fns", "export_plain_onnx", "build_ms_graph_cell"]
+__all__ = [
+    "PEERS",
+    "DEFAULT_PEERS",
+    "PEER_LABELS",
+    "TORCH_PEERS",
+    "ARTIFACT_FORMAT",
+    "UNET_ONLY",
+    "OPENVINO_PEERS",
+    "openvino_skip_reason",
+    "PeerContext",
+    "make_runner",
+    "peer_precision",
+    "reference_peer",
+    "diffusers_graph_fns",
+    "export_plain_onnx",
+    "build_ms_graph_cell",
+]

@@ -1,6 +1,7 @@
 """svd-bench's child processes: each case runs in its own process, measured (wall and CPU
 time, peak RSS through wait4 and VmHWM), watched by a memory guard, or served (a worker that
 loads once and times one call per request, so that peers can take turns)."""
+
 from __future__ import annotations
 
 import json
@@ -43,11 +44,11 @@ def tree_rss(process: Any) -> int:
 class ChildRun:
     returncode: int
     seconds: float
-    peak_rss_wait4_bytes: int      # ru_maxrss from wait4: at least the parent's RSS at fork (Linux)
-    peak_rss_psutil_bytes: int     # polled every 0.25 s, child + its children
+    peak_rss_wait4_bytes: int  # ru_maxrss from wait4: at least the parent's RSS at fork (Linux)
+    peak_rss_psutil_bytes: int  # polled every 0.25 s, child + its children
     stderr_tail: str
     result: Optional[Dict[str, Any]] = None
-    cpu_seconds: float = 0.0       # user + system time of the child (wait4)
+    cpu_seconds: float = 0.0  # user + system time of the child (wait4)
     load_average_1m: Optional[float] = None  # of the machine when the child started
 
     @property
@@ -69,8 +70,11 @@ class ChildRun:
         return self.returncode == 0 and self.result is not None
 
     def error(self) -> str:
-        lines = [ln for ln in self.stderr_tail.splitlines()
-                 if ln.strip() and "[WARNING]" not in ln and "Warning" not in ln]
+        lines = [
+            ln
+            for ln in self.stderr_tail.splitlines()
+            if ln.strip() and "[WARNING]" not in ln and "Warning" not in ln
+        ]
         return (lines[-1] if lines else f"exit status {self.returncode}")[:500]
 
 
@@ -123,7 +127,8 @@ class MemoryGuard:
                 largest.killed_reason = (
                     f"killed by svd-bench at {rss / 2**30:.1f} GiB RSS: the workers together held "
                     f"{total / 2**30:.2f} GiB, above --memory-limit "
-                    f"{self.limit_bytes / 2**30:.2f} GiB")
+                    f"{self.limit_bytes / 2**30:.2f} GiB"
+                )
                 kill_process(largest.process)
             time.sleep(self.interval_s)
 
@@ -149,9 +154,13 @@ def resource_zero() -> Any:
     return resource.struct_rusage((0,) * 16)
 
 
-def run_measured(command: Sequence[str], env: Optional[Dict[str, str]], timeout_s: float,
-                 stderr_path: Path, guard: Optional[MemoryGuard] = None
-                 ) -> Tuple[int, float, int, int, bool, float, Optional[str]]:
+def run_measured(
+    command: Sequence[str],
+    env: Optional[Dict[str, str]],
+    timeout_s: float,
+    stderr_path: Path,
+    guard: Optional[MemoryGuard] = None,
+) -> Tuple[int, float, int, int, bool, float, Optional[str]]:
     """Run ``command`` and measure it: (exit status, seconds, ru_maxrss from wait4, peak RSS from
     polling, timed out, CPU seconds, why svd-bench killed it). Caveat: Linux carries the
     parent's RSS at fork into the child's ru_maxrss, so wait4 reports at least this process's
@@ -180,13 +189,25 @@ def run_measured(command: Sequence[str], env: Optional[Dict[str, str]], timeout_
         seconds = time.perf_counter() - started
     # ru_maxrss is in kilobytes on Linux
     cpu = float(rusage.ru_utime + rusage.ru_stime)
-    return (process.returncode, seconds, int(rusage.ru_maxrss) * 1024, entry.peak_bytes,
-            timed_out.is_set(), cpu, entry.killed_reason)
+    return (
+        process.returncode,
+        seconds,
+        int(rusage.ru_maxrss) * 1024,
+        entry.peak_bytes,
+        timed_out.is_set(),
+        cpu,
+        entry.killed_reason,
+    )
 
 
-def run_worker(task: str, spec: Dict[str, Any], threads: int, timeout_s: float,
-               log: Callable[[str], None] = lambda _m: None,
-               guard: Optional[MemoryGuard] = None) -> ChildRun:
+def run_worker(
+    task: str,
+    spec: Dict[str, Any],
+    threads: int,
+    timeout_s: float,
+    log: Callable[[str], None] = lambda _m: None,
+    guard: Optional[MemoryGuard] = None,
+) -> ChildRun:
     """Run ``python -m svdeploy.benchmarks.worker TASK spec.json result.json`` in a fresh
     process with the thread environment, and measure it (``run_measured``)."""
     with tempfile.TemporaryDirectory(prefix="svd-bench-") as tmp:
@@ -197,15 +218,24 @@ def run_worker(task: str, spec: Dict[str, Any], threads: int, timeout_s: float,
         command = [sys.executable, "-m", WORKER_MODULE, task, str(spec_path), str(result_path)]
         load = load_average()
         code, seconds, peak, peak_psutil, timed_out, cpu, killed = run_measured(
-            command, thread_env(threads), timeout_s, err_path, guard)
+            command, thread_env(threads), timeout_s, err_path, guard
+        )
         stderr = err_path.read_text(errors="replace")[-6000:]
         if timed_out:
             stderr += f"\nkilled after the {timeout_s:.0f} s time limit (--case-timeout)"
         if killed:
             stderr += "\n" + killed
         result = json.loads(result_path.read_text()) if result_path.is_file() else None
-        run = ChildRun(code, seconds, peak, peak_psutil, stderr, result, cpu_seconds=cpu,
-                       load_average_1m=load[0] if load else None)
+        run = ChildRun(
+            code,
+            seconds,
+            peak,
+            peak_psutil,
+            stderr,
+            result,
+            cpu_seconds=cpu,
+            load_average_1m=load[0] if load else None,
+        )
         if not run.ok:
             log(f"  {task} failed: {run.error()}")
         return run
@@ -215,8 +245,15 @@ class ServedWorker:
     """A worker that loads once and then times one call per request (``serve-graph`` /
     ``serve-e2e``), so that several peers can take turns on the machine."""
 
-    def __init__(self, kind: str, spec: Dict[str, Any], threads: int, timeout_s: float,
-                 guard: MemoryGuard, log: Callable[[str], None] = lambda _m: None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        spec: Dict[str, Any],
+        threads: int,
+        timeout_s: float,
+        guard: MemoryGuard,
+        log: Callable[[str], None] = lambda _m: None,
+    ) -> None:
         import queue
 
         self.kind = kind
@@ -236,9 +273,21 @@ class ServedWorker:
         self._load = load_average()
         self._err = open(self._err_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", WORKER_MODULE, f"serve-{kind}", str(spec_path),
-             str(self._result_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._err, env=thread_env(threads), text=True, bufsize=1)
+            [
+                sys.executable,
+                "-m",
+                WORKER_MODULE,
+                f"serve-{kind}",
+                str(spec_path),
+                str(self._result_path),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            env=thread_env(threads),
+            text=True,
+            bufsize=1,
+        )
         self._watch = guard.watch(self.process)
         self._rusage: Any = None
         threading.Thread(target=self._read, daemon=True).start()
@@ -248,7 +297,7 @@ class ServedWorker:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             if line.startswith(PROTOCOL):
-                self._lines.put(line[len(PROTOCOL):].strip())
+                self._lines.put(line[len(PROTOCOL) :].strip())
         self._lines.put(None)  # the process closed its output
 
     def _reap(self) -> None:
@@ -291,8 +340,11 @@ class ServedWorker:
     def _stderr_error(self) -> str:
         self._err.flush()
         text = self._err_path.read_text(errors="replace")[-6000:]
-        lines = [ln for ln in text.splitlines()
-                 if ln.strip() and "[WARNING]" not in ln and "Warning" not in ln]
+        lines = [
+            ln
+            for ln in text.splitlines()
+            if ln.strip() and "[WARNING]" not in ln and "Warning" not in ln
+        ]
         code = self.process.returncode
         return (lines[-1] if lines else f"exit status {code}")[:500]
 
@@ -327,8 +379,9 @@ class ServedWorker:
         deadline = time.perf_counter() + limit_s
         while time.perf_counter() < deadline and tasks.is_dir():
             try:
-                states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                          for t in tasks.iterdir()]
+                states = [
+                    (t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks.iterdir()
+                ]
             except (OSError, IndexError):
                 continue  # a thread exited between listing and reading: look again
             if all(state in "TtZX" for state in states):
@@ -369,21 +422,39 @@ class ServedWorker:
         self.guard.unwatch(self._watch)
         self._err.close()
         seconds = time.perf_counter() - self._started
-        result = (json.loads(self._result_path.read_text())
-                  if self.error is None and self._result_path.is_file() else None)
+        result = (
+            json.loads(self._result_path.read_text())
+            if self.error is None and self._result_path.is_file()
+            else None
+        )
         stderr = self._err_path.read_text(errors="replace")[-6000:]
         if self.error:
             stderr += "\n" + self.error
             self.log(f"  {self.kind} {self.spec.get('peer')} failed: {self.error}")
-        run = ChildRun(0 if result is not None else (self.process.returncode or 1), seconds,
-                       int(rusage.ru_maxrss) * 1024, self._watch.peak_bytes, stderr, result,
-                       cpu_seconds=float(rusage.ru_utime + rusage.ru_stime),
-                       load_average_1m=self._load[0] if self._load else None)
+        run = ChildRun(
+            0 if result is not None else (self.process.returncode or 1),
+            seconds,
+            int(rusage.ru_maxrss) * 1024,
+            self._watch.peak_bytes,
+            stderr,
+            result,
+            cpu_seconds=float(rusage.ru_utime + rusage.ru_stime),
+            load_average_1m=self._load[0] if self._load else None,
+        )
         self._tmp.cleanup()
         return run
 
 
 __all__ = [
-    "WORKER_MODULE", "PROTOCOL", "ChildRun", "MemoryGuard", "kill_process", "Watch",
-    "resource_zero", "tree_rss", "run_measured", "run_worker", "ServedWorker"
+    "WORKER_MODULE",
+    "PROTOCOL",
+    "ChildRun",
+    "MemoryGuard",
+    "kill_process",
+    "Watch",
+    "resource_zero",
+    "tree_rss",
+    "run_measured",
+    "run_worker",
+    "ServedWorker",
 ]

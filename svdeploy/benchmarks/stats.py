@@ -1,4 +1,5 @@
 """Timing statistics of svd-bench: medians, percentiles and CPU time of repeated calls."""
+
 from __future__ import annotations
 
 import time
@@ -48,16 +49,23 @@ class Stats:
         return float(min(self.samples)) if self.samples else float("nan")
 
     def to_json(self) -> Dict[str, Any]:
-        out = {"n": self.n, "median_s": self.median, "p10_s": self.p10, "p90_s": self.p90,
-               "min_s": self.min, "samples_s": [round(s, 6) for s in self.samples]}
+        out = {
+            "n": self.n,
+            "median_s": self.median,
+            "p10_s": self.p10,
+            "p90_s": self.p90,
+            "min_s": self.min,
+            "samples_s": [round(s, 6) for s in self.samples],
+        }
         if self.cpu_samples is not None:
             out["cpu_s"] = [round(s, 6) for s in self.cpu_samples]
             out["cpu_per_wall"] = self.cpu_per_wall
         return out
 
 
-def time_repeated(fn: Callable[[], Any], repeats: int, warmup: int,
-                  budget_s: Optional[float] = None) -> Stats:
+def time_repeated(
+    fn: Callable[[], Any], repeats: int, warmup: int, budget_s: Optional[float] = None
+) -> Stats:
     """Run ``fn`` ``warmup`` times untimed, then up to ``repeats`` timed runs. With a budget,
     timed runs stop once it is spent (at least 3 are kept); the sample count is reported, so a
     cut-short measurement is visible."""

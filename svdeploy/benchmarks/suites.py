@@ -4,6 +4,7 @@ case, failures included with their reason) and whatever the report needs.
 Every case runs in its own process (svdeploy.benchmarks.worker) so that its peak RSS, thread
 pools and imported libraries are its own.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -55,8 +56,12 @@ def _skip_reason(ws: Workspace, peer: str, graph: Optional[str] = None) -> Optio
 def _process(run: Any) -> Dict[str, Any]:
     """What every measured case records about its process: peak RSS, how many cores it kept
     busy (≈ --threads when nothing else competed), and the machine's load when it started."""
-    return {"peak_rss_bytes": run.peak_rss_bytes, "cpu_per_wall": round(run.cpu_per_wall, 2),
-            "load_average_1m": run.load_average_1m, "peak_rss_polled_bytes": run.peak_rss_psutil_bytes}
+    return {
+        "peak_rss_bytes": run.peak_rss_bytes,
+        "cpu_per_wall": round(run.cpu_per_wall, 2),
+        "load_average_1m": run.load_average_1m,
+        "peak_rss_polled_bytes": run.peak_rss_psutil_bytes,
+    }
 
 
 def _graph_names(s: BenchSettings) -> List[str]:
@@ -67,9 +72,16 @@ def _graph_names(s: BenchSettings) -> List[str]:
 
 
 def _flops(s: BenchSettings, graph: str, mode: str) -> int:
-    return graph_flops(s.cfg, graph, frames=s.frames, height=s.height, width=s.width,
-                       guidance_batch=s.guidance_batch, decode_chunk_size=s.decode_chunk_size,
-                       mode=mode).total  # type: ignore[arg-type]
+    return graph_flops(
+        s.cfg,
+        graph,
+        frames=s.frames,
+        height=s.height,
+        width=s.width,
+        guidance_batch=s.guidance_batch,
+        decode_chunk_size=s.decode_chunk_size,
+        mode=mode,
+    ).total  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,38 +98,59 @@ def suite_export(ws: Workspace) -> Dict[str, Any]:
             ws.log(f"export: {graph}.{fmt}")
             tmp = Path(tempfile.mkdtemp(prefix=".export-bench-", dir=s.work))
             try:
-                spec = dict(ws.worker_base(), out_dir=str(tmp / "artifact"), formats=[fmt],
-                            graphs=[graph], validate=s.export_validate)
+                spec = dict(
+                    ws.worker_base(),
+                    out_dir=str(tmp / "artifact"),
+                    formats=[fmt],
+                    graphs=[graph],
+                    validate=s.export_validate,
+                )
                 run = ws.run("export", spec)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-            row: Dict[str, Any] = {"graph": graph, "format": fmt, "dtype": s.dtype,
-                                   "wall_s": run.seconds, **_process(run),
-                                   "peak_rss_psutil_bytes": run.peak_rss_psutil_bytes}
+            row: Dict[str, Any] = {
+                "graph": graph,
+                "format": fmt,
+                "dtype": s.dtype,
+                "wall_s": run.seconds,
+                **_process(run),
+                "peak_rss_psutil_bytes": run.peak_rss_psutil_bytes,
+            }
             if not run.ok:
                 row["error"] = run.error()
             else:
                 reports = run.result["reports"]
-                row.update(rss_after_imports_bytes=run.result["rss_after_imports_bytes"],
-                           export_seconds=sum(r["export_seconds"] for r in reports),
-                           bytes=sum(r["bytes"] for r in reports),
-                           files=[r["file"] for r in reports],
-                           parity_max_rel_error=max((r["parity_max_rel_error"] for r in reports
-                                                     if r["parity_max_rel_error"] is not None),
-                                                    default=None),
-                           tolerance=reports[0]["tolerance"] if reports else None)
+                row.update(
+                    rss_after_imports_bytes=run.result["rss_after_imports_bytes"],
+                    export_seconds=sum(r["export_seconds"] for r in reports),
+                    bytes=sum(r["bytes"] for r in reports),
+                    files=[r["file"] for r in reports],
+                    parity_max_rel_error=max(
+                        (
+                            r["parity_max_rel_error"]
+                            for r in reports
+                            if r["parity_max_rel_error"] is not None
+                        ),
+                        default=None,
+                    ),
+                    tolerance=reports[0]["tolerance"] if reports else None,
+                )
             rows.append(row)
-    return {"rows": rows, "validate": s.export_validate,
-            "method": "one child process per (graph, format): svdeploy.export.export_artifact("
-                      "graphs=[graph], formats=(format,)); peak RSS = the child's own high-water "
-                      "mark (VmHWM, read by the child at its end)"}
+    return {
+        "rows": rows,
+        "validate": s.export_validate,
+        "method": "one child process per (graph, format): svdeploy.export.export_artifact("
+        "graphs=[graph], formats=(format,)); peak RSS = the child's own high-water "
+        "mark (VmHWM, read by the child at its end)",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # graphs
 # ---------------------------------------------------------------------------------------------
-def measure_peers(ws: Workspace, kind: str, specs: Dict[str, Dict[str, Any]], repeats: int,
-                  warmups: int) -> Dict[str, Tuple[ChildRun, List[Dict[str, Any]]]]:
+def measure_peers(
+    ws: Workspace, kind: str, specs: Dict[str, Dict[str, Any]], repeats: int, warmups: int
+) -> Dict[str, Tuple[ChildRun, List[Dict[str, Any]]]]:
     """Load each peer in its own served worker, then time ``repeats`` calls per peer.
 
     interleaved (default): all peers of the group are loaded (one after the other), then take
@@ -157,8 +190,12 @@ def measure_peers(ws: Workspace, kind: str, specs: Dict[str, Dict[str, Any]], re
                         samples[peer].append(done)
                         spent[peer] += done["wall"]
                 if i == 0:
-                    ws.log(f"{kind}: round 1 of {repeats}: " + ", ".join(
-                        f"{p} {samples[p][0]['wall']:.3g} s" for p in group if samples[p]))
+                    ws.log(
+                        f"{kind}: round 1 of {repeats}: "
+                        + ", ".join(
+                            f"{p} {samples[p][0]['wall']:.3g} s" for p in group if samples[p]
+                        )
+                    )
         finally:
             for worker in workers.values():
                 worker.freeze(False)  # a stopped process cannot read QUIT
@@ -167,8 +204,9 @@ def measure_peers(ws: Workspace, kind: str, specs: Dict[str, Dict[str, Any]], re
     return results
 
 
-def _timed_request(workers: Dict[str, ServedWorker], peer: str, command: str,
-                   freeze_others: bool) -> Optional[Dict[str, Any]]:
+def _timed_request(
+    workers: Dict[str, ServedWorker], peer: str, command: str, freeze_others: bool
+) -> Optional[Dict[str, Any]]:
     """One request to ``peer`` (thawed for it when the others are frozen), with the CPU
     seconds the other workers used during it."""
     others = {p: w for p, w in workers.items() if p != peer}
@@ -187,8 +225,9 @@ def _timed_request(workers: Dict[str, ServedWorker], peer: str, command: str,
     return done
 
 
-def measure_standalone(ws: Workspace, kind: str, specs: Dict[str, Dict[str, Any]],
-                       warmups: int) -> Dict[str, Optional[Stats]]:
+def measure_standalone(
+    ws: Workspace, kind: str, specs: Dict[str, Dict[str, Any]], warmups: int
+) -> Dict[str, Optional[Stats]]:
     """Each peer alone (no other peer process exists): load, warm up, --standalone-repeats
     timed calls. What a user running only that implementation would measure."""
     s = ws.s
@@ -197,8 +236,10 @@ def measure_standalone(ws: Workspace, kind: str, specs: Dict[str, Dict[str, Any]
         return out
     for peer, spec in specs.items():
         ws.log(f"{kind}: {peer} standalone, {s.standalone_repeats} calls")
-        worker = ws.serve(kind, dict(spec, output_path=str(Path(spec["output_path"]).with_suffix(
-            ".standalone.npz"))))
+        worker = ws.serve(
+            kind,
+            dict(spec, output_path=str(Path(spec["output_path"]).with_suffix(".standalone.npz"))),
+        )
         calls = []
         try:
             for _ in range(warmups):
@@ -213,13 +254,15 @@ def measure_standalone(ws: Workspace, kind: str, specs: Dict[str, Dict[str, Any]
     return out
 
 
-def _add_standalone(row: Dict[str, Any], samples: List[Dict[str, Any]],
-                    alone: Optional[Stats], median_key: str) -> None:
+def _add_standalone(
+    row: Dict[str, Any], samples: List[Dict[str, Any]], alone: Optional[Stats], median_key: str
+) -> None:
     """Standalone median beside the interleaved one, and the idle peers' CPU during calls."""
     wall = sum(d["wall"] for d in samples)
     if wall > 0 and any("others_cpu" in d for d in samples):
-        row["idle_peers_cpu_per_wall"] = round(sum(d.get("others_cpu", 0.0) for d in samples)
-                                               / wall, 3)
+        row["idle_peers_cpu_per_wall"] = round(
+            sum(d.get("others_cpu", 0.0) for d in samples) / wall, 3
+        )
         by_peer: Dict[str, float] = {}
         for d in samples:
             for other, seconds in d.get("others_cpu_by_peer", {}).items():
@@ -238,16 +281,19 @@ def _stats(samples: List[Dict[str, Any]]) -> Stats:
 
 def suite_graphs(ws: Workspace, peak: Dict[str, Any]) -> Dict[str, Any]:
     s = ws.s
-    needed_formats = sorted({ARTIFACT_FORMAT[p] for p in s.peers if p in ARTIFACT_FORMAT}
-                            & set(s.formats))
+    needed_formats = sorted(
+        {ARTIFACT_FORMAT[p] for p in s.peers if p in ARTIFACT_FORMAT} & set(s.formats)
+    )
     subset = None if set(s.graphs) == set(GRAPHS) else list(s.graphs)
     artifact = ws.artifact(needed_formats, graphs=subset) if needed_formats else None
-    plain_path, plain_info = (ws.plain_onnx() if "plain-onnx" in s.peers and "unet" in s.graphs
-                              else (None, {}))
+    plain_path, plain_info = (
+        ws.plain_onnx() if "plain-onnx" in s.peers and "unet" in s.graphs else (None, {})
+    )
     rows: List[Dict[str, Any]] = []
     for graph in _graph_names(s):
-        graph_rows, specs = _graph_specs(ws, graph, artifact, needed_formats, plain_path,
-                                         plain_info)
+        graph_rows, specs = _graph_specs(
+            ws, graph, artifact, needed_formats, plain_path, plain_info
+        )
         ws.log(f"graphs: {graph} ({', '.join(specs)})")
         measured = measure_peers(ws, "graph", specs, s.repeats, max(s.warmup - 1, 0))
         alone = measure_standalone(ws, "graph", specs, max(s.warmup - 1, 0))
@@ -255,17 +301,27 @@ def suite_graphs(ws: Workspace, peak: Dict[str, Any]) -> Dict[str, Any]:
         ordered = [graph_rows[p] for p in s.peers]
         _add_comparisons(ordered, outputs, peak, ws.has_diffusers)
         rows.extend(ordered)
-    return {"rows": rows, "plain_onnx": plain_info, "artifact": str(artifact) if artifact else None,
-            "schedule": s.schedule, "method": _graphs_method(s),
-            "flops_note": "flops = diffusers' schedule of the same math (full one-token "
-                          "cross-attention); flops_svdeploy_schedule = what svdeploy's graphs "
-                          "compute (to_v/to_out of the single context token, broadcast). "
-                          "GFLOP/s and % of peak use `flops` for every peer."}
+    return {
+        "rows": rows,
+        "plain_onnx": plain_info,
+        "artifact": str(artifact) if artifact else None,
+        "schedule": s.schedule,
+        "method": _graphs_method(s),
+        "flops_note": "flops = diffusers' schedule of the same math (full one-token "
+        "cross-attention); flops_svdeploy_schedule = what svdeploy's graphs "
+        "compute (to_v/to_out of the single context token, broadcast). "
+        "GFLOP/s and % of peak use `flops` for every peer.",
+    }
 
 
-def _graph_specs(ws: Workspace, graph: str, artifact: Optional[Path], needed_formats: List[str],
-                 plain_path: Optional[Path], plain_info: Dict[str, Any]
-                 ) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Dict[str, Any]]]:
+def _graph_specs(
+    ws: Workspace,
+    graph: str,
+    artifact: Optional[Path],
+    needed_formats: List[str],
+    plain_path: Optional[Path],
+    plain_info: Dict[str, Any],
+) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Dict[str, Any]]]:
     """(a row per peer, a worker spec per peer that can run ``graph``); a peer that cannot
     says why in its row's ``skipped``."""
     s = ws.s
@@ -275,9 +331,14 @@ def _graph_specs(ws: Workspace, graph: str, artifact: Optional[Path], needed_for
     graph_rows: Dict[str, Dict[str, Any]] = {}
     specs: Dict[str, Dict[str, Any]] = {}
     for peer in s.peers:
-        row: Dict[str, Any] = {"graph": graph, "peer": peer, "label": PEER_LABELS[peer],
-                               "precision": peer_precision(peer, s.dtype),
-                               "flops": flops_d, "flops_svdeploy_schedule": flops_s}
+        row: Dict[str, Any] = {
+            "graph": graph,
+            "peer": peer,
+            "label": PEER_LABELS[peer],
+            "precision": peer_precision(peer, s.dtype),
+            "flops": flops_d,
+            "flops_svdeploy_schedule": flops_s,
+        }
         graph_rows[peer] = row
         reason = _skip_reason(ws, peer, graph)
         if reason is None and peer in ARTIFACT_FORMAT and artifact is None:
@@ -287,17 +348,25 @@ def _graph_specs(ws: Workspace, graph: str, artifact: Optional[Path], needed_for
         if reason:
             row["skipped"] = reason
             continue
-        specs[peer] = dict(ws.worker_base(), peer=peer, graph=graph,
-                           artifact_dir=str(artifact) if artifact else None,
-                           plain_onnx_path=str(plain_path) if plain_path else None,
-                           inputs_path=str(inputs_path), input_order=order,
-                           output_path=str(s.work / "outputs" / f"{graph}-{peer}.npz"))
+        specs[peer] = dict(
+            ws.worker_base(),
+            peer=peer,
+            graph=graph,
+            artifact_dir=str(artifact) if artifact else None,
+            plain_onnx_path=str(plain_path) if plain_path else None,
+            inputs_path=str(inputs_path),
+            input_order=order,
+            output_path=str(s.work / "outputs" / f"{graph}-{peer}.npz"),
+        )
     return graph_rows, specs
 
 
-def _record_graph_timings(graph_rows: Dict[str, Dict[str, Any]],
-                          specs: Dict[str, Dict[str, Any]], measured: Dict[str, Any],
-                          alone: Dict[str, Any]) -> Dict[str, Path]:
+def _record_graph_timings(
+    graph_rows: Dict[str, Dict[str, Any]],
+    specs: Dict[str, Dict[str, Any]],
+    measured: Dict[str, Any],
+    alone: Dict[str, Any],
+) -> Dict[str, Path]:
     """Each measured peer's statistics into its row; returns the output file of every peer
     that produced one."""
     outputs: Dict[str, Path] = {}
@@ -309,30 +378,44 @@ def _record_graph_timings(graph_rows: Dict[str, Dict[str, Any]],
             continue
         stats = _stats(samples)
         r = run.result
-        row.update(stats=stats.to_json(), median_s=stats.median, p10_s=stats.p10,
-                   p90_s=stats.p90, n=stats.n, load_s=r["load_s"],
-                   first_call_s=r["first_call_s"], rss_after_load_bytes=r["rss_after_load_bytes"],
-                   setup=r.get("setup"), cpu_per_wall=round(stats.cpu_per_wall or 0.0, 2))
+        row.update(
+            stats=stats.to_json(),
+            median_s=stats.median,
+            p10_s=stats.p10,
+            p90_s=stats.p90,
+            n=stats.n,
+            load_s=r["load_s"],
+            first_call_s=r["first_call_s"],
+            rss_after_load_bytes=r["rss_after_load_bytes"],
+            setup=r.get("setup"),
+            cpu_per_wall=round(stats.cpu_per_wall or 0.0, 2),
+        )
         _add_standalone(row, samples, alone.get(peer), "median_s")
         outputs[peer] = Path(specs[peer]["output_path"])
     return outputs
 
 
 def _graphs_method(s: BenchSettings) -> str:
-    return (f"per graph, one process per peer ({s.schedule}): load, 1 untimed first "
-            f"call (compilation), {max(s.warmup - 1, 0)} more warm-up calls, then "
-            f"{s.repeats} timed calls on identical inputs"
-            + (", the peers taking turns call by call" if s.schedule == "interleaved" else "")
-            + "; median and p10/p90")
+    return (
+        f"per graph, one process per peer ({s.schedule}): load, 1 untimed first "
+        f"call (compilation), {max(s.warmup - 1, 0)} more warm-up calls, then "
+        f"{s.repeats} timed calls on identical inputs"
+        + (", the peers taking turns call by call" if s.schedule == "interleaved" else "")
+        + "; median and p10/p90"
+    )
 
 
-def _add_comparisons(rows: List[Dict[str, Any]], outputs: Dict[str, Path], peak: Dict[str, Any],
-                     has_diffusers: bool) -> None:
+def _add_comparisons(
+    rows: List[Dict[str, Any]], outputs: Dict[str, Path], peak: Dict[str, Any], has_diffusers: bool
+) -> None:
     """Speed-up vs diffusers at the same precision, parity vs diffusers fp32 (or vs the
     in-memory network when diffusers is unavailable), achieved GFLOP/s and % of peak."""
     medians = {r["peer"]: r["median_s"] for r in rows if "median_s" in r}
-    parity_ref = "diffusers" if has_diffusers and "diffusers" in outputs else (
-        "ms-pynative" if "ms-pynative" in outputs else None)
+    parity_ref = (
+        "diffusers"
+        if has_diffusers and "diffusers" in outputs
+        else ("ms-pynative" if "ms-pynative" in outputs else None)
+    )
     reference = None
     if parity_ref is not None:
         with np.load(outputs[parity_ref]) as data:
@@ -345,7 +428,11 @@ def _add_comparisons(rows: List[Dict[str, Any]], outputs: Dict[str, Path], peak:
             row["speedup_vs_diffusers"] = medians[ref_peer] / row["median_s"]
             row["speedup_reference"] = ref_peer
         row["gflops_per_s"] = row["flops"] / row["median_s"] / 1e9
-        peak_value = peak.get("fp32_peak_gflops") if row["precision"] == "fp32" else peak.get("bf16_peak_gflops")
+        peak_value = (
+            peak.get("fp32_peak_gflops")
+            if row["precision"] == "fp32"
+            else peak.get("bf16_peak_gflops")
+        )
         if peak_value:
             row["percent_of_peak"] = 100.0 * row["gflops_per_s"] / peak_value
         if reference is not None and row["peer"] in outputs:
@@ -360,15 +447,22 @@ def _add_comparisons(rows: List[Dict[str, Any]], outputs: Dict[str, Path], peak:
 # ---------------------------------------------------------------------------------------------
 # e2e
 # ---------------------------------------------------------------------------------------------
-E2E_PEERS = {"onnxruntime": "svdeploy-onnxruntime", "ms-graphcell": "svdeploy-mindspore",
-             "openvino": "svdeploy-openvino", "openvino-bf16": "svdeploy-openvino-bf16",
-             "diffusers": "diffusers", "diffusers-bf16": "diffusers-bf16"}
-E2E_LABELS = {"svdeploy-onnxruntime": "svdeploy VideoPipeline, ONNX Runtime backend",
-              "svdeploy-openvino": "svdeploy VideoPipeline, OpenVINO backend, fp32",
-              "svdeploy-openvino-bf16": "svdeploy VideoPipeline, OpenVINO backend, bf16",
-              "svdeploy-mindspore": "svdeploy VideoPipeline, MindSpore (MindIR) backend",
-              "diffusers": "diffusers StableVideoDiffusionPipeline, fp32",
-              "diffusers-bf16": "diffusers StableVideoDiffusionPipeline, bf16 autocast"}
+E2E_PEERS = {
+    "onnxruntime": "svdeploy-onnxruntime",
+    "ms-graphcell": "svdeploy-mindspore",
+    "openvino": "svdeploy-openvino",
+    "openvino-bf16": "svdeploy-openvino-bf16",
+    "diffusers": "diffusers",
+    "diffusers-bf16": "diffusers-bf16",
+}
+E2E_LABELS = {
+    "svdeploy-onnxruntime": "svdeploy VideoPipeline, ONNX Runtime backend",
+    "svdeploy-openvino": "svdeploy VideoPipeline, OpenVINO backend, fp32",
+    "svdeploy-openvino-bf16": "svdeploy VideoPipeline, OpenVINO backend, bf16",
+    "svdeploy-mindspore": "svdeploy VideoPipeline, MindSpore (MindIR) backend",
+    "diffusers": "diffusers StableVideoDiffusionPipeline, fp32",
+    "diffusers-bf16": "diffusers StableVideoDiffusionPipeline, bf16 autocast",
+}
 
 
 def suite_e2e(ws: Workspace) -> Dict[str, Any]:
@@ -376,8 +470,10 @@ def suite_e2e(ws: Workspace) -> Dict[str, Any]:
     graph_peer = {v: k for k, v in E2E_PEERS.items()}
     peers = [E2E_PEERS[p] for p in s.peers if p in E2E_PEERS]
     not_applicable = [p for p in s.peers if p not in E2E_PEERS]
-    needed = sorted({ARTIFACT_FORMAT[graph_peer[p]] for p in peers if graph_peer[p] in ARTIFACT_FORMAT}
-                    & set(s.formats))
+    needed = sorted(
+        {ARTIFACT_FORMAT[graph_peer[p]] for p in peers if graph_peer[p] in ARTIFACT_FORMAT}
+        & set(s.formats)
+    )
     artifact = ws.artifact(needed) if needed else None
     inputs_path = _e2e_inputs(s)
     rows, specs = _e2e_specs(ws, peers, artifact, needed, inputs_path)
@@ -387,8 +483,12 @@ def suite_e2e(ws: Workspace) -> Dict[str, Any]:
     frames_paths = _record_e2e_timings(rows, specs, measured, alone)
     ordered = [rows[p] for p in peers]
     _add_e2e_comparisons(ordered, frames_paths)
-    return {"rows": ordered, "not_applicable": not_applicable,
-            "schedule": s.schedule, "method": _e2e_method(s)}
+    return {
+        "rows": ordered,
+        "not_applicable": not_applicable,
+        "schedule": s.schedule,
+        "method": _e2e_method(s),
+    }
 
 
 def _e2e_inputs(s: BenchSettings) -> Path:
@@ -400,13 +500,16 @@ def _e2e_inputs(s: BenchSettings) -> Path:
     image_noise = rng.standard_normal((1, 3, s.height, s.width), dtype=np.float32)
     latents = rng.standard_normal((1, s.frames, s.cfg.latent_channels, h, w), dtype=np.float32)
     inputs_path = s.work / "inputs" / f"e2e-f{s.frames}-{s.height}x{s.width}-s{s.seed}.npz"
-    save_npz_atomic(inputs_path, {"image": demo_image(s.height, s.width),
-                                  "image_noise": image_noise, "latents": latents})
+    save_npz_atomic(
+        inputs_path,
+        {"image": demo_image(s.height, s.width), "image_noise": image_noise, "latents": latents},
+    )
     return inputs_path
 
 
-def _e2e_specs(ws: Workspace, peers: List[str], artifact: Optional[Path], needed: List[str],
-               inputs_path: Path) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Dict[str, Any]]]:
+def _e2e_specs(
+    ws: Workspace, peers: List[str], artifact: Optional[Path], needed: List[str], inputs_path: Path
+) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Dict[str, Any]]]:
     """(a row per peer, a worker spec per peer that can run); a peer that cannot says why in
     its row's ``skipped``."""
     s = ws.s
@@ -415,9 +518,13 @@ def _e2e_specs(ws: Workspace, peers: List[str], artifact: Optional[Path], needed
     specs: Dict[str, Dict[str, Any]] = {}
     for peer in peers:
         gp = graph_peer[peer]
-        row: Dict[str, Any] = {"peer": peer, "label": E2E_LABELS[peer],
-                               "precision": peer_precision(gp, s.dtype), "steps": s.steps,
-                               "frames": s.frames}
+        row: Dict[str, Any] = {
+            "peer": peer,
+            "label": E2E_LABELS[peer],
+            "precision": peer_precision(gp, s.dtype),
+            "steps": s.steps,
+            "frames": s.frames,
+        }
         rows[peer] = row
         reason = _skip_reason(ws, gp)
         if reason is None and gp in ARTIFACT_FORMAT and artifact is None:
@@ -425,15 +532,23 @@ def _e2e_specs(ws: Workspace, peers: List[str], artifact: Optional[Path], needed
         if reason:
             row["skipped"] = reason
             continue
-        specs[peer] = dict(ws.worker_base(), peer=peer,
-                           artifact_dir=str(artifact) if artifact else None,
-                           inputs_path=str(inputs_path), steps=s.steps,
-                           output_path=str(s.work / "outputs" / f"e2e-{peer}.npz"))
+        specs[peer] = dict(
+            ws.worker_base(),
+            peer=peer,
+            artifact_dir=str(artifact) if artifact else None,
+            inputs_path=str(inputs_path),
+            steps=s.steps,
+            output_path=str(s.work / "outputs" / f"e2e-{peer}.npz"),
+        )
     return rows, specs
 
 
-def _record_e2e_timings(rows: Dict[str, Dict[str, Any]], specs: Dict[str, Dict[str, Any]],
-                        measured: Dict[str, Any], alone: Dict[str, Any]) -> Dict[str, Path]:
+def _record_e2e_timings(
+    rows: Dict[str, Dict[str, Any]],
+    specs: Dict[str, Dict[str, Any]],
+    measured: Dict[str, Any],
+    alone: Dict[str, Any],
+) -> Dict[str, Path]:
     """Video and per-step statistics of each measured peer into its row; returns the frames
     file of every peer that produced one."""
     frames_paths: Dict[str, Path] = {}
@@ -447,12 +562,22 @@ def _record_e2e_timings(rows: Dict[str, Dict[str, Any]], specs: Dict[str, Dict[s
         timings = [d["timings"] for d in samples]
         video = _stats(samples)
         step = Stats([t for d in timings for t in d["per_step_s"]])
-        row.update(video=video.to_json(), step=step.to_json(), video_median_s=video.median,
-                   video_p10_s=video.p10, video_p90_s=video.p90, step_median_s=step.median,
-                   step_p10_s=step.p10, step_p90_s=step.p90, n_videos=video.n,
-                   load_s=r["load_s"], warmup_s=r["warmup_s"], runs=timings,
-                   other_s=_non_step_seconds(timings),
-                   cpu_per_wall=round(video.cpu_per_wall or 0.0, 2))
+        row.update(
+            video=video.to_json(),
+            step=step.to_json(),
+            video_median_s=video.median,
+            video_p10_s=video.p10,
+            video_p90_s=video.p90,
+            step_median_s=step.median,
+            step_p10_s=step.p10,
+            step_p90_s=step.p90,
+            n_videos=video.n,
+            load_s=r["load_s"],
+            warmup_s=r["warmup_s"],
+            runs=timings,
+            other_s=_non_step_seconds(timings),
+            cpu_per_wall=round(video.cpu_per_wall or 0.0, 2),
+        )
         _add_standalone(row, samples, alone.get(peer), "video_median_s")
         frames_paths[peer] = Path(specs[peer]["output_path"])
     return frames_paths
@@ -481,13 +606,15 @@ def _add_e2e_comparisons(rows: List[Dict[str, Any]], frames_paths: Dict[str, Pat
 
 
 def _e2e_method(s: BenchSettings) -> str:
-    return (f"one process per peer ({s.schedule}): load, a 1-step warm-up video, then "
-            f"{s.e2e_repeats} videos of {s.steps} steps"
-            + (", the peers taking turns video by video" if s.schedule == "interleaved" else "")
-            + ", from the same image, image "
-            "noise and initial latents; per-step = time of each denoising step "
-            "(U-Net call, guidance, Euler update); parity = output frames in [0, 1] "
-            "against diffusers fp32")
+    return (
+        f"one process per peer ({s.schedule}): load, a 1-step warm-up video, then "
+        f"{s.e2e_repeats} videos of {s.steps} steps"
+        + (", the peers taking turns video by video" if s.schedule == "interleaved" else "")
+        + ", from the same image, image "
+        "noise and initial latents; per-step = time of each denoising step "
+        "(U-Net call, guidance, Euler update); parity = output frames in [0, 1] "
+        "against diffusers fp32"
+    )
 
 
 def _non_step_seconds(runs: List[Dict[str, Any]]) -> Optional[float]:
@@ -499,9 +626,13 @@ def _non_step_seconds(runs: List[Dict[str, Any]]) -> Optional[float]:
 # ---------------------------------------------------------------------------------------------
 # memory
 # ---------------------------------------------------------------------------------------------
-MEMORY_PEERS = {"onnxruntime": "svdeploy-onnxruntime", "ms-graphcell": "svdeploy-mindspore",
-                "openvino": "svdeploy-openvino", "openvino-bf16": "svdeploy-openvino-bf16",
-                "diffusers": "diffusers"}
+MEMORY_PEERS = {
+    "onnxruntime": "svdeploy-onnxruntime",
+    "ms-graphcell": "svdeploy-mindspore",
+    "openvino": "svdeploy-openvino",
+    "openvino-bf16": "svdeploy-openvino-bf16",
+    "diffusers": "diffusers",
+}
 
 
 def suite_memory(ws: Workspace) -> Dict[str, Any]:
@@ -511,26 +642,42 @@ def suite_memory(ws: Workspace) -> Dict[str, Any]:
     peers = [MEMORY_PEERS[p] for p in s.peers if p in MEMORY_PEERS]
     rows: List[Dict[str, Any]] = []
     for chunk in s.memory_chunks:
-        needed = sorted({ARTIFACT_FORMAT[graph_peer[p]] for p in peers
-                         if graph_peer[p] in ARTIFACT_FORMAT} & set(s.formats))
-        artifact = (ws.artifact(needed, frames=chunk, chunk=chunk, graphs=["vae_decoder"])
-                    if needed else None)
+        needed = sorted(
+            {ARTIFACT_FORMAT[graph_peer[p]] for p in peers if graph_peer[p] in ARTIFACT_FORMAT}
+            & set(s.formats)
+        )
+        artifact = (
+            ws.artifact(needed, frames=chunk, chunk=chunk, graphs=["vae_decoder"])
+            if needed
+            else None
+        )
         for frames in s.memory_frames:
             for peer in peers:
-                rows.append(_decode_row(ws, peer, graph_peer[peer], frames, chunk, artifact,
-                                        needed))
-    return {"rows": rows, "plan_rows": _plan_rows(ws, peers, graph_peer),
-            "method": "one child process per (peer, frames, chunk): load the decoder (svdeploy: "
-                      "the exported vae_decoder graph for chunk K through the runtime backend, "
-                      "called F/K times as VideoPipeline._decode does; diffusers: "
-                      "StableVideoDiffusionPipeline.decode_latents on the VAE), decode random "
-                      "latents once. peak = the child's own high-water mark (VmHWM); "
-                      "peak − loaded = what decoding itself added. The decoded frames "
-                      "(F·3·H·W float32) are part of it and grow with F by design."}
+                rows.append(
+                    _decode_row(ws, peer, graph_peer[peer], frames, chunk, artifact, needed)
+                )
+    return {
+        "rows": rows,
+        "plan_rows": _plan_rows(ws, peers, graph_peer),
+        "method": "one child process per (peer, frames, chunk): load the decoder (svdeploy: "
+        "the exported vae_decoder graph for chunk K through the runtime backend, "
+        "called F/K times as VideoPipeline._decode does; diffusers: "
+        "StableVideoDiffusionPipeline.decode_latents on the VAE), decode random "
+        "latents once. peak = the child's own high-water mark (VmHWM); "
+        "peak − loaded = what decoding itself added. The decoded frames "
+        "(F·3·H·W float32) are part of it and grow with F by design.",
+    }
 
 
-def _decode_row(ws: Workspace, peer: str, graph_peer: str, frames: int, chunk: int,
-                artifact: Optional[Path], needed: List[str]) -> Dict[str, Any]:
+def _decode_row(
+    ws: Workspace,
+    peer: str,
+    graph_peer: str,
+    frames: int,
+    chunk: int,
+    artifact: Optional[Path],
+    needed: List[str],
+) -> Dict[str, Any]:
     """One (peer, frames, chunk) case in its own process, or why it is skipped; the peak is
     read over the loaded decoder too, so that decoding's own share shows."""
     row: Dict[str, Any] = {"peer": peer, "frames": frames, "chunk": chunk}
@@ -543,18 +690,26 @@ def _decode_row(ws: Workspace, peer: str, graph_peer: str, frames: int, chunk: i
         row["skipped"] = reason
         return row
     ws.log(f"memory: {peer}, {frames} frames in chunks of {chunk}")
-    spec = dict(ws.worker_base(), peer=peer, frames=frames, chunk=chunk,
-                artifact_dir=str(artifact) if artifact else None)
+    spec = dict(
+        ws.worker_base(),
+        peer=peer,
+        frames=frames,
+        chunk=chunk,
+        artifact_dir=str(artifact) if artifact else None,
+    )
     run = ws.run("decode", spec)
     row.update(_process(run), peak_rss_psutil_bytes=run.peak_rss_psutil_bytes)
     if not run.ok:
         row["error"] = run.error()
     else:
         r = run.result
-        row.update(decode_s=r["decode_s"], load_s=r["load_s"],
-                   rss_after_load_bytes=r["rss_after_load_bytes"],
-                   output_bytes=r["output_bytes"],
-                   decode_peak_over_loaded_bytes=run.peak_rss_bytes - r["rss_after_load_bytes"])
+        row.update(
+            decode_s=r["decode_s"],
+            load_s=r["load_s"],
+            rss_after_load_bytes=r["rss_after_load_bytes"],
+            output_bytes=r["output_bytes"],
+            decode_peak_over_loaded_bytes=run.peak_rss_bytes - r["rss_after_load_bytes"],
+        )
     return row
 
 
@@ -570,21 +725,28 @@ def _plan_rows(ws: Workspace, peers: List[str], graph_peer: Dict[str, str]) -> L
         row: Dict[str, Any] = {"peer": peer, "backend": PLAN_BACKENDS[peer]}
         artifact = ws.artifact([fmt]) if fmt in ws.s.formats else None
         reason = _skip_reason(ws, graph_peer[peer]) or (
-            None if artifact is not None else ws.artifact_error([fmt]))
+            None if artifact is not None else ws.artifact_error([fmt])
+        )
         if reason:
             rows.append(dict(row, skipped=reason))
             continue
         ws.log(f"memory: plan against measurement, {row['backend']}")
-        run = ws.run("memplan", dict(ws.worker_base(), artifact_dir=str(artifact),
-                                     backend=row["backend"], steps=2))
+        run = ws.run(
+            "memplan",
+            dict(ws.worker_base(), artifact_dir=str(artifact), backend=row["backend"], steps=2),
+        )
         row.update(_process(run))
         if not run.ok:
             row["error"] = run.error()
         else:
             r = run.result
-            row.update(measured_bytes=r["measured_bytes"], predicted_bytes=r["predicted_bytes"],
-                       measured_peak_bytes=r["measured_peak_bytes"],
-                       predicted_peak_bytes=r["predicted_peak_bytes"], plan_error=r["error"])
+            row.update(
+                measured_bytes=r["measured_bytes"],
+                predicted_bytes=r["predicted_bytes"],
+                measured_peak_bytes=r["measured_peak_bytes"],
+                predicted_peak_bytes=r["predicted_peak_bytes"],
+                plan_error=r["error"],
+            )
         rows.append(row)
     return rows
 
@@ -603,39 +765,59 @@ def suite_train(ws: Workspace) -> Dict[str, Any]:
         for r in rows:
             if "step_median_s" in r:
                 r["speedup_vs_diffusers"] = medians["diffusers"] / r["step_median_s"]
-    return {"rows": rows,
-            "method": "one child process per peer: one EDM training step = forward of the "
-                      "U-Net on one video of F frames, backward, global-norm clipping at 1.0, "
-                      "AdamW; the first step is timed alone (MindSpore compiles its graphs "
-                      "then: compile ≈ first − median), then timed steps; batch 1, "
-                      + ("temporal layers only (SVD's recipe)" if s.temporal_only
-                         else "all U-Net parameters")}
+    return {
+        "rows": rows,
+        "method": "one child process per peer: one EDM training step = forward of the "
+        "U-Net on one video of F frames, backward, global-norm clipping at 1.0, "
+        "AdamW; the first step is timed alone (MindSpore compiles its graphs "
+        "then: compile ≈ first − median), then timed steps; batch 1, "
+        + ("temporal layers only (SVD's recipe)" if s.temporal_only else "all U-Net parameters"),
+    }
 
 
 def _train_row(ws: Workspace, peer: str) -> Dict[str, Any]:
     """One peer's training steps in its own process, or why it is skipped; the first step is
     kept apart from the median, as MindSpore compiles its graphs in it."""
     s = ws.s
-    row: Dict[str, Any] = {"peer": peer, "frames": s.frames, "height": s.height,
-                           "width": s.width, "temporal_only": s.temporal_only,
-                           "precision": s.dtype if peer == "svdeploy" else "fp32"}
+    row: Dict[str, Any] = {
+        "peer": peer,
+        "frames": s.frames,
+        "height": s.height,
+        "width": s.width,
+        "temporal_only": s.temporal_only,
+        "precision": s.dtype if peer == "svdeploy" else "fp32",
+    }
     if peer == "diffusers" and not ws.has_diffusers:
         row["skipped"] = f"torch/diffusers unavailable: {ws.weights.diffusers_unavailable}"
         return row
     ws.log(f"train: {peer}, {s.repeats} steps")
-    spec = dict(ws.worker_base(), peer=peer, repeats=s.repeats, warmup=s.warmup,
-                budget_s=s.case_budget_s, temporal_only=s.temporal_only)
+    spec = dict(
+        ws.worker_base(),
+        peer=peer,
+        repeats=s.repeats,
+        warmup=s.warmup,
+        budget_s=s.case_budget_s,
+        temporal_only=s.temporal_only,
+    )
     run = ws.run("train", spec)
     row.update(_process(run))
     if not run.ok:
         row["error"] = run.error()
     else:
         r = run.result
-        row.update(stats=r["stats"], step_median_s=r["stats"]["median_s"],
-                   step_p10_s=r["stats"]["p10_s"], step_p90_s=r["stats"]["p90_s"],
-                   n=r["stats"]["n"], first_step_s=r["first_step_s"], compile_s=r["compile_s"],
-                   build_s=r["build_s"], setup=r["setup"], first_loss=r["first_loss"],
-                   last_loss=r["last_loss"])
+        row.update(
+            stats=r["stats"],
+            step_median_s=r["stats"]["median_s"],
+            step_p10_s=r["stats"]["p10_s"],
+            step_p90_s=r["stats"]["p90_s"],
+            n=r["stats"]["n"],
+            first_step_s=r["first_step_s"],
+            compile_s=r["compile_s"],
+            build_s=r["build_s"],
+            setup=r["setup"],
+            first_loss=r["first_loss"],
+            last_loss=r["last_loss"],
+        )
         if r["stats"].get("cpu_per_wall") is not None:
             row["cpu_per_wall"] = round(r["stats"]["cpu_per_wall"], 2)
     return row
@@ -664,5 +846,13 @@ def run_suite(name: str, ws: Workspace, peak: Optional[Dict[str, Any]]) -> Dict[
     return result
 
 
-__all__ = ["run_suite", "suite_export", "suite_graphs", "suite_e2e", "suite_memory", "suite_train",
-           "E2E_PEERS", "MEMORY_PEERS"]
+__all__ = [
+    "run_suite",
+    "suite_export",
+    "suite_graphs",
+    "suite_e2e",
+    "suite_memory",
+    "suite_train",
+    "E2E_PEERS",
+    "MEMORY_PEERS",
+]

@@ -9,6 +9,7 @@ weights come from ``write_random_sgm_file`` and no diffusers peer runs (the repo
 Everything lands in a work directory with a stamp (the resolved config and the seed), so a
 second ``svd-bench`` run with the same settings reuses it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,17 +49,24 @@ def diffusers_unet_config(cfg: ModelConfig) -> Dict[str, Any]:
     svdeploy.models.keymap.unet_config_from_diffusers)."""
     u = cfg.unet
     channels = u.level_channels()
-    attention = [2 ** level in u.attention_resolutions for level in range(len(channels))]
+    attention = [2**level in u.attention_resolutions for level in range(len(channels))]
     return dict(
-        sample_size=cfg.latent_height, in_channels=u.in_channels, out_channels=u.out_channels,
-        down_block_types=tuple("CrossAttnDownBlockSpatioTemporal" if a else "DownBlockSpatioTemporal"
-                               for a in attention),
-        up_block_types=tuple("CrossAttnUpBlockSpatioTemporal" if a else "UpBlockSpatioTemporal"
-                             for a in reversed(attention)),
+        sample_size=cfg.latent_height,
+        in_channels=u.in_channels,
+        out_channels=u.out_channels,
+        down_block_types=tuple(
+            "CrossAttnDownBlockSpatioTemporal" if a else "DownBlockSpatioTemporal"
+            for a in attention
+        ),
+        up_block_types=tuple(
+            "CrossAttnUpBlockSpatioTemporal" if a else "UpBlockSpatioTemporal"
+            for a in reversed(attention)
+        ),
         block_out_channels=tuple(channels),
         addition_time_embed_dim=u.addition_time_embed_dim,
         projection_class_embeddings_input_dim=u.adm_in_channels,
-        layers_per_block=u.num_res_blocks, cross_attention_dim=u.context_dim,
+        layers_per_block=u.num_res_blocks,
+        cross_attention_dim=u.context_dim,
         transformer_layers_per_block=u.transformer_depth,
         # only attention levels and the last (mid block) use heads; others get a harmless 1+
         num_attention_heads=tuple(max(1, c // u.num_head_channels) for c in channels),
@@ -68,19 +76,32 @@ def diffusers_unet_config(cfg: ModelConfig) -> Dict[str, Any]:
 
 def diffusers_vae_config(cfg: ModelConfig) -> Dict[str, Any]:
     v = cfg.vae
-    return dict(in_channels=v.in_channels, out_channels=v.out_ch,
-                down_block_types=("DownEncoderBlock2D",) * len(v.ch_mult),
-                block_out_channels=tuple(v.ch * m for m in v.ch_mult),
-                layers_per_block=v.num_res_blocks, latent_channels=v.z_channels,
-                sample_size=cfg.height, scaling_factor=v.scale_factor, force_upcast=True)
+    return dict(
+        in_channels=v.in_channels,
+        out_channels=v.out_ch,
+        down_block_types=("DownEncoderBlock2D",) * len(v.ch_mult),
+        block_out_channels=tuple(v.ch * m for m in v.ch_mult),
+        layers_per_block=v.num_res_blocks,
+        latent_channels=v.z_channels,
+        sample_size=cfg.height,
+        scaling_factor=v.scale_factor,
+        force_upcast=True,
+    )
 
 
 def diffusers_clip_config(cfg: ModelConfig) -> Dict[str, Any]:
     c = cfg.image_encoder
-    return dict(hidden_size=c.width, projection_dim=c.embed_dim, num_hidden_layers=c.layers,
-                num_attention_heads=c.heads, intermediate_size=c.mlp_width,
-                image_size=c.image_size, patch_size=c.patch_size, hidden_act=c.act,
-                layer_norm_eps=c.layer_norm_eps)
+    return dict(
+        hidden_size=c.width,
+        projection_dim=c.embed_dim,
+        num_hidden_layers=c.layers,
+        num_attention_heads=c.heads,
+        intermediate_size=c.mlp_width,
+        image_size=c.image_size,
+        patch_size=c.patch_size,
+        hidden_act=c.act,
+        layer_norm_eps=c.layer_norm_eps,
+    )
 
 
 def randomise_constants(module: Any, seed: int, scale: float = 0.1) -> None:
@@ -125,8 +146,9 @@ def align_diffusers_eps(unet: Any, eps: float) -> None:
     import torch
 
     for name, module in unet.named_modules():
-        if isinstance(module, torch.nn.GroupNorm) and ("spatial_res_block" in name
-                                                       or "temporal_res_block" in name):
+        if isinstance(module, torch.nn.GroupNorm) and (
+            "spatial_res_block" in name or "temporal_res_block" in name
+        ):
             module.eps = eps
 
 
@@ -147,17 +169,20 @@ def load_diffusers_networks(folder: Path, cfg: ModelConfig) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class PreparedWeights:
-    checkpoint_dir: Path              # svdeploy checkpoint (config.yaml + weights.safetensors)
-    diffusers_dir: Optional[Path]     # the same weights as a diffusers folder, or None
-    source: str                       # "diffusers random init" | "svdeploy random_weights"
-    diffusers_unavailable: str        # why there is no diffusers peer ("" when there is)
+    checkpoint_dir: Path  # svdeploy checkpoint (config.yaml + weights.safetensors)
+    diffusers_dir: Optional[Path]  # the same weights as a diffusers folder, or None
+    source: str  # "diffusers random init" | "svdeploy random_weights"
+    diffusers_unavailable: str  # why there is no diffusers peer ("" when there is)
     reused: bool
 
     def to_json(self) -> Dict[str, Any]:
-        return {"checkpoint_dir": str(self.checkpoint_dir),
-                "diffusers_dir": None if self.diffusers_dir is None else str(self.diffusers_dir),
-                "source": self.source, "diffusers_unavailable": self.diffusers_unavailable,
-                "reused": self.reused}
+        return {
+            "checkpoint_dir": str(self.checkpoint_dir),
+            "diffusers_dir": None if self.diffusers_dir is None else str(self.diffusers_dir),
+            "source": self.source,
+            "diffusers_unavailable": self.diffusers_unavailable,
+            "reused": self.reused,
+        }
 
 
 def _canonical_order(cfg: ModelConfig) -> ModelConfig:
@@ -171,17 +196,21 @@ def _canonical_order(cfg: ModelConfig) -> ModelConfig:
 
 
 def config_digest(cfg: ModelConfig, seed: int, use_diffusers: bool) -> str:
-    text = json.dumps({"config": to_dict(cfg), "seed": seed, "diffusers": use_diffusers},
-                      sort_keys=True)
+    text = json.dumps(
+        {"config": to_dict(cfg), "seed": seed, "diffusers": use_diffusers}, sort_keys=True
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def prepare_weights(cfg: ModelConfig, work: Path, seed: int = 0, use_diffusers: bool = True,
-                    progress: bool = False) -> PreparedWeights:
+def prepare_weights(
+    cfg: ModelConfig, work: Path, seed: int = 0, use_diffusers: bool = True, progress: bool = False
+) -> PreparedWeights:
     """Write (or reuse) the benchmark weights under ``work``."""
     from svdeploy.models.convert import convert_checkpoint
 
-    available, reason = torch_stack_status() if use_diffusers else (False, "disabled by --no-diffusers")
+    available, reason = (
+        torch_stack_status() if use_diffusers else (False, "disabled by --no-diffusers")
+    )
     digest = config_digest(cfg, seed, available)
     work.mkdir(parents=True, exist_ok=True)
     stamp_path = work / STAMP
@@ -190,8 +219,9 @@ def prepare_weights(cfg: ModelConfig, work: Path, seed: int = 0, use_diffusers: 
     if stamp_path.is_file():
         stamp = json.loads(stamp_path.read_text())
         if stamp.get("digest") == digest and checkpoint.is_dir():
-            return PreparedWeights(checkpoint, folder if available else None, stamp["source"],
-                                   reason, reused=True)
+            return PreparedWeights(
+                checkpoint, folder if available else None, stamp["source"], reason, reused=True
+            )
     for stale in (checkpoint, folder, stamp_path):
         if stale.is_dir():
             shutil.rmtree(stale)
@@ -220,8 +250,15 @@ def prepare_weights(cfg: ModelConfig, work: Path, seed: int = 0, use_diffusers: 
     return PreparedWeights(checkpoint, folder if available else None, source, reason, reused=False)
 
 
-
-
-__all__ = ["PreparedWeights", "prepare_weights", "diffusers_unet_config", "diffusers_vae_config",
-           "diffusers_clip_config", "build_diffusers_networks", "load_diffusers_networks",
-           "align_diffusers_eps", "torch_stack_status", "save_model_config"]
+__all__ = [
+    "PreparedWeights",
+    "prepare_weights",
+    "diffusers_unet_config",
+    "diffusers_vae_config",
+    "diffusers_clip_config",
+    "build_diffusers_networks",
+    "load_diffusers_networks",
+    "align_diffusers_eps",
+    "torch_stack_status",
+    "save_model_config",
+]

@@ -6,6 +6,7 @@ writes the spec and reads the result. One-shot tasks: export, plain_onnx, decode
 Served tasks (serve-graph, serve-e2e) load once and then time one call per request on stdin,
 so that the parent can interleave the peers. Not a user command.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,10 +51,12 @@ def peak_rss_of_this_process() -> int:
 
 
 # e2e / memory peer → (runtime backend, precision)
-SVDEPLOY_PEERS = {"svdeploy-onnxruntime": ("onnxruntime", "auto"),
-                  "svdeploy-mindspore": ("mindspore", "auto"),
-                  "svdeploy-openvino": ("openvino", "fp32"),
-                  "svdeploy-openvino-bf16": ("openvino", "bf16")}
+SVDEPLOY_PEERS = {
+    "svdeploy-onnxruntime": ("onnxruntime", "auto"),
+    "svdeploy-mindspore": ("mindspore", "auto"),
+    "svdeploy-openvino": ("openvino", "fp32"),
+    "svdeploy-openvino-bf16": ("openvino", "bf16"),
+}
 
 
 def _context(spec: Dict[str, Any]):  # -> PeerContext
@@ -62,13 +65,21 @@ def _context(spec: Dict[str, Any]):  # -> PeerContext
     def path(key: str) -> Optional[Path]:
         return Path(spec[key]) if spec.get(key) else None
 
-    return PeerContext(cfg=model_config_from_dict(spec["config"]), frames=spec["frames"],
-                       height=spec["height"], width=spec["width"], guidance=spec["guidance"],
-                       decode_chunk_size=spec["decode_chunk_size"], dtype=spec["dtype"],
-                       threads=spec["threads"], checkpoint_dir=path("checkpoint_dir"),
-                       diffusers_dir=path("diffusers_dir"), artifact_dir=path("artifact_dir"),
-                       plain_onnx_path=path("plain_onnx_path"),
-                       conv=spec.get("conv", "native"))
+    return PeerContext(
+        cfg=model_config_from_dict(spec["config"]),
+        frames=spec["frames"],
+        height=spec["height"],
+        width=spec["width"],
+        guidance=spec["guidance"],
+        decode_chunk_size=spec["decode_chunk_size"],
+        dtype=spec["dtype"],
+        threads=spec["threads"],
+        checkpoint_dir=path("checkpoint_dir"),
+        diffusers_dir=path("diffusers_dir"),
+        artifact_dir=path("artifact_dir"),
+        plain_onnx_path=path("plain_onnx_path"),
+        conv=spec.get("conv", "native"),
+    )
 
 
 def _threads_for(peer: str, threads: int) -> Dict[str, Any]:
@@ -94,19 +105,39 @@ def task_export(spec: Dict[str, Any]) -> Dict[str, Any]:
     setup_mindspore("graph")
     set_mindspore_threads(spec["threads"])
     rss_before = _rss_now()
-    result = export_artifact(spec["checkpoint_dir"], spec["out_dir"], frames=spec["frames"],
-                             height=spec["height"], width=spec["width"], guidance=spec["guidance"],
-                             decode_chunk_size=spec["decode_chunk_size"],
-                             formats=tuple(spec["formats"]), dtype=spec["dtype"],
-                             graphs=spec.get("graphs"), validate=spec["validate"],
-                             overwrite=True, seed=spec.get("seed", 0),
-                             conv=spec.get("conv", "native") if "mindir" in spec["formats"] else "native",
-                             progress=False)
-    return {"rss_after_imports_bytes": rss_before, "seconds": result.seconds,
-            "reports": [{"name": r.name, "format": r.format, "file": r.file, "bytes": r.bytes,
-                         "export_seconds": r.export_seconds,
-                         "parity_max_rel_error": r.parity_max_rel_error,
-                         "tolerance": r.tolerance} for r in result.reports]}
+    result = export_artifact(
+        spec["checkpoint_dir"],
+        spec["out_dir"],
+        frames=spec["frames"],
+        height=spec["height"],
+        width=spec["width"],
+        guidance=spec["guidance"],
+        decode_chunk_size=spec["decode_chunk_size"],
+        formats=tuple(spec["formats"]),
+        dtype=spec["dtype"],
+        graphs=spec.get("graphs"),
+        validate=spec["validate"],
+        overwrite=True,
+        seed=spec.get("seed", 0),
+        conv=spec.get("conv", "native") if "mindir" in spec["formats"] else "native",
+        progress=False,
+    )
+    return {
+        "rss_after_imports_bytes": rss_before,
+        "seconds": result.seconds,
+        "reports": [
+            {
+                "name": r.name,
+                "format": r.format,
+                "file": r.file,
+                "bytes": r.bytes,
+                "export_seconds": r.export_seconds,
+                "parity_max_rel_error": r.parity_max_rel_error,
+                "tolerance": r.tolerance,
+            }
+            for r in result.reports
+        ],
+    }
 
 
 class GraphSession:
@@ -136,7 +167,9 @@ class GraphSession:
     warmup = call
 
     def finish(self) -> Dict[str, Any]:
-        save_npz_atomic(Path(self.spec["output_path"]), {"output": np.asarray(self.output, np.float32)})
+        save_npz_atomic(
+            Path(self.spec["output_path"]), {"output": np.asarray(self.output, np.float32)}
+        )
         return dict(self.info, peak_rss_self_bytes=peak_rss_of_this_process())
 
 
@@ -155,21 +188,30 @@ def task_decode(spec: Dict[str, Any]) -> Dict[str, Any]:
     factor = cfg.vae.downsample_factor
     h, w = spec["height"] // factor, spec["width"] // factor
     latents = np.random.default_rng(spec.get("seed", 0)).standard_normal(
-        (1, frames, cfg.latent_channels, h, w), dtype=np.float32)
+        (1, frames, cfg.latent_channels, h, w), dtype=np.float32
+    )
     info = _threads_for("torch" if peer == "diffusers" else peer, spec["threads"])
     rss_start = _rss_now()
     if peer == "diffusers":
         load_s, rss_loaded, decode_s, out_bytes = _decode_diffusers(spec, latents, frames, chunk)
     else:
-        load_s, rss_loaded, decode_s, out_bytes = _decode_svdeploy(spec, cfg, peer, latents,
-                                                                   frames, chunk)
-    return dict(info, load_s=load_s, decode_s=decode_s, rss_start_bytes=rss_start,
-                rss_after_load_bytes=rss_loaded, peak_rss_self_bytes=peak_rss_of_this_process(),
-                output_bytes=int(out_bytes))
+        load_s, rss_loaded, decode_s, out_bytes = _decode_svdeploy(
+            spec, cfg, peer, latents, frames, chunk
+        )
+    return dict(
+        info,
+        load_s=load_s,
+        decode_s=decode_s,
+        rss_start_bytes=rss_start,
+        rss_after_load_bytes=rss_loaded,
+        peak_rss_self_bytes=peak_rss_of_this_process(),
+        output_bytes=int(out_bytes),
+    )
 
 
-def _decode_diffusers(spec: Dict[str, Any], latents: np.ndarray, frames: int,
-                      chunk: int) -> Tuple[float, int, float, int]:
+def _decode_diffusers(
+    spec: Dict[str, Any], latents: np.ndarray, frames: int, chunk: int
+) -> Tuple[float, int, float, int]:
     """(load s, RSS once loaded, decode s, output bytes) of diffusers' decode_latents on the
     VAE alone: the other networks would only add to the memory measured. The load time holds
     the imports."""
@@ -185,14 +227,16 @@ def _decode_diffusers(spec: Dict[str, Any], latents: np.ndarray, frames: int,
     rss_loaded = _rss_now()
     t0 = time.perf_counter()
     with torch.inference_mode():
-        out = StableVideoDiffusionPipeline.decode_latents(owner, torch.from_numpy(latents),
-                                                          frames, chunk)
+        out = StableVideoDiffusionPipeline.decode_latents(
+            owner, torch.from_numpy(latents), frames, chunk
+        )
     out_bytes = out.numel() * out.element_size()
     return load_s, rss_loaded, time.perf_counter() - t0, out_bytes
 
 
-def _decode_svdeploy(spec: Dict[str, Any], cfg: ModelConfig, peer: str, latents: np.ndarray,
-                     frames: int, chunk: int) -> Tuple[float, int, float, int]:
+def _decode_svdeploy(
+    spec: Dict[str, Any], cfg: ModelConfig, peer: str, latents: np.ndarray, frames: int, chunk: int
+) -> Tuple[float, int, float, int]:
     """(load s, RSS once loaded, decode s, output bytes) of the exported decoder graph alone,
     called chunk by chunk as VideoPipeline._decode calls it. The load time holds the imports."""
     t0 = time.perf_counter()
@@ -214,8 +258,9 @@ def _decode_svdeploy(spec: Dict[str, Any], cfg: ModelConfig, peer: str, latents:
     rss_loaded = _rss_now()
     t0 = time.perf_counter()
     z = (latents[0] / np.float32(cfg.vae.scale_factor)).astype(np.float32)
-    pieces = [graph(z=np.ascontiguousarray(z[i:i + chunk]))["frames"]
-              for i in range(0, frames, chunk)]
+    pieces = [
+        graph(z=np.ascontiguousarray(z[i : i + chunk]))["frames"] for i in range(0, frames, chunk)
+    ]
     out = np.concatenate(pieces, axis=0)
     return load_s, rss_loaded, time.perf_counter() - t0, out.nbytes
 
@@ -224,10 +269,19 @@ def _decode_svdeploy(spec: Dict[str, Any], cfg: ModelConfig, peer: str, latents:
 # End to end
 # ---------------------------------------------------------------------------------------------
 SVD_SCHEDULER_CONFIG: Dict[str, Any] = dict(
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-    trained_betas=None, prediction_type="v_prediction", interpolation_type="linear",
-    use_karras_sigmas=True, sigma_min=0.002, sigma_max=700.0, timestep_spacing="leading",
-    timestep_type="continuous", steps_offset=1,
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    trained_betas=None,
+    prediction_type="v_prediction",
+    interpolation_type="linear",
+    use_karras_sigmas=True,
+    sigma_min=0.002,
+    sigma_max=700.0,
+    timestep_spacing="leading",
+    timestep_type="continuous",
+    steps_offset=1,
 )  # stabilityai/stable-video-diffusion-img2vid(-xt) scheduler_config.json
 
 
@@ -266,10 +320,13 @@ def _diffusers_svd_pipeline(spec: Dict[str, Any], cfg: ModelConfig, bf16: bool) 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         extractor = CLIPImageProcessor()  # only its CLIP mean / std are used by the pipeline
-    pipe = StableVideoDiffusionPipeline(unet=nets["unet"], vae=nets["vae"],
-                                        image_encoder=nets["image_encoder"],
-                                        scheduler=EulerDiscreteScheduler(**SVD_SCHEDULER_CONFIG),
-                                        feature_extractor=extractor)
+    pipe = StableVideoDiffusionPipeline(
+        unet=nets["unet"],
+        vae=nets["vae"],
+        image_encoder=nets["image_encoder"],
+        scheduler=EulerDiscreteScheduler(**SVD_SCHEDULER_CONFIG),
+        feature_extractor=extractor,
+    )
     pipe.set_progress_bar_config(disable=True)
     if bf16:
         # autocast around the networks only: around the whole pipeline it also reaches the
@@ -280,9 +337,14 @@ def _diffusers_svd_pipeline(spec: Dict[str, Any], cfg: ModelConfig, bf16: bool) 
     return pipe
 
 
-def _diffusers_video(spec: Dict[str, Any], cfg: ModelConfig, image: np.ndarray,
-                     image_noise: np.ndarray, latents: np.ndarray,
-                     bf16: bool) -> Callable[[int], Dict[str, Any]]:
+def _diffusers_video(
+    spec: Dict[str, Any],
+    cfg: ModelConfig,
+    image: np.ndarray,
+    image_noise: np.ndarray,
+    latents: np.ndarray,
+    bf16: bool,
+) -> Callable[[int], Dict[str, Any]]:
     """A function steps → {frames, timings} over diffusers' StableVideoDiffusionPipeline, with
     its one random draw (the image noise) and the initial latents taken from the given arrays."""
     import diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion as svd_module
@@ -303,18 +365,27 @@ def _diffusers_video(spec: Dict[str, Any], cfg: ModelConfig, image: np.ndarray,
         with _replayed_draws(svd_module, [torch.from_numpy(image_noise)]):
             t0 = time.perf_counter()
             with torch.inference_mode():
-                frames = pipe(picture, height=spec["height"], width=spec["width"],
-                              num_frames=spec["frames"], num_inference_steps=steps,
-                              min_guidance_scale=sampling.min_guidance_scale,
-                              max_guidance_scale=sampling.max_guidance_scale,
-                              fps=sampling.fps, motion_bucket_id=sampling.motion_bucket_id,
-                              noise_aug_strength=sampling.noise_aug_strength,
-                              decode_chunk_size=spec["decode_chunk_size"],
-                              latents=torch.from_numpy(latents), output_type="np",
-                              callback_on_step_end=on_step).frames
+                frames = pipe(
+                    picture,
+                    height=spec["height"],
+                    width=spec["width"],
+                    num_frames=spec["frames"],
+                    num_inference_steps=steps,
+                    min_guidance_scale=sampling.min_guidance_scale,
+                    max_guidance_scale=sampling.max_guidance_scale,
+                    fps=sampling.fps,
+                    motion_bucket_id=sampling.motion_bucket_id,
+                    noise_aug_strength=sampling.noise_aug_strength,
+                    decode_chunk_size=spec["decode_chunk_size"],
+                    latents=torch.from_numpy(latents),
+                    output_type="np",
+                    callback_on_step_end=on_step,
+                ).frames
             total = time.perf_counter() - t0
-        return {"frames": np.asarray(frames, np.float32)[0],
-                "timings": _step_timings(marks, t0, total)}
+        return {
+            "frames": np.asarray(frames, np.float32)[0],
+            "timings": _step_timings(marks, t0, total),
+        }
 
     return video
 
@@ -326,8 +397,9 @@ def _replayed_draws(svd_module: Any, draws: List[Any]) -> Iterator[None]:
     pending = list(draws)
     original = svd_module.randn_tensor
 
-    def replay(shape: Any, generator: Any = None, device: Any = None, dtype: Any = None,
-               layout: Any = None) -> Any:
+    def replay(
+        shape: Any, generator: Any = None, device: Any = None, dtype: Any = None, layout: Any = None
+    ) -> Any:
         if not pending or tuple(pending[0].shape) != tuple(shape):
             raise RuntimeError(f"unexpected random draw of shape {tuple(shape)}")
         return pending.pop(0).to(device=device, dtype=dtype)
@@ -343,9 +415,12 @@ def _step_timings(marks: List[float], t0: float, total: float) -> Dict[str, Any]
     """Per step: between consecutive step-end callbacks (the first from the pipeline start,
     so it also holds the image encoding; reported separately as encode+step1)."""
     per_step = [b - a for a, b in zip(marks, marks[1:])]
-    return {"end_to_end_s": total, "per_step_s": per_step,
-            "until_first_step_end_s": marks[0] - t0 if marks else None,
-            "after_last_step_s": t0 + total - marks[-1] if marks else None}
+    return {
+        "end_to_end_s": total,
+        "per_step_s": per_step,
+        "until_first_step_end_s": marks[0] - t0 if marks else None,
+        "after_last_step_s": t0 + total - marks[-1] if marks else None,
+    }
 
 
 def _svdeploy_pipeline(spec: Dict[str, Any], backend: str, precision: str) -> Any:
@@ -366,20 +441,44 @@ def _svdeploy_pipeline(spec: Dict[str, Any], backend: str, precision: str) -> An
     directory = Path(spec["artifact_dir"])
     manifest = read_manifest(directory, verify_hashes=False, formats=[fmt])
     loader = graph_loader(backend, precision, threads=spec["threads"])
-    graphs = {name: load_graph(manifest.graph(name, fmt), directory / manifest.graph(name, fmt).file,
-                               backend, manifest, loader) for name in required_graph_names(manifest)}
-    return VideoPipeline(manifest, graphs, backend=backend, graph_format=fmt,
-                         artifact_dir=directory, precision=precision)
+    graphs = {
+        name: load_graph(
+            manifest.graph(name, fmt),
+            directory / manifest.graph(name, fmt).file,
+            backend,
+            manifest,
+            loader,
+        )
+        for name in required_graph_names(manifest)
+    }
+    return VideoPipeline(
+        manifest,
+        graphs,
+        backend=backend,
+        graph_format=fmt,
+        artifact_dir=directory,
+        precision=precision,
+    )
 
 
-def _svdeploy_video(spec: Dict[str, Any], image: np.ndarray, image_noise: np.ndarray,
-                    latents: np.ndarray, backend: str, precision: str
-                    ) -> Callable[[int], Dict[str, Any]]:
+def _svdeploy_video(
+    spec: Dict[str, Any],
+    image: np.ndarray,
+    image_noise: np.ndarray,
+    latents: np.ndarray,
+    backend: str,
+    precision: str,
+) -> Callable[[int], Dict[str, Any]]:
     pipe = _svdeploy_pipeline(spec, backend, precision)
 
     def video(steps: int) -> Dict[str, Any]:
-        result = pipe.generate(image, num_inference_steps=steps, image_noise=image_noise,
-                               latents=latents, progress=False)
+        result = pipe.generate(
+            image,
+            num_inference_steps=steps,
+            image_noise=image_noise,
+            latents=latents,
+            progress=False,
+        )
         timings = {k: v for k, v in result.timings.items()}
         return {"frames": result.frames, "timings": timings}
 
@@ -398,8 +497,9 @@ class E2ESession:
             image, image_noise, latents = data["image"], data["image_noise"], data["latents"]
         t0 = time.perf_counter()
         if peer in ("diffusers", "diffusers-bf16"):
-            self.video = _diffusers_video(spec, cfg, image, image_noise, latents,
-                                          peer == "diffusers-bf16")
+            self.video = _diffusers_video(
+                spec, cfg, image, image_noise, latents, peer == "diffusers-bf16"
+            )
         else:
             if peer == "svdeploy-mindspore":
                 import mindspore as ms
@@ -425,8 +525,14 @@ class E2ESession:
 
     def finish(self) -> Dict[str, Any]:
         if self.frames is not None:
-            save_npz_atomic(Path(self.spec["output_path"]), {"frames": np.asarray(self.frames, np.float32)})
-        return dict(self.info, rss_after_run_bytes=_rss_now(), peak_rss_self_bytes=peak_rss_of_this_process())
+            save_npz_atomic(
+                Path(self.spec["output_path"]), {"frames": np.asarray(self.frames, np.float32)}
+            )
+        return dict(
+            self.info,
+            rss_after_run_bytes=_rss_now(),
+            peak_rss_self_bytes=peak_rss_of_this_process(),
+        )
 
 
 SESSIONS = {"graph": GraphSession, "e2e": E2ESession}
@@ -451,8 +557,9 @@ def serve(kind: str, spec: Dict[str, Any], result_path: Path) -> int:
             extra = session.call() if command == "CALL" else session.warmup()
             _send("DONE", dict(extra, wall=time.perf_counter() - t0, cpu=time.process_time() - c0))
         elif command == "QUIT":
-            write_json_atomic(result_path, dict(session.finish(),
-                                                peak_rss_vmhwm_bytes=peak_rss_of_this_process()))
+            write_json_atomic(
+                result_path, dict(session.finish(), peak_rss_vmhwm_bytes=peak_rss_of_this_process())
+            )
             _send("BYE")
             return 0
         elif command:
@@ -466,17 +573,20 @@ def serve(kind: str, spec: Dict[str, Any], result_path: Path) -> int:
 def _train_batch(cfg: ModelConfig, frames: int, h: int, w: int, seed: int) -> Dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     c, d = cfg.latent_channels, cfg.unet.context_dim
-    return {"x0": rng.standard_normal((frames, c, h, w), dtype=np.float32),
-            "image_latent": rng.standard_normal((1, c, h, w), dtype=np.float32),
-            "context": rng.standard_normal((1, 1, d), dtype=np.float32),
-            "time_ids": np.array([[6.0, 127.0, 0.02]], np.float32),
-            "sigma": np.array([1.5], np.float32),
-            "noise": rng.standard_normal((frames, c, h, w), dtype=np.float32),
-            "keep": np.array([1.0], np.float32)}
+    return {
+        "x0": rng.standard_normal((frames, c, h, w), dtype=np.float32),
+        "image_latent": rng.standard_normal((1, c, h, w), dtype=np.float32),
+        "context": rng.standard_normal((1, 1, d), dtype=np.float32),
+        "time_ids": np.array([[6.0, 127.0, 0.02]], np.float32),
+        "sigma": np.array([1.5], np.float32),
+        "noise": rng.standard_normal((frames, c, h, w), dtype=np.float32),
+        "keep": np.array([1.0], np.float32),
+    }
 
 
-def _svdeploy_train_step(spec: Dict[str, Any], cfg: ModelConfig, batch: Dict[str, np.ndarray]
-                         ) -> tuple:
+def _svdeploy_train_step(
+    spec: Dict[str, Any], cfg: ModelConfig, batch: Dict[str, np.ndarray]
+) -> tuple:
     """svdeploy.train's compiled step (StepRunner over EDMLoss), GRAPH_MODE, AdamW."""
     import mindspore as ms
     from mindspore import ParameterTuple
@@ -496,8 +606,9 @@ def _svdeploy_train_step(spec: Dict[str, Any], cfg: ModelConfig, batch: Dict[str
     trainable = ParameterTuple([params[n] for n in names])
     unet.set_train(True)
     loss_net = EDMLoss(unet, spec["frames"], cfg.unet.addition_time_embed_dim)
-    runner = StepRunner(loss_net, trainable, OptimizerConfig(), clip_norm=1.0,
-                        drop_overflow_update=True)
+    runner = StepRunner(
+        loss_net, trainable, OptimizerConfig(), clip_norm=1.0, drop_overflow_update=True
+    )
     micro = MicroBatch(**batch)
 
     def step() -> float:
@@ -506,12 +617,17 @@ def _svdeploy_train_step(spec: Dict[str, Any], cfg: ModelConfig, batch: Dict[str
         return loss
 
     trainable_count = sum(int(np.prod(p.shape)) for p in trainable)
-    return step, {"implementation": "svdeploy.train.step.StepRunner + svdeploy.train.loss.EDMLoss "
-                                    "(GRAPH_MODE; accumulate, finish, AdamW graphs)",
-                  "kernels": repr(kernels), "trainable_parameters": trainable_count}
+    return step, {
+        "implementation": "svdeploy.train.step.StepRunner + svdeploy.train.loss.EDMLoss "
+        "(GRAPH_MODE; accumulate, finish, AdamW graphs)",
+        "kernels": repr(kernels),
+        "trainable_parameters": trainable_count,
+    }
 
 
-def _torch_train_step(spec: Dict[str, Any], cfg: ModelConfig, batch: Dict[str, np.ndarray]) -> tuple:
+def _torch_train_step(
+    spec: Dict[str, Any], cfg: ModelConfig, batch: Dict[str, np.ndarray]
+) -> tuple:
     """The same EDM step on diffusers' U-Net in PyTorch eager: forward, backward, global-norm
     clipping at 1.0, torch.optim.AdamW (betas 0.9/0.98, weight decay 0.01 as svd_train.yaml)."""
     import torch
@@ -539,9 +655,13 @@ def _torch_train_step(spec: Dict[str, Any], cfg: ModelConfig, batch: Dict[str, n
         c_skip = 1.0 / (s * s + 1.0)
         c_out = -s * c_in
         image = t["image_latent"][:, None].expand(1, frames, *t["image_latent"].shape[1:])
-        out = unet(torch.cat([noisy * c_in, image], 2), 0.25 * torch.log(t["sigma"][0]),
-                   encoder_hidden_states=t["context"], added_time_ids=t["time_ids"],
-                   return_dict=False)[0]
+        out = unet(
+            torch.cat([noisy * c_in, image], 2),
+            0.25 * torch.log(t["sigma"][0]),
+            encoder_hidden_states=t["context"],
+            added_time_ids=t["time_ids"],
+            return_dict=False,
+        )[0]
         denoised = c_skip * noisy + c_out * out
         loss = ((s * s + 1.0) / (s * s) * (denoised - x0) ** 2).mean()
         loss.backward()
@@ -550,9 +670,11 @@ def _torch_train_step(spec: Dict[str, Any], cfg: ModelConfig, batch: Dict[str, n
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    return step, {"implementation": "diffusers UNetSpatioTemporalConditionModel, PyTorch eager, "
-                                    "torch.optim.AdamW",
-                  "trainable_parameters": sum(p.numel() for p in trainable)}
+    return step, {
+        "implementation": "diffusers UNetSpatioTemporalConditionModel, PyTorch eager, "
+        "torch.optim.AdamW",
+        "trainable_parameters": sum(p.numel() for p in trainable),
+    }
 
 
 def task_train(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -560,19 +682,30 @@ def task_train(spec: Dict[str, Any]) -> Dict[str, Any]:
     cfg = model_config_from_dict(spec["config"])
     info = _threads_for("ms-" if peer == "svdeploy" else "torch", spec["threads"])
     factor = cfg.vae.downsample_factor
-    batch = _train_batch(cfg, spec["frames"], spec["height"] // factor, spec["width"] // factor,
-                         spec.get("seed", 0))
+    batch = _train_batch(
+        cfg, spec["frames"], spec["height"] // factor, spec["width"] // factor, spec.get("seed", 0)
+    )
     t0 = time.perf_counter()
-    step, setup = (_svdeploy_train_step if peer == "svdeploy" else _torch_train_step)(spec, cfg, batch)
+    step, setup = (_svdeploy_train_step if peer == "svdeploy" else _torch_train_step)(
+        spec, cfg, batch
+    )
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     first_loss = step()  # the first step compiles the graphs (MindSpore GRAPH_MODE)
     first_s = time.perf_counter() - t0
     stats = time_repeated(step, spec["repeats"], max(spec["warmup"] - 1, 0), spec.get("budget_s"))
     last_loss = step()
-    return dict(info, setup=setup, build_s=build_s, first_step_s=first_s,
-                compile_s=max(first_s - stats.median, 0.0), stats=stats.to_json(),
-                first_loss=first_loss, last_loss=last_loss, peak_rss_self_bytes=peak_rss_of_this_process())
+    return dict(
+        info,
+        setup=setup,
+        build_s=build_s,
+        first_step_s=first_s,
+        compile_s=max(first_s - stats.median, 0.0),
+        stats=stats.to_json(),
+        first_loss=first_loss,
+        last_loss=last_loss,
+        peak_rss_self_bytes=peak_rss_of_this_process(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -603,13 +736,18 @@ def task_gemm(spec: Dict[str, Any]) -> Dict[str, Any]:
     else:
         raise ValueError(f"GEMM backend {backend!r} is unknown")
     stats = time_repeated(fn, spec["repeats"], 2)
-    flops = 2.0 * n ** 3
-    return {"backend": backend, "what": what, "n": n, "stats": stats.to_json(),
-            "gflops": flops / stats.median / 1e9, "best_gflops": flops / stats.min / 1e9}
+    flops = 2.0 * n**3
+    return {
+        "backend": backend,
+        "what": what,
+        "n": n,
+        "stats": stats.to_json(),
+        "gflops": flops / stats.median / 1e9,
+        "best_gflops": flops / stats.min / 1e9,
+    }
 
 
-def _onnxruntime_gemm(a: np.ndarray, b: np.ndarray,
-                      threads: int) -> Tuple[Callable[[], Any], str]:
+def _onnxruntime_gemm(a: np.ndarray, b: np.ndarray, threads: int) -> Tuple[Callable[[], Any], str]:
     """(call, description) of a one-node MatMul graph with ``b`` as its initializer, as the
     exported graphs hold their weights."""
     import onnx
@@ -620,14 +758,19 @@ def _onnxruntime_gemm(a: np.ndarray, b: np.ndarray,
 
     n = a.shape[0]
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "gemm",
         [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
-        initializer=[numpy_helper.from_array(b, "b")])
+        initializer=[numpy_helper.from_array(b, "b")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, 9)
-    session = ort.InferenceSession(model.SerializeToString(), sess_options=ort_session_options(threads),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model.SerializeToString(),
+        sess_options=ort_session_options(threads),
+        providers=["CPUExecutionProvider"],
+    )
     fn: Callable[[], Any] = functools.partial(session.run, None, {"a": a})
     what = f"onnxruntime {ort.__version__} MatMul fp32"
     onnx.checker.check_model(model)
@@ -654,13 +797,21 @@ def task_memplan(spec: Dict[str, Any]) -> Dict[str, Any]:
     """One run's stages with their own peak RSS, against svd-run --plan (memplan.py)."""
     from .memplan import measure_stages
 
-    return measure_stages(Path(spec["artifact_dir"]), spec["backend"], steps=spec.get("steps", 2),
-                          seed=spec.get("seed", 0))
+    return measure_stages(
+        Path(spec["artifact_dir"]),
+        spec["backend"],
+        steps=spec.get("steps", 2),
+        seed=spec.get("seed", 0),
+    )
 
 
 TASKS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
-    "export": task_export, "plain_onnx": task_plain_onnx, "decode": task_decode,
-    "train": task_train, "gemm": task_gemm, "memplan": task_memplan,
+    "export": task_export,
+    "plain_onnx": task_plain_onnx,
+    "decode": task_decode,
+    "train": task_train,
+    "gemm": task_gemm,
+    "memplan": task_memplan,
 }
 
 
@@ -668,13 +819,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     names = list(TASKS) + [f"serve-{k}" for k in SESSIONS]
     if len(args) != 3 or args[0] not in names:
-        print(f"usage: python -m svdeploy.benchmarks.worker {{{','.join(names)}}} SPEC.json "
-              "RESULT.json", file=sys.stderr)
+        print(
+            f"usage: python -m svdeploy.benchmarks.worker {{{','.join(names)}}} SPEC.json "
+            "RESULT.json",
+            file=sys.stderr,
+        )
         return 2
     task, spec_path, result_path = args
     spec = json.loads(Path(spec_path).read_text())
     if task.startswith("serve-"):
-        return serve(task[len("serve-"):], spec, Path(result_path))
+        return serve(task[len("serve-") :], spec, Path(result_path))
     result = dict(TASKS[task](spec), peak_rss_vmhwm_bytes=peak_rss_of_this_process())
     write_json_atomic(Path(result_path), result)
     return 0

@@ -5,6 +5,7 @@ The artifact is assembled in a hidden temporary sibling directory and renamed in
 when every graph was written and validated, so a failed or killed export leaves nothing that
 looks like an artifact.
 """
+
 from __future__ import annotations
 
 import gc
@@ -53,10 +54,12 @@ def export_kernels(fmt: str, settings: ExportSettings) -> KernelConfig:
 REFERENCE_KERNELS = KernelConfig.for_validation()
 # The runtime backend that runs each written graph for validation: the one svd-run loads that
 # format with (svdeploy.runtime.backends), so what is validated is what svd-run runs.
-VALIDATION_BACKENDS: Dict[str, str] = {"onnx": "onnxruntime", "mindir": "mindspore",
-                                       "lite": "lite"}
-_BACKEND_LABELS: Dict[str, str] = {"onnxruntime": "ONNX Runtime", "mindspore": "MindSpore",
-                                   "lite": "MindSpore Lite"}
+VALIDATION_BACKENDS: Dict[str, str] = {"onnx": "onnxruntime", "mindir": "mindspore", "lite": "lite"}
+_BACKEND_LABELS: Dict[str, str] = {
+    "onnxruntime": "ONNX Runtime",
+    "mindspore": "MindSpore",
+    "lite": "MindSpore Lite",
+}
 
 
 @dataclass
@@ -86,8 +89,10 @@ class ExportResult:
         rows = [f"{'graph':18s} {'format':6s} {'MB':>9s} {'export s':>9s} {'max rel err':>12s}"]
         for r in self.reports:
             err = "-" if r.parity_max_rel_error is None else f"{r.parity_max_rel_error:.2e}"
-            rows.append(f"{r.name:18s} {r.format:6s} {r.bytes / 1e6:9.1f} {r.export_seconds:9.1f} "
-                        f"{err:>12s}")
+            rows.append(
+                f"{r.name:18s} {r.format:6s} {r.bytes / 1e6:9.1f} {r.export_seconds:9.1f} "
+                f"{err:>12s}"
+            )
         return "\n".join(rows)
 
 
@@ -96,6 +101,7 @@ class _Validation:
     """How one written graph is checked: loaded under ``manifest`` (``_validation_manifest``)
     by the runtime's backend for its format, run on ``inputs``, its outputs compared with the
     reference network's ``wanted``."""
+
     manifest: Manifest
     inputs: List[np.ndarray]
     wanted: List[np.ndarray]
@@ -146,7 +152,9 @@ def _written_files(directory: Path, stem: str, fmt: str) -> Tuple[str, List[str]
     if not (directory / main).exists():
         raise ExportError(f"mindspore.export wrote no {stem}.mindir or {main} in {directory}")
     var_dir = directory / f"{stem}_variables"
-    files = sorted(str(p.relative_to(directory)) for p in var_dir.iterdir()) if var_dir.is_dir() else []
+    files = (
+        sorted(str(p.relative_to(directory)) for p in var_dir.iterdir()) if var_dir.is_dir() else []
+    )
     return main, files
 
 
@@ -168,15 +176,27 @@ def _share_parameters(target, source) -> None:
         param.set_data(values[name])
 
 
-def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Optional[int] = None,
-                    height: Optional[int] = None, width: Optional[int] = None,
-                    guidance: bool = True, decode_chunk_size: Optional[int] = None,
-                    formats: Sequence[str] = ("mindir",), dtype: str = "fp32",
-                    target: str = "cpu", graphs: Optional[Sequence[str]] = None,
-                    validate: bool = True, overwrite: bool = False, seed: int = 0,
-                    conv: str = "auto", progress: bool = True,
-                    log: Callable[[str], None] = lambda _msg: None,
-                    lite_python: Optional[str] = None) -> ExportResult:
+def export_artifact(
+    checkpoint_dir: PathLike,
+    out_dir: PathLike,
+    *,
+    frames: Optional[int] = None,
+    height: Optional[int] = None,
+    width: Optional[int] = None,
+    guidance: bool = True,
+    decode_chunk_size: Optional[int] = None,
+    formats: Sequence[str] = ("mindir",),
+    dtype: str = "fp32",
+    target: str = "cpu",
+    graphs: Optional[Sequence[str]] = None,
+    validate: bool = True,
+    overwrite: bool = False,
+    seed: int = 0,
+    conv: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] = lambda _msg: None,
+    lite_python: Optional[str] = None,
+) -> ExportResult:
     """Export an svdeploy checkpoint directory (svd-convert / svd-train output) to ``out_dir``.
     ``lite_python`` (else ``SVDEPLOY_LITE_PYTHON``) names the interpreter whose MindSpore Lite
     converts and validates ``lite`` graphs when mindspore_lite does not import here."""
@@ -185,10 +205,22 @@ def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Opti
     started = time.perf_counter()
     checkpoint_dir = resolve_checkpoint_dir(checkpoint_dir)
     cfg, weights = read_checkpoint_dir(checkpoint_dir)
-    settings = resolve_settings(cfg, frames=frames, height=height, width=width,
-                                guidance=guidance, decode_chunk_size=decode_chunk_size,
-                                formats=formats, dtype=dtype, target=target, graphs=graphs,
-                                validate=validate, seed=seed, conv=conv, lite_python=lite_python)
+    settings = resolve_settings(
+        cfg,
+        frames=frames,
+        height=height,
+        width=width,
+        guidance=guidance,
+        decode_chunk_size=decode_chunk_size,
+        formats=formats,
+        dtype=dtype,
+        target=target,
+        graphs=graphs,
+        validate=validate,
+        seed=seed,
+        conv=conv,
+        lite_python=lite_python,
+    )
     out = Path(out_dir)
     _check_out(out, Path(checkpoint_dir), overwrite)
     _check_finite_weights(weights)
@@ -203,8 +235,15 @@ def export_artifact(checkpoint_dir: PathLike, out_dir: PathLike, *, frames: Opti
     return result
 
 
-def _export_and_publish(out: Path, cfg: ModelConfig, weights: Path, settings: ExportSettings,
-                        progress: bool, log: Callable[[str], None], lite) -> ExportResult:
+def _export_and_publish(
+    out: Path,
+    cfg: ModelConfig,
+    weights: Path,
+    settings: ExportSettings,
+    progress: bool,
+    log: Callable[[str], None],
+    lite,
+) -> ExportResult:
     """Export into a hidden folder beside ``out`` and swap it into place; on any failure the
     folder is removed and an earlier artifact stays as it was."""
     with staged_dir(out, ExportError, "artifact", "export to", repr(str(out)), log) as tmp:
@@ -221,8 +260,9 @@ def _check_out(out: Path, checkpoint: Path, overwrite: bool) -> None:
         raise ExportError(f"--out {str(out)!r} exists and is not a directory")
     check_replaceable(out, {"--checkpoint": checkpoint})
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"--out {str(out)!r} exists and is not empty; pass --overwrite to "
-                          "replace it")
+        raise ExportError(
+            f"--out {str(out)!r} exists and is not empty; pass --overwrite to replace it"
+        )
 
 
 def _check_finite_weights(weights: Path) -> None:
@@ -232,9 +272,11 @@ def _check_finite_weights(weights: Path) -> None:
 
     bad = first_non_finite(weights)
     if bad is not None:
-        raise CheckpointError(f"{str(weights)!r}: tensor {bad!r} holds NaN or Inf values; "
-                              "expected finite weights (a diverged training run or a damaged "
-                              "file?)")
+        raise CheckpointError(
+            f"{str(weights)!r}: tensor {bad!r} holds NaN or Inf values; "
+            "expected finite weights (a diverged training run or a damaged "
+            "file?)"
+        )
 
 
 def _open_lite(settings: ExportSettings):
@@ -260,8 +302,15 @@ class _Exported:
     references: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]] = field(default_factory=dict)
 
 
-def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSettings,
-                 progress: bool, log: Callable[[str], None], lite=None) -> ExportResult:
+def _export_into(
+    tmp: Path,
+    cfg: ModelConfig,
+    weights: Path,
+    settings: ExportSettings,
+    progress: bool,
+    log: Callable[[str], None],
+    lite=None,
+) -> ExportResult:
     """Every graph of every format into ``tmp`` (one network in memory at a time), each checked
     against the reference network; then the manifest (and the Ascend files)."""
     from tqdm import tqdm
@@ -270,37 +319,55 @@ def _export_into(tmp: Path, cfg: ModelConfig, weights: Path, settings: ExportSet
     rng = np.random.default_rng(settings.seed)
     host = _validation_manifest(cfg, settings) if settings.validate else None
     done = _Exported()
-    bar = tqdm(total=len(specs) * len(settings.formats), desc="export", unit="graph",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(specs) * len(settings.formats),
+        desc="export",
+        unit="graph",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         for network in dict.fromkeys(s.network for s in specs):
             net_specs = [s for s in specs if s.network == network]
-            _export_network(tmp, network, net_specs, cfg, weights, settings, rng, host, lite,
-                            done, bar, log)
+            _export_network(
+                tmp, network, net_specs, cfg, weights, settings, rng, host, lite, done, bar, log
+            )
     finally:
         bar.close()
     if done.failures:
-        raise ExportError("exported graphs differ from the network beyond tolerance: "
-                          + "; ".join(done.failures))
+        raise ExportError(
+            "exported graphs differ from the network beyond tolerance: " + "; ".join(done.failures)
+        )
     manifest = _build_manifest(cfg, settings, done.entries)
     commands: Dict[str, str] = {}
     if settings.target == "ascend":
         commands = _write_ascend(tmp, manifest, done.entries, done.references, settings)
     write_manifest(manifest, tmp)
-    return ExportResult(directory=tmp, manifest=manifest, reports=done.reports,
-                        ascend_commands=commands)
+    return ExportResult(
+        directory=tmp, manifest=manifest, reports=done.reports, ascend_commands=commands
+    )
 
 
-def _export_network(tmp: Path, network: str, net_specs: List[GraphSpec], cfg: ModelConfig,
-                    weights: Path, settings: ExportSettings, rng: np.random.Generator,
-                    host: Optional[Manifest], lite, done: _Exported, bar,
-                    log: Callable[[str], None]) -> None:
+def _export_network(
+    tmp: Path,
+    network: str,
+    net_specs: List[GraphSpec],
+    cfg: ModelConfig,
+    weights: Path,
+    settings: ExportSettings,
+    rng: np.random.Generator,
+    host: Optional[Manifest],
+    lite,
+    done: _Exported,
+    bar,
+    log: Callable[[str], None],
+) -> None:
     """One network's graphs in every format: the reference network's outputs first (one
     draw of inputs for all formats), then one traced network per format."""
-    reference = (_load_network(network, cfg, weights, REFERENCE_KERNELS)
-                 if settings.validate else None)
-    expected = (_reference_outputs(net_specs, reference, cfg, rng)
-                if reference is not None else {})
+    reference = (
+        _load_network(network, cfg, weights, REFERENCE_KERNELS) if settings.validate else None
+    )
+    expected = _reference_outputs(net_specs, reference, cfg, rng) if reference is not None else {}
     if settings.target == "ascend":  # stored as the host validation's references
         done.references.update(expected)
     for fmt in settings.formats:
@@ -321,9 +388,9 @@ def _export_network(tmp: Path, network: str, net_specs: List[GraphSpec], cfg: Mo
     gc.collect()
 
 
-def _reference_outputs(net_specs: List[GraphSpec], reference, cfg: ModelConfig,
-                       rng: np.random.Generator
-                       ) -> Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]]:
+def _reference_outputs(
+    net_specs: List[GraphSpec], reference, cfg: ModelConfig, rng: np.random.Generator
+) -> Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]]:
     """Per graph: random inputs (drawn from ``rng`` in graph order) and the reference
     network's outputs for them."""
     import mindspore as ms
@@ -337,8 +404,9 @@ def _reference_outputs(net_specs: List[GraphSpec], reference, cfg: ModelConfig,
     return expected
 
 
-def _network_to_trace(network: str, cfg: ModelConfig, weights: Path, kernels: KernelConfig,
-                      reference):
+def _network_to_trace(
+    network: str, cfg: ModelConfig, weights: Path, kernels: KernelConfig, reference
+):
     """The network with the format's kernels: sharing the reference's parameters when there
     is one (no second read of the weights), else loaded from ``weights``."""
     if reference is None:
@@ -354,17 +422,25 @@ def _network_to_trace(network: str, cfg: ModelConfig, weights: Path, kernels: Ke
 def _report_graph(report: GraphReport, log: Callable[[str], None]) -> List[str]:
     """Logs one written graph; returns its parity failure, if any, as a one-item list."""
     err = "-" if report.parity_max_rel_error is None else f"{report.parity_max_rel_error:.2e}"
-    log(f"{report.name}.{report.format}: {report.bytes / 1e6:.1f} MB in "
-        f"{report.export_seconds:.1f} s, max rel err {err}")
+    log(
+        f"{report.name}.{report.format}: {report.bytes / 1e6:.1f} MB in "
+        f"{report.export_seconds:.1f} s, max rel err {err}"
+    )
     if report.passed:
         return []
-    return [f"{report.name}.{report.format}: max relative error "
-            f"{report.parity_max_rel_error:.3e} > tolerance {report.tolerance:.0e}"]
+    return [
+        f"{report.name}.{report.format}: max relative error "
+        f"{report.parity_max_rel_error:.3e} > tolerance {report.tolerance:.0e}"
+    ]
 
 
-def _write_ascend(tmp: Path, manifest: Manifest, entries: List[GraphEntry],
-                  references: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]],
-                  settings: ExportSettings) -> Dict[str, str]:
+def _write_ascend(
+    tmp: Path,
+    manifest: Manifest,
+    entries: List[GraphEntry],
+    references: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]],
+    settings: ExportSettings,
+) -> Dict[str, str]:
     """Converter configs and commands, the MindSpore → Lite version pairing, and (with
     validation) reference outputs plus the host validation command."""
     import mindspore as ms
@@ -379,15 +455,24 @@ def _write_ascend(tmp: Path, manifest: Manifest, entries: List[GraphEntry],
     if references and mindir:
         tolerance = max(settings.tolerance, 1e-3)  # Ascend kernels (enforce_fp32 or fp16)
         manifest.extra["reference_outputs"] = ascend.write_reference_outputs(
-            tmp, mindir, references, tolerance)
+            tmp, mindir, references, tolerance
+        )
         manifest.extra["ascend_validate_command"] = ascend.write_validation_files(
-            tmp, WORKER_PATH, tolerance)
+            tmp, WORKER_PATH, tolerance
+        )
     return commands
 
 
-def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSettings,
-                  kernels: KernelConfig, check: Optional[_Validation],
-                  lite=None) -> Tuple[GraphEntry, GraphReport]:
+def _export_graph(
+    tmp: Path,
+    spec: GraphSpec,
+    fmt: str,
+    net,
+    settings: ExportSettings,
+    kernels: KernelConfig,
+    check: Optional[_Validation],
+    lite=None,
+) -> Tuple[GraphEntry, GraphReport]:
     """Write one graph, build its manifest entry and (with ``check``) validate it."""
     started = time.perf_counter()
     if fmt == "lite":
@@ -400,27 +485,47 @@ def _export_graph(tmp: Path, spec: GraphSpec, fmt: str, net, settings: ExportSet
     if check is not None:
         entry.parity_max_rel_error = _parity_error(tmp, entry, check, lite)
     size = (tmp / main).stat().st_size + sum((tmp / f).stat().st_size for f in external)
-    report = GraphReport(spec.name, fmt, main, size, seconds, entry.parity_max_rel_error,
-                         settings.tolerance)
+    report = GraphReport(
+        spec.name, fmt, main, size, seconds, entry.parity_max_rel_error, settings.tolerance
+    )
     return entry, report
 
 
-def _graph_entry(tmp: Path, spec: GraphSpec, fmt: str, main: str, external: List[str],
-                 settings: ExportSettings, kernels: KernelConfig, seconds: float,
-                 lite) -> GraphEntry:
+def _graph_entry(
+    tmp: Path,
+    spec: GraphSpec,
+    fmt: str,
+    main: str,
+    external: List[str],
+    settings: ExportSettings,
+    kernels: KernelConfig,
+    seconds: float,
+    lite,
+) -> GraphEntry:
     """The manifest entry of a written graph (its parity error is set by validation)."""
     extra: Dict[str, object] = {"frames": spec.frames} if spec.frames else {}
     extra["kernels"] = asdict(kernels)  # the op variants traced, for provenance
     if fmt == "lite":
-        extra.update(lite_version=lite.version, converted_from="onnx",
-                     converter="mindspore_lite.Converter(FmkType.ONNX)")
+        extra.update(
+            lite_version=lite.version,
+            converted_from="onnx",
+            converter="mindspore_lite.Converter(FmkType.ONNX)",
+        )
     if external:
         extra["external_files"] = [{"file": f, "sha256": sha256_file(tmp / f)} for f in external]
     return GraphEntry(
-        name=spec.name, format=fmt, file=main, inputs=list(spec.inputs),
-        outputs=list(spec.outputs), sha256=sha256_file(tmp / main),
-        parity_max_rel_error=None, parity_tolerance=settings.tolerance,
-        export_seconds=round(seconds, 3), dtype=settings.dtype, extra=extra)
+        name=spec.name,
+        format=fmt,
+        file=main,
+        inputs=list(spec.inputs),
+        outputs=list(spec.outputs),
+        sha256=sha256_file(tmp / main),
+        parity_max_rel_error=None,
+        parity_tolerance=settings.tolerance,
+        export_seconds=round(seconds, 3),
+        dtype=settings.dtype,
+        extra=extra,
+    )
 
 
 def _validation_manifest(cfg: ModelConfig, settings: ExportSettings) -> Manifest:
@@ -435,16 +540,16 @@ def _parity_error(tmp: Path, entry: GraphEntry, check: _Validation, lite) -> flo
     reference network's."""
     got = _run_as_svd_run(tmp, entry, check.manifest, check.inputs, lite)
     if len(got) != len(check.wanted):
-        raise ExportError(f"{entry.file}: {len(got)} outputs, the network has "
-                          f"{len(check.wanted)}")
+        raise ExportError(f"{entry.file}: {len(got)} outputs, the network has {len(check.wanted)}")
     try:
         return max(relative_error(g, w) for g, w in zip(got, check.wanted))
     except ValueError as exc:  # a shape mismatch
         raise ExportError(f"{entry.file}: {exc} (the in-memory network's)") from None
 
 
-def _run_as_svd_run(tmp: Path, entry: GraphEntry, manifest: Manifest,
-                    inputs: Sequence[np.ndarray], lite) -> List[np.ndarray]:
+def _run_as_svd_run(
+    tmp: Path, entry: GraphEntry, manifest: Manifest, inputs: Sequence[np.ndarray], lite
+) -> List[np.ndarray]:
     """The written graph's outputs as svd-run gets them: loaded by the runtime's backend for
     its format (``runtime.backends.load_graph``: the same loader, the same checks of the file
     against ``entry``) and run through the CheckedGraph that holds every input and output to
@@ -453,11 +558,14 @@ def _run_as_svd_run(tmp: Path, entry: GraphEntry, manifest: Manifest,
 
     backend = VALIDATION_BACKENDS[entry.format]
     if backend == "onnxruntime" and not backend_importable(backend):
-        raise ExportError("validating ONNX graphs needs onnxruntime (pip install "
-                          "'svdeploy[onnx]'), or pass --no-validate")
+        raise ExportError(
+            "validating ONNX graphs needs onnxruntime (pip install "
+            "'svdeploy[onnx]'), or pass --no-validate"
+        )
     try:
-        graph = load_graph(entry, tmp / entry.file, backend, manifest,
-                           graph_loader(backend, lite_session=lite))
+        graph = load_graph(
+            entry, tmp / entry.file, backend, manifest, graph_loader(backend, lite_session=lite)
+        )
         try:
             outputs = graph(**dict(zip((s.name for s in entry.inputs), inputs)))
         finally:
@@ -473,11 +581,15 @@ def _validation_error(file: str, backend: str, exc: Exception) -> ExportError:
     cause = exc.__cause__
     if backend == "mindspore" and cause is not None:
         # e.g. a bf16 MindIR on CPU: MindSpore 2.10's CPU backend has no bf16 Transpose
-        first = next((ln.strip(" -") for ln in str(cause).splitlines() if ln.strip(" -")),
-                     type(cause).__name__)
-        return ExportError(f"validating {file} with MindSpore failed: {first} (bf16 MindIR "
-                           "graphs run where MindSpore has bf16 kernels, e.g. Ascend; export "
-                           "them with --no-validate)")
+        first = next(
+            (ln.strip(" -") for ln in str(cause).splitlines() if ln.strip(" -")),
+            type(cause).__name__,
+        )
+        return ExportError(
+            f"validating {file} with MindSpore failed: {first} (bf16 MindIR "
+            "graphs run where MindSpore has bf16 kernels, e.g. Ascend; export "
+            "them with --no-validate)"
+        )
     return ExportError(f"validating {file} with {_BACKEND_LABELS[backend]} failed: {exc}")
 
 
@@ -488,16 +600,21 @@ def _trace(stem: Path, spec: GraphSpec, fmt: str, net, contrib_ops: bool = True)
     cell = _wrap(spec, net)
     dummy = [ms.Tensor(np.zeros(t.shape, np.float32)) for t in spec.inputs]
     try:
-        ms.export(cell, *dummy, file_name=str(stem),
-                  file_format="ONNX" if fmt == "onnx" else "MINDIR")
+        ms.export(
+            cell, *dummy, file_name=str(stem), file_format="ONNX" if fmt == "onnx" else "MINDIR"
+        )
     except (RuntimeError, TypeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"mindspore.export of {spec.name} as {fmt} failed: {first}") from exc
     if fmt == "onnx":
         from .onnx_passes import rewrite_onnx
 
-        rewrite_onnx(stem.with_name(stem.name + ".onnx"), [t.name for t in spec.inputs],
-                     [t.name for t in spec.outputs], contrib_ops=contrib_ops)
+        rewrite_onnx(
+            stem.with_name(stem.name + ".onnx"),
+            [t.name for t in spec.inputs],
+            [t.name for t in spec.outputs],
+            contrib_ops=contrib_ops,
+        )
 
 
 def _write_lite_graph(tmp: Path, spec: GraphSpec, net, lite) -> None:
@@ -520,24 +637,40 @@ def _build_manifest(cfg: ModelConfig, s: ExportSettings, entries: List[GraphEntr
     f = cfg.vae.downsample_factor
     sampling = cfg.sampling
     return Manifest(
-        format_version=FORMAT_VERSION, toolkit_version=__version__, variant=cfg.variant,
-        height=s.height, width=s.width, num_frames=s.num_frames,
+        format_version=FORMAT_VERSION,
+        toolkit_version=__version__,
+        variant=cfg.variant,
+        height=s.height,
+        width=s.width,
+        num_frames=s.num_frames,
         latent_shape=(s.num_frames, cfg.latent_channels, s.height // f, s.width // f),
-        cfg=s.cfg, guidance_batch=s.guidance_batch, decode_chunk_size=s.decode_chunk_size,
-        dtype=s.dtype, target=s.target,
-        scheduler={"sigma_min": cfg.scheduler.sigma_min, "sigma_max": cfg.scheduler.sigma_max,
-                   "rho": cfg.scheduler.rho, "scaling_factor": cfg.vae.scale_factor},
-        defaults={"fps": sampling.fps, "motion_bucket_id": sampling.motion_bucket_id,
-                  "noise_aug_strength": sampling.noise_aug_strength,
-                  "min_guidance_scale": sampling.min_guidance_scale,
-                  "max_guidance_scale": sampling.max_guidance_scale if s.cfg else 1.0,
-                  "num_inference_steps": sampling.num_inference_steps},
+        cfg=s.cfg,
+        guidance_batch=s.guidance_batch,
+        decode_chunk_size=s.decode_chunk_size,
+        dtype=s.dtype,
+        target=s.target,
+        scheduler={
+            "sigma_min": cfg.scheduler.sigma_min,
+            "sigma_max": cfg.scheduler.sigma_max,
+            "rho": cfg.scheduler.rho,
+            "scaling_factor": cfg.vae.scale_factor,
+        },
+        defaults={
+            "fps": sampling.fps,
+            "motion_bucket_id": sampling.motion_bucket_id,
+            "noise_aug_strength": sampling.noise_aug_strength,
+            "min_guidance_scale": sampling.min_guidance_scale,
+            "max_guidance_scale": sampling.max_guidance_scale if s.cfg else 1.0,
+            "num_inference_steps": sampling.num_inference_steps,
+        },
         graphs=entries,
-        extra={"validated": s.validate,
-               # an export of a subset of the networks (e.g. --graph unet) cannot be run
-               "partial": set(s.graphs) != set(NETWORK_NAMES),
-               # --conv auto: the probe convolution's seconds per call that chose the kernel
-               "conv_probe_seconds": dict(s.conv_probe)},
+        extra={
+            "validated": s.validate,
+            # an export of a subset of the networks (e.g. --graph unet) cannot be run
+            "partial": set(s.graphs) != set(NETWORK_NAMES),
+            # --conv auto: the probe convolution's seconds per call that chose the kernel
+            "conv_probe_seconds": dict(s.conv_probe),
+        },
     )
 
 
@@ -548,5 +681,11 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     replace_dir(tmp, out)
 
 
-__all__ = ["export_artifact", "ExportResult", "GraphReport", "relative_error", "export_kernels",
-           "REFERENCE_KERNELS"]
+__all__ = [
+    "export_artifact",
+    "ExportResult",
+    "GraphReport",
+    "relative_error",
+    "export_kernels",
+    "REFERENCE_KERNELS",
+]

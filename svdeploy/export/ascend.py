@@ -11,6 +11,7 @@ names follow the MindSpore Lite docs ("Ascend Conversion Tool Description":
 ``[ascend_context]`` with ``input_format`` and ``precision_mode``; static input shapes go to
 ``converter_lite --inputShape``).
 """
+
 from __future__ import annotations
 
 import os
@@ -53,9 +54,13 @@ def converter_command(entry: GraphEntry, config_rel: str) -> List[str]:
             stem = stem[: -len(suffix)]
             break
     return [
-        "converter_lite", "--fmk=MINDIR", f"--modelFile={entry.file}",
-        f"--outputFile={ASCEND_DIR}/{stem}_ascend", "--saveType=MINDIR",
-        "--optimize=ascend_oriented", f"--inputShape={input_shape_arg(entry)}",
+        "converter_lite",
+        "--fmk=MINDIR",
+        f"--modelFile={entry.file}",
+        f"--outputFile={ASCEND_DIR}/{stem}_ascend",
+        "--saveType=MINDIR",
+        "--optimize=ascend_oriented",
+        f"--inputShape={input_shape_arg(entry)}",
         f"--configFile={config_rel}",
     ]
 
@@ -66,15 +71,20 @@ def converted_name(entry: GraphEntry) -> str:
 
 
 def version_pairing(mindspore_version: str) -> Dict[str, str]:
-    return {"mindspore_version": mindspore_version,
-            "requires_lite": f">= {mindspore_version}",
-            "why": "MindSpore Lite reads MindIR only up to its own MindIR version (Lite 2.0.0 "
-                   "refuses MindSpore 2.10's MindIR: maximum mind ir version 1, got 3)"}
+    return {
+        "mindspore_version": mindspore_version,
+        "requires_lite": f">= {mindspore_version}",
+        "why": "MindSpore Lite reads MindIR only up to its own MindIR version (Lite 2.0.0 "
+        "refuses MindSpore 2.10's MindIR: maximum mind ir version 1, got 3)",
+    }
 
 
-def write_reference_outputs(directory: Path, entries: Sequence[GraphEntry],
-                            references: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]],
-                            tolerance: float) -> Dict[str, Dict[str, Any]]:
+def write_reference_outputs(
+    directory: Path,
+    entries: Sequence[GraphEntry],
+    references: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]],
+    tolerance: float,
+) -> Dict[str, Dict[str, Any]]:
     """reference/<graph>.npz (input_i, output_i: the float32 network's outputs on the export's
     validation inputs), described for ``lite_worker.py validate``."""
     out = directory / "reference"
@@ -88,15 +98,30 @@ def write_reference_outputs(directory: Path, entries: Sequence[GraphEntry],
         arrays.update({f"output_{i}": a for i, a in enumerate(outputs)})
         path = out / f"{entry.name}.npz"
         np.savez(path, **arrays)
-        cases[entry.name] = {"file": f"reference/{entry.name}.npz", "sha256": sha256_file(path),
-                             "graph": converted_name(entry), "num_inputs": len(inputs),
-                             "num_outputs": len(outputs), "tolerance": tolerance}
+        cases[entry.name] = {
+            "file": f"reference/{entry.name}.npz",
+            "sha256": sha256_file(path),
+            "graph": converted_name(entry),
+            "num_inputs": len(inputs),
+            "num_outputs": len(outputs),
+            "tolerance": tolerance,
+        }
     return cases
 
 
 def validation_command(tolerance: float) -> List[str]:
-    return ["python3", f"{ASCEND_DIR}/lite_worker.py", "validate", ".", "--target", "ascend",
-            "--graph-dir", ASCEND_DIR, "--tolerance", f"{tolerance:g}"]
+    return [
+        "python3",
+        f"{ASCEND_DIR}/lite_worker.py",
+        "validate",
+        ".",
+        "--target",
+        "ascend",
+        "--graph-dir",
+        ASCEND_DIR,
+        "--tolerance",
+        f"{tolerance:g}",
+    ]
 
 
 def write_validation_files(directory: Path, worker: Path, tolerance: float) -> str:
@@ -104,13 +129,17 @@ def write_validation_files(directory: Path, worker: Path, tolerance: float) -> s
     ascend/validate.sh; returns the command."""
     shutil.copyfile(worker, directory / ASCEND_DIR / "lite_worker.py")
     command = shlex.join(validation_command(tolerance))
-    _write_script(directory / ASCEND_DIR / "validate.sh", [
-        "# Run the converted graphs (ascend/*_ascend.mindir, "
-        "from convert.sh) on this Ascend host",
-        "# with MindSpore Lite's Python package, on "
-        "the inputs stored in reference/, and compare",
-        "# with the float32 network's outputs stored beside them (relative L2 per graph).",
-        command])
+    _write_script(
+        directory / ASCEND_DIR / "validate.sh",
+        [
+            "# Run the converted graphs (ascend/*_ascend.mindir, "
+            "from convert.sh) on this Ascend host",
+            "# with MindSpore Lite's Python package, on "
+            "the inputs stored in reference/, and compare",
+            "# with the float32 network's outputs stored beside them (relative L2 per graph).",
+            command,
+        ],
+    )
     return command
 
 
@@ -120,8 +149,9 @@ def _write_script(path: Path, lines: Sequence[str]) -> None:
     os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-def write_ascend_files(directory: Path, entries: Sequence[GraphEntry], dtype: str,
-                       mindspore_version: str = "") -> Dict[str, str]:
+def write_ascend_files(
+    directory: Path, entries: Sequence[GraphEntry], dtype: str, mindspore_version: str = ""
+) -> Dict[str, str]:
     """Write ascend/<graph>.cfg and ascend/convert.sh; returns {graph: command line}."""
     out = directory / ASCEND_DIR
     out.mkdir(exist_ok=True)

@@ -1,5 +1,6 @@
 """Thin export cells: each one's ``construct`` arguments are exactly its graph's inputs
 (docs/ARCHITECTURE.md, "Graph contract"), so MindSpore names the graph inputs after them."""
+
 from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
@@ -47,15 +48,18 @@ class UNetGraph(nn.Cell):
         self.num_frames = num_frames
         self.dim_per_id = net.cfg.addition_time_embed_dim
 
-    def construct(self, sample: Tensor, c_noise: Tensor, context: Tensor,
-                  time_ids: Tensor) -> Tensor:
+    def construct(
+        self, sample: Tensor, c_noise: Tensor, context: Tensor, time_ids: Tensor
+    ) -> Tensor:
         n = sample.shape[0]
         b = context.shape[0]
         f = self.num_frames
         timesteps = ops.broadcast_to(c_noise.reshape(1), (n,))
         # (B, L, D) → (B, F, L, D) → (B·F, L, D): every frame of video b sees its context
-        frame_context = ops.broadcast_to(context.reshape(b, 1, context.shape[1], context.shape[2]),
-                                         (b, f, context.shape[1], context.shape[2]))
+        frame_context = ops.broadcast_to(
+            context.reshape(b, 1, context.shape[1], context.shape[2]),
+            (b, f, context.shape[1], context.shape[2]),
+        )
         frame_context = frame_context.reshape(n, context.shape[1], context.shape[2])
         y = embed_time_ids(time_ids, self.dim_per_id)  # (B, 3·d)
         y = ops.broadcast_to(y.reshape(b, 1, y.shape[1]), (b, f, y.shape[1])).reshape(n, -1)

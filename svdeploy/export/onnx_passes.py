@@ -22,6 +22,7 @@
 Validation against the in-memory network checks the rewritten file, so a wrong rewrite cannot
 go unnoticed.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,7 @@ import numpy as np
 from svdeploy.errors import ExportError
 
 ERF_STAND_IN = "Acos"
-PROTOBUF_LIMIT = 2 ** 31 - 1  # larger models keep their weights in an external data file
+PROTOBUF_LIMIT = 2**31 - 1  # larger models keep their weights in an external data file
 
 
 @dataclass
@@ -107,9 +108,11 @@ def _fuse_layer_norm(graph) -> int:
     """ReduceMean → Sub → (ReduceSumSquare / count + eps → Sqrt) → Div → Mul γ → Add β over
     the last axis becomes one LayerNormalization node."""
     g = _Graph(graph)
-    ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
-             for vi in list(graph.value_info) + list(graph.input)
-             if vi.type.tensor_type.HasField("shape")}
+    ranks = {
+        vi.name: len(vi.type.tensor_type.shape.dim)
+        for vi in list(graph.value_info) + list(graph.input)
+        if vi.type.tensor_type.HasField("shape")
+    }
     remove: List[object] = []
     insert: Dict[int, List[object]] = {}
     index = {id(n): i for i, n in enumerate(graph.node)}
@@ -163,9 +166,14 @@ def _match_layer_norm(g: _Graph, mean, ranks: Dict[str, int]):
     rank = ranks.get(x)
     if rank is None or int(axes[0]) not in (-1, rank - 1):
         return None
-    node = helper.make_node("LayerNormalization", [x, gamma, beta], [add_beta.output[0]],
-                            axis=-1, epsilon=float(eps.reshape(-1)[0]),
-                            name=(mean.name or "ln") + "/fused_layer_norm")
+    node = helper.make_node(
+        "LayerNormalization",
+        [x, gamma, beta],
+        [add_beta.output[0]],
+        axis=-1,
+        epsilon=float(eps.reshape(-1)[0]),
+        name=(mean.name or "ln") + "/fused_layer_norm",
+    )
     return [mean, sub, sqsum, div1, add_eps, sqrt, div2, mul, add_beta], node
 
 
@@ -276,9 +284,15 @@ def _match_attention(g: _Graph, softmax):
     heads = q[2][2]
     if k[2][2] != heads or v[2][2] != heads:
         return None
-    return {"q": q, "k": k, "v": v, "scale": float(scale.reshape(-1)[0]), "heads": heads,
-            "out_t": out_t,
-            "chain": [q[0], k[0], k_swap, matmul_qk, mul, softmax, v[0], matmul_pv, out_t]}
+    return {
+        "q": q,
+        "k": k,
+        "v": v,
+        "scale": float(scale.reshape(-1)[0]),
+        "heads": heads,
+        "out_t": out_t,
+        "chain": [q[0], k[0], k_swap, matmul_qk, mul, softmax, v[0], matmul_pv, out_t],
+    }
 
 
 def _attention_nodes(g: _Graph, match, stem: str):
@@ -293,11 +307,22 @@ def _attention_nodes(g: _Graph, match, stem: str):
         shape_name = f"{stem}_{tag}_shape"
         inits.append(numpy_helper.from_array(np.array([b, n, h * dim], dtype=np.int64), shape_name))
         inputs.append(f"{stem}_{tag}")
-        nodes.append(helper.make_node("Reshape", [reshape.input[0], shape_name], [inputs[-1]],
-                                      name=f"{stem}/{tag}_to_bsh"))
-    nodes.append(helper.make_node(
-        "MultiHeadAttention", inputs, [out_t.output[0] + "_bsh"], domain="com.microsoft",
-        num_heads=match["heads"], scale=match["scale"], name=f"{stem}/attention"))
+        nodes.append(
+            helper.make_node(
+                "Reshape", [reshape.input[0], shape_name], [inputs[-1]], name=f"{stem}/{tag}_to_bsh"
+            )
+        )
+    nodes.append(
+        helper.make_node(
+            "MultiHeadAttention",
+            inputs,
+            [out_t.output[0] + "_bsh"],
+            domain="com.microsoft",
+            num_heads=match["heads"],
+            scale=match["scale"],
+            name=f"{stem}/attention",
+        )
+    )
     # the Reshape after the output transpose now reads (B, S, H·d), the same element order
     for consumer in g.consumers.get(out_t.output[0], []):
         for i, value in enumerate(consumer.input):
@@ -335,8 +360,10 @@ def _prune(graph) -> None:
 
 def _rename_outputs(graph, output_names: Sequence[str], where: str) -> None:
     if len(graph.output) != len(output_names):
-        raise ExportError(f"{where}: {len(graph.output)} ONNX outputs, expected "
-                          f"{len(output_names)} ({', '.join(output_names)})")
+        raise ExportError(
+            f"{where}: {len(graph.output)} ONNX outputs, expected "
+            f"{len(output_names)} ({', '.join(output_names)})"
+        )
     for out, name in zip(graph.output, output_names):
         old = out.name
         if old == name:
@@ -351,8 +378,13 @@ def _rename_outputs(graph, output_names: Sequence[str], where: str) -> None:
         out.name = name
 
 
-def rewrite_onnx(path: Path, input_names: Sequence[str], output_names: Sequence[str],
-                 fuse: bool = True, contrib_ops: bool = True) -> PassStats:
+def rewrite_onnx(
+    path: Path,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    fuse: bool = True,
+    contrib_ops: bool = True,
+) -> PassStats:
     """Rewrite ``path`` in place (temporary file, then rename)."""
     import onnx
 
@@ -367,8 +399,9 @@ def rewrite_onnx(path: Path, input_names: Sequence[str], output_names: Sequence[
     initializers = {t.name for t in graph.initializer}
     inputs = [i.name for i in graph.input if i.name not in initializers]
     if list(inputs) != list(input_names):
-        raise ExportError(f"{path.name}: ONNX inputs {inputs} differ from the contract "
-                          f"{list(input_names)}")
+        raise ExportError(
+            f"{path.name}: ONNX inputs {inputs} differ from the contract {list(input_names)}"
+        )
     _rename_outputs(graph, output_names, path.name)
     if fuse and model.ByteSize() < PROTOBUF_LIMIT:
         # shape inference gives the ranks the LayerNorm fusion needs (in-memory proto < 2 GB)
@@ -383,8 +416,13 @@ def rewrite_onnx(path: Path, input_names: Sequence[str], output_names: Sequence[
         _prune(graph)
     tmp = path.with_name(path.name + ".tmp")
     if model.ByteSize() > PROTOBUF_LIMIT:
-        onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data")
+        onnx.save_model(
+            model,
+            str(tmp),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+        )
     else:
         onnx.save_model(model, str(tmp))
     os.replace(tmp, path)

@@ -1,4 +1,5 @@
 """GELU variants (exact erf GELU, an exportable polynomial erf, and an ONNX tracing stand-in)."""
+
 from __future__ import annotations
 
 import math

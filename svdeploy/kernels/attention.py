@@ -1,4 +1,5 @@
 """Multi-head scaled dot-product attention variants, and a NumPy reference."""
+
 from __future__ import annotations
 
 import mindspore as ms
@@ -13,8 +14,14 @@ def _split_heads(x: Tensor, heads: int) -> Tensor:
     return x.reshape(b, n, heads, inner // heads).transpose(0, 2, 1, 3)  # (B, heads, N, d)
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, heads: int, kind: AttentionKind,
-              compute_dtype: ms.Type = ms.float32) -> Tensor:
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    heads: int,
+    kind: AttentionKind,
+    compute_dtype: ms.Type = ms.float32,
+) -> Tensor:
     """softmax(q·kᵀ/√d)·v per head. q: (B, Nq, heads·d); k, v: (B, Nk, heads·d) → (B, Nq, heads·d).
 
     Scores and softmax are float32 whatever the compute dtype of the two matmuls.
@@ -25,9 +32,14 @@ def attention(q: Tensor, k: Tensor, v: Tensor, heads: int, kind: AttentionKind,
     if kind == "ascend_fa":
         # Ascend-only fused kernel (BSH layout). MindSpore has no CPU/GPU implementation, so
         # this path cannot run or be checked on this machine.
-        out = ops.flash_attention_score(q.astype(ms.float16), k.astype(ms.float16),
-                                        v.astype(ms.float16), heads, input_layout="BSH",
-                                        scalar_value=scale)
+        out = ops.flash_attention_score(
+            q.astype(ms.float16),
+            k.astype(ms.float16),
+            v.astype(ms.float16),
+            heads,
+            input_layout="BSH",
+            scalar_value=scale,
+        )
         return out.astype(ms.float32)
     qh = _split_heads(q, heads).astype(compute_dtype)
     kh = _split_heads(k, heads).astype(compute_dtype)

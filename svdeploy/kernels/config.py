@@ -11,6 +11,7 @@ svd-export checks written graphs against), ``for_export(fmt, target, conv, compu
 variants traced into a graph), ``for_training(conv, compute_dtype)`` (svd-train's graphs) and
 ``frozen_encoder()`` (svd-train's forward-only VAE encoder).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -31,7 +32,6 @@ TEMPORAL_CONV_KINDS = ("conv3d", "conv2d", "matmul", "unfold", "im2col")
 PAD_KINDS = ("pad", "concat")
 CONV_KINDS = ("native", "im2col")
 COMPUTE_DTYPES = ("fp32", "fp16", "bf16")
-
 
 
 @dataclass(frozen=True)
@@ -93,15 +93,20 @@ class KernelConfig:
     compute_dtype: ComputeDtype = "fp32"
 
     def __post_init__(self) -> None:
-        for name, allowed in (("group_norm", GROUP_NORM_KINDS), ("gelu", GELU_KINDS),
-                              ("attention", ATTENTION_KINDS),
-                              ("temporal_conv", TEMPORAL_CONV_KINDS), ("pad", PAD_KINDS),
-                              ("conv", CONV_KINDS),
-                              ("compute_dtype", COMPUTE_DTYPES)):
+        for name, allowed in (
+            ("group_norm", GROUP_NORM_KINDS),
+            ("gelu", GELU_KINDS),
+            ("attention", ATTENTION_KINDS),
+            ("temporal_conv", TEMPORAL_CONV_KINDS),
+            ("pad", PAD_KINDS),
+            ("conv", CONV_KINDS),
+            ("compute_dtype", COMPUTE_DTYPES),
+        ):
             value = getattr(self, name)
             if value not in allowed:
-                raise ValueError(f"KernelConfig.{name} = {value!r}: expected one of "
-                                 f"{', '.join(allowed)}")
+                raise ValueError(
+                    f"KernelConfig.{name} = {value!r}: expected one of {', '.join(allowed)}"
+                )
 
     # ---- the policy: one named constructor per use -----------------------------------------
     @classmethod
@@ -122,12 +127,19 @@ class KernelConfig:
     @classmethod
     def onnx(cls, compute_dtype: ComputeDtype = "fp32") -> "KernelConfig":
         """Variants that MindSpore's ONNX exporter can write."""
-        return cls(group_norm="layernorm", gelu="onnx_erf", single_token_cross_attention=True,
-                   temporal_conv="conv2d", pad="concat", compute_dtype=compute_dtype)
+        return cls(
+            group_norm="layernorm",
+            gelu="onnx_erf",
+            single_token_cross_attention=True,
+            temporal_conv="conv2d",
+            pad="concat",
+            compute_dtype=compute_dtype,
+        )
 
     @classmethod
-    def for_export(cls, fmt: str, target: str, conv: str = "native",
-                   compute_dtype: str = "fp32") -> "KernelConfig":
+    def for_export(
+        cls, fmt: str, target: str, conv: str = "native", compute_dtype: str = "fp32"
+    ) -> "KernelConfig":
         """The op variants traced into a graph of format ``fmt`` (onnx, lite, mindir) for
         ``target`` (cpu, ascend); ``conv`` is the spatial convolution kernel of CPU MindIR graphs
         (resolved: native or im2col)."""
@@ -136,30 +148,38 @@ class KernelConfig:
             return cls.onnx(compute_dtype)  # type: ignore[arg-type]
         if target == "ascend":
             # Ascend's converter fuses attention / norms itself; keep MindSpore's own ops.
-            return cls(single_token_cross_attention=True,
-                       compute_dtype=compute_dtype)  # type: ignore[arg-type]
+            return cls(single_token_cross_attention=True, compute_dtype=compute_dtype)  # type: ignore[arg-type]
         # MindSpore on CPU: LayerNorm-based GroupNorm is its fast path, the (k,1,1) temporal
         # convolution runs as one GEMM (its Conv3D kernel is ~0.4 GFLOP/s there); the spatial
         # convolution kernel is the export's choice (``conv`` above says which CPUs favour which)
-        return cls(group_norm="layernorm", single_token_cross_attention=True,
-                   temporal_conv="matmul", conv=conv,  # type: ignore[arg-type]
-                   compute_dtype=compute_dtype)  # type: ignore[arg-type]
+        return cls(
+            group_norm="layernorm",
+            single_token_cross_attention=True,
+            temporal_conv="matmul",
+            conv=conv,  # type: ignore[arg-type]
+            compute_dtype=compute_dtype,
+        )  # type: ignore[arg-type]
 
     @classmethod
     def for_training(cls, conv: str = "im2col", compute_dtype: str = "fp32") -> "KernelConfig":
         """The op variants of svd-train's graphs. Softmax over SVD's single context token is
         exactly 1, so q/k of the cross-attention get exactly zero gradient either way; skipping
         them is exact and cheaper. Spatial convolutions: ``conv``, resolved (native or im2col;
-        svd-train's ``training_kernels`` times both for ``auto``, as svd-export does; on AVX-512 EPYCs MindSpore's native 3×3 Conv2D and
-        its gradient ran at 0.5 GFLOP/s, the Im2Col form at 18–24). The (k,1,1) temporal
-        convolutions run as one GEMM (MindSpore's CPU Conv3D for them is ~0.4 GFLOP/s) in the
-        unfold form, whose gradient avoids the per-tap time slices that took 0.18 s of a 1.2 s
-        demo U-Net step (MindSpore 2.10, 2-core EPYC). The VAE encoder's asymmetric pad is a
-        concatenation of zeros: MindSpore 2.10's CPU PadV3 kernel (ops.pad) spun forever inside
-        its constant-mode loop at the 34th training step of the autoencoder stage, every run
-        (batch 1 or 2, any data)."""
-        return cls(single_token_cross_attention=True, temporal_conv="unfold", pad="concat",
-                   conv=conv, compute_dtype=compute_dtype)  # type: ignore[arg-type]
+        svd-train's ``training_kernels`` times both for ``auto``, as svd-export does; on AVX-512
+        EPYCs MindSpore's native 3×3 Conv2D and its gradient ran at 0.5 GFLOP/s, the Im2Col form
+        at 18–24). The (k,1,1) temporal convolutions run as one GEMM (MindSpore's CPU Conv3D for
+        them is ~0.4 GFLOP/s) in the unfold form, whose gradient avoids the per-tap time slices
+        that took 0.18 s of a 1.2 s demo U-Net step (MindSpore 2.10, 2-core EPYC). The VAE
+        encoder's asymmetric pad is a concatenation of zeros: MindSpore 2.10's CPU PadV3 kernel
+        (ops.pad) spun forever inside its constant-mode loop at the 34th training step of the
+        autoencoder stage, every run (batch 1 or 2, any data)."""
+        return cls(
+            single_token_cross_attention=True,
+            temporal_conv="unfold",
+            pad="concat",
+            conv=conv,
+            compute_dtype=compute_dtype,
+        )  # type: ignore[arg-type]
 
     def frozen_encoder(self) -> "KernelConfig":
         """svd-train's frozen VAE encoder (forward only), from the training variants: float32,

@@ -4,6 +4,7 @@ Weights are stored in float32 (the checkpoint's values); with ``compute_dtype`` 
 inputs and weights are cast for the matmul / convolution and the result is returned in float32,
 so norms, softmax and residual sums stay float32.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,20 +27,27 @@ def ms_dtype(compute_dtype: ComputeDtype) -> ms.Type:
 def _init_weight(shape: tuple, fan_in: int) -> Parameter:
     # torch's default (kaiming uniform, a=√5) bound: 1/√fan_in. Random init only matters for
     # tests and benchmarks; real weights come from a checkpoint.
-    return Parameter(initializer(Uniform(1.0 / math.sqrt(max(fan_in, 1))), shape, ms.float32),
-                     name="weight")
+    return Parameter(
+        initializer(Uniform(1.0 / math.sqrt(max(fan_in, 1))), shape, ms.float32), name="weight"
+    )
 
 
 def _init_bias(n: int, fan_in: int) -> Parameter:
-    return Parameter(initializer(Uniform(1.0 / math.sqrt(max(fan_in, 1))), (n,), ms.float32),
-                     name="bias")
+    return Parameter(
+        initializer(Uniform(1.0 / math.sqrt(max(fan_in, 1))), (n,), ms.float32), name="bias"
+    )
 
 
 class Linear(nn.Cell):
     """y = x·Wᵀ + b over the last axis; weight (out, in) as in torch."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 compute_dtype: ComputeDtype = "fp32") -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        compute_dtype: ComputeDtype = "fp32",
+    ) -> None:
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
@@ -61,9 +69,17 @@ class Linear(nn.Cell):
 class Conv2d(nn.Cell):
     """2-D convolution with symmetric padding; weight (out, in, k, k)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, bias: bool = True, compute_dtype: ComputeDtype = "fp32",
-                 kind: ConvKind = "native") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        bias: bool = True,
+        compute_dtype: ComputeDtype = "fp32",
+        kind: ConvKind = "native",
+    ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -77,13 +93,19 @@ class Conv2d(nn.Cell):
         self.dtype = ms_dtype(compute_dtype)
         # k² shifted windows for small kernels; a non-overlapping patch conv (stride = kernel,
         # e.g. CLIP's patch embedding) is a reshape + GEMM instead
-        self.patchify = kind == "im2col" and kernel_size > 1 and stride == kernel_size and not padding
+        self.patchify = (
+            kind == "im2col" and kernel_size > 1 and stride == kernel_size and not padding
+        )
         self.im2col = kind == "im2col" and kernel_size > 1 and not self.patchify
         self.matmul = P.MatMul(transpose_b=True)
         # attributes as tuples: MindSpore's ONNX exporter fails on integer ones
-        self.conv = P.Conv2D(out_channel=out_channels, kernel_size=(kernel_size, kernel_size),
-                             pad_mode="pad" if padding else "valid", pad=(padding,) * 4,
-                             stride=(stride, stride))
+        self.conv = P.Conv2D(
+            out_channel=out_channels,
+            kernel_size=(kernel_size, kernel_size),
+            pad_mode="pad" if padding else "valid",
+            pad=(padding,) * 4,
+            stride=(stride, stride),
+        )
         self.pointwise = P.Conv2D(out_channel=out_channels, kernel_size=(1, 1), stride=(1, 1))
 
     def construct(self, x: Tensor) -> Tensor:
@@ -123,9 +145,9 @@ class Conv2d(nn.Cell):
         n, c, h, wd = x.shape
         k = self.kernel_size
         gh, gw = h // k, wd // k
-        x = x[:, :, :gh * k, :gw * k].reshape(n, c, gh, k, gw, k)
+        x = x[:, :, : gh * k, : gw * k].reshape(n, c, gh, k, gw, k)
         x = x.transpose(0, 2, 4, 1, 3, 5).reshape(n * gh * gw, c * k * k)  # one row per patch
-        y = self.matmul(x, w.reshape(self.out_channels, c * k * k))       # (N·gh·gw, O)
+        y = self.matmul(x, w.reshape(self.out_channels, c * k * k))  # (N·gh·gw, O)
         return y.reshape(n, gh, gw, self.out_channels).transpose(0, 3, 1, 2)
 
     def _column_weight(self, w: Tensor) -> Tensor:
@@ -141,9 +163,14 @@ class TemporalConv(nn.Cell):
     (out, in, k, 1, 1).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 kind: TemporalConvKind = "conv3d",
-                 compute_dtype: ComputeDtype = "fp32") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        kind: TemporalConvKind = "conv3d",
+        compute_dtype: ComputeDtype = "fp32",
+    ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -154,10 +181,15 @@ class TemporalConv(nn.Cell):
         self.bias = _init_bias(out_channels, fan_in)
         self.dtype = ms_dtype(compute_dtype)
         half = kernel_size // 2
-        self.conv3d = P.Conv3D(out_channel=out_channels, kernel_size=(kernel_size, 1, 1),
-                               pad_mode="pad", pad=(half, half, 0, 0, 0, 0))
-        self.conv2d = P.Conv2D(out_channel=out_channels, kernel_size=(kernel_size, 1),
-                               pad_mode="valid", stride=(1, 1))
+        self.conv3d = P.Conv3D(
+            out_channel=out_channels,
+            kernel_size=(kernel_size, 1, 1),
+            pad_mode="pad",
+            pad=(half, half, 0, 0, 0, 0),
+        )
+        self.conv2d = P.Conv2D(
+            out_channel=out_channels, kernel_size=(kernel_size, 1), pad_mode="valid", stride=(1, 1)
+        )
         self.pointwise = P.Conv2D(out_channel=out_channels, kernel_size=(1, 1), stride=(1, 1))
 
     def construct(self, x: Tensor) -> Tensor:
@@ -174,8 +206,9 @@ class TemporalConv(nn.Cell):
             y = self.conv3d(x.reshape(b, c, t, p, 1), w).reshape(b, self.out_channels, t, p)
         else:
             padded = self._pad_frames(x)  # (B, C, T + 2·half, P)
-            y = self.conv2d(padded, w.reshape(self.out_channels, self.in_channels,
-                                              self.kernel_size, 1))
+            y = self.conv2d(
+                padded, w.reshape(self.out_channels, self.in_channels, self.kernel_size, 1)
+            )
         return y.astype(ms.float32) + self.bias.reshape(1, -1, 1, 1)
 
     def _pad_frames(self, x: Tensor) -> Tensor:
@@ -189,7 +222,7 @@ class TemporalConv(nn.Cell):
         convolution with the (O, k·C) weight."""
         t = x.shape[2]
         padded = self._pad_frames(x)
-        cols = ops.concat([padded[:, :, i:i + t] for i in range(self.kernel_size)], 1)
+        cols = ops.concat([padded[:, :, i : i + t] for i in range(self.kernel_size)], 1)
         # (O, C, k, 1, 1) → (O, k, C) → (O, k·C, 1, 1), window order as in cols
         wk = w.reshape(self.out_channels, self.in_channels, self.kernel_size)
         wk = wk.transpose(0, 2, 1).reshape(self.out_channels, -1, 1, 1)
@@ -226,7 +259,7 @@ class TemporalConv(nn.Cell):
                 continue
             zeros = ops.zeros((b, o, abs(shift), p), y.dtype)
             if shift < 0:  # output frame t takes y_i[t + shift]: frames move later in time
-                moved = ops.concat((zeros, y[:, i, :, :t + shift]), 2)
+                moved = ops.concat((zeros, y[:, i, :, : t + shift]), 2)
             else:
                 moved = ops.concat((y[:, i, :, shift:], zeros), 2)
             out = out + moved
@@ -257,5 +290,5 @@ def temporal_conv_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray)
     t = x.shape[2]
     out = np.zeros((x.shape[0], weight.shape[0], t, x.shape[3]))
     for i in range(k):
-        out += np.einsum("oc,bctp->botp", weight[:, :, i, 0, 0], xp[:, :, i:i + t])
+        out += np.einsum("oc,bctp->botp", weight[:, :, i, 0, 0], xp[:, :, i : i + t])
     return out + bias.reshape(1, -1, 1, 1)

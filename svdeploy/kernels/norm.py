@@ -1,5 +1,6 @@
 """Normalisation cells with Stability's parameter names (``weight``, ``bias``) and selectable
 kernels, plus NumPy references."""
+
 from __future__ import annotations
 
 import mindspore as ms
@@ -18,12 +19,19 @@ class GroupNorm(nn.Cell):
     group's channels and all frames and pixels together, as torch.nn.GroupNorm does.
     """
 
-    def __init__(self, num_groups: int, num_channels: int, eps: float,
-                 kind: GroupNormKind = "native", spatial_size: int = 0) -> None:
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float,
+        kind: GroupNormKind = "native",
+        spatial_size: int = 0,
+    ) -> None:
         super().__init__()
         if num_channels % num_groups:
-            raise ValueError(f"GroupNorm: {num_channels} channels are not divisible by "
-                             f"{num_groups} groups")
+            raise ValueError(
+                f"GroupNorm: {num_channels} channels are not divisible by {num_groups} groups"
+            )
         self.num_groups = num_groups
         self.num_channels = num_channels
         self.eps = float(eps)
@@ -37,8 +45,13 @@ class GroupNorm(nn.Cell):
         n = shape[0]
         x = x.astype(ms.float32)
         if self.kind == "native":
-            y = ops.group_norm(x.reshape(n, self.num_channels, -1, 1), self.num_groups,
-                               self.weight, self.bias, self.eps)
+            y = ops.group_norm(
+                x.reshape(n, self.num_channels, -1, 1),
+                self.num_groups,
+                self.weight,
+                self.bias,
+                self.eps,
+            )
             return y.reshape(shape)
         grouped = x.reshape(n, self.num_groups, -1)  # (N, G, C/G · rest)
         if self.kind == "layernorm":
@@ -72,8 +85,9 @@ class LayerNorm(nn.Cell):
 # ---------------------------------------------------------------------------------------------
 # NumPy references (float64)
 # ---------------------------------------------------------------------------------------------
-def group_norm_reference(x: np.ndarray, num_groups: int, weight: np.ndarray, bias: np.ndarray,
-                         eps: float) -> np.ndarray:
+def group_norm_reference(
+    x: np.ndarray, num_groups: int, weight: np.ndarray, bias: np.ndarray, eps: float
+) -> np.ndarray:
     n, c = x.shape[:2]
     g = x.astype(np.float64).reshape(n, num_groups, -1)
     g = (g - g.mean(-1, keepdims=True)) / np.sqrt(g.var(-1, keepdims=True) + eps)
@@ -81,8 +95,9 @@ def group_norm_reference(x: np.ndarray, num_groups: int, weight: np.ndarray, bia
     return g.reshape(x.shape) * weight.reshape(shape) + bias.reshape(shape)
 
 
-def layer_norm_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray,
-                         eps: float) -> np.ndarray:
+def layer_norm_reference(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float
+) -> np.ndarray:
     x = x.astype(np.float64)
     y = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
     return y * weight + bias

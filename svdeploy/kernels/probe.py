@@ -5,6 +5,7 @@ GFLOP/s on an AVX2-only EPYC, 0.6–1.2 GFLOP/s on AVX-512 EPYCs (family 25 and 
 im2col variant (shifted windows + one GEMM) runs at 7–19 GFLOP/s. No CPU flag predicts it
 reliably, so ``svd-export --conv auto`` times both on one representative convolution.
 """
+
 from __future__ import annotations
 
 import functools

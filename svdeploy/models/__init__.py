@@ -3,15 +3,22 @@
 Attributes are imported lazily: ``svd-convert`` reads and writes weights without MindSpore, so
 ``import svdeploy.models.convert`` must not pay for importing it.
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
 _EXPORTS = {
-    "NETWORK_NAMES": "build", "build_network": "build", "load_network": "build",
-    "parameter_count": "build", "parameter_shapes": "build",
-    "ImageEncoder": "clip", "VideoUNet": "unet", "VAEEncoder": "vae", "VideoDecoder": "vae",
+    "NETWORK_NAMES": "build",
+    "build_network": "build",
+    "load_network": "build",
+    "parameter_count": "build",
+    "parameter_shapes": "build",
+    "ImageEncoder": "clip",
+    "VideoUNet": "unet",
+    "VAEEncoder": "vae",
+    "VideoDecoder": "vae",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,5 @@
 """Build the four SVD networks from a config, and load them from a checkpoint directory."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,9 @@ from .unet import VideoUNet
 from .vae import VAEEncoder, VideoDecoder
 
 
-def build_network(name: NetworkName, cfg: ModelConfig,
-                  kernels: KernelConfig = KernelConfig()) -> nn.Cell:
+def build_network(
+    name: NetworkName, cfg: ModelConfig, kernels: KernelConfig = KernelConfig()
+) -> nn.Cell:
     """A network with random weights (torch-like default init)."""
     if name == "unet":
         return VideoUNet(cfg.unet, kernels)
@@ -29,9 +31,12 @@ def build_network(name: NetworkName, cfg: ModelConfig,
     raise ValueError(f"unknown network {name!r}; expected one of {', '.join(NETWORK_NAMES)}")
 
 
-def load_network(name: NetworkName, checkpoint_dir: Union[str, Path],
-                 kernels: KernelConfig = KernelConfig(),
-                 cfg: ModelConfig | None = None) -> nn.Cell:
+def load_network(
+    name: NetworkName,
+    checkpoint_dir: Union[str, Path],
+    kernels: KernelConfig = KernelConfig(),
+    cfg: ModelConfig | None = None,
+) -> nn.Cell:
     """Build ``name`` and fill it from ``checkpoint_dir`` (svd-convert / svd-train output),
     strictly: every missing, unexpected or mis-shaped tensor is reported."""
     from .keys import NETWORK_PREFIXES

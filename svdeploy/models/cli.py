@@ -1,4 +1,5 @@
 """``svd-convert``: the click layer over :func:`svdeploy.models.convert.convert_checkpoint`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,24 +12,48 @@ from svdeploy.cliutil import friendly_errors
 
 @click.command(name="svd-convert", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("src", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Output directory: config.yaml, weights.safetensors (float32, Stability's names) "
-                   "and convert.json. Built under a temporary name and renamed when complete.")
-@click.option("--config", "config", default=None, metavar="PRESET_OR_YAML",
-              help="Model config: a preset (svd, svd_xt, tiny, mid) or a YAML file. Required for "
-                   "single-file checkpoints (Stability .safetensors / torch .ckpt, mindone .ckpt), "
-                   "whose weights do not say the frame count; optional for diffusers and svdeploy "
-                   "folders (then it must describe the same networks).")
-@click.option("--from", "source_format", default=None, metavar="FORMAT",
-              help="Source layout, one of sgm, mindone, diffusers, svdeploy. Default: detected from "
-                   "the content (not the file extension).")
-@click.option("--overwrite", is_flag=True,
-              help="Replace --out if it exists and is not empty (never a folder holding SRC or the "
-                   "current directory); the old one is removed only after the new one is complete.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output directory: config.yaml, weights.safetensors (float32, Stability's names) "
+    "and convert.json. Built under a temporary name and renamed when complete.",
+)
+@click.option(
+    "--config",
+    "config",
+    default=None,
+    metavar="PRESET_OR_YAML",
+    help="Model config: a preset (svd, svd_xt, tiny, mid) or a YAML file. Required for "
+    "single-file checkpoints (Stability .safetensors / torch .ckpt, mindone .ckpt), "
+    "whose weights do not say the frame count; optional for diffusers and svdeploy "
+    "folders (then it must describe the same networks).",
+)
+@click.option(
+    "--from",
+    "source_format",
+    default=None,
+    metavar="FORMAT",
+    help="Source layout, one of sgm, mindone, diffusers, svdeploy. Default: detected from "
+    "the content (not the file extension).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace --out if it exists and is not empty (never a folder holding SRC or the "
+    "current directory); the old one is removed only after the new one is complete.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 @friendly_errors
-def main(src: Path, out_dir: Path, config: Optional[str], source_format: Optional[str],
-         overwrite: bool, quiet: bool) -> None:
+def main(
+    src: Path,
+    out_dir: Path,
+    config: Optional[str],
+    source_format: Optional[str],
+    overwrite: bool,
+    quiet: bool,
+) -> None:
     """Convert an SVD / SVD-XT checkpoint SRC into an svdeploy checkpoint directory.
 
     SRC is a Stability single file (svd.safetensors, svd_xt.safetensors, or a torch .ckpt), a
@@ -42,8 +67,15 @@ def main(src: Path, out_dir: Path, config: Optional[str], source_format: Optiona
     from .convert import convert_checkpoint  # keeps --help fast
 
     log = None if quiet else (lambda message: click.echo(message, err=True))
-    report = convert_checkpoint(src, out_dir, config=config, source_format=source_format,  # type: ignore[arg-type]
-                                overwrite=overwrite, progress=not quiet, log=log)
+    report = convert_checkpoint(
+        src,
+        out_dir,
+        config=config,
+        source_format=source_format,  # type: ignore[arg-type]
+        overwrite=overwrite,
+        progress=not quiet,
+        log=log,
+    )
     if not quiet:
         click.echo(report.summary())
 

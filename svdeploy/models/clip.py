@@ -4,6 +4,7 @@ Parameter names as under ``conditioner.embedders.0.open_clip.model.visual.`` in 
 checkpoint. The output is projection(ln_post(CLS token)), not L2-normalised: SVD uses it as the
 U-Net's one-token cross-attention context.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,10 +30,12 @@ class MultiheadSelfAttention(nn.Cell):
         self.width = width
         self.heads = heads
         bound = 1.0 / math.sqrt(width)
-        self.in_proj_weight = Parameter(initializer(Normal(bound), (3 * width, width), ms.float32),
-                                        name="in_proj_weight")
-        self.in_proj_bias = Parameter(initializer("zeros", (3 * width,), ms.float32),
-                                      name="in_proj_bias")
+        self.in_proj_weight = Parameter(
+            initializer(Normal(bound), (3 * width, width), ms.float32), name="in_proj_weight"
+        )
+        self.in_proj_bias = Parameter(
+            initializer("zeros", (3 * width,), ms.float32), name="in_proj_bias"
+        )
         self.out_proj = Linear(width, width, compute_dtype=kernels.compute_dtype)
         self.kind = kernels.attention
         self.dtype = ms_dtype(kernels.compute_dtype)
@@ -40,12 +43,13 @@ class MultiheadSelfAttention(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         n, length, width = x.shape
-        qkv = self.matmul(x.reshape(-1, width).astype(self.dtype),
-                          self.in_proj_weight.astype(self.dtype)).astype(ms.float32)
+        qkv = self.matmul(
+            x.reshape(-1, width).astype(self.dtype), self.in_proj_weight.astype(self.dtype)
+        ).astype(ms.float32)
         qkv = (qkv + self.in_proj_bias).reshape(n, length, 3 * width)
         q = qkv[:, :, :width]
-        k = qkv[:, :, width:2 * width]
-        v = qkv[:, :, 2 * width:]
+        k = qkv[:, :, width : 2 * width]
+        v = qkv[:, :, 2 * width :]
         return self.out_proj(attention(q, k, v, self.heads, self.kind, self.dtype))
 
 
@@ -76,8 +80,9 @@ class ResidualAttentionBlock(nn.Cell):
 class Transformer(nn.Cell):
     def __init__(self, cfg: ImageEncoderConfig, kernels: KernelConfig) -> None:
         super().__init__()
-        self.resblocks = nn.CellList([ResidualAttentionBlock(cfg, kernels)
-                                      for _ in range(cfg.layers)])
+        self.resblocks = nn.CellList(
+            [ResidualAttentionBlock(cfg, kernels) for _ in range(cfg.layers)]
+        )
 
     def construct(self, x: Tensor) -> Tensor:
         for block in self.resblocks:
@@ -92,19 +97,29 @@ class ImageEncoder(nn.Cell):
         super().__init__()
         self.cfg = cfg
         grid = cfg.image_size // cfg.patch_size
-        scale = cfg.width ** -0.5
-        self.conv1 = Conv2d(3, cfg.width, cfg.patch_size, stride=cfg.patch_size, bias=False,
-                            compute_dtype=kernels.compute_dtype, kind=kernels.conv)
-        self.class_embedding = Parameter(initializer(Normal(scale), (cfg.width,), ms.float32),
-                                         name="class_embedding")
+        scale = cfg.width**-0.5
+        self.conv1 = Conv2d(
+            3,
+            cfg.width,
+            cfg.patch_size,
+            stride=cfg.patch_size,
+            bias=False,
+            compute_dtype=kernels.compute_dtype,
+            kind=kernels.conv,
+        )
+        self.class_embedding = Parameter(
+            initializer(Normal(scale), (cfg.width,), ms.float32), name="class_embedding"
+        )
         self.positional_embedding = Parameter(
             initializer(Normal(scale), (grid * grid + 1, cfg.width), ms.float32),
-            name="positional_embedding")
+            name="positional_embedding",
+        )
         self.ln_pre = LayerNorm(cfg.width, cfg.layer_norm_eps)
         self.transformer = Transformer(cfg, kernels)
         self.ln_post = LayerNorm(cfg.width, cfg.layer_norm_eps)
-        self.proj = Parameter(initializer(Normal(scale), (cfg.width, cfg.embed_dim), ms.float32),
-                              name="proj")
+        self.proj = Parameter(
+            initializer(Normal(scale), (cfg.width, cfg.embed_dim), ms.float32), name="proj"
+        )
         self.dtype = ms_dtype(kernels.compute_dtype)
 
     def construct(self, pixels: Tensor) -> Tensor:
@@ -115,4 +130,6 @@ class ImageEncoder(nn.Cell):
         x = ops.concat((cls, x), 1) + self.positional_embedding  # (N, 1 + g², W)
         x = self.transformer(self.ln_pre(x))
         pooled = self.ln_post(x[:, 0])  # (N, W)
-        return ops.matmul(pooled.astype(self.dtype), self.proj.astype(self.dtype)).astype(ms.float32)
+        return ops.matmul(pooled.astype(self.dtype), self.proj.astype(self.dtype)).astype(
+            ms.float32
+        )

@@ -19,6 +19,7 @@ check is strict and complete: every missing, unexpected and mis-shaped tensor is
 one at a time, cast to float32, into ``weights.safetensors`` under Stability's full names; the
 directory is built under a temporary sibling name and renamed into place when complete.
 """
+
 from __future__ import annotations
 
 import json
@@ -127,15 +128,21 @@ class ConvertReport:
 
     def summary(self) -> str:
         cfg = self.config
-        lines = [f"converted {self.source} ({self.source_format}, {self.container}; "
-                 f"{', '.join(f'{k} ×{v}' for k, v in sorted(self.source_dtypes.items()))})"]
+        lines = [
+            f"converted {self.source} ({self.source_format}, {self.container}; "
+            f"{', '.join(f'{k} ×{v}' for k, v in sorted(self.source_dtypes.items()))})"
+        ]
         for network in NETWORKS:
-            lines.append(f"  {network:<14} {self.tensors[network]:>6} tensors "
-                         f"{self.parameters[network]:>15,} parameters")
+            lines.append(
+                f"  {network:<14} {self.tensors[network]:>6} tensors "
+                f"{self.parameters[network]:>15,} parameters"
+            )
         size_gb = self.total_parameters * 4 / 1e9
-        lines.append(f"  {'total':<14} {self.total_tensors:>6} tensors "
-                     f"{self.total_parameters:>15,} parameters "
-                     f"({size_gb:.2f} GB float32)")
+        lines.append(
+            f"  {'total':<14} {self.total_tensors:>6} tensors "
+            f"{self.total_parameters:>15,} parameters "
+            f"({size_gb:.2f} GB float32)"
+        )
         lines.append(f"  ignored: {self.ignored} tensor(s) outside the four networks")
         lines.append(f"  config: {cfg.variant}, {cfg.num_frames} frames, {cfg.height}×{cfg.width}")
         lines.append(f"  time: {self.seconds:.1f} s")
@@ -160,9 +167,11 @@ class _Source:
             tensor_file.close()
 
 
-_DIFFUSERS_WEIGHTS = {"unet": ("diffusion_pytorch_model", "diffusion_pytorch_model"),
-                      "vae": ("diffusion_pytorch_model", "diffusion_pytorch_model"),
-                      "image_encoder": ("model", "pytorch_model")}  # (safetensors stem, .bin stem)
+_DIFFUSERS_WEIGHTS = {
+    "unet": ("diffusion_pytorch_model", "diffusion_pytorch_model"),
+    "vae": ("diffusion_pytorch_model", "diffusion_pytorch_model"),
+    "image_encoder": ("model", "pytorch_model"),
+}  # (safetensors stem, .bin stem)
 
 
 def _read_json(path: Path) -> Dict[str, object]:
@@ -207,8 +216,10 @@ def _component_weights(folder: Path, component: str) -> TensorFile:
     candidates = sorted(folder.glob("*.safetensors"))
     if len(candidates) == 1:
         return SafetensorsFile(candidates[0])
-    raise CheckpointError(f"{folder} has no weights: expected {stem}.safetensors (or its .fp16 variant, "
-                          f"a sharded index, or {bin_stem}.bin)")
+    raise CheckpointError(
+        f"{folder} has no weights: expected {stem}.safetensors (or its .fp16 variant, "
+        f"a sharded index, or {bin_stem}.bin)"
+    )
 
 
 def _open_diffusers(src: Path) -> _Source:
@@ -217,9 +228,12 @@ def _open_diffusers(src: Path) -> _Source:
         raise CheckpointError(
             f"{src} looks like a diffusers folder but has no {', '.join(a + '/' for a in absent)}; "
             f"expected {', '.join(c + '/' for c in DIFFUSERS_COMPONENTS)} "
-            "each with config.json and weights")
+            "each with config.json and weights"
+        )
     configs = {c: _read_json(src / c / "config.json") for c in DIFFUSERS_COMPONENTS}
-    cfg = model_config_from_diffusers(configs["unet"], configs["vae"], configs["image_encoder"], str(src))
+    cfg = model_config_from_diffusers(
+        configs["unet"], configs["vae"], configs["image_encoder"], str(src)
+    )
     files: Dict[str, TensorFile] = {}
     try:
         for component in DIFFUSERS_COMPONENTS:
@@ -234,31 +248,46 @@ def _open_diffusers(src: Path) -> _Source:
 def _directory_kind(src: Path) -> str:
     if (src / CONFIG_FILE).is_file() or (src / WEIGHTS_FILE).is_file():
         return "svdeploy"
-    if any((src / c).exists() for c in DIFFUSERS_COMPONENTS) or (src / "model_index.json").is_file():
+    if (
+        any((src / c).exists() for c in DIFFUSERS_COMPONENTS)
+        or (src / "model_index.json").is_file()
+    ):
         return "diffusers"
-    layouts = (f"a diffusers folder (unet/, vae/, image_encoder/) or an svdeploy checkpoint "
-               f"({CONFIG_FILE} + {WEIGHTS_FILE})")
+    layouts = (
+        f"a diffusers folder (unet/, vae/, image_encoder/) or an svdeploy checkpoint "
+        f"({CONFIG_FILE} + {WEIGHTS_FILE})"
+    )
     if not any(src.iterdir()):
-        raise CheckpointError(f"{src} is an empty directory; expected {layouts}, or a checkpoint file")
+        raise CheckpointError(
+            f"{src} is an empty directory; expected {layouts}, or a checkpoint file"
+        )
     raise CheckpointError(f"{src} is a directory but not {layouts}")
 
 
 def _open_source(src: Path, source_format: Optional[str]) -> _Source:
     if source_format is not None and source_format not in SOURCE_FORMATS:
-        raise CheckpointError(f"--from {source_format!r}: expected one of {', '.join(SOURCE_FORMATS)}")
+        raise CheckpointError(
+            f"--from {source_format!r}: expected one of {', '.join(SOURCE_FORMATS)}"
+        )
     if not src.exists():
         raise CheckpointError(f"source {str(src)!r} does not exist")
     if src.is_dir():
         kind = _directory_kind(src) if source_format is None else source_format
         if kind not in ("diffusers", "svdeploy"):
-            raise CheckpointError(f"--from {kind} expects a single checkpoint file, but {src} is a directory")
+            raise CheckpointError(
+                f"--from {kind} expects a single checkpoint file, but {src} is a directory"
+            )
         if kind == "diffusers":
             return _open_diffusers(src)
         cfg, weights = read_checkpoint_dir(src)
-        return _Source(src, "svdeploy", "svdeploy directory", {"": SafetensorsFile(weights)}, own_config=cfg)
+        return _Source(
+            src, "svdeploy", "svdeploy directory", {"": SafetensorsFile(weights)}, own_config=cfg
+        )
     if source_format in ("diffusers", "svdeploy"):
         raise CheckpointError(f"--from {source_format} expects a directory, but {src} is a file")
-    container = {"safetensors": "safetensors", "torch": "torch", "mindspore": "MindSpore ckpt"}[sniff_file(src)]
+    container = {"safetensors": "safetensors", "torch": "torch", "mindspore": "MindSpore ckpt"}[
+        sniff_file(src)
+    ]
     tensor_file = open_tensor_file(src)
     naming = source_format
     if naming is None:
@@ -283,8 +312,11 @@ def _fitting_presets(found: Dict[str, Shape]) -> List[str]:
     return [p for p in PRESETS if sgm_parameter_shapes(load_model_config(p)) == found]
 
 
-def _resolve_config(source: _Source, config: Union[str, os.PathLike, ModelConfig, None],
-                    found_shapes: Optional[Dict[str, Shape]]) -> Tuple[ModelConfig, str]:
+def _resolve_config(
+    source: _Source,
+    config: Union[str, os.PathLike, ModelConfig, None],
+    found_shapes: Optional[Dict[str, Shape]],
+) -> Tuple[ModelConfig, str]:
     if source.own_config is not None:
         if config is None:
             where = "config.json files" if source.source_format == "diffusers" else CONFIG_FILE
@@ -295,18 +327,23 @@ def _resolve_config(source: _Source, config: Union[str, os.PathLike, ModelConfig
             raise ConfigError(
                 f"{label} does not describe the networks of "
                 f"{source.path} ({source.source_format}): "
-                + "; ".join(f"{d} (source vs --config)" for d in differences))
+                + "; ".join(f"{d} (source vs --config)" for d in differences)
+            )
         return cfg, label
     if config is None:
         fits = _fitting_presets(found_shapes or {})
-        hint = (f"; its tensors fit preset(s) {', '.join(fits)}" if fits
-                else "; its tensors fit none of the presets, so pass a YAML file")
+        hint = (
+            f"; its tensors fit preset(s) {', '.join(fits)}"
+            if fits
+            else "; its tensors fit none of the presets, so pass a YAML file"
+        )
         raise ConfigError(
             f"{source.path} ({source.source_format}) does "
             "not say which model it is: pass --config svd "
             "(14 frames) or --config svd_xt (25 frames), "
             f"another preset ({', '.join(PRESETS)}), or a "
-            f"YAML file{hint}")
+            f"YAML file{hint}"
+        )
     return _load_config(config)
 
 
@@ -349,8 +386,14 @@ def _describe_source(recipe: Recipe, source: _Source) -> str:
     return names if names == recipe.target else f"{names} → {recipe.target}"
 
 
-def _plan_single_file(source: _Source, cfg: ModelConfig, label: str,
-                      candidates: Dict[str, Recipe], conflicts: List[str], ignored: List[str]) -> _Plan:
+def _plan_single_file(
+    source: _Source,
+    cfg: ModelConfig,
+    label: str,
+    candidates: Dict[str, Recipe],
+    conflicts: List[str],
+    ignored: List[str],
+) -> _Plan:
     expected = sgm_parameter_shapes(cfg)
     if not candidates:
         first = ", ".join(list(source.files[""].infos)[:3]) or "none"
@@ -360,30 +403,41 @@ def _plan_single_file(source: _Source, cfg: ModelConfig, label: str,
             "model.diffusion_model.*, first_stage_model.decoder.*, "
             "conditioner.embedders.*); its first "
             f"names are: {first}. A diffusers component "
-            "file? Then convert the whole diffusers folder")
+            "file? Then convert the whole diffusers folder"
+        )
     missing = [t for t in expected if t not in candidates]
-    unexpected = [_describe_source(r, source) for t, r in candidates.items() if t not in expected] + conflicts
+    unexpected = [
+        _describe_source(r, source) for t, r in candidates.items() if t not in expected
+    ] + conflicts
     misshaped = []
     found: Dict[str, Shape] = {}
     for target, recipe in candidates.items():
         shape = _shape_of(source, recipe)
         found[target] = shape if shape is not None else ()
         if target in expected and shape != expected[target]:
-            misshaped.append(f"{_describe_source(recipe, source)} (file {shape}, expected {expected[target]})")
+            misshaped.append(
+                f"{_describe_source(recipe, source)} (file {shape}, expected {expected[target]})"
+            )
     if missing or unexpected or misshaped:
         fits = _fitting_presets(found)
-        hint = (f"the file's tensors fit preset(s) {', '.join(fits)}" if fits
-                else "the file's tensors fit none of the presets")
+        hint = (
+            f"the file's tensors fit preset(s) {', '.join(fits)}"
+            if fits
+            else "the file's tensors fit none of the presets"
+        )
         raise CheckpointError(
             f"{source.path} ({source.source_format}) does not fit {label}: "
             f"{format_strict_problems(sorted(missing), sorted(unexpected), sorted(misshaped))}; "
-            f"{hint}")
+            f"{hint}"
+        )
     return _Plan({t: candidates[t] for t in expected}, expected, ignored)
 
 
 def _plan_diffusers(source: _Source, cfg: ModelConfig, label: str) -> _Plan:
     expected = sgm_parameter_shapes(cfg)
-    present = {(key, name) for key, tensor_file in source.files.items() for name in tensor_file.infos}
+    present = {
+        (key, name) for key, tensor_file in source.files.items() for name in tensor_file.infos
+    }
     consumed = set()
     missing, misshaped = [], []
     recipes = diffusers_recipes(cfg)
@@ -396,16 +450,20 @@ def _plan_diffusers(source: _Source, cfg: ModelConfig, label: str) -> _Plan:
         shape = _shape_of(source, recipe)
         if shape != expected[target]:
             shapes = [source.files[k].infos[n].shape for k, n in recipe.sources]
-            misshaped.append(f"{_describe_source(recipe, source)} (file {', '.join(map(str, shapes))}, "
-                             f"expected {expected[target]})")
+            misshaped.append(
+                f"{_describe_source(recipe, source)} (file {', '.join(map(str, shapes))}, "
+                f"expected {expected[target]})"
+            )
     leftovers = present - consumed
     ignored = sorted(f"{k}/{n}" for k, n in leftovers if (k, n) in DIFFUSERS_IGNORABLE)
     unexpected = sorted(f"{k}/{n}" for k, n in leftovers if (k, n) not in DIFFUSERS_IGNORABLE)
     for key, tensor_file in source.files.items():
         ignored.extend(f"{key}/{n}" for n in tensor_file.non_tensors)
     if missing or unexpected or misshaped:
-        raise CheckpointError(f"{source.path} (diffusers) does not fit {label}: "
-                              f"{format_strict_problems(sorted(missing), unexpected, sorted(misshaped))}")
+        raise CheckpointError(
+            f"{source.path} (diffusers) does not fit {label}: "
+            f"{format_strict_problems(sorted(missing), unexpected, sorted(misshaped))}"
+        )
     return _Plan(recipes, expected, ignored)
 
 
@@ -416,7 +474,9 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise CheckpointError(f"--out {out_dir} exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise CheckpointError(f"--out {out_dir} exists and is not empty; pass --overwrite to replace it")
+        raise CheckpointError(
+            f"--out {out_dir} exists and is not empty; pass --overwrite to replace it"
+        )
 
 
 def _move_into_place(tmp_dir: Path, out_dir: Path, overwrite: bool) -> None:
@@ -434,9 +494,19 @@ def _write_weights(source: _Source, plan: _Plan, path: Path, progress: bool) -> 
     entries = [(name, plan.expected[name], "F32") for name in names]
     dtypes: Counter = Counter()
     total_bytes = 4 * count_parameters(plan.expected)
-    with tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="svd-convert",
-              disable=not progress, file=sys.stderr, leave=False) as bar:
-        with SafetensorsWriter(path, entries, metadata={"format": "pt", "producer": "svdeploy"}) as writer:
+    with tqdm(
+        total=total_bytes,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc="svd-convert",
+        disable=not progress,
+        file=sys.stderr,
+        leave=False,
+    ) as bar:
+        with SafetensorsWriter(
+            path, entries, metadata={"format": "pt", "producer": "svdeploy"}
+        ) as writer:
             for name in names:
                 recipe = plan.recipes[name]
                 arrays = []
@@ -451,17 +521,22 @@ def _write_weights(source: _Source, plan: _Plan, path: Path, progress: bool) -> 
                         f"{source.path}: tensor "
                         f"{_describe_source(recipe, source)} holds NaN or Inf "
                         "values; expected finite weights (a diverged training run or a damaged "
-                        "file?)")
+                        "file?)"
+                    )
                 writer.write(name, np.ascontiguousarray(tensor, dtype=np.float32))
                 bar.update(4 * numel(plan.expected[name]))
     return dtypes
 
 
-def convert_checkpoint(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike],
-                       config: Union[str, os.PathLike, ModelConfig, None] = None,
-                       source_format: Optional[SourceFormat] = None, overwrite: bool = False,
-                       progress: bool = True,
-                       log: Optional[Callable[[str], None]] = None) -> ConvertReport:
+def convert_checkpoint(
+    src: Union[str, os.PathLike],
+    out_dir: Union[str, os.PathLike],
+    config: Union[str, os.PathLike, ModelConfig, None] = None,
+    source_format: Optional[SourceFormat] = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Optional[Callable[[str], None]] = None,
+) -> ConvertReport:
     """Convert ``src`` into the svdeploy checkpoint directory ``out_dir``.
 
     ``config``: preset name, YAML path or ModelConfig; required for single-file sources (sgm,
@@ -477,8 +552,9 @@ def convert_checkpoint(src: Union[str, os.PathLike], out_dir: Union[str, os.Path
     source = _open_source(src, source_format)
     try:
         cfg, plan = _plan_conversion(source, config)
-        return _convert_and_publish(source, plan, cfg, src, out_dir, overwrite, progress, log,
-                                    started)
+        return _convert_and_publish(
+            source, plan, cfg, src, out_dir, overwrite, progress, log, started
+        )
     finally:
         source.close()
 
@@ -486,10 +562,15 @@ def convert_checkpoint(src: Union[str, os.PathLike], out_dir: Union[str, os.Path
 def _check_destination(src: Path, out_dir: Path, overwrite: bool) -> None:
     """Refuse an ``out_dir`` that is not replaceable or holds the source, before any work."""
     _check_out_dir(out_dir, overwrite)
-    if out_dir.exists() and src.exists() and (src.resolve() == out_dir.resolve()
-                                              or out_dir.resolve() in src.resolve().parents):
+    if (
+        out_dir.exists()
+        and src.exists()
+        and (src.resolve() == out_dir.resolve() or out_dir.resolve() in src.resolve().parents)
+    ):
         # replacing --out would delete the checkpoint being converted
-        raise CheckpointError(f"--out {out_dir} contains the source {src}; choose another output directory")
+        raise CheckpointError(
+            f"--out {out_dir} contains the source {src}; choose another output directory"
+        )
     check_replaceable(out_dir, {"the source": src})
 
 
@@ -505,21 +586,38 @@ def _plan_conversion(source: _Source, config) -> Tuple[ModelConfig, _Plan]:
     return cfg, _plan_diffusers(source, cfg, label)
 
 
-def _convert_and_publish(source: _Source, plan: _Plan, cfg: ModelConfig, src: Path,
-                         out_dir: Path, overwrite: bool, progress: bool,
-                         log: Optional[Callable[[str], None]], started: float) -> ConvertReport:
+def _convert_and_publish(
+    source: _Source,
+    plan: _Plan,
+    cfg: ModelConfig,
+    src: Path,
+    out_dir: Path,
+    overwrite: bool,
+    progress: bool,
+    log: Optional[Callable[[str], None]],
+    started: float,
+) -> ConvertReport:
     """Write the checkpoint into a hidden folder beside ``out_dir`` and swap it into place; on
     any failure the folder is removed and an earlier output stays as it was."""
-    with staged_dir(out_dir, CheckpointError, "output", "converting into", str(out_dir),
-                    log) as tmp_dir:
+    with staged_dir(
+        out_dir, CheckpointError, "output", "converting into", str(out_dir), log
+    ) as tmp_dir:
         dtypes = _write_weights(source, plan, tmp_dir / WEIGHTS_FILE, progress)
         save_model_config(cfg, tmp_dir / CONFIG_FILE)
         tensors, parameters = _network_counts(plan)
         report = ConvertReport(
-            source=src.resolve(), source_format=source.source_format,
-            container=source.container, out_dir=out_dir, config=cfg, tensors=tensors,
-            parameters=parameters, ignored=len(plan.ignored), ignored_examples=plan.ignored[:20],
-            source_dtypes=dict(sorted(dtypes.items())), seconds=0.0)
+            source=src.resolve(),
+            source_format=source.source_format,
+            container=source.container,
+            out_dir=out_dir,
+            config=cfg,
+            tensors=tensors,
+            parameters=parameters,
+            ignored=len(plan.ignored),
+            ignored_examples=plan.ignored[:20],
+            source_dtypes=dict(sorted(dtypes.items())),
+            seconds=0.0,
+        )
         source.close()
         report.seconds = time.perf_counter() - started
         with open(tmp_dir / PROVENANCE_FILE, "w", encoding="utf-8") as fh:

@@ -1,4 +1,5 @@
 """Conditioning embedders with no weights (sgm ``ConcatTimestepEmbedderND``)."""
+
 from __future__ import annotations
 
 from mindspore import Tensor

@@ -31,6 +31,7 @@ Three source layouts besides sgm itself:
 
 * **svdeploy** (our own directory): already canonical.
 """
+
 from __future__ import annotations
 
 import re
@@ -106,7 +107,7 @@ _SGM_DECODER_TIME_MIX = NETWORK_PREFIXES["vae_decoder"] + "conv_out.time_mix_con
 def mindone_to_sgm(name: str) -> str:
     """mindone parameter name → Stability name (identity for names already in sgm form)."""
     if name.startswith(_MINDONE_DECODER_CONV3D):
-        name = _SGM_DECODER_TIME_MIX + name[len(_MINDONE_DECODER_CONV3D):]
+        name = _SGM_DECODER_TIME_MIX + name[len(_MINDONE_DECODER_CONV3D) :]
     if network_of(name) is None:
         return name
     # Only norm layers use gamma/beta in these networks (ViT-H has no LayerScale).
@@ -132,15 +133,38 @@ def looks_like_mindone(names: Sequence[str]) -> bool:
 # ---------------------------------------------------------------------------------------------
 DIFFUSERS_COMPONENTS: Tuple[str, ...] = ("unet", "vae", "image_encoder")
 # Buffers transformers may have saved that are not parameters (older CLIP checkpoints).
-DIFFUSERS_IGNORABLE: Tuple[Tuple[str, str], ...] = (("image_encoder", "vision_model.embeddings.position_ids"),)
+DIFFUSERS_IGNORABLE: Tuple[Tuple[str, str], ...] = (
+    ("image_encoder", "vision_model.embeddings.position_ids"),
+)
 
-_UNET_RESNET = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj",
-                "out_layers.0": "norm2", "out_layers.3": "conv2", "skip_connection": "conv_shortcut"}
-_VAE_RESNET = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2",
-               "nin_shortcut": "conv_shortcut"}
-_VAE_TIME_STACK = {"in_layers.0": "norm1", "in_layers.2": "conv1", "out_layers.0": "norm2",
-                   "out_layers.3": "conv2"}
-_VAE_ATTENTION = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
+_UNET_RESNET = {
+    "in_layers.0": "norm1",
+    "in_layers.2": "conv1",
+    "emb_layers.1": "time_emb_proj",
+    "out_layers.0": "norm2",
+    "out_layers.3": "conv2",
+    "skip_connection": "conv_shortcut",
+}
+_VAE_RESNET = {
+    "norm1": "norm1",
+    "conv1": "conv1",
+    "norm2": "norm2",
+    "conv2": "conv2",
+    "nin_shortcut": "conv_shortcut",
+}
+_VAE_TIME_STACK = {
+    "in_layers.0": "norm1",
+    "in_layers.2": "conv1",
+    "out_layers.0": "norm2",
+    "out_layers.3": "conv2",
+}
+_VAE_ATTENTION = {
+    "norm": "group_norm",
+    "q": "to_q",
+    "k": "to_k",
+    "v": "to_v",
+    "proj_out": "to_out.0",
+}
 
 
 def _split_param(rest: str) -> Tuple[str, str]:
@@ -153,7 +177,7 @@ def _unet_resnet(rest: str) -> str:
         return rest
     block = "spatial_res_block"
     if rest.startswith("time_stack."):
-        block, rest = "temporal_res_block", rest[len("time_stack."):]
+        block, rest = "temporal_res_block", rest[len("time_stack.") :]
     module, param = _split_param(rest)
     return f"{block}.{_UNET_RESNET[module]}.{param}"
 
@@ -169,15 +193,23 @@ def _unet_transformer(rest: str) -> str:
 
 
 # The U-Net's stem and head, outside the planned blocks.
-_UNET_FIXED = {"time_embed.0": "time_embedding.linear_1", "time_embed.2": "time_embedding.linear_2",
-               "label_emb.0.0": "add_embedding.linear_1", "label_emb.0.2": "add_embedding.linear_2",
-               "out.0": "conv_norm_out", "out.2": "conv_out"}
+_UNET_FIXED = {
+    "time_embed.0": "time_embedding.linear_1",
+    "time_embed.2": "time_embedding.linear_2",
+    "label_emb.0.0": "add_embedding.linear_1",
+    "label_emb.0.2": "add_embedding.linear_2",
+    "out.0": "conv_norm_out",
+    "out.2": "conv_out",
+}
 # Inside a planned layer: sgm's parameter name after the layer's name → diffusers'. The
 # downsampler's convolution is ``op`` in sgm and ``conv`` in diffusers.
 _UNET_LAYER_PARAMS: Dict[str, Callable[[str], str]] = {
-    RESNET: _unet_resnet, TRANSFORMER: _unet_transformer,
-    DOWNSAMPLE: lambda rest: "conv." + rest[len("op."):], UPSAMPLE: lambda rest: rest,
-    CONV_IN: lambda rest: rest}
+    RESNET: _unet_resnet,
+    TRANSFORMER: _unet_transformer,
+    DOWNSAMPLE: lambda rest: "conv." + rest[len("op.") :],
+    UPSAMPLE: lambda rest: rest,
+    CONV_IN: lambda rest: rest,
+}
 
 
 def _unet_name(name: str, layers: Mapping[str, Layer]) -> str:
@@ -199,7 +231,7 @@ def _vae_resnet(rest: str, video: bool) -> str:
         if rest == "mix_factor":
             return "time_mixer.mix_factor"
         if rest.startswith("time_stack."):
-            module, param = _split_param(rest[len("time_stack."):])
+            module, param = _split_param(rest[len("time_stack.") :])
             return f"temporal_res_block.{_VAE_TIME_STACK[module]}.{param}"
         module, param = _split_param(rest)
         return f"spatial_res_block.{_VAE_RESNET[module]}.{param}"
@@ -212,7 +244,7 @@ def _vae_mid(rest: str, video: bool) -> Tuple[str, str]:
     match = re.match(r"block_([12])\.(.*)$", rest)
     if match:
         return f"resnets.{int(match.group(1)) - 1}.{_vae_resnet(match.group(2), video)}", COPY
-    module, param = _split_param(rest[len("attn_1."):])
+    module, param = _split_param(rest[len("attn_1.") :])
     op = CONV1X1 if module != "norm" and param == "weight" else COPY
     return f"attentions.0.{_VAE_ATTENTION[module]}.{param}", op
 
@@ -221,20 +253,22 @@ def _vae_encoder_name(name: str) -> Tuple[str, str]:
     """conditioner encoder name (without prefix) → (diffusers vae name, op)."""
     if name.startswith("quant_conv."):
         return name, COPY
-    rest = name[len("encoder."):]
+    rest = name[len("encoder.") :]
     module, param = _split_param(rest)
     fixed = {"conv_in": "conv_in", "norm_out": "conv_norm_out", "conv_out": "conv_out"}
     if module in fixed:
         return f"encoder.{fixed[module]}.{param}", COPY
     match = re.match(r"down\.(\d+)\.block\.(\d+)\.(.*)$", rest)
     if match:
-        return (f"encoder.down_blocks.{match.group(1)}.resnets.{match.group(2)}."
-                f"{_vae_resnet(match.group(3), video=False)}"), COPY
+        return (
+            f"encoder.down_blocks.{match.group(1)}.resnets.{match.group(2)}."
+            f"{_vae_resnet(match.group(3), video=False)}"
+        ), COPY
     match = re.match(r"down\.(\d+)\.downsample\.conv\.(.*)$", rest)
     if match:
         return f"encoder.down_blocks.{match.group(1)}.downsamplers.0.conv.{match.group(2)}", COPY
     if rest.startswith("mid."):
-        inner, op = _vae_mid(rest[len("mid."):], video=False)
+        inner, op = _vae_mid(rest[len("mid.") :], video=False)
         return f"encoder.mid_block.{inner}", op
     raise KeyError(name)
 
@@ -242,7 +276,7 @@ def _vae_encoder_name(name: str) -> Tuple[str, str]:
 def _vae_decoder_name(name: str, levels: int) -> Tuple[str, str]:
     """VideoDecoder name (without prefix) → (diffusers vae name, op); up blocks reversed."""
     if name.startswith("conv_out.time_mix_conv."):
-        return f"decoder.time_conv_out.{name[len('conv_out.time_mix_conv.'):]}", COPY
+        return f"decoder.time_conv_out.{name[len('conv_out.time_mix_conv.') :]}", COPY
     module, param = _split_param(name)
     fixed = {"conv_in": "conv_in", "norm_out": "conv_norm_out", "conv_out": "conv_out"}
     if module in fixed:
@@ -250,14 +284,16 @@ def _vae_decoder_name(name: str, levels: int) -> Tuple[str, str]:
     match = re.match(r"up\.(\d+)\.block\.(\d+)\.(.*)$", name)
     if match:
         up = levels - 1 - int(match.group(1))
-        return (f"decoder.up_blocks.{up}.resnets.{match.group(2)}."
-                f"{_vae_resnet(match.group(3), video=True)}"), COPY
+        return (
+            f"decoder.up_blocks.{up}.resnets.{match.group(2)}."
+            f"{_vae_resnet(match.group(3), video=True)}"
+        ), COPY
     match = re.match(r"up\.(\d+)\.upsample\.conv\.(.*)$", name)
     if match:
         up = levels - 1 - int(match.group(1))
         return f"decoder.up_blocks.{up}.upsamplers.0.conv.{match.group(2)}", COPY
     if name.startswith("mid."):
-        inner, op = _vae_mid(name[len("mid."):], video=True)
+        inner, op = _vae_mid(name[len("mid.") :], video=True)
         return f"decoder.mid_block.{inner}", op
     raise KeyError(name)
 
@@ -265,9 +301,11 @@ def _vae_decoder_name(name: str, levels: int) -> Tuple[str, str]:
 def _clip_recipe(name: str) -> Tuple[Tuple[str, ...], str]:
     """OpenCLIP visual name (without prefix) → (transformers CLIPVisionModelWithProjection
     names, op)."""
-    fixed = {"class_embedding": "vision_model.embeddings.class_embedding",
-             "positional_embedding": "vision_model.embeddings.position_embedding.weight",
-             "conv1.weight": "vision_model.embeddings.patch_embedding.weight"}
+    fixed = {
+        "class_embedding": "vision_model.embeddings.class_embedding",
+        "positional_embedding": "vision_model.embeddings.position_embedding.weight",
+        "conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+    }
     if name in fixed:
         return (fixed[name],), COPY
     if name == "proj":
@@ -281,11 +319,16 @@ def _clip_recipe(name: str) -> Tuple[Tuple[str, ...], str]:
         layer = f"vision_model.encoder.layers.{match.group(1)}"
         rest = match.group(2)
         if rest in ("attn.in_proj_weight", "attn.in_proj_bias"):
-            param = rest[len("attn.in_proj_"):]
+            param = rest[len("attn.in_proj_") :]
             return tuple(f"{layer}.self_attn.{p}_proj.{param}" for p in "qkv"), CONCAT0
         module, param = _split_param(rest)
-        inner = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "attn.out_proj": "self_attn.out_proj",
-                 "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}[module]
+        inner = {
+            "ln_1": "layer_norm1",
+            "ln_2": "layer_norm2",
+            "attn.out_proj": "self_attn.out_proj",
+            "mlp.c_fc": "mlp.fc1",
+            "mlp.c_proj": "mlp.fc2",
+        }[module]
         return (f"{layer}.{inner}.{param}",), COPY
     raise KeyError(name)
 
@@ -319,10 +362,18 @@ def diffusers_recipes(cfg: ModelConfig) -> Dict[str, Recipe]:
 _UNET_CLASS = "UNetSpatioTemporalConditionModel"
 _VAE_CLASS = "AutoencoderKLTemporalDecoder"
 # transformers' CLIPVisionConfig defaults: older transformers wrote only the keys that differ.
-_CLIP_DEFAULTS: Dict[str, Any] = dict(hidden_size=768, intermediate_size=3072, projection_dim=512,
-                                      num_hidden_layers=12, num_attention_heads=12, num_channels=3,
-                                      image_size=224, patch_size=32, hidden_act="quick_gelu",
-                                      layer_norm_eps=1e-5)
+_CLIP_DEFAULTS: Dict[str, Any] = dict(
+    hidden_size=768,
+    intermediate_size=3072,
+    projection_dim=512,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    num_channels=3,
+    image_size=224,
+    patch_size=32,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+)
 
 
 def _get(config: Mapping[str, Any], key: str, where: str, default: Any = None) -> Any:
@@ -337,8 +388,10 @@ def _uniform(value: Any, count: int, key: str, where: str) -> int:
     """A diffusers per-level option (int or list) that svdeploy needs to be one integer."""
     values = list(value) if isinstance(value, (list, tuple)) else [value] * count
     if len(values) != count or len(set(values)) != 1 or not isinstance(values[0], int):
-        raise ConfigError(f"{where}: {key} = {value!r}: expected one integer for all {count} levels "
-                          "(SVD uses the same value at every level)")
+        raise ConfigError(
+            f"{where}: {key} = {value!r}: expected one integer for all {count} levels "
+            "(SVD uses the same value at every level)"
+        )
     return values[0]
 
 
@@ -350,19 +403,27 @@ def _attention_levels(down: List[str], up: List[str], where: str) -> List[int]:
         if kind == "CrossAttnDownBlockSpatioTemporal":
             attention_levels.append(level)
         elif kind != "DownBlockSpatioTemporal":
-            raise ConfigError(f"{where}: down_block_types[{level}] = {kind!r}: expected "
-                              "'CrossAttnDownBlockSpatioTemporal' or 'DownBlockSpatioTemporal'")
+            raise ConfigError(
+                f"{where}: down_block_types[{level}] = {kind!r}: expected "
+                "'CrossAttnDownBlockSpatioTemporal' or 'DownBlockSpatioTemporal'"
+            )
         mirrored = up[levels - 1 - level]
-        expected = ("CrossAttnUpBlockSpatioTemporal" if kind.startswith("CrossAttn")
-                    else "UpBlockSpatioTemporal")
+        expected = (
+            "CrossAttnUpBlockSpatioTemporal"
+            if kind.startswith("CrossAttn")
+            else "UpBlockSpatioTemporal"
+        )
         if mirrored != expected:
-            raise ConfigError(f"{where}: up_block_types[{levels - 1 - level}] = {mirrored!r}: expected "
-                              f"{expected!r} to mirror down_block_types[{level}] (sgm U-Nets are symmetric)")
+            raise ConfigError(
+                f"{where}: up_block_types[{levels - 1 - level}] = {mirrored!r}: expected "
+                f"{expected!r} to mirror down_block_types[{level}] (sgm U-Nets are symmetric)"
+            )
     return attention_levels
 
 
-def _head_channels(config: Mapping[str, Any], channels: List[int], attention_levels: List[int],
-                   where: str) -> int:
+def _head_channels(
+    config: Mapping[str, Any], channels: List[int], attention_levels: List[int], where: str
+) -> int:
     """sgm's num_head_channels: one head width for every attention level and the mid block
     (which uses the last level's heads)."""
     levels = len(channels)
@@ -373,71 +434,100 @@ def _head_channels(config: Mapping[str, Any], channels: List[int], attention_lev
     head_channels = set()
     for level in sorted(set(attention_levels) | {levels - 1}):
         if channels[level] % heads_per_level[level]:
-            raise ConfigError(f"{where}: num_attention_heads[{level}] = {heads_per_level[level]} does not "
-                              f"divide block_out_channels[{level}] = {channels[level]}")
+            raise ConfigError(
+                f"{where}: num_attention_heads[{level}] = {heads_per_level[level]} does not "
+                f"divide block_out_channels[{level}] = {channels[level]}"
+            )
         head_channels.add(channels[level] // heads_per_level[level])
     if len(head_channels) != 1:
         raise ConfigError(
             f"{where}: block_out_channels / num_attention_heads gives head widths "
             f"{sorted(head_channels)} across the attention levels; sgm's VideoUNet needs one "
-            "num_head_channels for all of them")
+            "num_head_channels for all of them"
+        )
     return head_channels.pop()
 
 
-def unet_config_from_diffusers(config: Mapping[str, Any], where: str) -> Tuple[UNetConfig, int, int]:
+def unet_config_from_diffusers(
+    config: Mapping[str, Any], where: str
+) -> Tuple[UNetConfig, int, int]:
     """→ (UNetConfig, num_frames, sample_size)."""
     cls = config.get("_class_name", _UNET_CLASS)
     if cls != _UNET_CLASS:
-        raise ConfigError(f"{where}: _class_name = {cls!r}: expected {_UNET_CLASS!r} (an SVD U-Net)")
+        raise ConfigError(
+            f"{where}: _class_name = {cls!r}: expected {_UNET_CLASS!r} (an SVD U-Net)"
+        )
     channels = list(_get(config, "block_out_channels", where))
     down = list(_get(config, "down_block_types", where))
     up = list(_get(config, "up_block_types", where))
     levels = len(channels)
     if not channels or len(down) != levels or len(up) != levels:
-        raise ConfigError(f"{where}: block_out_channels {channels}, down_block_types {down} and "
-                          f"up_block_types {up} must have the same length")
+        raise ConfigError(
+            f"{where}: block_out_channels {channels}, down_block_types {down} and "
+            f"up_block_types {up} must have the same length"
+        )
     model_channels = channels[0]
     if any(c % model_channels for c in channels):
-        raise ConfigError(f"{where}: block_out_channels = {channels}: every entry must be a multiple "
-                          f"of the first ({model_channels})")
+        raise ConfigError(
+            f"{where}: block_out_channels = {channels}: every entry must be a multiple "
+            f"of the first ({model_channels})"
+        )
     attention_levels = _attention_levels(down, up, where)
     head_channels = _head_channels(config, channels, attention_levels, where)
     adm = _get(config, "projection_class_embeddings_input_dim", where)
     time_dim = _get(config, "addition_time_embed_dim", where)
     if adm != 3 * time_dim:
-        raise ConfigError(f"{where}: projection_class_embeddings_input_dim = {adm}: expected 3 × "
-                          f"addition_time_embed_dim = {3 * time_dim}")
+        raise ConfigError(
+            f"{where}: projection_class_embeddings_input_dim = {adm}: expected 3 × "
+            f"addition_time_embed_dim = {3 * time_dim}"
+        )
     unet = UNetConfig(
         in_channels=_get(config, "in_channels", where, 8),
         out_channels=_get(config, "out_channels", where, 4),
         model_channels=model_channels,
         channel_mult=tuple(c // model_channels for c in channels),
-        num_res_blocks=_uniform(_get(config, "layers_per_block", where), levels, "layers_per_block", where),
-        attention_resolutions=tuple(sorted((2 ** level for level in attention_levels), reverse=True)),
+        num_res_blocks=_uniform(
+            _get(config, "layers_per_block", where), levels, "layers_per_block", where
+        ),
+        attention_resolutions=tuple(sorted((2**level for level in attention_levels), reverse=True)),
         num_head_channels=head_channels,
-        transformer_depth=_uniform(_get(config, "transformer_layers_per_block", where, 1), levels,
-                                   "transformer_layers_per_block", where),
+        transformer_depth=_uniform(
+            _get(config, "transformer_layers_per_block", where, 1),
+            levels,
+            "transformer_layers_per_block",
+            where,
+        ),
         context_dim=_get(config, "cross_attention_dim", where),
         adm_in_channels=adm,
     )
-    return unet, int(_get(config, "num_frames", where, 25)), int(_get(config, "sample_size", where, 96))
+    return (
+        unet,
+        int(_get(config, "num_frames", where, 25)),
+        int(_get(config, "sample_size", where, 96)),
+    )
 
 
 def vae_config_from_diffusers(config: Mapping[str, Any], where: str) -> VAEConfig:
     cls = config.get("_class_name", _VAE_CLASS)
     if cls != _VAE_CLASS:
-        raise ConfigError(f"{where}: _class_name = {cls!r}: expected {_VAE_CLASS!r} (SVD's VAE with the "
-                          "temporal decoder)")
+        raise ConfigError(
+            f"{where}: _class_name = {cls!r}: expected {_VAE_CLASS!r} (SVD's VAE with the "
+            "temporal decoder)"
+        )
     channels = list(_get(config, "block_out_channels", where))
     if not channels or any(c % channels[0] for c in channels):
-        raise ConfigError(f"{where}: block_out_channels = {channels}: every entry must be a multiple of "
-                          "the first")
+        raise ConfigError(
+            f"{where}: block_out_channels = {channels}: every entry must be a multiple of the first"
+        )
     latent = _get(config, "latent_channels", where, 4)
     return VAEConfig(
-        ch=channels[0], ch_mult=tuple(c // channels[0] for c in channels),
+        ch=channels[0],
+        ch_mult=tuple(c // channels[0] for c in channels),
         num_res_blocks=_get(config, "layers_per_block", where, 2),
-        z_channels=latent, embed_dim=latent,
-        in_channels=_get(config, "in_channels", where, 3), out_ch=_get(config, "out_channels", where, 3),
+        z_channels=latent,
+        embed_dim=latent,
+        in_channels=_get(config, "in_channels", where, 3),
+        out_ch=_get(config, "out_channels", where, 3),
         scale_factor=float(_get(config, "scaling_factor", where, 0.18215)),
     )
 
@@ -445,8 +535,10 @@ def vae_config_from_diffusers(config: Mapping[str, Any], where: str) -> VAEConfi
 def clip_config_from_diffusers(config: Mapping[str, Any], where: str) -> ImageEncoderConfig:
     model_type = config.get("model_type", "clip_vision_model")
     if model_type != "clip_vision_model":
-        raise ConfigError(f"{where}: model_type = {model_type!r}: expected 'clip_vision_model' "
-                          "(CLIPVisionModelWithProjection)")
+        raise ConfigError(
+            f"{where}: model_type = {model_type!r}: expected 'clip_vision_model' "
+            "(CLIPVisionModelWithProjection)"
+        )
     values = {k: config.get(k, default) for k, default in _CLIP_DEFAULTS.items()}
     act = values["hidden_act"]
     if act not in ("gelu", "quick_gelu"):
@@ -454,15 +546,24 @@ def clip_config_from_diffusers(config: Mapping[str, Any], where: str) -> ImageEn
     if values["num_channels"] != 3:
         raise ConfigError(f"{where}: num_channels = {values['num_channels']}: expected 3 (RGB)")
     return ImageEncoderConfig(
-        width=values["hidden_size"], layers=values["num_hidden_layers"],
-        heads=values["num_attention_heads"], mlp_width=values["intermediate_size"],
-        patch_size=values["patch_size"], image_size=values["image_size"],
-        embed_dim=values["projection_dim"], act=act, layer_norm_eps=float(values["layer_norm_eps"]),
+        width=values["hidden_size"],
+        layers=values["num_hidden_layers"],
+        heads=values["num_attention_heads"],
+        mlp_width=values["intermediate_size"],
+        patch_size=values["patch_size"],
+        image_size=values["image_size"],
+        embed_dim=values["projection_dim"],
+        act=act,
+        layer_norm_eps=float(values["layer_norm_eps"]),
     )
 
 
-def model_config_from_diffusers(unet: Mapping[str, Any], vae: Mapping[str, Any],
-                                image_encoder: Mapping[str, Any], where: str = "diffusers folder") -> ModelConfig:
+def model_config_from_diffusers(
+    unet: Mapping[str, Any],
+    vae: Mapping[str, Any],
+    image_encoder: Mapping[str, Any],
+    where: str = "diffusers folder",
+) -> ModelConfig:
     """The three diffusers ``config.json`` dicts → a validated ModelConfig.
 
     Frame count from the U-Net config. Video size: Stability's 576×1024 when the networks are
@@ -470,19 +571,31 @@ def model_config_from_diffusers(unet: Mapping[str, Any], vae: Mapping[str, Any],
     ``sample_size`` × the VAE factor. Sampling defaults and scheduler come from the svd_xt preset
     for 25 frames and from the svd preset otherwise.
     """
-    unet_cfg, num_frames, sample_size = unet_config_from_diffusers(unet, f"{where}/unet/config.json")
+    unet_cfg, num_frames, sample_size = unet_config_from_diffusers(
+        unet, f"{where}/unet/config.json"
+    )
     vae_cfg = vae_config_from_diffusers(vae, f"{where}/vae/config.json")
     clip_cfg = clip_config_from_diffusers(image_encoder, f"{where}/image_encoder/config.json")
     preset = load_model_config("svd_xt" if num_frames == 25 else "svd")
-    same_networks = (preset.unet == unet_cfg and preset.vae == vae_cfg and preset.image_encoder == clip_cfg)
+    same_networks = (
+        preset.unet == unet_cfg and preset.vae == vae_cfg and preset.image_encoder == clip_cfg
+    )
     if same_networks:
         variant, height, width = preset.variant, preset.height, preset.width
     else:
         size = sample_size * vae_cfg.downsample_factor
         variant, height, width = "custom", size, size
-    cfg = ModelConfig(variant=variant, num_frames=num_frames, height=height, width=width,
-                      unet=unet_cfg, vae=vae_cfg, image_encoder=clip_cfg,
-                      sampling=preset.sampling, scheduler=preset.scheduler)
+    cfg = ModelConfig(
+        variant=variant,
+        num_frames=num_frames,
+        height=height,
+        width=width,
+        unet=unet_cfg,
+        vae=vae_cfg,
+        image_encoder=clip_cfg,
+        sampling=preset.sampling,
+        scheduler=preset.scheduler,
+    )
     cfg.validate("config (from diffusers config.json)")
     return cfg
 
@@ -499,4 +612,3 @@ def network_config_differences(expected: ModelConfig, found: ModelConfig) -> Lis
             if getattr(a, key) != getattr(b, key):
                 out.append(f"{section}.{key}: {getattr(a, key)!r} vs {getattr(b, key)!r}")
     return out
-

@@ -16,6 +16,7 @@ read, and without building a network. It follows the module structure of Stabili
   (temporal res blocks, plain mid attention, ``AE3DConv`` output conv);
 - image encoder: OpenCLIP ``VisionTransformer`` (no layer scale, no attention pooling).
 """
+
 from __future__ import annotations
 
 from typing import Dict, Iterator, Optional, Tuple
@@ -46,7 +47,7 @@ def network_of(name: str) -> Optional[str]:
     """The network a full Stability tensor name belongs to, or None (text tower, EMA, ...)."""
     for network, prefix in NETWORK_PREFIXES.items():
         if name.startswith(prefix):
-            rest = name[len(prefix):]
+            rest = name[len(prefix) :]
             if network == "vae_encoder" and not rest.startswith(VAE_ENCODER_CHILDREN):
                 return None
             return network
@@ -78,7 +79,9 @@ def _linear(prefix: str, out_features: int, in_features: int, bias: bool = True)
         yield f"{prefix}.bias", (out_features,)
 
 
-def _conv(prefix: str, out_ch: int, in_ch: int, kernel: Tuple[int, ...], bias: bool = True) -> Entries:
+def _conv(
+    prefix: str, out_ch: int, in_ch: int, kernel: Tuple[int, ...], bias: bool = True
+) -> Entries:
     yield f"{prefix}.weight", (out_ch, in_ch) + tuple(kernel)
     if bias:
         yield f"{prefix}.bias", (out_ch,)

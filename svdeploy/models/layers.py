@@ -1,4 +1,5 @@
 """Building blocks shared by the SVD networks (sgm ``attention.py`` / ``util.py`` equivalents)."""
+
 from __future__ import annotations
 
 import math
@@ -68,8 +69,8 @@ class GEGLU(nn.Cell):
         flat = x.reshape(-1, self.dim_in).astype(self.dtype)  # (N, in)
         w = self.proj.weight.astype(self.dtype)
         b = self.proj.bias
-        value = self.matmul(flat, w[:self.dim_out]).astype(ms.float32) + b[:self.dim_out]
-        gate = self.matmul(flat, w[self.dim_out:]).astype(ms.float32) + b[self.dim_out:]
+        value = self.matmul(flat, w[: self.dim_out]).astype(ms.float32) + b[: self.dim_out]
+        gate = self.matmul(flat, w[self.dim_out :]).astype(ms.float32) + b[self.dim_out :]
         out = value * gelu(gate, self.gelu_kind)  # (N, dim_out)
         return out.reshape(lead + (self.dim_out,))
 
@@ -77,12 +78,18 @@ class GEGLU(nn.Cell):
 class FeedForward(nn.Cell):
     """sgm FeedForward with glu=True: net.0 = GEGLU(dim → 4·dim), net.2 = Linear(4·dim → out)."""
 
-    def __init__(self, dim: int, dim_out: Optional[int], kernels: KernelConfig,
-                 mult: int = 4) -> None:
+    def __init__(
+        self, dim: int, dim_out: Optional[int], kernels: KernelConfig, mult: int = 4
+    ) -> None:
         super().__init__()
         inner = dim * mult
-        self.net = nn.CellList([GEGLU(dim, inner, kernels), nn.Dropout(p=0.0),
-                                Linear(inner, dim_out or dim, compute_dtype=kernels.compute_dtype)])
+        self.net = nn.CellList(
+            [
+                GEGLU(dim, inner, kernels),
+                nn.Dropout(p=0.0),
+                Linear(inner, dim_out or dim, compute_dtype=kernels.compute_dtype),
+            ]
+        )
 
     def construct(self, x: Tensor) -> Tensor:
         return self.net[2](self.net[0](x))
@@ -96,8 +103,14 @@ class CrossAttention(nn.Cell):
     to_k are then not evaluated. The caller decides, since only it knows the context length.
     """
 
-    def __init__(self, query_dim: int, heads: int, dim_head: int, kernels: KernelConfig,
-                 context_dim: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        query_dim: int,
+        heads: int,
+        dim_head: int,
+        kernels: KernelConfig,
+        context_dim: Optional[int] = None,
+    ) -> None:
         super().__init__()
         inner = heads * dim_head
         context_dim = context_dim or query_dim
@@ -124,8 +137,9 @@ class CrossAttention(nn.Cell):
 class BasicTransformerBlock(nn.Cell):
     """Spatial block over tokens of one frame: self-attn, cross-attn to the context, GEGLU FF."""
 
-    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int,
-                 kernels: KernelConfig) -> None:
+    def __init__(
+        self, dim: int, heads: int, dim_head: int, context_dim: int, kernels: KernelConfig
+    ) -> None:
         super().__init__()
         self.attn1 = CrossAttention(dim, heads, dim_head, kernels)
         self.ff = FeedForward(dim, None, kernels)
@@ -149,8 +163,9 @@ class VideoTransformerBlock(nn.Cell):
     """Temporal block: attends over frames at each pixel (sgm VideoTransformerBlock with
     ff_in=True, inner_dim = dim, cross-attention to the first frame's context)."""
 
-    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int,
-                 kernels: KernelConfig) -> None:
+    def __init__(
+        self, dim: int, heads: int, dim_head: int, context_dim: int, kernels: KernelConfig
+    ) -> None:
         super().__init__()
         self.norm_in = LayerNorm(dim)
         self.ff_in = FeedForward(dim, dim, kernels)
@@ -171,11 +186,15 @@ class VideoTransformerBlock(nn.Cell):
         x = self.attn1(h, h) + x
         if self.single_token and time_context.shape[1] == 1:
             per_video = self.attn2.single_token(time_context)  # (b, 1, C)
-            x = (x.reshape(batch, n // batch, t, c) + per_video.reshape(batch, 1, 1, c)).reshape(n, t, c)
+            x = (x.reshape(batch, n // batch, t, c) + per_video.reshape(batch, 1, 1, c)).reshape(
+                n, t, c
+            )
         else:
             pixels = n // batch
-            ctx = ops.broadcast_to(time_context.reshape(batch, 1, time_context.shape[1], -1),
-                                   (batch, pixels, time_context.shape[1], time_context.shape[2]))
+            ctx = ops.broadcast_to(
+                time_context.reshape(batch, 1, time_context.shape[1], -1),
+                (batch, pixels, time_context.shape[1], time_context.shape[2]),
+            )
             ctx = ctx.reshape(n, time_context.shape[1], time_context.shape[2])  # (b·s, L, D)
             x = self.attn2(self.norm2(x), ctx) + x
         return self.ff(self.norm3(x)) + x

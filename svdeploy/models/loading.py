@@ -6,6 +6,7 @@ A network cell's parameter names are the file names minus the network's prefix, 
 strict name-for-name copy, one tensor in memory at a time. MindSpore is imported only when a cell
 is loaded, so reading a directory stays cheap.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,15 +49,21 @@ def read_checkpoint_dir(directory: PathLike) -> Tuple[ModelConfig, Path]:
     of a packaged one named as in :data:`PACKAGED_CHECKPOINTS`."""
     directory = resolve_checkpoint_dir(directory)
     if not directory.is_dir():
-        raise CheckpointError(f"checkpoint directory {str(directory)!r} does not exist or is not a directory")
+        raise CheckpointError(
+            f"checkpoint directory {str(directory)!r} does not exist or is not a directory"
+        )
     config_path = directory / CONFIG_FILE
     weights_path = directory / WEIGHTS_FILE
     if not config_path.is_file():
-        raise CheckpointError(f"{directory} has no {CONFIG_FILE}; expected an svdeploy checkpoint "
-                              f"directory ({CONFIG_FILE} + {WEIGHTS_FILE}), as written by svd-convert")
+        raise CheckpointError(
+            f"{directory} has no {CONFIG_FILE}; expected an svdeploy checkpoint "
+            f"directory ({CONFIG_FILE} + {WEIGHTS_FILE}), as written by svd-convert"
+        )
     if not weights_path.is_file():
-        raise CheckpointError(f"{directory} has no {WEIGHTS_FILE}; expected an svdeploy checkpoint "
-                              f"directory ({CONFIG_FILE} + {WEIGHTS_FILE}), as written by svd-convert")
+        raise CheckpointError(
+            f"{directory} has no {WEIGHTS_FILE}; expected an svdeploy checkpoint "
+            f"directory ({CONFIG_FILE} + {WEIGHTS_FILE}), as written by svd-convert"
+        )
     try:
         cfg = load_model_config(config_path)
     except ConfigError as exc:
@@ -88,11 +95,13 @@ def _in_prefix(name: str, prefix: str) -> bool:
     if not name.startswith(prefix):
         return False
     if prefix == NETWORK_PREFIXES["vae_encoder"]:
-        return name[len(prefix):].startswith(VAE_ENCODER_CHILDREN)
+        return name[len(prefix) :].startswith(VAE_ENCODER_CHILDREN)
     return True
 
 
-def load_into_cell(cell: Any, weights_path: PathLike, prefix: str, strict: bool = True) -> Dict[str, int]:
+def load_into_cell(
+    cell: Any, weights_path: PathLike, prefix: str, strict: bool = True
+) -> Dict[str, int]:
     """Set ``cell``'s parameters from a safetensors file: parameter ``n`` ← tensor ``prefix + n``.
 
     Names come from ``cell.parameters_and_names()``. With ``strict``, every parameter must be in
@@ -119,25 +128,32 @@ def load_into_cell(cell: Any, weights_path: PathLike, prefix: str, strict: bool 
                 missing.append(key)
                 continue
             if tuple(info.shape) != tuple(param.shape):
-                misshaped.append(f"{key} (file {tuple(info.shape)}, parameter {tuple(param.shape)})")
+                misshaped.append(
+                    f"{key} (file {tuple(info.shape)}, parameter {tuple(param.shape)})"
+                )
                 continue
             plan.append((key, param))
         unexpected = sorted(file_names - claimed)
         if strict and (missing or unexpected or misshaped):
             raise CheckpointError(
                 f"{weights_path} does not fit {type(cell).__name__} (prefix {prefix!r}): "
-                + format_strict_problems(missing, unexpected, misshaped))
+                + format_strict_problems(missing, unexpected, misshaped)
+            )
         for key, param in plan:
             array = source.read_float32(key)
             param.set_data(ms.Tensor(array, dtype=param.dtype))
     return {"loaded": len(plan), "missing": len(missing), "unexpected": len(unexpected)}
 
 
-def load_network_weights(cell: Any, weights_path: PathLike, network: str, strict: bool = True) -> Dict[str, int]:
+def load_network_weights(
+    cell: Any, weights_path: PathLike, network: str, strict: bool = True
+) -> Dict[str, int]:
     """:func:`load_into_cell` with the prefix of ``network`` (unet, vae_decoder, vae_encoder,
     image_encoder)."""
     if network not in NETWORK_PREFIXES:
-        raise CheckpointError(f"unknown network {network!r}; expected one of {', '.join(NETWORK_PREFIXES)}")
+        raise CheckpointError(
+            f"unknown network {network!r}; expected one of {', '.join(NETWORK_PREFIXES)}"
+        )
     return load_into_cell(cell, weights_path, NETWORK_PREFIXES[network], strict=strict)
 
 

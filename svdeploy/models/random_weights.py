@@ -5,6 +5,7 @@ initialisation scale (uniform ±1/√fan_in for matrices and convolutions), with
 1, small random biases and mix factors from N(0, 1), so every parameter matters and activations
 keep a sensible range. Pure NumPy: no MindSpore needed.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,7 @@ def random_tensor(name: str, shape: Shape, rng: np.random.Generator) -> np.ndarr
         values = rng.standard_normal(shape)
     elif leaf in ("class_embedding", "positional_embedding", "proj"):
         width = shape[-1] if leaf != "proj" else shape[0]
-        values = rng.standard_normal(shape) * width ** -0.5
+        values = rng.standard_normal(shape) * width**-0.5
     elif len(shape) == 1:
         # norm weights around 1, everything else 1-D (biases) small
         is_norm_weight = leaf == "weight"
@@ -46,9 +47,11 @@ def write_random_sgm_file(cfg: ModelConfig, path: Union[str, os.PathLike], seed:
     shapes = sgm_parameter_shapes(cfg)
     names = sorted(shapes)
     rng = np.random.default_rng(seed)
-    with SafetensorsWriter(path, [(n, shapes[n], "F32") for n in names],
-                           metadata={"format": "pt", "note": f"svdeploy random weights, seed {seed}"}
-                           ) as writer:
+    with SafetensorsWriter(
+        path,
+        [(n, shapes[n], "F32") for n in names],
+        metadata={"format": "pt", "note": f"svdeploy random weights, seed {seed}"},
+    ) as writer:
         for name in names:
             writer.write(name, random_tensor(name, shapes[name], rng))
     return path

@@ -3,6 +3,7 @@
 Tensors of a video batch are frame-major inside each video: index n = b·T + t, as in sgm.
 Shapes in comments: N = B·T samples, C channels, H×W pixels, P = H·W, E time-embedding width.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -26,22 +27,35 @@ def _silu(x: Tensor) -> Tensor:
 class ResBlock(nn.Cell):
     """sgm ResBlock (dims=2): GN → SiLU → conv3×3 → +emb → GN → SiLU → conv3×3, plus skip."""
 
-    def __init__(self, channels: int, emb_channels: int, out_channels: int, eps: float,
-                 kernels: KernelConfig) -> None:
+    def __init__(
+        self, channels: int, emb_channels: int, out_channels: int, eps: float, kernels: KernelConfig
+    ) -> None:
         super().__init__()
         cd = kernels.compute_dtype
-        self.in_layers = nn.CellList([GroupNorm(GROUPS, channels, eps, kernels.group_norm),
-                                      nn.SiLU(), Conv2d(channels, out_channels, 3, padding=1,
-                                                        compute_dtype=cd, kind=kernels.conv)])
-        self.emb_layers = nn.CellList([nn.SiLU(), Linear(emb_channels, out_channels,
-                                                         compute_dtype=cd)])
-        self.out_layers = nn.CellList([GroupNorm(GROUPS, out_channels, eps, kernels.group_norm),
-                                       nn.SiLU(), nn.Dropout(p=0.0),
-                                       Conv2d(out_channels, out_channels, 3, padding=1,
-                                              compute_dtype=cd, kind=kernels.conv)])
+        self.in_layers = nn.CellList(
+            [
+                GroupNorm(GROUPS, channels, eps, kernels.group_norm),
+                nn.SiLU(),
+                Conv2d(channels, out_channels, 3, padding=1, compute_dtype=cd, kind=kernels.conv),
+            ]
+        )
+        self.emb_layers = nn.CellList(
+            [nn.SiLU(), Linear(emb_channels, out_channels, compute_dtype=cd)]
+        )
+        self.out_layers = nn.CellList(
+            [
+                GroupNorm(GROUPS, out_channels, eps, kernels.group_norm),
+                nn.SiLU(),
+                nn.Dropout(p=0.0),
+                Conv2d(
+                    out_channels, out_channels, 3, padding=1, compute_dtype=cd, kind=kernels.conv
+                ),
+            ]
+        )
         self.has_skip = channels != out_channels
-        self.skip_connection = (Conv2d(channels, out_channels, 1, compute_dtype=cd)
-                                if self.has_skip else None)
+        self.skip_connection = (
+            Conv2d(channels, out_channels, 1, compute_dtype=cd) if self.has_skip else None
+        )
 
     def construct(self, x: Tensor, emb: Tensor) -> Tensor:
         return self.forward_spatial(x, emb)
@@ -60,21 +74,33 @@ class TemporalResBlock(nn.Cell):
     With ``emb_channels`` 0 it has no emb_layers (the VAE decoder's skip_t_emb=True).
     """
 
-    def __init__(self, channels: int, emb_channels: int, eps: float, kernel_size: int,
-                 kernels: KernelConfig) -> None:
+    def __init__(
+        self, channels: int, emb_channels: int, eps: float, kernel_size: int, kernels: KernelConfig
+    ) -> None:
         super().__init__()
         cd = kernels.compute_dtype
         kind = kernels.temporal_conv
-        self.in_layers = nn.CellList([GroupNorm(GROUPS, channels, eps, kernels.group_norm),
-                                      nn.SiLU(), TemporalConv(channels, channels, kernel_size,
-                                                              kind, cd)])
+        self.in_layers = nn.CellList(
+            [
+                GroupNorm(GROUPS, channels, eps, kernels.group_norm),
+                nn.SiLU(),
+                TemporalConv(channels, channels, kernel_size, kind, cd),
+            ]
+        )
         self.has_emb = emb_channels > 0
-        self.emb_layers = (nn.CellList([nn.SiLU(), Linear(emb_channels, channels,
-                                                          compute_dtype=cd)])
-                           if self.has_emb else None)
-        self.out_layers = nn.CellList([GroupNorm(GROUPS, channels, eps, kernels.group_norm),
-                                       nn.SiLU(), nn.Dropout(p=0.0),
-                                       TemporalConv(channels, channels, kernel_size, kind, cd)])
+        self.emb_layers = (
+            nn.CellList([nn.SiLU(), Linear(emb_channels, channels, compute_dtype=cd)])
+            if self.has_emb
+            else None
+        )
+        self.out_layers = nn.CellList(
+            [
+                GroupNorm(GROUPS, channels, eps, kernels.group_norm),
+                nn.SiLU(),
+                nn.Dropout(p=0.0),
+                TemporalConv(channels, channels, kernel_size, kind, cd),
+            ]
+        )
 
     def construct(self, x: Tensor, emb: Optional[Tensor]) -> Tensor:
         """x: (B, C, T, P); emb: (B·T, E) or None."""
@@ -103,11 +129,18 @@ class VideoResBlock(ResBlock):
     """Spatial ResBlock (its own parameters, as sgm subclasses it), then a temporal ResBlock
     over frames, mixed with a learned alpha: out = α·spatial + (1−α)·temporal."""
 
-    def __init__(self, channels: int, emb_channels: int, out_channels: int, cfg: UNetConfig,
-                 kernels: KernelConfig) -> None:
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        out_channels: int,
+        cfg: UNetConfig,
+        kernels: KernelConfig,
+    ) -> None:
         super().__init__(channels, emb_channels, out_channels, cfg.resblock_eps, kernels)
-        self.time_stack = TemporalResBlock(out_channels, emb_channels, cfg.resblock_eps,
-                                           cfg.video_kernel_size, kernels)
+        self.time_stack = TemporalResBlock(
+            out_channels, emb_channels, cfg.resblock_eps, cfg.video_kernel_size, kernels
+        )
         self.time_mixer = MixFactor()
 
     def construct(self, x: Tensor, emb: Tensor, context: Tensor, num_frames: int) -> Tensor:
@@ -122,8 +155,16 @@ class SpatialVideoTransformer(nn.Cell):
     """sgm SpatialVideoTransformer: GN → linear proj_in → per depth (spatial block; temporal
     block on x + frame-position embedding; learned mix) → proj_out → + input."""
 
-    def __init__(self, channels: int, heads: int, dim_head: int, depth: int, context_dim: int,
-                 kernels: KernelConfig, max_time_embed_period: int) -> None:
+    def __init__(
+        self,
+        channels: int,
+        heads: int,
+        dim_head: int,
+        depth: int,
+        context_dim: int,
+        kernels: KernelConfig,
+        max_time_embed_period: int,
+    ) -> None:
         super().__init__()
         inner = heads * dim_head
         cd = kernels.compute_dtype
@@ -131,13 +172,25 @@ class SpatialVideoTransformer(nn.Cell):
         self.max_period = float(max_time_embed_period)
         self.norm = GroupNorm(GROUPS, channels, 1e-6, kernels.group_norm)
         self.proj_in = Linear(channels, inner, compute_dtype=cd)
-        self.transformer_blocks = nn.CellList([
-            BasicTransformerBlock(inner, heads, dim_head, context_dim, kernels) for _ in range(depth)])
-        self.time_stack = nn.CellList([
-            VideoTransformerBlock(inner, heads, dim_head, context_dim, kernels) for _ in range(depth)])
-        self.time_pos_embed = nn.CellList([Linear(channels, 4 * channels, compute_dtype=cd),
-                                           nn.SiLU(), Linear(4 * channels, channels,
-                                                             compute_dtype=cd)])
+        self.transformer_blocks = nn.CellList(
+            [
+                BasicTransformerBlock(inner, heads, dim_head, context_dim, kernels)
+                for _ in range(depth)
+            ]
+        )
+        self.time_stack = nn.CellList(
+            [
+                VideoTransformerBlock(inner, heads, dim_head, context_dim, kernels)
+                for _ in range(depth)
+            ]
+        )
+        self.time_pos_embed = nn.CellList(
+            [
+                Linear(channels, 4 * channels, compute_dtype=cd),
+                nn.SiLU(),
+                Linear(4 * channels, channels, compute_dtype=cd),
+            ]
+        )
         self.time_mixer = MixFactor()
         self.proj_out = Linear(inner, channels, compute_dtype=cd)
 
@@ -170,8 +223,15 @@ class SpatialVideoTransformer(nn.Cell):
 class Downsample(nn.Cell):
     def __init__(self, channels: int, kernels: KernelConfig) -> None:
         super().__init__()
-        self.op = Conv2d(channels, channels, 3, stride=2, padding=1,
-                         compute_dtype=kernels.compute_dtype, kind=kernels.conv)
+        self.op = Conv2d(
+            channels,
+            channels,
+            3,
+            stride=2,
+            padding=1,
+            compute_dtype=kernels.compute_dtype,
+            kind=kernels.conv,
+        )
 
     def construct(self, x: Tensor, emb: Tensor, context: Tensor, num_frames: int) -> Tensor:
         return self.op(x)
@@ -180,8 +240,9 @@ class Downsample(nn.Cell):
 class Upsample(nn.Cell):
     def __init__(self, channels: int, kernels: KernelConfig) -> None:
         super().__init__()
-        self.conv = Conv2d(channels, channels, 3, padding=1, compute_dtype=kernels.compute_dtype,
-                           kind=kernels.conv)
+        self.conv = Conv2d(
+            channels, channels, 3, padding=1, compute_dtype=kernels.compute_dtype, kind=kernels.conv
+        )
 
     def construct(self, x: Tensor, emb: Tensor, context: Tensor, num_frames: int) -> Tensor:
         return self.conv(upsample_nearest2x(x))
@@ -210,15 +271,23 @@ def _layer_cell(layer: Layer, cfg: UNetConfig, kernels: KernelConfig) -> nn.Cell
         return VideoResBlock(cin, cfg.time_embed_dim, cout, cfg, kernels)
     if layer.kind == TRANSFORMER:
         heads = cout // cfg.num_head_channels
-        return SpatialVideoTransformer(cout, heads, cfg.num_head_channels, cfg.transformer_depth,
-                                       cfg.context_dim, kernels, cfg.max_time_embed_period)
+        return SpatialVideoTransformer(
+            cout,
+            heads,
+            cfg.num_head_channels,
+            cfg.transformer_depth,
+            cfg.context_dim,
+            kernels,
+            cfg.max_time_embed_period,
+        )
     if layer.kind == DOWNSAMPLE:
         return Downsample(cout, kernels)
     if layer.kind == UPSAMPLE:
         return Upsample(cout, kernels)
     if layer.kind == CONV_IN:
-        return InputConv(cin, cout, 3, padding=1, compute_dtype=kernels.compute_dtype,
-                         kind=kernels.conv)
+        return InputConv(
+            cin, cout, 3, padding=1, compute_dtype=kernels.compute_dtype, kind=kernels.conv
+        )
     raise ValueError(f"unknown U-Net layer kind {layer.kind!r}")
 
 
@@ -240,11 +309,24 @@ class VideoUNet(nn.Cell):
         mc = cfg.model_channels
         emb_dim = cfg.time_embed_dim
         self.model_channels = mc
-        self.time_embed = nn.CellList([Linear(mc, emb_dim, compute_dtype=cd), nn.SiLU(),
-                                       Linear(emb_dim, emb_dim, compute_dtype=cd)])
-        self.label_emb = nn.CellList([nn.CellList([
-            Linear(cfg.adm_in_channels, emb_dim, compute_dtype=cd), nn.SiLU(),
-            Linear(emb_dim, emb_dim, compute_dtype=cd)])])
+        self.time_embed = nn.CellList(
+            [
+                Linear(mc, emb_dim, compute_dtype=cd),
+                nn.SiLU(),
+                Linear(emb_dim, emb_dim, compute_dtype=cd),
+            ]
+        )
+        self.label_emb = nn.CellList(
+            [
+                nn.CellList(
+                    [
+                        Linear(cfg.adm_in_channels, emb_dim, compute_dtype=cd),
+                        nn.SiLU(),
+                        Linear(emb_dim, emb_dim, compute_dtype=cd),
+                    ]
+                )
+            ]
+        )
 
         # The blocks as the plan lays them out; a cell's place in its EmbedSequential gives
         # it Stability's name (input_blocks.1.0, ...).
@@ -255,13 +337,17 @@ class VideoUNet(nn.Cell):
 
         # sgm builds the output conv from model_channels (== the last block's width
         # whenever channel_mult[0] == 1)
-        self.out = nn.CellList([GroupNorm(GROUPS, plan.channels_out, cfg.resblock_eps,
-                                          kernels.group_norm),
-                                nn.SiLU(), Conv2d(mc, cfg.out_channels, 3, padding=1,
-                                                  compute_dtype=cd, kind=kernels.conv)])
+        self.out = nn.CellList(
+            [
+                GroupNorm(GROUPS, plan.channels_out, cfg.resblock_eps, kernels.group_norm),
+                nn.SiLU(),
+                Conv2d(mc, cfg.out_channels, 3, padding=1, compute_dtype=cd, kind=kernels.conv),
+            ]
+        )
 
-    def construct(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor,
-                  num_frames: int) -> Tensor:
+    def construct(
+        self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor, num_frames: int
+    ) -> Tensor:
         t_emb = timestep_embedding(timesteps, self.model_channels)
         emb = self.time_embed[2](_silu(self.time_embed[0](t_emb)))
         label = self.label_emb[0]

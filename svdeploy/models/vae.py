@@ -4,6 +4,7 @@ is conditioned with, and the temporal decoder (sgm ``VideoDecoder``, time_mode "
 GroupNorms of the sgm autoencoder use eps 1e-6; the decoder's temporal res blocks are
 openaimodel ResBlocks and use 1e-5. Shapes: N = frames of one chunk, C channels, H×W pixels.
 """
+
 from __future__ import annotations
 
 from typing import List
@@ -22,10 +23,24 @@ from .unet import TemporalResBlock, frames_to_time_major, time_major_to_frames
 AE_EPS = 1e-6
 
 
-def _conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-          padding: int = 0, *, kernels: KernelConfig) -> Conv2d:
-    return Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                  compute_dtype=kernels.compute_dtype, kind=kernels.conv)
+def _conv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    *,
+    kernels: KernelConfig,
+) -> Conv2d:
+    return Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        compute_dtype=kernels.compute_dtype,
+        kind=kernels.conv,
+    )
 
 
 def _silu(x: Tensor) -> Tensor:
@@ -42,8 +57,9 @@ class ResnetBlock(nn.Cell):
         self.norm2 = GroupNorm(GROUPS, out_channels, AE_EPS, kernels.group_norm)
         self.conv2 = _conv(out_channels, out_channels, 3, padding=1, kernels=kernels)
         self.has_shortcut = in_channels != out_channels
-        self.nin_shortcut = (_conv(in_channels, out_channels, 1, kernels=kernels)
-                             if self.has_shortcut else None)
+        self.nin_shortcut = (
+            _conv(in_channels, out_channels, 1, kernels=kernels) if self.has_shortcut else None
+        )
 
     def construct(self, x: Tensor) -> Tensor:
         return self.forward_spatial(x)
@@ -59,8 +75,9 @@ class VideoResnetBlock(ResnetBlock):
     """Decoder block: spatial ResnetBlock, then a temporal ResBlock over the chunk's frames,
     mixed the other way round from the U-Net: out = α·temporal + (1−α)·spatial."""
 
-    def __init__(self, in_channels: int, out_channels: int, cfg: VAEConfig,
-                 kernels: KernelConfig) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, cfg: VAEConfig, kernels: KernelConfig
+    ) -> None:
         super().__init__(in_channels, out_channels, kernels)
         self.time_stack = TemporalResBlock(out_channels, 0, 1e-5, cfg.video_kernel_size, kernels)
         self.mix_factor = Parameter(ops.zeros((1,), ms.float32), name="mix_factor")
@@ -96,8 +113,14 @@ class AttnBlock(nn.Cell):
     def construct(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
         hn = self.norm(x)
-        out = attention(_tokens(self.q(hn)), _tokens(self.k(hn)), _tokens(self.v(hn)), 1,
-                        self.attention_kind, self.dtype)
+        out = attention(
+            _tokens(self.q(hn)),
+            _tokens(self.k(hn)),
+            _tokens(self.v(hn)),
+            1,
+            self.attention_kind,
+            self.dtype,
+        )
         out = out.transpose(0, 2, 1).reshape(n, c, h, w)
         return x + self.proj_out(out)
 
@@ -199,19 +222,31 @@ class VAEEncoder(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         moments = self.quant_conv(self.encoder(x))
-        return moments[:, :self.embed_dim]  # mean; the log-variance half is unused (mode)
+        return moments[:, : self.embed_dim]  # mean; the log-variance half is unused (mode)
 
 
 class AE3DConv(Conv2d):
     """conv_out: a 3×3 Conv2d (this cell's own weight) followed by ``time_mix_conv``, a
     (k,1,1) convolution over the frames of the chunk."""
 
-    def __init__(self, in_channels: int, out_channels: int, video_kernel_size: int,
-                 kernels: KernelConfig) -> None:
-        super().__init__(in_channels, out_channels, 3, padding=1,
-                         compute_dtype=kernels.compute_dtype, kind=kernels.conv)
-        self.time_mix_conv = TemporalConv(out_channels, out_channels, video_kernel_size,
-                                          kernels.temporal_conv, kernels.compute_dtype)
+    def __init__(
+        self, in_channels: int, out_channels: int, video_kernel_size: int, kernels: KernelConfig
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            3,
+            padding=1,
+            compute_dtype=kernels.compute_dtype,
+            kind=kernels.conv,
+        )
+        self.time_mix_conv = TemporalConv(
+            out_channels,
+            out_channels,
+            video_kernel_size,
+            kernels.temporal_conv,
+            kernels.compute_dtype,
+        )
 
     def construct(self, x: Tensor, num_frames: int) -> Tensor:
         x = self.forward_conv(x)

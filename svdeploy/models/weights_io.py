@@ -11,6 +11,7 @@ last tensor arrived.
 Every problem with a file (foreign content, a bad header, truncation, an unsupported dtype) is a
 :class:`~svdeploy.errors.CheckpointError` that names the file and what is wrong.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,19 +32,39 @@ Shape = Tuple[int, ...]
 # safetensors dtype code → numpy dtype of the bytes on disk (BF16 is read as raw uint16 and
 # widened to float32 by a 16-bit shift, so ml_dtypes is not needed).
 _SAFETENSORS_DTYPES: Dict[str, np.dtype] = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
-    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-    "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"),
+    "U32": np.dtype("<u4"),
+    "U16": np.dtype("<u2"),
+    "U8": np.dtype("u1"),
     "BOOL": np.dtype("?"),
 }
 _NUMPY_TO_SAFETENSORS: Dict[np.dtype, str] = {
-    dt: code for code, dt in _SAFETENSORS_DTYPES.items() if code != "BF16"}
+    dt: code for code, dt in _SAFETENSORS_DTYPES.items() if code != "BF16"
+}
 
 # MindSpore checkpoint TensorProto.tensor_type → safetensors dtype code.
 _MINDSPORE_DTYPES: Dict[str, str] = {
-    "Float64": "F64", "Float32": "F32", "Float16": "F16", "BFloat16": "BF16",
-    "Int64": "I64", "Int32": "I32", "Int16": "I16", "Int8": "I8",
-    "UInt64": "U64", "UInt32": "U32", "UInt16": "U16", "UInt8": "U8", "Bool": "BOOL",
+    "Float64": "F64",
+    "Float32": "F32",
+    "Float16": "F16",
+    "BFloat16": "BF16",
+    "Int64": "I64",
+    "Int32": "I32",
+    "Int16": "I16",
+    "Int8": "I8",
+    "UInt64": "U64",
+    "UInt32": "U32",
+    "UInt16": "U16",
+    "UInt8": "U8",
+    "Bool": "BOOL",
 }
 
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
@@ -108,7 +129,8 @@ class TensorFile:
         if info.dtype not in FLOAT_DTYPES:
             raise CheckpointError(
                 f"{self.path}: tensor {name!r} has dtype {info.dtype}; expected a floating-point "
-                f"tensor ({', '.join(FLOAT_DTYPES)})")
+                f"tensor ({', '.join(FLOAT_DTYPES)})"
+            )
         return np.ascontiguousarray(array, dtype=np.float32)
 
     def _info(self, name: str) -> TensorInfo:
@@ -133,7 +155,9 @@ def _readinto_exact(fh: BinaryIO, buffer: memoryview, path: Path, what: str) -> 
     while done < len(view):
         got = fh.readinto(view[done:])
         if not got:
-            raise CheckpointError(f"{path} is truncated: {what} ends after {done} of {len(view)} bytes")
+            raise CheckpointError(
+                f"{path} is truncated: {what} ends after {done} of {len(view)} bytes"
+            )
         done += got
 
 
@@ -170,15 +194,20 @@ class SafetensorsFile(TensorFile):
         if header_len > size - 8 or header_len > MAX_SAFETENSORS_HEADER or header_len < 2:
             raise CheckpointError(
                 f"{self.path} is not a safetensors file (or is truncated): the header length field "
-                f"reads {header_len} bytes but the file has {size} bytes")
+                f"reads {header_len} bytes but the file has {size} bytes"
+            )
         raw = self._fh.read(header_len)
         if not raw.lstrip().startswith(b"{"):
-            raise CheckpointError(f"{self.path} is not a safetensors file: the header does not start "
-                                  "with a JSON object")
+            raise CheckpointError(
+                f"{self.path} is not a safetensors file: the header does not start "
+                "with a JSON object"
+            )
         try:
             header = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{self.path}: the safetensors header is not valid JSON ({exc})") from None
+            raise CheckpointError(
+                f"{self.path}: the safetensors header is not valid JSON ({exc})"
+            ) from None
         if not isinstance(header, dict):
             raise CheckpointError(f"{self.path}: the safetensors header is not a JSON object")
         self._data_start = 8 + header_len
@@ -193,32 +222,44 @@ class SafetensorsFile(TensorFile):
                 raise CheckpointError(
                     f"{self.path} is truncated: tensor {name!r} "
                     f"needs data bytes {begin}..{end} but the "
-                    f"file holds only {data_size} data bytes")
+                    f"file holds only {data_size} data bytes"
+                )
             self.infos[name] = info
             self._offsets[name] = (begin, end)
 
     def _check_entry(self, name: str, entry: Any) -> Tuple[TensorInfo, int, int]:
         if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
-            raise CheckpointError(f"{self.path}: header entry {name!r} lacks dtype/shape/data_offsets")
+            raise CheckpointError(
+                f"{self.path}: header entry {name!r} lacks dtype/shape/data_offsets"
+            )
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise CheckpointError(f"{self.path}: tensor {name!r} has an invalid shape {shape!r}")
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(isinstance(o, int) and o >= 0 for o in offsets) or offsets[1] < offsets[0]):
-            raise CheckpointError(f"{self.path}: tensor {name!r} has invalid data_offsets {offsets!r}")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and o >= 0 for o in offsets)
+            or offsets[1] < offsets[0]
+        ):
+            raise CheckpointError(
+                f"{self.path}: tensor {name!r} has invalid data_offsets {offsets!r}"
+            )
         info = TensorInfo(name, tuple(shape), str(dtype))
         begin, end = offsets
         if dtype in _SAFETENSORS_DTYPES and end - begin != info.nbytes:
             raise CheckpointError(
                 f"{self.path}: tensor {name!r} ({dtype}, shape {tuple(shape)}) should take "
-                f"{info.nbytes} bytes but its data_offsets span {end - begin}")
+                f"{info.nbytes} bytes but its data_offsets span {end - begin}"
+            )
         return info, begin, end
 
     def read(self, name: str) -> np.ndarray:
         info = self._info(name)
         if info.dtype not in _SAFETENSORS_DTYPES:
-            raise CheckpointError(f"{self.path}: tensor {name!r} has dtype {info.dtype}, which svdeploy "
-                                  f"cannot read (supported: {', '.join(_SAFETENSORS_DTYPES)})")
+            raise CheckpointError(
+                f"{self.path}: tensor {name!r} has dtype {info.dtype}, which svdeploy "
+                f"cannot read (supported: {', '.join(_SAFETENSORS_DTYPES)})"
+            )
         if self._fh is None:
             raise CheckpointError(f"{self.path} is closed")
         begin, _ = self._offsets[name]
@@ -243,11 +284,16 @@ class SafetensorsWriter:
     by :meth:`close` once every tensor arrived; on an exception (``with`` block) it is removed.
     """
 
-    def __init__(self, path: PathLike, entries: Sequence[Tuple[str, Shape, str]],
-                 metadata: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(
+        self,
+        path: PathLike,
+        entries: Sequence[Tuple[str, Shape, str]],
+        metadata: Optional[Mapping[str, str]] = None,
+    ) -> None:
         self.path = Path(path)
-        self._entries = [TensorInfo(name, tuple(int(d) for d in shape), dtype)
-                         for name, shape, dtype in entries]
+        self._entries = [
+            TensorInfo(name, tuple(int(d) for d in shape), dtype) for name, shape, dtype in entries
+        ]
         names = [e.name for e in self._entries]
         if len(set(names)) != len(names):
             raise ValueError("duplicate tensor names in SafetensorsWriter entries")
@@ -259,12 +305,17 @@ class SafetensorsWriter:
             header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
         offset = 0
         for entry in self._entries:
-            header[entry.name] = {"dtype": entry.dtype, "shape": list(entry.shape),
-                                  "data_offsets": [offset, offset + entry.nbytes]}
+            header[entry.name] = {
+                "dtype": entry.dtype,
+                "shape": list(entry.shape),
+                "data_offsets": [offset, offset + entry.nbytes],
+            }
             offset += entry.nbytes
         raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
         raw += b" " * (-(8 + len(raw)) % 8)  # data start 8-byte aligned, like the reference writer
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
         self._tmp = Path(tmp)
         self._fh: Optional[BinaryIO] = os.fdopen(fd, "wb")
         self._next = 0
@@ -279,18 +330,24 @@ class SafetensorsWriter:
         if self._fh is None:
             raise ValueError(f"SafetensorsWriter for {self.path} is closed")
         if self._next >= len(self._entries):
-            raise ValueError(f"tensor {name!r}: all {len(self._entries)} tensors were already written")
+            raise ValueError(
+                f"tensor {name!r}: all {len(self._entries)} tensors were already written"
+            )
         entry = self._entries[self._next]
         if name != entry.name:
             raise ValueError(f"tensor {name!r} written out of order; expected {entry.name!r} next")
         if tuple(array.shape) != entry.shape:
-            raise ValueError(f"tensor {name!r} has shape {tuple(array.shape)}; the header says {entry.shape}")
+            raise ValueError(
+                f"tensor {name!r} has shape {tuple(array.shape)}; the header says {entry.shape}"
+            )
         if entry.dtype == "BF16":
             data = float32_to_bf16_bits(array)
         else:
             expected = _SAFETENSORS_DTYPES[entry.dtype]
             if array.dtype.newbyteorder("<") != expected and array.dtype != expected:
-                raise ValueError(f"tensor {name!r} has dtype {array.dtype}; the header says {entry.dtype}")
+                raise ValueError(
+                    f"tensor {name!r} has dtype {array.dtype}; the header says {entry.dtype}"
+                )
             data = np.ascontiguousarray(array, dtype=expected)
         if data.size:  # a zero-size view cannot be cast to bytes
             self._fh.write(memoryview(data.reshape(-1)).cast("B"))
@@ -307,8 +364,10 @@ class SafetensorsWriter:
         if self._next != len(self._entries):
             missing = self._entries[self._next].name
             self.abort()
-            raise ValueError(f"{self.path}: only {self._next} of {len(self._entries)} tensors were "
-                             f"written (next expected: {missing!r})")
+            raise ValueError(
+                f"{self.path}: only {self._next} of {len(self._entries)} tensors were "
+                f"written (next expected: {missing!r})"
+            )
         try:
             self._fh.flush()
             os.fsync(self._fh.fileno())
@@ -337,14 +396,17 @@ class SafetensorsWriter:
             self.abort()
 
 
-def save_safetensors(path: PathLike, tensors: Mapping[str, np.ndarray],
-                     metadata: Optional[Mapping[str, str]] = None) -> None:
+def save_safetensors(
+    path: PathLike, tensors: Mapping[str, np.ndarray], metadata: Optional[Mapping[str, str]] = None
+) -> None:
     """Write a small in-memory dict of arrays (names sorted) through the streaming writer."""
     names = sorted(tensors)
     entries = []
     for name in names:
         dtype = np.asarray(tensors[name]).dtype
-        code = _NUMPY_TO_SAFETENSORS.get(dtype.newbyteorder("<")) or _NUMPY_TO_SAFETENSORS.get(dtype)
+        code = _NUMPY_TO_SAFETENSORS.get(dtype.newbyteorder("<")) or _NUMPY_TO_SAFETENSORS.get(
+            dtype
+        )
         if code is None:
             raise ValueError(f"tensor {name!r}: numpy dtype {dtype} has no safetensors code")
         entries.append((name, np.shape(tensors[name]), code))
@@ -394,7 +456,9 @@ class _WireReader:
                 return result
             shift += 7
             if shift > 63:
-                raise CheckpointError(f"{self.path}: malformed protobuf varint at byte {self.fh.tell()}")
+                raise CheckpointError(
+                    f"{self.path}: malformed protobuf varint at byte {self.fh.tell()}"
+                )
 
     def read_bytes(self, length: int, limit: int, what: str) -> bytes:
         if self.fh.tell() + length > limit:
@@ -415,8 +479,10 @@ class _WireReader:
         elif wire_type == 5:
             self._seek_to(self.fh.tell() + 4, limit)
         else:
-            raise CheckpointError(f"{self.path}: unsupported protobuf wire type {wire_type} at byte "
-                                  f"{self.fh.tell()}; is this a MindSpore checkpoint?")
+            raise CheckpointError(
+                f"{self.path}: unsupported protobuf wire type {wire_type} at byte "
+                f"{self.fh.tell()}; is this a MindSpore checkpoint?"
+            )
 
     def _seek_to(self, position: int, limit: int) -> None:
         if position > limit:
@@ -424,8 +490,10 @@ class _WireReader:
         self.fh.seek(position)
 
     def _truncated(self, what: str) -> CheckpointError:
-        return CheckpointError(f"{self.path} is truncated or corrupt: {what} at byte {self.fh.tell()} "
-                               f"runs past the end of its record or of the file ({self.size} bytes)")
+        return CheckpointError(
+            f"{self.path} is truncated or corrupt: {what} at byte {self.fh.tell()} "
+            f"runs past the end of its record or of the file ({self.size} bytes)"
+        )
 
 
 @dataclass
@@ -466,8 +534,10 @@ class MindsporeCkptFile(TensorFile):
             key = wire.varint(end)
             if key != 0x0A:  # field 1 (value), length-delimited
                 if start == 0:
-                    raise CheckpointError(f"{self.path} is not a MindSpore checkpoint (first byte 0x{key:02x}; "
-                                          "expected a protobuf Checkpoint; encrypted files are not supported)")
+                    raise CheckpointError(
+                        f"{self.path} is not a MindSpore checkpoint (first byte 0x{key:02x}; "
+                        "expected a protobuf Checkpoint; encrypted files are not supported)"
+                    )
                 wire.skip(key & 7, end)
                 continue
             length = wire.varint(end)
@@ -476,7 +546,8 @@ class MindsporeCkptFile(TensorFile):
                 raise CheckpointError(
                     f"{self.path} is truncated: the record at "
                     f"byte {start} needs {length} bytes but the "
-                    f"file ends at byte {end}")
+                    f"file ends at byte {end}"
+                )
             tag, entry = self._parse_value(wire, value_end, start)
             self._fh.seek(value_end)
             if entry is None:
@@ -485,7 +556,9 @@ class MindsporeCkptFile(TensorFile):
             if known is not None and previous_tag == tag:
                 # a further slice of a tensor over 512 MB
                 if known.dims != entry.dims or known.tensor_type != entry.tensor_type:
-                    raise CheckpointError(f"{self.path}: slices of tensor {tag!r} disagree on shape or dtype")
+                    raise CheckpointError(
+                        f"{self.path}: slices of tensor {tag!r} disagree on shape or dtype"
+                    )
                 known.segments.extend(entry.segments)
             elif known is not None:
                 raise CheckpointError(f"{self.path}: tensor {tag!r} appears twice")
@@ -522,10 +595,13 @@ class MindsporeCkptFile(TensorFile):
                     f"{self.path}: tensor {tag!r} ({entry.tensor_type}, "
                     f"shape {entry.dims}) should hold "
                     f"{info.nbytes} bytes but the file stores "
-                    f"{stored}; the file is truncated or corrupt")
+                    f"{stored}; the file is truncated or corrupt"
+                )
             self.infos[tag] = info
 
-    def _parse_value(self, wire: _WireReader, value_end: int, start: int) -> Tuple[str, Optional[_CkptEntry]]:
+    def _parse_value(
+        self, wire: _WireReader, value_end: int, start: int
+    ) -> Tuple[str, Optional[_CkptEntry]]:
         assert self._fh is not None
         tag: Optional[str] = None
         entry: Optional[_CkptEntry] = None
@@ -537,8 +613,10 @@ class MindsporeCkptFile(TensorFile):
                 try:
                     tag = raw.decode("utf-8")
                 except UnicodeDecodeError:
-                    raise CheckpointError(f"{self.path} is not a MindSpore checkpoint: the record at byte "
-                                          f"{start} has a tag that is not text") from None
+                    raise CheckpointError(
+                        f"{self.path} is not a MindSpore checkpoint: the record at byte "
+                        f"{start} has a tag that is not text"
+                    ) from None
             elif field == 2 and wire_type == 2:
                 length = wire.varint(value_end)
                 entry = self._parse_tensor(wire, self._fh.tell() + length, start)
@@ -552,8 +630,9 @@ class MindsporeCkptFile(TensorFile):
             else:
                 wire.skip(wire_type, value_end)
         if tag is None:
-            raise CheckpointError(f"{self.path} is not a MindSpore checkpoint: the record at byte {start} "
-                                  "has no tag")
+            raise CheckpointError(
+                f"{self.path} is not a MindSpore checkpoint: the record at byte {start} has no tag"
+            )
         if entry is not None:
             entry.tag = tag
         return tag, entry
@@ -585,10 +664,14 @@ class MindsporeCkptFile(TensorFile):
             else:
                 wire.skip(wire_type, tensor_end)
         if tensor_type is None:
-            raise CheckpointError(f"{self.path} is not a MindSpore checkpoint: the record at byte {start} "
-                                  "has a tensor without tensor_type")
+            raise CheckpointError(
+                f"{self.path} is not a MindSpore checkpoint: the record at byte {start} "
+                "has a tensor without tensor_type"
+            )
         if any(d < 0 for d in dims):
-            raise CheckpointError(f"{self.path}: the record at byte {start} has negative dims {dims}")
+            raise CheckpointError(
+                f"{self.path}: the record at byte {start} has negative dims {dims}"
+            )
         return _CkptEntry("", tuple(dims), tensor_type, segments)
 
     def read(self, name: str) -> np.ndarray:
@@ -600,7 +683,9 @@ class MindsporeCkptFile(TensorFile):
         position = 0
         for offset, length in self._entries[name].segments:
             self._fh.seek(offset)
-            _readinto_exact(self._fh, view[position:position + length], self.path, f"tensor {name!r}")
+            _readinto_exact(
+                self._fh, view[position : position + length], self.path, f"tensor {name!r}"
+            )
             position += length
         if info.dtype == "BF16":
             array = bf16_bits_to_float32(array)
@@ -620,9 +705,16 @@ def _signed64(value: int) -> int:
 # torch .pt / .ckpt / .bin
 # ---------------------------------------------------------------------------------------------
 _TORCH_DTYPES = {
-    "torch.float64": "F64", "torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16",
-    "torch.int64": "I64", "torch.int32": "I32", "torch.int16": "I16", "torch.int8": "I8",
-    "torch.uint8": "U8", "torch.bool": "BOOL",
+    "torch.float64": "F64",
+    "torch.float32": "F32",
+    "torch.float16": "F16",
+    "torch.bfloat16": "BF16",
+    "torch.int64": "I64",
+    "torch.int32": "I32",
+    "torch.int16": "I16",
+    "torch.int8": "I8",
+    "torch.uint8": "U8",
+    "torch.bool": "BOOL",
 }
 
 
@@ -644,7 +736,8 @@ class TorchFile(TensorFile):
         except ImportError:
             raise CheckpointError(
                 f"{self.path} is a torch checkpoint, and reading it needs PyTorch, which is not "
-                "installed; install torch or convert the file to safetensors first") from None
+                "installed; install torch or convert the file to safetensors first"
+            ) from None
         self._torch = torch
         state = self._load(torch)
         if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
@@ -653,8 +746,10 @@ class TorchFile(TensorFile):
                     self.non_tensors[str(key)] = "training metadata next to state_dict"
             state = state["state_dict"]
         if not isinstance(state, Mapping):
-            raise CheckpointError(f"{self.path}: expected a dict of tensors (a state dict), found "
-                                  f"{type(state).__name__}")
+            raise CheckpointError(
+                f"{self.path}: expected a dict of tensors (a state dict), found "
+                f"{type(state).__name__}"
+            )
         self._tensors: Dict[str, Any] = {}
         for key, value in state.items():
             name = str(key)
@@ -680,10 +775,13 @@ class TorchFile(TensorFile):
                 f"{self.path}: torch refused to load it with weights_only=True (it pickles objects "
                 f"other than tensors: {str(exc).splitlines()[0][:200]}); "
                 "save its state_dict alone, or "
-                "as safetensors") from None
+                "as safetensors"
+            ) from None
         except Exception as exc:  # torch raises RuntimeError/EOFError/... for damaged files
-            raise CheckpointError(f"{self.path} is not a readable torch checkpoint: "
-                                  f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+            raise CheckpointError(
+                f"{self.path} is not a readable torch checkpoint: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            ) from None
 
     def read(self, name: str) -> np.ndarray:
         self._info(name)
@@ -709,8 +807,10 @@ class MergedTensorFile(TensorFile):
             for name, info in part.infos.items():
                 if name in self._owner:
                     self.close()
-                    raise CheckpointError(f"{self.path}: tensor {name!r} is in both {self._owner[name].path} "
-                                          f"and {part.path}")
+                    raise CheckpointError(
+                        f"{self.path}: tensor {name!r} is in both {self._owner[name].path} "
+                        f"and {part.path}"
+                    )
                 self._owner[name] = part
                 self.infos[name] = info
             self.non_tensors.update(part.non_tensors)
@@ -749,12 +849,18 @@ def sniff_file(path: PathLike) -> str:
     described = _describe_magic(head)
     raise CheckpointError(
         f"{path} is not a checkpoint svdeploy can read ({described}); expected a safetensors file, "
-        "a torch .pt/.ckpt, a MindSpore .ckpt, or a directory")
+        "a torch .pt/.ckpt, a MindSpore .ckpt, or a directory"
+    )
 
 
 def _describe_magic(head: bytes) -> str:
-    known = {b"\x89PNG": "it is a PNG image", b"\xff\xd8\xff": "it is a JPEG image",
-             b"GIF8": "it is a GIF image", b"%PDF": "it is a PDF", b"\x1f\x8b": "it is gzip-compressed"}
+    known = {
+        b"\x89PNG": "it is a PNG image",
+        b"\xff\xd8\xff": "it is a JPEG image",
+        b"GIF8": "it is a GIF image",
+        b"%PDF": "it is a PDF",
+        b"\x1f\x8b": "it is gzip-compressed",
+    }
     for magic, text in known.items():
         if head.startswith(magic):
             return text

@@ -15,6 +15,7 @@ against the manifest and timed. Backend libraries are imported only when chosen:
   in process or through ``lite_worker.py`` in another interpreter (``lite.py``); an artifact
   without lite graphs (``--target ascend``, converted on the host) runs its MindIR graphs.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -31,8 +32,12 @@ from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import GraphEntry, Manifest, read_manifest, require_complete
 
 # Graph file format each backend runs.
-BACKEND_FORMATS: Dict[str, str] = {"onnxruntime": "onnx", "mindspore": "mindir", "lite": "lite",
-                                   "openvino": "onnx"}
+BACKEND_FORMATS: Dict[str, str] = {
+    "onnxruntime": "onnx",
+    "mindspore": "mindir",
+    "lite": "lite",
+    "openvino": "onnx",
+}
 # Formats a backend can run, preferred first: Lite also reads MindIR from a MindSpore no newer
 # than itself (an Ascend artifact's graphs before or after converter_lite).
 _RUNNABLE_FORMATS: Dict[str, Tuple[str, ...]] = {"lite": ("lite", "mindir")}
@@ -41,16 +46,21 @@ BACKENDS: Tuple[str, ...] = tuple(BACKEND_FORMATS)
 # library imports. Measured by svd-bench on CPU (benchmarks/README.md): OpenVINO beats ONNX
 # Runtime on the same .onnx files (fp32 and, far more, bf16), ONNX Runtime beats MindSpore.
 BACKEND_PREFERENCE: Tuple[str, ...] = ("openvino", "onnxruntime", "mindspore", "lite")
-_BACKEND_MODULES: Dict[str, str] = {"onnxruntime": "onnxruntime", "mindspore": "mindspore",
-                                    "lite": "mindspore_lite", "openvino": "openvino"}
+_BACKEND_MODULES: Dict[str, str] = {
+    "onnxruntime": "onnxruntime",
+    "mindspore": "mindspore",
+    "lite": "mindspore_lite",
+    "openvino": "openvino",
+}
 _INSTALL_HINTS: Dict[str, str] = {
     "onnxruntime": "install it with `pip install onnxruntime` (or svdeploy[onnx])",
     "openvino": "install it with `pip install openvino` (or svdeploy[openvino])",
     "mindspore": "install it with `pip install mindspore`",
     "lite": "MindSpore Lite publishes wheels only for some Python versions (mindspore-lite "
-            "2.0.0: CPython 3.7); name an interpreter that has it with --lite-python or "
-            "SVDEPLOY_LITE_PYTHON, or choose --backend mindspore or onnxruntime",
+    "2.0.0: CPython 3.7); name an interpreter that has it with --lite-python or "
+    "SVDEPLOY_LITE_PYTHON, or choose --backend mindspore or onnxruntime",
 }
+
 
 def first_line(exc: BaseException) -> str:
     """A backend exception as one line: MindSpore appends a multi-line C++ stack."""
@@ -93,20 +103,28 @@ class CheckedGraph:
                 parts.append("missing " + ", ".join(repr(n) for n in missing))
             if unexpected:
                 parts.append("unexpected " + ", ".join(repr(n) for n in unexpected))
-            raise InputError(f"graph {self.name!r}: {'; '.join(parts)} input(s); expected exactly "
-                             f"{', '.join(expected)}")
+            raise InputError(
+                f"graph {self.name!r}: {'; '.join(parts)} input(s); expected exactly "
+                f"{', '.join(expected)}"
+            )
         ordered: Dict[str, np.ndarray] = {}
         for spec in self.entry.inputs:
             value = inputs[spec.name]
             if not isinstance(value, np.ndarray):
-                raise InputError(f"graph {self.name!r} input {spec.name!r}: got "
-                                 f"{type(value).__name__}, expected a numpy array")
+                raise InputError(
+                    f"graph {self.name!r} input {spec.name!r}: got "
+                    f"{type(value).__name__}, expected a numpy array"
+                )
             if value.dtype != np.dtype(spec.dtype):
-                raise InputError(f"graph {self.name!r} input {spec.name!r}: dtype {value.dtype}, "
-                                 f"expected {spec.dtype}")
+                raise InputError(
+                    f"graph {self.name!r} input {spec.name!r}: dtype {value.dtype}, "
+                    f"expected {spec.dtype}"
+                )
             if tuple(value.shape) != tuple(spec.shape):
-                raise InputError(f"graph {self.name!r} input {spec.name!r}: shape "
-                                 f"{tuple(value.shape)}, expected {tuple(spec.shape)}")
+                raise InputError(
+                    f"graph {self.name!r} input {spec.name!r}: shape "
+                    f"{tuple(value.shape)}, expected {tuple(spec.shape)}"
+                )
             ordered[spec.name] = np.ascontiguousarray(value)
         return ordered
 
@@ -115,21 +133,27 @@ class CheckedGraph:
         if isinstance(raw, Mapping):
             missing = [s.name for s in specs if s.name not in raw]
             if missing:
-                raise BackendError(f"graph {self.name!r} returned outputs {sorted(raw)}; expected "
-                                   f"{', '.join(s.name for s in specs)}")
+                raise BackendError(
+                    f"graph {self.name!r} returned outputs {sorted(raw)}; expected "
+                    f"{', '.join(s.name for s in specs)}"
+                )
             values = [raw[s.name] for s in specs]
         else:
             values = [raw] if isinstance(raw, np.ndarray) else list(raw)
             if len(values) != len(specs):
-                raise BackendError(f"graph {self.name!r} returned {len(values)} outputs; the manifest "
-                                   f"lists {len(specs)} ({', '.join(s.name for s in specs)})")
+                raise BackendError(
+                    f"graph {self.name!r} returned {len(values)} outputs; the manifest "
+                    f"lists {len(specs)} ({', '.join(s.name for s in specs)})"
+                )
         result: Dict[str, np.ndarray] = {}
         for spec, value in zip(specs, values):
             value = np.asarray(value)
             if tuple(value.shape) != tuple(spec.shape) or value.dtype != np.dtype(spec.dtype):
-                raise BackendError(f"graph {self.name!r} output {spec.name!r}: got {value.dtype} "
-                                   f"{tuple(value.shape)}, the manifest records {spec.dtype} "
-                                   f"{tuple(spec.shape)}")
+                raise BackendError(
+                    f"graph {self.name!r} output {spec.name!r}: got {value.dtype} "
+                    f"{tuple(value.shape)}, the manifest records {spec.dtype} "
+                    f"{tuple(spec.shape)}"
+                )
             result[spec.name] = value
         return result
 
@@ -152,9 +176,11 @@ class CheckedGraph:
         except (InputError, ManifestError, BackendError):
             raise
         except Exception as exc:  # a backend's own error: name the graph and the backend
-            raise BackendError(f"graph {self.name!r} failed in backend {self.backend!r} on inputs "
-                               f"{self._shapes(ordered)} (the manifest's shapes): "
-                               f"{first_line(exc)}") from exc
+            raise BackendError(
+                f"graph {self.name!r} failed in backend {self.backend!r} on inputs "
+                f"{self._shapes(ordered)} (the manifest's shapes): "
+                f"{first_line(exc)}"
+            ) from exc
         finally:
             self.seconds += time.perf_counter() - start
             self.calls += 1
@@ -172,8 +198,10 @@ def import_backend(backend: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise BackendError(f"backend {backend!r} needs the Python package {module!r}, which is not "
-                           f"installed or does not import ({exc}); {_INSTALL_HINTS[backend]}") from None
+        raise BackendError(
+            f"backend {backend!r} needs the Python package {module!r}, which is not "
+            f"installed or does not import ({exc}); {_INSTALL_HINTS[backend]}"
+        ) from None
 
 
 def backend_importable(backend: str) -> bool:
@@ -209,31 +237,37 @@ def _available(backend: str, lite_python: Optional[str]) -> bool:
     return backend_importable(backend)
 
 
-def choose_backend(manifest: Manifest, requested: Optional[str] = None,
-                   lite_python: Optional[str] = None) -> str:
+def choose_backend(
+    manifest: Manifest, requested: Optional[str] = None, lite_python: Optional[str] = None
+) -> str:
     """The requested backend after checking it can run this artifact, or the first of
     ``BACKEND_PREFERENCE`` that the artifact's formats and this machine allow. Lite counts as
     available when ``mindspore_lite`` imports here or an interpreter is named for it."""
     formats = manifest.formats()
     if requested is not None:
         if requested not in BACKEND_FORMATS:
-            raise BackendError(f"backend {requested!r} is unknown; expected one of "
-                               f"{', '.join(BACKENDS)}")
+            raise BackendError(
+                f"backend {requested!r} is unknown; expected one of {', '.join(BACKENDS)}"
+            )
         if runnable_format(requested, formats) is None:
             usable = [b for b in BACKENDS if runnable_format(b, formats)]
             wanted = "/".join(_RUNNABLE_FORMATS.get(requested, (BACKEND_FORMATS[requested],)))
-            raise BackendError(f"backend {requested!r} runs {wanted} graphs, but the artifact "
-                               f"holds only {', '.join(formats)} graphs; use one of "
-                               f"{', '.join(usable)}")
+            raise BackendError(
+                f"backend {requested!r} runs {wanted} graphs, but the artifact "
+                f"holds only {', '.join(formats)} graphs; use one of "
+                f"{', '.join(usable)}"
+            )
         if requested != "lite":  # Lite is opened (in process or in a worker) at load
             import_backend(requested)
         return requested
     for backend in backend_preference(manifest):
         if runnable_format(backend, formats) and _available(backend, lite_python):
             return backend
-    raise BackendError(f"no installed backend can run this artifact ({', '.join(formats)} graphs); "
-                       "install onnxruntime (for onnx) or mindspore (for mindir), or name a "
-                       "MindSpore Lite interpreter with --lite-python (for lite)")
+    raise BackendError(
+        f"no installed backend can run this artifact ({', '.join(formats)} graphs); "
+        "install onnxruntime (for onnx) or mindspore (for mindir), or name a "
+        "MindSpore Lite interpreter with --lite-python (for lite)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,23 +292,30 @@ def resolve_precision(backend: str, manifest: Manifest, precision: Optional[str]
     A precision a backend cannot give raises a BackendError saying which backend can."""
     precision = "auto" if precision is None else precision
     if precision not in PRECISIONS:
-        raise InputError(f"precision {precision!r} is unknown; expected one of "
-                         f"{', '.join(PRECISIONS)}")
+        raise InputError(
+            f"precision {precision!r} is unknown; expected one of {', '.join(PRECISIONS)}"
+        )
     if backend == "openvino":
         if _graph_precision(manifest) != "fp32":
-            raise BackendError(f"backend 'openvino' runs fp32 ONNX graphs; this artifact's graphs "
-                               f"are {_graph_precision(manifest)}")
+            raise BackendError(
+                f"backend 'openvino' runs fp32 ONNX graphs; this artifact's graphs "
+                f"are {_graph_precision(manifest)}"
+            )
         return OpenVINOBackend.resolve(precision)
     baked = _graph_precision(manifest)
     if precision in ("auto", baked):
         return baked
     if backend == "onnxruntime":
-        raise BackendError(f"backend 'onnxruntime' cannot run precision {precision!r}: ONNX Runtime's "
-                           "CPU provider runs svdeploy's ONNX graphs in float32 only; use "
-                           "--backend openvino for bf16 on a CPU with native bf16")
-    raise BackendError(f"backend {backend!r} runs the MindIR graphs in the precision they were "
-                       f"exported with ({baked}), not {precision!r}; re-export with svd-export "
-                       f"--dtype {precision} --format mindir, or use --backend openvino")
+        raise BackendError(
+            f"backend 'onnxruntime' cannot run precision {precision!r}: ONNX Runtime's "
+            "CPU provider runs svdeploy's ONNX graphs in float32 only; use "
+            "--backend openvino for bf16 on a CPU with native bf16"
+        )
+    raise BackendError(
+        f"backend {backend!r} runs the MindIR graphs in the precision they were "
+        f"exported with ({baked}), not {precision!r}; re-export with svd-export "
+        f"--dtype {precision} --format mindir, or use --backend openvino"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,18 +336,25 @@ def _load_onnxruntime(entry: GraphEntry, path: Path, manifest: Manifest) -> Grap
     expected = [s.name for s in entry.inputs]
     if sorted(graph_inputs) != sorted(expected):
         # Inputs are fed by name, so a graph with other names cannot be run safely.
-        raise BackendError(f"{path.name}: the ONNX graph's inputs are {sorted(graph_inputs)}, the "
-                           f"manifest lists {expected}")
+        raise BackendError(
+            f"{path.name}: the ONNX graph's inputs are {sorted(graph_inputs)}, the "
+            f"manifest lists {expected}"
+        )
     for spec in entry.inputs:
         dims = graph_inputs[spec.name].shape
         static = [d if isinstance(d, int) else None for d in dims]
-        if len(static) != len(spec.shape) or any(d is not None and d != s
-                                                 for d, s in zip(static, spec.shape)):
-            raise BackendError(f"{path.name}: ONNX input {spec.name!r} has shape {list(dims)}, the "
-                               f"manifest records {list(spec.shape)}")
+        if len(static) != len(spec.shape) or any(
+            d is not None and d != s for d, s in zip(static, spec.shape)
+        ):
+            raise BackendError(
+                f"{path.name}: ONNX input {spec.name!r} has shape {list(dims)}, the "
+                f"manifest records {list(spec.shape)}"
+            )
     if len(session.get_outputs()) != len(entry.outputs):
-        raise BackendError(f"{path.name}: the ONNX graph has {len(session.get_outputs())} outputs, "
-                           f"the manifest lists {len(entry.outputs)}")
+        raise BackendError(
+            f"{path.name}: the ONNX graph has {len(session.get_outputs())} outputs, "
+            f"the manifest lists {len(entry.outputs)}"
+        )
 
     def run(inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
         # Outputs are taken by position: exporters name them freely.
@@ -339,16 +387,20 @@ def _version_tuple(version: str) -> Tuple[int, ...]:
 def _load_lite(entry: GraphEntry, path: Path, manifest: Manifest, session: Any) -> GraphFn:
     converted_by = entry.extra.get("lite_version")
     if converted_by and _version_tuple(session.version) < _version_tuple(converted_by):
-        raise BackendError(f"{path.name} was converted by MindSpore Lite {converted_by}; the Lite "
-                           f"here ({session.where}) is {session.version}, which may not read it: "
-                           f"use a Lite ≥ {converted_by}")
+        raise BackendError(
+            f"{path.name} was converted by MindSpore Lite {converted_by}; the Lite "
+            f"here ({session.where}) is {session.version}, which may not read it: "
+            f"use a Lite ≥ {converted_by}"
+        )
     target = "ascend" if manifest.target.lower() == "ascend" else "cpu"
     graph = session.load(path, target)
     names = [s.name for s in entry.inputs]
     if len(graph.inputs) != len(names):
         session.unload(graph)
-        raise BackendError(f"{path.name}: the Lite graph takes {len(graph.inputs)} inputs, the "
-                           f"manifest lists {len(names)} ({', '.join(names)})")
+        raise BackendError(
+            f"{path.name}: the Lite graph takes {len(graph.inputs)} inputs, the "
+            f"manifest lists {len(names)} ({', '.join(names)})"
+        )
     return _LiteRun(session, graph, names)
 
 
@@ -389,8 +441,12 @@ class OpenVINOBackend:
     there), which would break fp32 parity silently. ``threads`` (None: OpenVINO's default, all
     cores) sets INFERENCE_NUM_THREADS; the LATENCY hint gives one stream for one request."""
 
-    def __init__(self, precision: str = "fp32", cache_dir: Optional[Path] = None,
-                 threads: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        precision: str = "fp32",
+        cache_dir: Optional[Path] = None,
+        threads: Optional[int] = None,
+    ) -> None:
         if precision not in ("fp32", "bf16"):
             raise BackendError(f"backend 'openvino' runs fp32 or bf16, not {precision!r}")
         self.ov = import_backend("openvino")
@@ -413,9 +469,11 @@ class OpenVINOBackend:
 
     @classmethod
     def _no_bf16_message(cls, core: Any) -> str:
-        return ("precision 'bf16' needs a CPU with native bf16 arithmetic (AVX512_BF16 or AMX); "
-                "OpenVINO reports this CPU's capabilities as "
-                f"{', '.join(cls.cpu_capabilities(core)) or 'none'}; use --precision fp32 (or auto)")
+        return (
+            "precision 'bf16' needs a CPU with native bf16 arithmetic (AVX512_BF16 or AMX); "
+            "OpenVINO reports this CPU's capabilities as "
+            f"{', '.join(cls.cpu_capabilities(core)) or 'none'}; use --precision fp32 (or auto)"
+        )
 
     @classmethod
     def resolve(cls, precision: str) -> str:
@@ -444,8 +502,10 @@ class OpenVINOBackend:
         return cache_dir if os.access(cache_dir, os.W_OK) else None
 
     def config(self) -> Dict[str, Any]:
-        config: Dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16"
-                                  else "f32", "PERFORMANCE_HINT": "LATENCY"}
+        config: Dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+        }
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         if self.cache_dir is not None:
@@ -464,11 +524,15 @@ class OpenVINOBackend:
         names = {name for port in compiled.inputs for name in port.get_names()}
         expected = [s.name for s in entry.inputs]
         if not set(expected) <= names or len(compiled.inputs) != len(expected):
-            raise BackendError(f"{path.name}: the graph's inputs are {sorted(names)}, the manifest "
-                               f"lists {expected}")
+            raise BackendError(
+                f"{path.name}: the graph's inputs are {sorted(names)}, the manifest "
+                f"lists {expected}"
+            )
         if len(compiled.outputs) != len(entry.outputs):
-            raise BackendError(f"{path.name}: the graph has {len(compiled.outputs)} outputs, the "
-                               f"manifest lists {len(entry.outputs)}")
+            raise BackendError(
+                f"{path.name}: the graph has {len(compiled.outputs)} outputs, the "
+                f"manifest lists {len(entry.outputs)}"
+            )
         request = compiled.create_infer_request()
         count = len(entry.outputs)
 
@@ -487,12 +551,15 @@ def _load_openvino(entry: GraphEntry, path: Path, manifest: Manifest) -> GraphFn
 Loader = Callable[[GraphEntry, Path, Manifest], GraphFn]
 # Lite's loader also takes the session (in process or a worker): see graph_loader
 _LOADERS: Dict[str, Loader] = {
-    "onnxruntime": _load_onnxruntime, "mindspore": _load_mindspore, "openvino": _load_openvino,
+    "onnxruntime": _load_onnxruntime,
+    "mindspore": _load_mindspore,
+    "openvino": _load_openvino,
 }
 
 
-def graph_loader(backend: str, precision: str = "fp32", threads: Optional[int] = None,
-                 lite_session: Any = None) -> Loader:
+def graph_loader(
+    backend: str, precision: str = "fp32", threads: Optional[int] = None, lite_session: Any = None
+) -> Loader:
     """The loader of ``backend`` for a resolved precision (see ``resolve_precision``); one
     OpenVINO core serves all graphs of an artifact, and one Lite session (in process or a
     worker, ``lite.open_lite``; opened here when none is given) all Lite graphs."""
@@ -513,15 +580,17 @@ def required_graph_names(manifest: Manifest) -> List[str]:
     return list(required_graphs(manifest.num_frames, manifest.decode_chunk_size))
 
 
-def load_graph(entry: GraphEntry, path: Path, backend: str, manifest: Manifest,
-               loader: Optional[Loader] = None) -> CheckedGraph:
+def load_graph(
+    entry: GraphEntry, path: Path, backend: str, manifest: Manifest, loader: Optional[Loader] = None
+) -> CheckedGraph:
     try:
         run = (loader or graph_loader(backend))(entry, path, manifest)
     except (BackendError, ManifestError):
         raise
     except Exception as exc:
-        raise BackendError(f"backend {backend!r} cannot load {str(path)!r} ({entry.name}): "
-                           f"{first_line(exc)}") from exc
+        raise BackendError(
+            f"backend {backend!r} cannot load {str(path)!r} ({entry.name}): {first_line(exc)}"
+        ) from exc
     return CheckedGraph(entry, run, backend=backend)
 
 
@@ -536,9 +605,13 @@ class LoadedArtifact:
     precision: str = "fp32"
 
 
-def load_artifact(directory: Union[str, os.PathLike], backend: Optional[str] = None,
-                  verify_hashes: bool = True, precision: Optional[str] = None,
-                  lite_python: Optional[str] = None) -> LoadedArtifact:
+def load_artifact(
+    directory: Union[str, os.PathLike],
+    backend: Optional[str] = None,
+    verify_hashes: bool = True,
+    precision: Optional[str] = None,
+    lite_python: Optional[str] = None,
+) -> LoadedArtifact:
     """Read the manifest, pick the backend and its precision (``fp32``, ``bf16`` or ``auto``,
     see ``resolve_precision``), verify the hashes of the graphs it will run and load them,
     each wrapped in a CheckedGraph. ``lite_python`` (else ``SVDEPLOY_LITE_PYTHON``) names the
@@ -566,6 +639,12 @@ def load_artifact(directory: Union[str, os.PathLike], backend: Optional[str] = N
         t0 = time.perf_counter()
         graphs[name] = load_graph(entry, directory / entry.file, chosen, manifest, loader)
         load_seconds[name] = time.perf_counter() - t0
-    return LoadedArtifact(directory=directory, manifest=manifest, backend=chosen, graphs=graphs,
-                          load_seconds=time.perf_counter() - start, graph_load_seconds=load_seconds,
-                          precision=resolved)
+    return LoadedArtifact(
+        directory=directory,
+        manifest=manifest,
+        backend=chosen,
+        graphs=graphs,
+        load_seconds=time.perf_counter() - start,
+        graph_load_seconds=load_seconds,
+        precision=resolved,
+    )

@@ -23,6 +23,7 @@ streams of seeds seed + i used for batches), in the usual order: image_noise (un
 to keep the order), then latents. ``image_noise`` / ``latents`` given by the caller replace
 clip 0's draws only.
 """
+
 from __future__ import annotations
 
 import sys
@@ -75,11 +76,19 @@ def join_clips(finals: List[np.ndarray]) -> np.ndarray:
     return np.concatenate([finals[0]] + [f[1:] for f in finals[1:]], axis=0)
 
 
-def generate_chain(pipe: "VideoPipeline", image: ImageSource, *, clips: int,
-                   seed: Optional[int] = None, image_noise: Optional[np.ndarray] = None,
-                   latents: Optional[np.ndarray] = None, decode_overlap: int = 0,
-                   progress: bool = True, on_step: Optional["StepCallback"] = None,
-                   **sampling: Any) -> "GenerationResult":
+def generate_chain(
+    pipe: "VideoPipeline",
+    image: ImageSource,
+    *,
+    clips: int,
+    seed: Optional[int] = None,
+    image_noise: Optional[np.ndarray] = None,
+    latents: Optional[np.ndarray] = None,
+    decode_overlap: int = 0,
+    progress: bool = True,
+    on_step: Optional["StepCallback"] = None,
+    **sampling: Any,
+) -> "GenerationResult":
     """``clips`` chained clips from ``image`` as one GenerationResult (module doc).
     ``on_step(done, total)`` counts the denoising steps of all clips together."""
     from .pipeline import (
@@ -96,35 +105,68 @@ def generate_chain(pipe: "VideoPipeline", image: ImageSource, *, clips: int,
     windows = pipe.decode_windows(chained_frame_count(clips, pipe.num_frames), decode_overlap)
     calls_before = pipe.graph_counters()
     timings: Dict[str, Any] = {}
-    prepared, decoded = _run_chain_stages(pipe, image, clips, used_seed, first_noise,
-                                          first_latents, params, windows, decode_overlap,
-                                          progress, on_step, timings)
+    prepared, decoded = _run_chain_stages(
+        pipe,
+        image,
+        clips,
+        used_seed,
+        first_noise,
+        first_latents,
+        params,
+        windows,
+        decode_overlap,
+        progress,
+        on_step,
+        timings,
+    )
     timings["graphs"] = pipe.graph_calls_since(calls_before)
     timings["end_to_end_s"] = time.perf_counter() - start
-    return GenerationResult(frames=decoded_to_frames(decoded), params=params, seed=used_seed,
-                            backend=pipe.backend, timings=timings,
-                            image=prepared_image_info(prepared), precision=pipe.precision,
-                            details=_chain_details(pipe, clips, decode_overlap, len(windows)))
+    return GenerationResult(
+        frames=decoded_to_frames(decoded),
+        params=params,
+        seed=used_seed,
+        backend=pipe.backend,
+        timings=timings,
+        image=prepared_image_info(prepared),
+        precision=pipe.precision,
+        details=_chain_details(pipe, clips, decode_overlap, len(windows)),
+    )
 
 
-def _run_chain_stages(pipe: "VideoPipeline", image: ImageSource, clips: int, seed: int,
-                      first_noise: np.ndarray, first_latents: np.ndarray, params: Any,
-                      windows: List[Window], decode_overlap: int, progress: bool,
-                      on_step: Optional["StepCallback"],
-                      timings: Dict[str, Any]) -> Tuple[PreparedImage, np.ndarray]:
+def _run_chain_stages(
+    pipe: "VideoPipeline",
+    image: ImageSource,
+    clips: int,
+    seed: int,
+    first_noise: np.ndarray,
+    first_latents: np.ndarray,
+    params: Any,
+    windows: List[Window],
+    decode_overlap: int,
+    progress: bool,
+    on_step: Optional["StepCallback"],
+    timings: Dict[str, Any],
+) -> Tuple[PreparedImage, np.ndarray]:
     """The timed stages as a single clip runs them, the seconds of each into ``timings``, with
     the denoising repeated per clip under one progress bar; returns (prepared image, decoded)."""
     t0 = time.perf_counter()
     prepared = prepare_image(image, pipe.manifest.height, pipe.manifest.width)
     timings["preprocess_s"] = time.perf_counter() - t0
-    with tqdm(total=clips * params.num_inference_steps + len(windows), desc="clip 1 denoise",
-              unit="call", file=sys.stderr, disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=clips * params.num_inference_steps + len(windows),
+        desc="clip 1 denoise",
+        unit="call",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    ) as bar:
         t0 = time.perf_counter()
         context, image_latent = pipe._encode(prepared.pixels, first_noise, params)
         timings["encode_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        finals, timings["per_step_s"] = _denoise_clips(pipe, clips, seed, first_latents,
-                                                       context, image_latent, params, bar, on_step)
+        finals, timings["per_step_s"] = _denoise_clips(
+            pipe, clips, seed, first_latents, context, image_latent, params, bar, on_step
+        )
         timings["denoise_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         bar.set_description("decode")
@@ -133,17 +175,27 @@ def _run_chain_stages(pipe: "VideoPipeline", image: ImageSource, clips: int, see
     return prepared, decoded
 
 
-def _chain_details(pipe: "VideoPipeline", clips: int, decode_overlap: int,
-                   decode_calls: int) -> Dict[str, Any]:
+def _chain_details(
+    pipe: "VideoPipeline", clips: int, decode_overlap: int, decode_calls: int
+) -> Dict[str, Any]:
     """How the chain was made, for the sidecar: a reader can redo the draws and the handover."""
-    return {"clips": clips, "frames_per_clip": pipe.num_frames, "decode_overlap": decode_overlap,
-            "decode_calls": decode_calls, "handover": "latent (last denoised latent / "
-            "scaling_factor → image-latent channels)", "clip_embedding": CLIP_EMBEDDING,
-            "clip_seeds": "clip 0: default_rng(seed); clip k: default_rng([seed, k])"}
+    return {
+        "clips": clips,
+        "frames_per_clip": pipe.num_frames,
+        "decode_overlap": decode_overlap,
+        "decode_calls": decode_calls,
+        "handover": "latent (last denoised latent / scaling_factor → image-latent channels)",
+        "clip_embedding": CLIP_EMBEDDING,
+        "clip_seeds": "clip 0: default_rng(seed); clip k: default_rng([seed, k])",
+    }
 
 
-def _first_clip_draws(pipe: "VideoPipeline", seed: Optional[int], image_noise: Optional[np.ndarray],
-                      latents: Optional[np.ndarray]) -> Tuple[int, np.ndarray, np.ndarray]:
+def _first_clip_draws(
+    pipe: "VideoPipeline",
+    seed: Optional[int],
+    image_noise: Optional[np.ndarray],
+    latents: Optional[np.ndarray],
+) -> Tuple[int, np.ndarray, np.ndarray]:
     """Clip 0's draws as a single run makes them; given arrays replace them (clip 0 only)."""
     from .pipeline import _noise_array, _resolve_seed
 
@@ -156,9 +208,17 @@ def _first_clip_draws(pipe: "VideoPipeline", seed: Optional[int], image_noise: O
     return used_seed, first_noise, first_latents
 
 
-def _denoise_clips(pipe: "VideoPipeline", clips: int, seed: int, first_latents: np.ndarray,
-                   context: np.ndarray, image_latent: np.ndarray, params: Any, bar: tqdm,
-                   on_step: Optional["StepCallback"]) -> Tuple[List[np.ndarray], List[float]]:
+def _denoise_clips(
+    pipe: "VideoPipeline",
+    clips: int,
+    seed: int,
+    first_latents: np.ndarray,
+    context: np.ndarray,
+    image_latent: np.ndarray,
+    params: Any,
+    bar: tqdm,
+    on_step: Optional["StepCallback"],
+) -> Tuple[List[np.ndarray], List[float]]:
     """Denoise clip after clip, each conditioned on the previous one's last latent; returns
     the clips' final latents and the seconds of every step."""
     steps = params.num_inference_steps
@@ -167,8 +227,11 @@ def _denoise_clips(pipe: "VideoPipeline", clips: int, seed: int, first_latents: 
     for k in range(clips):
         bar.set_description(f"clip {k + 1}/{clips} denoise")
         noise = first_latents if k == 0 else clip_draws(pipe, seed, k)[1]
-        clip_step = None if on_step is None else (
-            lambda done, _total, k=k: on_step(k * steps + done, clips * steps))
+        clip_step = (
+            None
+            if on_step is None
+            else (lambda done, _total, k=k: on_step(k * steps + done, clips * steps))
+        )
         final, seconds = pipe._denoise(noise[0], context, image_latent, params, bar, clip_step)
         finals.append(final)
         per_step.extend(seconds)
@@ -176,5 +239,12 @@ def _denoise_clips(pipe: "VideoPipeline", clips: int, seed: int, first_latents: 
     return finals, per_step
 
 
-__all__ = ["check_clips", "chained_frame_count", "clip_rng", "clip_draws", "handover_latent",
-           "join_clips", "generate_chain"]
+__all__ = [
+    "check_clips",
+    "chained_frame_count",
+    "clip_rng",
+    "clip_draws",
+    "handover_latent",
+    "join_clips",
+    "generate_chain",
+]

@@ -15,6 +15,7 @@ Cost: ``decode_calls(T, K, O)`` graph calls of K frames, against ⌈T/K⌉ witho
 (2-frame chunks, overlap 1: T − 1 calls instead of T/2, about twice the decode time; peak
 memory is unchanged: one chunk at a time plus the output).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,33 +26,41 @@ import numpy as np
 from svdeploy.contract import TAIL_GRAPH
 from svdeploy.errors import InputError
 
-DecodeFn = Callable[[str, np.ndarray], np.ndarray]   # (graph name, z chunk) → frames chunk
+DecodeFn = Callable[[str, np.ndarray], np.ndarray]  # (graph name, z chunk) → frames chunk
 
 
 @dataclass(frozen=True)
 class Window:
     start: int
     stop: int
-    graph: str          # vae_decoder or vae_decoder_tail
+    graph: str  # vae_decoder or vae_decoder_tail
 
 
 def check_overlap(overlap: object, chunk: int) -> int:
     """``overlap`` as an int in 0..chunk−1, else an InputError naming both."""
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) \
-            or not 0 <= overlap < chunk:
-        raise InputError(f"decode_overlap = {overlap!r}: expected an integer in 0..{chunk - 1} "
-                         f"(below the artifact's decode chunk of {chunk} frames)")
+    if (
+        isinstance(overlap, bool)
+        or not isinstance(overlap, (int, np.integer))
+        or not 0 <= overlap < chunk
+    ):
+        raise InputError(
+            f"decode_overlap = {overlap!r}: expected an integer in 0..{chunk - 1} "
+            f"(below the artifact's decode chunk of {chunk} frames)"
+        )
     return int(overlap)
 
 
-def decode_windows(total: int, chunk: int, overlap: int = 0,
-                   tail: Optional[int] = None) -> List[Window]:
+def decode_windows(
+    total: int, chunk: int, overlap: int = 0, tail: Optional[int] = None
+) -> List[Window]:
     """The decode calls for ``total`` frames with chunk graphs of ``chunk`` frames (and a tail
     graph of ``tail`` frames when the artifact has one), overlapping by ``overlap``."""
     overlap = check_overlap(overlap, chunk)
     if total < chunk:
-        raise InputError(f"{total} frames cannot be decoded with the artifact's {chunk}-frame "
-                         "decoder graph: expected at least one full chunk")
+        raise InputError(
+            f"{total} frames cannot be decoded with the artifact's {chunk}-frame "
+            "decoder graph: expected at least one full chunk"
+        )
     remainder = total % chunk
     if overlap == 0 and (remainder == 0 or remainder == tail):
         windows = [Window(b, b + chunk, "vae_decoder") for b in range(0, total - remainder, chunk)]
@@ -78,29 +87,38 @@ def blend_weights(windows: List[Window], overlap: int) -> List[np.ndarray]:
         w = np.ones(size, np.float64)
         if i > 0:
             shared = max(windows[i - 1].stop - win.start, 0)
-            w[:shared] = 0.0 if overlap == 0 else np.minimum(
-                w[:shared], np.arange(1, shared + 1) / (shared + 1))
+            w[:shared] = (
+                0.0
+                if overlap == 0
+                else np.minimum(w[:shared], np.arange(1, shared + 1) / (shared + 1))
+            )
         if i + 1 < len(windows) and overlap > 0:
             shared = max(win.stop - windows[i + 1].start, 0)
             if shared:
-                w[size - shared:] = np.minimum(w[size - shared:],
-                                               np.arange(shared, 0, -1) / (shared + 1))
+                w[size - shared :] = np.minimum(
+                    w[size - shared :], np.arange(shared, 0, -1) / (shared + 1)
+                )
         weights.append(w)
     return weights
 
 
-def decode_blended(z: np.ndarray, windows: List[Window], overlap: int, decode: DecodeFn,
-                   on_window: Callable[[], None] = lambda: None) -> np.ndarray:
+def decode_blended(
+    z: np.ndarray,
+    windows: List[Window],
+    overlap: int,
+    decode: DecodeFn,
+    on_window: Callable[[], None] = lambda: None,
+) -> np.ndarray:
     """Decode ``z`` (T, C, h, w; already divided by the scaling factor) window by window and
     blend: (T, 3, H, W) float32. Only one window's frames are held besides the output."""
     out: Optional[np.ndarray] = None
     total_weight = np.zeros(z.shape[0], np.float64)
     for win, weight in zip(windows, blend_weights(windows, overlap)):
-        frames = decode(win.graph, np.ascontiguousarray(z[win.start:win.stop]))
+        frames = decode(win.graph, np.ascontiguousarray(z[win.start : win.stop]))
         if out is None:
             out = np.zeros((z.shape[0],) + frames.shape[1:], np.float32)
-        out[win.start:win.stop] += frames * weight.astype(np.float32)[:, None, None, None]
-        total_weight[win.start:win.stop] += weight
+        out[win.start : win.stop] += frames * weight.astype(np.float32)[:, None, None, None]
+        total_weight[win.start : win.stop] += weight
         on_window()
     assert out is not None and np.all(total_weight > 0), "decode windows must cover every frame"
     return out / total_weight.astype(np.float32)[:, None, None, None]
@@ -115,10 +133,19 @@ def border_flicker(frames: np.ndarray, windows: List[Window]) -> dict:
     borders = sorted({w.start for w in windows if w.start > 0})
     border_pairs = [b - 1 for b in borders]
     inside = [p for p in range(per_pair.size) if p not in border_pairs]
-    return {"border": float(per_pair[border_pairs].mean()) if border_pairs else None,
-            "inside": float(per_pair[inside].mean()) if inside else None,
-            "border_pairs": border_pairs}
+    return {
+        "border": float(per_pair[border_pairs].mean()) if border_pairs else None,
+        "inside": float(per_pair[inside].mean()) if inside else None,
+        "border_pairs": border_pairs,
+    }
 
 
-__all__ = ["Window", "check_overlap", "decode_windows", "decode_calls", "blend_weights",
-           "decode_blended", "border_flicker"]
+__all__ = [
+    "Window",
+    "check_overlap",
+    "decode_windows",
+    "decode_calls",
+    "blend_weights",
+    "decode_blended",
+    "border_flicker",
+]

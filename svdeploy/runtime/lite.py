@@ -9,6 +9,7 @@ returns a ``LiteSession`` with the same three calls either way:
   started by path with the named interpreter (``--lite-python`` / ``SVDEPLOY_LITE_PYTHON`` /
   ``lite_python=``), exchanging length-prefixed JSON headers and raw array bytes over pipes.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -49,8 +50,13 @@ def lite_importable() -> bool:
 class LiteGraph:
     """One built Lite graph: ``run(arrays) -> arrays`` in the graph's input/output order."""
 
-    def __init__(self, session: "LiteSession", handle: Any, inputs: List[Dict[str, Any]],
-                 outputs: List[Dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        session: "LiteSession",
+        handle: Any,
+        inputs: List[Dict[str, Any]],
+        outputs: List[Dict[str, Any]],
+    ) -> None:
         self.session = session  # keeps a worker alive while any of its graphs is
         self.handle = handle
         self.inputs = inputs
@@ -119,27 +125,37 @@ class WorkerLite(LiteSession):
         self._log = tempfile.TemporaryFile(prefix="svdeploy-lite-")
         try:
             self._proc = subprocess.Popen(
-                [python, "-u", str(WORKER_PATH), "serve"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=self._log, env=_worker_env())
+                [python, "-u", str(WORKER_PATH), "serve"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._log,
+                env=_worker_env(),
+            )
         except OSError as exc:
             self._log.close()
-            raise BackendError(f"MindSpore Lite interpreter {python!r} cannot be started "
-                               f"({exc.strerror or exc}); expected a Python ≥ 3.7 with the "
-                               "mindspore_lite package (--lite-python / "
-                               f"{LITE_PYTHON_ENV})") from None
+            raise BackendError(
+                f"MindSpore Lite interpreter {python!r} cannot be started "
+                f"({exc.strerror or exc}); expected a Python ≥ 3.7 with the "
+                "mindspore_lite package (--lite-python / "
+                f"{LITE_PYTHON_ENV})"
+            ) from None
         self._finalizer = weakref.finalize(self, _stop, self._proc, self._log)
         try:
             hello = self._request({"op": "hello"})[0]
         except BackendError as exc:
             self.close()
-            raise BackendError(f"MindSpore Lite interpreter {python!r} cannot serve svdeploy: "
-                               f"{exc}; expected a Python ≥ 3.7 with numpy and mindspore_lite "
-                               f"(--lite-python / {LITE_PYTHON_ENV})") from None
+            raise BackendError(
+                f"MindSpore Lite interpreter {python!r} cannot serve svdeploy: "
+                f"{exc}; expected a Python ≥ 3.7 with numpy and mindspore_lite "
+                f"(--lite-python / {LITE_PYTHON_ENV})"
+            ) from None
         if hello.get("protocol") != lite_worker.PROTOCOL_VERSION:
             self.close()
-            raise BackendError(f"the Lite worker in {python!r} speaks protocol "
-                               f"{hello.get('protocol')!r}, expected "
-                               f"{lite_worker.PROTOCOL_VERSION}")
+            raise BackendError(
+                f"the Lite worker in {python!r} speaks protocol "
+                f"{hello.get('protocol')!r}, expected "
+                f"{lite_worker.PROTOCOL_VERSION}"
+            )
         self.version = str(hello["lite_version"])
         self.worker_python = str(hello.get("python", "?"))
 
@@ -155,9 +171,11 @@ class WorkerLite(LiteSession):
                 cause = "it closed its output"
         if message is None:
             self._proc.poll()
-            raise BackendError(f"the MindSpore Lite worker in {self.python!r} failed during "
-                               f"{header.get('op')!r} ({cause}; exit status "
-                               f"{self._proc.returncode}): {self._log_tail()}")
+            raise BackendError(
+                f"the MindSpore Lite worker in {self.python!r} failed during "
+                f"{header.get('op')!r} ({cause}; exit status "
+                f"{self._proc.returncode}): {self._log_tail()}"
+            )
         reply, out = message
         if not reply.get("ok"):
             raise BackendError(f"MindSpore Lite worker ({self.python}): {reply.get('error')}")
@@ -174,13 +192,15 @@ class WorkerLite(LiteSession):
         return " | ".join(useful[-4:]) or "(its stderr was empty)"
 
     def convert(self, onnx_path: Path, output_stem: Path) -> Path:
-        reply, _ = self._request({"op": "convert", "onnx": str(onnx_path),
-                                  "output": str(output_stem)})
+        reply, _ = self._request(
+            {"op": "convert", "onnx": str(onnx_path), "output": str(output_stem)}
+        )
         return Path(reply["file"])
 
     def load(self, path: Path, target: str = "cpu", threads: int = 0) -> LiteGraph:
-        reply, _ = self._request({"op": "load", "file": str(path), "target": target,
-                                  "threads": int(threads)})
+        reply, _ = self._request(
+            {"op": "load", "file": str(path), "target": target, "threads": int(threads)}
+        )
         return LiteGraph(self, reply["handle"], reply["inputs"], reply["outputs"])
 
     def run(self, handle: Any, arrays: Sequence[np.ndarray]) -> List[np.ndarray]:
@@ -235,8 +255,16 @@ def open_lite(lite_python: Optional[str] = None) -> LiteSession:
         f"({sys.version.split()[0]}); its wheels exist for a few Python versions only "
         f"(mindspore-lite 2.0.0: CPython 3.7). Name an interpreter that has it with "
         f"--lite-python PYTHON or {LITE_PYTHON_ENV}=PYTHON (e.g. a Python 3.7 venv with "
-        "`pip install mindspore-lite==2.0.0 numpy`)")
+        "`pip install mindspore-lite==2.0.0 numpy`)"
+    )
 
 
-__all__ = ["open_lite", "resolve_lite_python", "lite_importable", "LiteSession", "LiteGraph",
-           "LITE_PYTHON_ENV", "WORKER_PATH"]
+__all__ = [
+    "open_lite",
+    "resolve_lite_python",
+    "lite_importable",
+    "LiteSession",
+    "LiteGraph",
+    "LITE_PYTHON_ENV",
+    "WORKER_PATH",
+]

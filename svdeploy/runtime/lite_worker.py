@@ -15,6 +15,7 @@ header's ``arrays`` list describes (``{"dtype": "float32", "shape": [..]}``), in
 Requests carry ``op`` (hello, convert, load, run, unload, exit); replies carry ``ok`` and, when
 false, ``error``. Lite's own log lines go to stderr: the protocol keeps a private copy of fd 1.
 """
+
 import json
 import os
 import struct
@@ -52,12 +53,16 @@ def convert_onnx(onnx_path, output_stem):
     try:
         converter.convert(mslite.FmkType.ONNX, onnx_path, output_stem)
     except RuntimeError as exc:
-        raise WorkerError("MindSpore Lite {} could not convert {}: {} (its log is on the "
-                          "worker's stderr)".format(lite_version(), onnx_path, exc))
+        raise WorkerError(
+            "MindSpore Lite {} could not convert {}: {} (its log is on the worker's stderr)".format(
+                lite_version(), onnx_path, exc
+            )
+        )
     written = output_stem + ".mindir"
     if not os.path.isfile(written):
-        raise WorkerError("MindSpore Lite's converter reported success but wrote no "
-                          "{}".format(written))
+        raise WorkerError(
+            "MindSpore Lite's converter reported success but wrote no {}".format(written)
+        )
     return written
 
 
@@ -78,23 +83,38 @@ class LiteModel(object):
         try:
             self.model.build_from_file(path, mslite.ModelType.MINDIR, context)
         except RuntimeError as exc:
-            raise WorkerError("MindSpore Lite {} could not build {} for {}: {}".format(
-                lite_version(), path, target, exc))
+            raise WorkerError(
+                "MindSpore Lite {} could not build {} for {}: {}".format(
+                    lite_version(), path, target, exc
+                )
+            )
         self.inputs = [_tensor_spec(t) for t in self.model.get_inputs()]
         # Lite 2.0's Model has no get_outputs: outputs are known after the first predict
         self.outputs = None
 
     def run(self, arrays):
         if len(arrays) != len(self.inputs):
-            raise WorkerError("{}: got {} input arrays, the graph takes {} ({})".format(
-                os.path.basename(self.path), len(arrays), len(self.inputs),
-                ", ".join(s["name"] for s in self.inputs)))
+            raise WorkerError(
+                "{}: got {} input arrays, the graph takes {} ({})".format(
+                    os.path.basename(self.path),
+                    len(arrays),
+                    len(self.inputs),
+                    ", ".join(s["name"] for s in self.inputs),
+                )
+            )
         tensors = self.model.get_inputs()
         for tensor, spec, array in zip(tensors, self.inputs, arrays):
             if list(array.shape) != spec["shape"] or str(array.dtype) != spec["dtype"]:
-                raise WorkerError("{} input {!r}: got {} {}, the graph takes {} {}".format(
-                    os.path.basename(self.path), spec["name"], array.dtype, list(array.shape),
-                    spec["dtype"], spec["shape"]))
+                raise WorkerError(
+                    "{} input {!r}: got {} {}, the graph takes {} {}".format(
+                        os.path.basename(self.path),
+                        spec["name"],
+                        array.dtype,
+                        list(array.shape),
+                        spec["dtype"],
+                        spec["shape"],
+                    )
+                )
             tensor.set_data_from_numpy(np.ascontiguousarray(array))
         outputs = self.model.predict(tensors)
         self.outputs = [_tensor_spec(t) for t in outputs]
@@ -103,9 +123,17 @@ class LiteModel(object):
 
 def _tensor_spec(tensor):
     dtype = str(tensor.dtype).rsplit(".", 1)[-1].lower()
-    return {"name": tensor.name, "shape": [int(d) for d in tensor.shape],
-            "dtype": {"float32": "float32", "float16": "float16", "int32": "int32",
-                      "int64": "int64", "uint8": "uint8"}.get(dtype, dtype)}
+    return {
+        "name": tensor.name,
+        "shape": [int(d) for d in tensor.shape],
+        "dtype": {
+            "float32": "float32",
+            "float16": "float16",
+            "int32": "int32",
+            "int64": "int64",
+            "uint8": "uint8",
+        }.get(dtype, dtype),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,20 +152,25 @@ def _read_exactly(stream, count, what):
 
 def _array_meta(meta, index):
     if not isinstance(meta, dict):
-        raise WorkerError("array {}: expected an object with dtype and shape, got {!r}".format(
-            index, meta))
+        raise WorkerError(
+            "array {}: expected an object with dtype and shape, got {!r}".format(index, meta)
+        )
     dtype, shape = meta.get("dtype"), meta.get("shape")
     if dtype not in DTYPES:
-        raise WorkerError("array {}: dtype {!r} is not one of {}".format(
-            index, dtype, ", ".join(DTYPES)))
+        raise WorkerError(
+            "array {}: dtype {!r} is not one of {}".format(index, dtype, ", ".join(DTYPES))
+        )
     if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise WorkerError("array {}: shape {!r} must be a list of non-negative integers".format(
-            index, shape))
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise WorkerError(
+            "array {}: shape {!r} must be a list of non-negative integers".format(index, shape)
+        )
     nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     if nbytes > MAX_ARRAY_BYTES:
-        raise WorkerError("array {}: {} bytes is above the limit {}".format(
-            index, nbytes, MAX_ARRAY_BYTES))
+        raise WorkerError(
+            "array {}: {} bytes is above the limit {}".format(index, nbytes, MAX_ARRAY_BYTES)
+        )
     return np.dtype(dtype), tuple(shape), nbytes
 
 
@@ -151,17 +184,22 @@ def read_message(stream):
         prefix += _read_exactly(stream, 4 - len(prefix), "a length prefix")
     (length,) = struct.unpack(">I", prefix)
     if length > MAX_HEADER_BYTES:
-        raise EOFError("header of {} bytes is above the limit {}; the stream cannot be "
-                       "resynchronised".format(length, MAX_HEADER_BYTES))
+        raise EOFError(
+            "header of {} bytes is above the limit {}; the stream cannot be resynchronised".format(
+                length, MAX_HEADER_BYTES
+            )
+        )
     raw = _read_exactly(stream, length, "a header")
     try:
         header = json.loads(raw.decode("utf-8"))
     except ValueError as exc:
-        raise EOFError("header is not UTF-8 JSON ({}); the stream cannot be "
-                       "resynchronised".format(exc))
+        raise EOFError(
+            "header is not UTF-8 JSON ({}); the stream cannot be resynchronised".format(exc)
+        )
     if not isinstance(header, dict) or not isinstance(header.get("arrays", []), list):
-        raise EOFError("header must be a JSON object with an 'arrays' list, got {!r}".format(
-            raw[:200]))
+        raise EOFError(
+            "header must be a JSON object with an 'arrays' list, got {!r}".format(raw[:200])
+        )
     metas = [_array_meta(m, i) for i, m in enumerate(header.get("arrays", []))]
     arrays = []
     for dtype, shape, nbytes in metas:
@@ -173,8 +211,7 @@ def read_message(stream):
 def write_message(stream, header, arrays=()):
     arrays = [np.ascontiguousarray(a) for a in arrays]
     header = dict(header)
-    header["arrays"] = [{"dtype": str(a.dtype), "shape": [int(d) for d in a.shape]}
-                        for a in arrays]
+    header["arrays"] = [{"dtype": str(a.dtype), "shape": [int(d) for d in a.shape]} for a in arrays]
     raw = json.dumps(header).encode("utf-8")
     stream.write(struct.pack(">I", len(raw)))
     stream.write(raw)
@@ -194,13 +231,17 @@ class _Server(object):
     def handle(self, header, arrays):
         op = header.get("op")
         if op == "hello":
-            return {"protocol": PROTOCOL_VERSION, "lite_version": lite_version(),
-                    "python": sys.version.split()[0]}, []
+            return {
+                "protocol": PROTOCOL_VERSION,
+                "lite_version": lite_version(),
+                "python": sys.version.split()[0],
+            }, []
         if op == "convert":
             return {"file": convert_onnx(_str(header, "onnx"), _str(header, "output"))}, []
         if op == "load":
-            model = LiteModel(_str(header, "file"), header.get("target", "cpu"),
-                              header.get("threads", 0))
+            model = LiteModel(
+                _str(header, "file"), header.get("target", "cpu"), header.get("threads", 0)
+            )
             handle, self.next_handle = self.next_handle, self.next_handle + 1
             self.models[handle] = model
             return {"handle": handle, "inputs": model.inputs, "outputs": model.outputs}, []
@@ -210,8 +251,9 @@ class _Server(object):
             self._model(header)  # an unknown handle is an error
             del self.models[header["handle"]]
             return {}, []
-        raise WorkerError("unknown op {!r}; expected hello, convert, load, run, unload or "
-                          "exit".format(op))
+        raise WorkerError(
+            "unknown op {!r}; expected hello, convert, load, run, unload or exit".format(op)
+        )
 
     def _model(self, header):
         model = self.models.get(header.get("handle"))
@@ -259,22 +301,29 @@ def validate(artifact, target, graph_dir, tolerance):
         manifest = json.load(handle)
     cases = manifest.get("extra", {}).get("reference_outputs", {})
     if not cases:
-        print("error: {} stores no reference outputs (export with --target ascend)".format(
-            artifact))
+        print(
+            "error: {} stores no reference outputs (export with --target ascend)".format(artifact)
+        )
         return 2
     failed = 0
     for name, case in sorted(cases.items()):
         data = np.load(os.path.join(artifact, case["file"]), allow_pickle=False)
-        graph = os.path.join(artifact, graph_dir, case["graph"]) if graph_dir else \
-            os.path.join(artifact, case["graph"])
+        graph = (
+            os.path.join(artifact, graph_dir, case["graph"])
+            if graph_dir
+            else os.path.join(artifact, case["graph"])
+        )
         model = LiteModel(graph, target)
         got = model.run([data["input_{}".format(i)] for i in range(case["num_inputs"])])
         want = [data["output_{}".format(i)] for i in range(case["num_outputs"])]
         error = max(_relative_error(g, w) for g, w in zip(got, want))
         ok = error <= tolerance
         failed += not ok
-        print("{:18s} {:8s} max rel L2 {:.3e} {}".format(name, target, error,
-                                                         "ok" if ok else "FAILED"))
+        print(
+            "{:18s} {:8s} max rel L2 {:.3e} {}".format(
+                name, target, error, "ok" if ok else "FAILED"
+            )
+        )
     return 1 if failed else 0
 
 
@@ -298,10 +347,16 @@ def main(argv):
         os._exit(status)
     if argv[:1] == ["validate"] and len(argv) >= 2:
         options = dict(zip(argv[2::2], argv[3::2]))
-        return validate(argv[1], options.get("--target", "cpu"), options.get("--graph-dir", ""),
-                        float(options.get("--tolerance", "1e-3")))
-    sys.stderr.write("usage: lite_worker.py serve | validate ARTIFACT [--target cpu|ascend] "
-                     "[--graph-dir DIR] [--tolerance T]\n")
+        return validate(
+            argv[1],
+            options.get("--target", "cpu"),
+            options.get("--graph-dir", ""),
+            float(options.get("--tolerance", "1e-3")),
+        )
+    sys.stderr.write(
+        "usage: lite_worker.py serve | validate ARTIFACT [--target cpu|ascend] "
+        "[--graph-dir DIR] [--tolerance T]\n"
+    )
     return 2
 
 

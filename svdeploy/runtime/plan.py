@@ -31,6 +31,7 @@ The plan is deterministic: the decode chunk is the artifact's; nothing here look
 memory of the machine, so the same command gives the same video everywhere. ``--max-memory``
 only refuses (naming the stage over the limit and the largest decode chunk that would fit).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,14 +62,14 @@ class Calibration:
     ``fixed + per_pixel · pixels`` and stays held after its stage (ONNX Runtime keeps each
     session's arena; MindSpore keeps each compiled graph), so the stages add up."""
 
-    base: int                 # interpreter, NumPy, Pillow and the backend library imported
-    weights: float            # resident bytes per byte of graph file, after loading
-    per_graph: int            # resident bytes per loaded graph (session / cell overhead)
+    base: int  # interpreter, NumPy, Pillow and the backend library imported
+    weights: float  # resident bytes per byte of graph file, after loading
+    per_graph: int  # resident bytes per loaded graph (session / cell overhead)
     # working memory of a stage's graphs: (fixed, per byte of their graph files, per pixel,
     # per pixel and MiB of their graph files); see the module doc
-    encoder: Terms   # CLIP + VAE encoder; pixel = one frame's H·W
-    unet: Terms      # pixel = latent pixel of the guided batch, B·F·h·w
-    decoder: Terms   # pixel = decoded pixel of one chunk, K·H·W
+    encoder: Terms  # CLIP + VAE encoder; pixel = one frame's H·W
+    unet: Terms  # pixel = latent pixel of the guided batch, B·F·h·w
+    decoder: Terms  # pixel = decoded pixel of one chunk, K·H·W
     fitted_on: str = ""
     # a decoder called twice or more holds this many times one call's working memory (ONNX
     # Runtime grows a session's arena on the second call: 1.95× measured on tiny and demo)
@@ -80,17 +81,34 @@ class Calibration:
 # and mid presets (2026-12-07), MindSpore on tiny (chunks 4 and 2) only (the mid run did not
 # fit a shared machine, 2026-12-05). What they do not cover: see the module doc.
 CALIBRATIONS: Dict[str, Calibration] = {
-    "onnxruntime": Calibration(base=73 * MiB, weights=1.68, per_graph=int(4.4 * MiB),
-                               encoder=(8 * MiB, 0.0, 470.0, 0.0),
-                               unet=(0.0, 0.0, 14_450.0, 211.0),
-                               decoder=(0.0, 0.0, 1_900.0, 0.0), repeated_decoder=1.95,
-                               fitted_on="tiny, demo, mid"),
-    "openvino": Calibration(base=198 * MiB, weights=2.71, per_graph=0,
-                            encoder=(8 * MiB, 0.0, 392.0, 0.0), unet=(0.0, 0.0, 1_564.0, 18.1),
-                            decoder=(0.0, 0.0, 790.0, 0.0), fitted_on="tiny, demo, mid"),
-    "mindspore": Calibration(base=471 * MiB, weights=2.5, per_graph=0,
-                             encoder=(114 * MiB, 0.0, 0.0, 0.0), unet=(1354 * MiB, 0.0, 0.0, 0.0),
-                             decoder=(36 * MiB, 0.0, 42_000.0, 0.0), fitted_on="tiny"),
+    "onnxruntime": Calibration(
+        base=73 * MiB,
+        weights=1.68,
+        per_graph=int(4.4 * MiB),
+        encoder=(8 * MiB, 0.0, 470.0, 0.0),
+        unet=(0.0, 0.0, 14_450.0, 211.0),
+        decoder=(0.0, 0.0, 1_900.0, 0.0),
+        repeated_decoder=1.95,
+        fitted_on="tiny, demo, mid",
+    ),
+    "openvino": Calibration(
+        base=198 * MiB,
+        weights=2.71,
+        per_graph=0,
+        encoder=(8 * MiB, 0.0, 392.0, 0.0),
+        unet=(0.0, 0.0, 1_564.0, 18.1),
+        decoder=(0.0, 0.0, 790.0, 0.0),
+        fitted_on="tiny, demo, mid",
+    ),
+    "mindspore": Calibration(
+        base=471 * MiB,
+        weights=2.5,
+        per_graph=0,
+        encoder=(114 * MiB, 0.0, 0.0, 0.0),
+        unet=(1354 * MiB, 0.0, 0.0, 0.0),
+        decoder=(36 * MiB, 0.0, 42_000.0, 0.0),
+        fitted_on="tiny",
+    ),
 }
 # Backends without a measurement of their own borrow the figures of the backend running the
 # same graph format (MindSpore Lite cannot be installed here, see README).
@@ -127,28 +145,40 @@ class MemoryPlan:
         return max(STAGES, key=lambda s: self.stages[s])
 
     def to_json(self) -> Dict[str, object]:
-        return {"peak_bytes": self.peak_bytes, "peak_stage": self.peak_stage,
-                "stages": dict(self.stages), "backend": self.backend,
-                "decode_chunk": self.decode_chunk, "frames": self.frames_out,
-                "calibration_fitted_on": self.fitted_on or None,
-                "calibration_borrowed_from": self.borrowed_from or None, "parts": dict(self.parts)}
+        return {
+            "peak_bytes": self.peak_bytes,
+            "peak_stage": self.peak_stage,
+            "stages": dict(self.stages),
+            "backend": self.backend,
+            "decode_chunk": self.decode_chunk,
+            "frames": self.frames_out,
+            "calibration_fitted_on": self.fitted_on or None,
+            "calibration_borrowed_from": self.borrowed_from or None,
+            "parts": dict(self.parts),
+        }
 
     def json_line(self) -> str:
         return json.dumps(self.to_json(), sort_keys=False)
 
     def table(self) -> str:
-        lines = [f"memory plan ({self.backend}, decode chunk {self.decode_chunk}, "
-                 f"{self.frames_out} frames out): predicted peak resident memory"]
+        lines = [
+            f"memory plan ({self.backend}, decode chunk {self.decode_chunk}, "
+            f"{self.frames_out} frames out): predicted peak resident memory"
+        ]
         for stage in STAGES:
             mark = "  ← peak" if stage == self.peak_stage else ""
             lines.append(f"  {stage:<8} {format_size(self.stages[stage]):>10}{mark}")
         lines.append(f"  {'total':<8} {format_size(self.peak_bytes):>10}  (the largest stage)")
         if not self.fitted_on:
-            lines.append(f"  note: no calibration was measured for {self.backend}; "
-                         f"{self.borrowed_from}'s figures stand in")
+            lines.append(
+                f"  note: no calibration was measured for {self.backend}; "
+                f"{self.borrowed_from}'s figures stand in"
+            )
         else:
-            lines.append(f"  calibration fitted on the {self.fitted_on} preset(s): full-size "
-                         "networks are wider: check with python -m svdeploy.benchmarks.memplan")
+            lines.append(
+                f"  calibration fitted on the {self.fitted_on} preset(s): full-size "
+                "networks are wider: check with python -m svdeploy.benchmarks.memplan"
+            )
         return "\n".join(lines)
 
 
@@ -159,9 +189,22 @@ def format_size(n: float) -> str:
     return f"{int(n)} B"
 
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 1000, "m": MiB, "mib": MiB,
-          "mb": 1000 ** 2, "g": 1 << 30, "gib": 1 << 30, "gb": 1000 ** 3, "t": 1 << 40,
-          "tib": 1 << 40, "tb": 1000 ** 4}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "kib": 1 << 10,
+    "kb": 1000,
+    "m": MiB,
+    "mib": MiB,
+    "mb": 1000**2,
+    "g": 1 << 30,
+    "gib": 1 << 30,
+    "gb": 1000**3,
+    "t": 1 << 40,
+    "tib": 1 << 40,
+    "tb": 1000**4,
+}
 
 
 def parse_size(text: Union[str, int]) -> int:
@@ -169,8 +212,10 @@ def parse_size(text: Union[str, int]) -> int:
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", str(text))
     unit = match.group(2).lower() if match else None
     if match is None or unit not in _UNITS:
-        raise InputError(f"memory size {text!r}: expected bytes or a number with a unit "
-                         "(KiB, MiB, GiB, TiB, kB, MB, GB, TB, K, M, G), e.g. 8GiB")
+        raise InputError(
+            f"memory size {text!r}: expected bytes or a number with a unit "
+            "(KiB, MiB, GiB, TiB, kB, MB, GB, TB, K, M, G), e.g. 8GiB"
+        )
     value = int(float(match.group(1)) * _UNITS[unit])
     if value <= 0:
         raise InputError(f"memory size {text!r}: expected more than 0 bytes")
@@ -186,9 +231,15 @@ def _graph_bytes(manifest: Manifest, directory: Path, fmt: str) -> Dict[str, int
     return sizes
 
 
-def plan_memory(manifest: Manifest, graph_bytes: Dict[str, int], backend: str, *,
-                clips: int = 1, decode_overlap: int = 0,
-                decode_chunk: Optional[int] = None) -> MemoryPlan:
+def plan_memory(
+    manifest: Manifest,
+    graph_bytes: Dict[str, int],
+    backend: str,
+    *,
+    clips: int = 1,
+    decode_overlap: int = 0,
+    decode_chunk: Optional[int] = None,
+) -> MemoryPlan:
     """The plan of one run (module doc); ``decode_chunk`` asks "what if the artifact's decoder
     had chunks of this many frames" (used to name the largest chunk that fits a limit)."""
     cal, source = calibration_for(backend)
@@ -199,8 +250,9 @@ def plan_memory(manifest: Manifest, graph_bytes: Dict[str, int], backend: str, *
     pixels = manifest.height * manifest.width
     total = chained_frame_count(clips, frames)
     latent_frame = channels * lat_h * lat_w * 4
-    resident = cal.base + int(cal.weights * sum(graph_bytes.values())) \
-        + cal.per_graph * len(graph_bytes)
+    resident = (
+        cal.base + int(cal.weights * sum(graph_bytes.values())) + cal.per_graph * len(graph_bytes)
+    )
     # sampling loop: latents, scaled copy, U-Net input (2C channels) and output per guided
     # batch, guidance halves; chained clips keep every clip's final latents
     loop_arrays = (4 + 5 * manifest.guidance_batch) * frames * latent_frame + total * latent_frame
@@ -208,19 +260,41 @@ def plan_memory(manifest: Manifest, graph_bytes: Dict[str, int], backend: str, *
     video_arrays = 3 * total * 3 * pixels * 4
 
     encode, unet, decode = _graph_working(manifest, cal, graph_bytes, total, chunk, decode_overlap)
-    stages = {"load": resident, "encode": resident + encode,
-              "denoise": resident + encode + unet + loop_arrays,
-              "decode": resident + encode + unet + decode + video_arrays + total * latent_frame}
-    parts = {"base": cal.base, "graph_files": sum(graph_bytes.values()), "resident": resident,
-             "loop_arrays": loop_arrays, "video_arrays": video_arrays}
-    return MemoryPlan(backend=backend, stages=stages, decode_chunk=chunk, frames_out=total,
-                      parts=parts, fitted_on=cal.fitted_on,
-                      borrowed_from="" if source == backend else source, clips=clips, manifest=manifest,
-                      graph_bytes=dict(graph_bytes))
+    stages = {
+        "load": resident,
+        "encode": resident + encode,
+        "denoise": resident + encode + unet + loop_arrays,
+        "decode": resident + encode + unet + decode + video_arrays + total * latent_frame,
+    }
+    parts = {
+        "base": cal.base,
+        "graph_files": sum(graph_bytes.values()),
+        "resident": resident,
+        "loop_arrays": loop_arrays,
+        "video_arrays": video_arrays,
+    }
+    return MemoryPlan(
+        backend=backend,
+        stages=stages,
+        decode_chunk=chunk,
+        frames_out=total,
+        parts=parts,
+        fitted_on=cal.fitted_on,
+        borrowed_from="" if source == backend else source,
+        clips=clips,
+        manifest=manifest,
+        graph_bytes=dict(graph_bytes),
+    )
 
 
-def _graph_working(manifest: Manifest, cal: Calibration, graph_bytes: Dict[str, int], total: int,
-                   chunk: int, decode_overlap: int) -> Tuple[int, int, int]:
+def _graph_working(
+    manifest: Manifest,
+    cal: Calibration,
+    graph_bytes: Dict[str, int],
+    total: int,
+    chunk: int,
+    decode_overlap: int,
+) -> Tuple[int, int, int]:
     """Working memory of the encoders, the U-Net and the decoder over what stays resident: each
     grows with its graphs' size and with the elements one call handles."""
     frames, _, lat_h, lat_w = manifest.latent_shape
@@ -246,9 +320,15 @@ def _decoder_calls(total: int, chunk: int, overlap: int, frames: int) -> int:
     return sum(1 for w in windows if w.graph == "vae_decoder")
 
 
-def plan_for_artifact(artifact: Union[str, os.PathLike], backend: Optional[str] = None, *,
-                      clips: int = 1, decode_overlap: int = 0, images: int = 1,
-                      lite_python: Optional[str] = None) -> MemoryPlan:
+def plan_for_artifact(
+    artifact: Union[str, os.PathLike],
+    backend: Optional[str] = None,
+    *,
+    clips: int = 1,
+    decode_overlap: int = 0,
+    images: int = 1,
+    lite_python: Optional[str] = None,
+) -> MemoryPlan:
     """Read the manifest (no hashing), settle the backend as ``svd-run`` would, and plan.
     A batch of ``images`` runs one video at a time, so its plan is one video's."""
     directory = Path(artifact)
@@ -265,8 +345,9 @@ def largest_fitting_chunk(plan: MemoryPlan, limit: int) -> int:
     """The largest decode chunk (frames) whose plan fits ``limit`` in every stage; 0 if none."""
     assert plan.manifest is not None, "a plan made by plan_memory"
     for chunk in range(plan.manifest.num_frames, 0, -1):
-        trial = plan_memory(plan.manifest, plan.graph_bytes, plan.backend, clips=plan.clips,
-                            decode_chunk=chunk)
+        trial = plan_memory(
+            plan.manifest, plan.graph_bytes, plan.backend, clips=plan.clips, decode_chunk=chunk
+        )
         if trial.peak_bytes <= limit:
             return chunk
     return 0
@@ -281,20 +362,37 @@ def check_memory_limit(plan: MemoryPlan, limit: int) -> None:
     stage = over[0]
     chunk = largest_fitting_chunk(plan, limit)
     if chunk == 0:
-        advice = ("no decode chunk fits: the " + "/".join(s for s in over if s != "decode")
-                  + " stage alone needs more" if set(over) != {"decode"} else
-                  "even 1-frame decode chunks do not fit")
+        advice = (
+            "no decode chunk fits: the "
+            + "/".join(s for s in over if s != "decode")
+            + " stage alone needs more"
+            if set(over) != {"decode"}
+            else "even 1-frame decode chunks do not fit"
+        )
     elif chunk >= plan.decode_chunk:
         advice = "the decode chunk is not what exceeds it"
     else:
-        advice = (f"the largest decode chunk that fits is {chunk} frame(s): re-export with "
-                  f"svd-export --decode-chunk-size {chunk}")
+        advice = (
+            f"the largest decode chunk that fits is {chunk} frame(s): re-export with "
+            f"svd-export --decode-chunk-size {chunk}"
+        )
     raise MemoryLimitError(
         f"the predicted peak resident memory is {format_size(plan.peak_bytes)} "
         f"({plan.peak_bytes} bytes), over --max-memory {format_size(limit)} ({limit} bytes) in "
         f"the {stage} stage ({format_size(plan.stages[stage])}, decode chunk "
-        f"{plan.decode_chunk}); {advice}. Nothing was run or written")
+        f"{plan.decode_chunk}); {advice}. Nothing was run or written"
+    )
 
 
-__all__ = ["STAGES", "Calibration", "CALIBRATIONS", "MemoryPlan", "format_size", "parse_size",
-           "plan_memory", "plan_for_artifact", "largest_fitting_chunk", "check_memory_limit"]
+__all__ = [
+    "STAGES",
+    "Calibration",
+    "CALIBRATIONS",
+    "MemoryPlan",
+    "format_size",
+    "parse_size",
+    "plan_memory",
+    "plan_for_artifact",
+    "largest_fitting_chunk",
+    "check_memory_limit",
+]

@@ -19,6 +19,7 @@ resizes it to 224×224 with diffusers' antialiased bicubic, the VAE branch adds 
 augmentation. The CLIP resize is written as two small matrices (one per axis) that fold
 the Gaussian blur with its reflect padding and the bicubic interpolation together.
 """
+
 from __future__ import annotations
 
 import math
@@ -81,16 +82,20 @@ def check_image_size(width: int, height: int, what: str) -> None:
         raise InputError(f"{what} is {width}×{height} pixels: expected a non-empty image")
     limit = max_image_pixels()
     if width * height > limit:
-        raise InputError(f"{what} is {width}×{height} = {width * height} pixels, above the limit "
-                         f"of {limit} (set {MAX_IMAGE_PIXELS_ENV} to allow more); expected a "
-                         "smaller image")
+        raise InputError(
+            f"{what} is {width}×{height} = {width * height} pixels, above the limit "
+            f"of {limit} (set {MAX_IMAGE_PIXELS_ENV} to allow more); expected a "
+            "smaller image"
+        )
 
 
 def _check_still(image: Image.Image, what: str) -> None:
     frames = getattr(image, "n_frames", 1)
     if frames > 1:
-        raise InputError(f"{what} holds {frames} frames (an animation or multi-page file): "
-                         "expected a still image; save the frame to use as PNG first")
+        raise InputError(
+            f"{what} holds {frames} frames (an animation or multi-page file): "
+            "expected a still image; save the frame to use as PNG first"
+        )
 
 
 def load_image(path: Union[str, os.PathLike]) -> Image.Image:
@@ -111,13 +116,16 @@ def load_image(path: Union[str, os.PathLike]) -> Image.Image:
             image = ImageOps.exif_transpose(opened)
             image.load()
     except UnidentifiedImageError:
-        raise InputError(f"image {str(path)!r} is not an image file Pillow can read; expected PNG, "
-                         "JPEG, WebP, BMP, TIFF or another Pillow format") from None
+        raise InputError(
+            f"image {str(path)!r} is not an image file Pillow can read; expected PNG, "
+            "JPEG, WebP, BMP, TIFF or another Pillow format"
+        ) from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"image {str(path)!r} is too large to decode safely ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"image {str(path)!r} is truncated or damaged ({exc}); expected a complete "
-                         "image file") from None
+        raise InputError(
+            f"image {str(path)!r} is truncated or damaged ({exc}); expected a complete image file"
+        ) from None
     return image
 
 
@@ -150,15 +158,17 @@ def _float_gray(gray: np.ndarray) -> np.ndarray:
     """A float image (mode F, e.g. a float TIFF) has no agreed range: values within [0, 1] are
     read as they are, values within [0, 255] as 8-bit levels; anything else is refused."""
     if not np.all(np.isfinite(gray)):
-        raise InputError("float image holds NaN or Inf values: expected finite values in [0, 1] "
-                         "(or [0, 255])")
+        raise InputError(
+            "float image holds NaN or Inf values: expected finite values in [0, 1] (or [0, 255])"
+        )
     low, high = float(gray.min()), float(gray.max())
     if low >= 0.0 and high <= 1.0:
         return gray
     if low >= 0.0 and high <= 255.0:
         return (gray / np.float32(255.0)).astype(np.float32)
-    raise InputError(f"float image has values in [{low:.4g}, {high:.4g}]: expected [0, 1] or "
-                     "[0, 255]")
+    raise InputError(
+        f"float image has values in [{low:.4g}, {high:.4g}]: expected [0, 1] or [0, 255]"
+    )
 
 
 def array_to_rgb_float(array: np.ndarray) -> np.ndarray:
@@ -169,8 +179,10 @@ def array_to_rgb_float(array: np.ndarray) -> np.ndarray:
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or min(array.shape[:2]) < 1:
-        raise InputError(f"image array of shape {array.shape}: expected (H, W), (H, W, 1), "
-                         "(H, W, 3) or (H, W, 4)")
+        raise InputError(
+            f"image array of shape {array.shape}: expected (H, W), (H, W, 1), "
+            "(H, W, 3) or (H, W, 4)"
+        )
     check_image_size(array.shape[1], array.shape[0], "image array")
     if array.dtype == np.uint8:
         x = array.astype(np.float32) / np.float32(255.0)
@@ -179,13 +191,18 @@ def array_to_rgb_float(array: np.ndarray) -> np.ndarray:
     elif np.issubdtype(array.dtype, np.floating):
         x = array.astype(np.float32)
         if not np.all(np.isfinite(x)):
-            raise InputError("float image array holds NaN or Inf values: expected finite values "
-                             "in [0, 1]")
+            raise InputError(
+                "float image array holds NaN or Inf values: expected finite values in [0, 1]"
+            )
         if x.min() < 0.0 or x.max() > 1.0:
-            raise InputError(f"float image array has values in [{np.nanmin(x):.4g}, "
-                             f"{np.nanmax(x):.4g}]: expected finite values in [0, 1]")
+            raise InputError(
+                f"float image array has values in [{np.nanmin(x):.4g}, "
+                f"{np.nanmax(x):.4g}]: expected finite values in [0, 1]"
+            )
     else:
-        raise InputError(f"image array dtype {array.dtype}: expected uint8, uint16 or float in [0, 1]")
+        raise InputError(
+            f"image array dtype {array.dtype}: expected uint8, uint16 or float in [0, 1]"
+        )
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)
     elif x.shape[-1] == 4:
@@ -208,15 +225,17 @@ def to_rgb_float(source: ImageSource) -> np.ndarray:
         return pil_to_rgb_float(oriented)
     if isinstance(source, (str, os.PathLike)):
         return pil_to_rgb_float(load_image(source))
-    raise InputError(f"image of type {type(source).__name__}: expected a file path, a PIL image "
-                     "or a numpy array")
+    raise InputError(
+        f"image of type {type(source).__name__}: expected a file path, a PIL image or a numpy array"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Fitting to the exported size
 # ---------------------------------------------------------------------------------------------
-def center_crop_box(src_height: int, src_width: int, height: int,
-                    width: int) -> Tuple[int, int, int, int]:
+def center_crop_box(
+    src_height: int, src_width: int, height: int, width: int
+) -> Tuple[int, int, int, int]:
     """The largest centered (left, top, right, bottom) pixel box of the target aspect ratio.
 
     Whole pixels: the resize then sees only pixels inside the box (a fractional box would
@@ -243,16 +262,17 @@ def fit_to_size(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     channels = []
     for c in range(cropped.shape[-1]):
         plane = Image.fromarray(np.ascontiguousarray(cropped[..., c], dtype=np.float32))  # mode "F"
-        channels.append(np.asarray(plane.resize((width, height), Image.Resampling.LANCZOS),
-                                   dtype=np.float32))
+        channels.append(
+            np.asarray(plane.resize((width, height), Image.Resampling.LANCZOS), dtype=np.float32)
+        )
     # Lanczos rings slightly past the input range at hard edges.
     return np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
 
 
 @dataclass
 class PreparedImage:
-    pixels: np.ndarray                 # (1, 3, H, W) float32 in [0, 1]
-    source_size: Tuple[int, int]       # (height, width) of the input, after EXIF rotation
+    pixels: np.ndarray  # (1, 3, H, W) float32 in [0, 1]
+    source_size: Tuple[int, int]  # (height, width) of the input, after EXIF rotation
     crop_box: Optional[Tuple[int, int, int, int]]  # (left, top, right, bottom); None if untouched
 
 
@@ -261,7 +281,9 @@ def prepare_image(source: ImageSource, height: int, width: int) -> PreparedImage
     rgb = to_rgb_float(source)
     src_h, src_w = rgb.shape[:2]
     fitted = fit_to_size(rgb, height, width)
-    box = None if (src_h, src_w) == (height, width) else center_crop_box(src_h, src_w, height, width)
+    box = (
+        None if (src_h, src_w) == (height, width) else center_crop_box(src_h, src_w, height, width)
+    )
     pixels = np.ascontiguousarray(fitted.transpose(2, 0, 1)[None], dtype=np.float32)
     return PreparedImage(pixels=pixels, source_size=(src_h, src_w), crop_box=box)
 
@@ -269,13 +291,18 @@ def prepare_image(source: ImageSource, height: int, width: int) -> PreparedImage
 # ---------------------------------------------------------------------------------------------
 # VAE branch
 # ---------------------------------------------------------------------------------------------
-def vae_encoder_input(pixels: np.ndarray, image_noise: np.ndarray,
-                      noise_aug_strength: float) -> np.ndarray:
+def vae_encoder_input(
+    pixels: np.ndarray, image_noise: np.ndarray, noise_aug_strength: float
+) -> np.ndarray:
     """``2·x01 − 1 + aug·noise`` in float32, the VAE encoder's input (1, 3, H, W)."""
     if pixels.shape != image_noise.shape:
-        raise InputError(f"image_noise has shape {tuple(image_noise.shape)}: expected "
-                         f"{tuple(pixels.shape)}, the shape of the image")
+        raise InputError(
+            f"image_noise has shape {tuple(image_noise.shape)}: expected "
+            f"{tuple(pixels.shape)}, the shape of the image"
+        )
     if not math.isfinite(noise_aug_strength):
         raise InputError(f"noise_aug_strength = {noise_aug_strength}: expected a finite number")
     signed = pixels.astype(np.float32) * np.float32(2.0) - np.float32(1.0)
-    return (signed + np.float32(noise_aug_strength) * image_noise.astype(np.float32)).astype(np.float32)
+    return (signed + np.float32(noise_aug_strength) * image_noise.astype(np.float32)).astype(
+        np.float32
+    )

@@ -6,6 +6,7 @@ Pure functions over numpy arrays and Python floats. They reproduce diffusers'
 timesteps, ``v_prediction``), which equals sgm's ``EDMDiscretization`` + ``VScalingWithEDMcNoise``
 + ``EulerEDMSampler`` without churn.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,9 @@ SIGMA_MAX = 700.0
 RHO = 7.0
 
 
-def karras_sigmas(num_steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,
-                  rho: float = RHO) -> np.ndarray:
+def karras_sigmas(
+    num_steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = RHO
+) -> np.ndarray:
     """The ``num_steps`` Karras noise levels from ``sigma_max`` down to ``sigma_min``, then 0.
 
     Returns float32 of shape (num_steps + 1,). Interpolation runs in float64 and is rounded
@@ -30,8 +32,9 @@ def karras_sigmas(num_steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
         raise InputError(f"num_inference_steps = {num_steps!r}: expected an integer ≥ 1")
     if not 0.0 < sigma_min < sigma_max:
-        raise InputError(f"sigma_min = {sigma_min}, sigma_max = {sigma_max}: expected "
-                         "0 < sigma_min < sigma_max")
+        raise InputError(
+            f"sigma_min = {sigma_min}, sigma_max = {sigma_max}: expected 0 < sigma_min < sigma_max"
+        )
     ramp = np.linspace(0.0, 1.0, int(num_steps), dtype=np.float64)
     hi, lo = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
     sigmas = (hi + ramp * (lo - hi)) ** rho
@@ -42,9 +45,9 @@ def karras_sigmas(num_steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float
 class Preconditioning:
     """EDM scalings of the v-prediction network at one noise level."""
 
-    c_in: float     # input scale: 1/sqrt(sigma²+1)
-    c_skip: float   # skip weight of the noisy latents in x0: 1/(sigma²+1)
-    c_out: float    # weight of the network output in x0: -sigma/sqrt(sigma²+1)
+    c_in: float  # input scale: 1/sqrt(sigma²+1)
+    c_skip: float  # skip weight of the noisy latents in x0: 1/(sigma²+1)
+    c_out: float  # weight of the network output in x0: -sigma/sqrt(sigma²+1)
     c_noise: float  # the U-Net's timestep input: 0.25·ln(sigma)
 
 
@@ -59,8 +62,12 @@ def edm_preconditioning(sigma: float) -> Preconditioning:
         raise InputError(f"sigma = {sigma}: expected a finite noise level > 0")
     s2p1 = sigma * sigma + 1.0
     c_noise = float(np.float32(0.25) * np.log(np.float32(sigma)))
-    return Preconditioning(c_in=1.0 / math.sqrt(s2p1), c_skip=1.0 / s2p1,
-                           c_out=-sigma / math.sqrt(s2p1), c_noise=c_noise)
+    return Preconditioning(
+        c_in=1.0 / math.sqrt(s2p1),
+        c_skip=1.0 / s2p1,
+        c_out=-sigma / math.sqrt(s2p1),
+        c_noise=c_noise,
+    )
 
 
 def initial_noise_scale(sigmas: np.ndarray) -> float:
@@ -83,8 +90,10 @@ def euler_step(latents: np.ndarray, v: np.ndarray, sigma: float, sigma_next: flo
     the result is x0 up to rounding (the last step lands on the denoised estimate).
     """
     if latents.shape != v.shape:
-        raise InputError(f"euler_step: latents shape {latents.shape} differs from the network "
-                         f"output shape {v.shape}")
+        raise InputError(
+            f"euler_step: latents shape {latents.shape} differs from the network "
+            f"output shape {v.shape}"
+        )
     x0 = denoised_from_v(latents, v, sigma)
     slope = (latents - x0) / np.float32(sigma)
     return (latents + slope * (np.float32(sigma_next) - np.float32(sigma))).astype(np.float32)

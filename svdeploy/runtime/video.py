@@ -4,6 +4,7 @@ Every writer produces its result under a temporary name in the target's director
 renames it into place, so a failed or interrupted run leaves no half-written output.
 PyAV is imported only when an mp4 is written.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 OUTPUT_KINDS = ("mp4", "gif", "webp", "npy", "png")
 _EXTENSIONS = {".mp4": "mp4", ".gif": "gif", ".webp": "webp", ".npy": "npy"}
 PNG_PATTERN = "frame_{:04d}.png"
-MP4_CRF = "18"          # visually lossless for H.264
+MP4_CRF = "18"  # visually lossless for H.264
 WEBP_QUALITY = 90
 # GIF stores frame durations in 1/100 s: above 100 fps a frame would last 0 (players then pick
 # their own, usually slow, rate)
@@ -47,7 +48,9 @@ def output_kind(out: Union[str, os.PathLike]) -> str:
     """'mp4', 'gif', 'webp', 'npy', or 'png' (a folder: no extension, or a trailing slash)."""
     text = os.fspath(out)
     if not text:
-        raise InputError("output path is empty: expected a .mp4, .gif, .webp or .npy file, or a folder")
+        raise InputError(
+            "output path is empty: expected a .mp4, .gif, .webp or .npy file, or a folder"
+        )
     if text.endswith(("/", os.sep)):
         return "png"
     suffix = Path(text).suffix.lower()
@@ -55,8 +58,10 @@ def output_kind(out: Union[str, os.PathLike]) -> str:
         return "png"
     if suffix in _EXTENSIONS:
         return _EXTENSIONS[suffix]
-    raise InputError(f"output {text!r} has extension {suffix!r}: expected .mp4, .gif, .webp, .npy, "
-                     "or a folder (no extension or a trailing /) for PNG frames")
+    raise InputError(
+        f"output {text!r} has extension {suffix!r}: expected .mp4, .gif, .webp, .npy, "
+        "or a folder (no extension or a trailing /) for PNG frames"
+    )
 
 
 def sidecar_path(out: Union[str, os.PathLike]) -> Path:
@@ -67,8 +72,9 @@ def sidecar_path(out: Union[str, os.PathLike]) -> Path:
 
 def _is_replaceable_png_folder(folder: Path) -> bool:
     """An existing folder may be replaced only if it is empty or holds nothing but frames."""
-    return all(p.is_file() and p.name.startswith("frame_") and p.suffix == ".png"
-               for p in folder.iterdir())
+    return all(
+        p.is_file() and p.name.startswith("frame_") and p.suffix == ".png" for p in folder.iterdir()
+    )
 
 
 def output_path(out: Union[str, os.PathLike]) -> Path:
@@ -85,10 +91,14 @@ def check_output_path(out: Union[str, os.PathLike]) -> str:
         raise InputError(f"output folder {str(parent)!r} does not exist; create it first")
     if kind == "png":
         if path.exists() and not path.is_dir():
-            raise InputError(f"output {str(path)!r} exists and is a file; expected a folder for PNG frames")
+            raise InputError(
+                f"output {str(path)!r} exists and is a file; expected a folder for PNG frames"
+            )
         if path.is_dir() and not _is_replaceable_png_folder(path):
-            raise InputError(f"output folder {str(path)!r} holds files other than frame_*.png; "
-                             "expected a new, empty or earlier frames folder")
+            raise InputError(
+                f"output folder {str(path)!r} holds files other than frame_*.png; "
+                "expected a new, empty or earlier frames folder"
+            )
     elif path.is_dir():
         raise InputError(f"output {str(path)!r} is a folder; expected a {kind} file path")
     return kind
@@ -131,14 +141,29 @@ def _frame_duration_ms(fps: int) -> int:
 
 def _write_gif(frames: np.ndarray, target: Path, fps: int) -> None:
     images = _pil_frames(frames)
-    images[0].save(target, format="GIF", save_all=True, append_images=images[1:],
-                   duration=_frame_duration_ms(fps), loop=0, disposal=1)
+    images[0].save(
+        target,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=_frame_duration_ms(fps),
+        loop=0,
+        disposal=1,
+    )
 
 
 def _write_webp(frames: np.ndarray, target: Path, fps: int) -> None:
     images = _pil_frames(frames)
-    images[0].save(target, format="WEBP", save_all=True, append_images=images[1:],
-                   duration=_frame_duration_ms(fps), loop=0, quality=WEBP_QUALITY, method=4)
+    images[0].save(
+        target,
+        format="WEBP",
+        save_all=True,
+        append_images=images[1:],
+        duration=_frame_duration_ms(fps),
+        loop=0,
+        quality=WEBP_QUALITY,
+        method=4,
+    )
 
 
 def _render_png_folder(frames: np.ndarray, folder: Path) -> Path:
@@ -162,8 +187,10 @@ def _render_png_folder(frames: np.ndarray, folder: Path) -> Path:
 def check_fps_for_output(kind: str, fps: int) -> None:
     """Refuse a frame rate the container cannot store (before any work is done)."""
     if kind == "gif" and fps > MAX_GIF_FPS:
-        raise InputError(f"fps = {fps}: a GIF stores frame durations in 1/100 s, so expected "
-                         f"fps ≤ {MAX_GIF_FPS} for .gif (use .mp4 or .webp for more)")
+        raise InputError(
+            f"fps = {fps}: a GIF stores frame durations in 1/100 s, so expected "
+            f"fps ≤ {MAX_GIF_FPS} for .gif (use .mp4 or .webp for more)"
+        )
 
 
 def render_frames(frames: np.ndarray, out: Union[str, os.PathLike], fps: int) -> Path:
@@ -177,8 +204,11 @@ def render_frames(frames: np.ndarray, out: Union[str, os.PathLike], fps: int) ->
     check_fps_for_output(kind, int(fps))
     path = output_path(out)
     if kind == "npy":
-        floats = (frames.astype(np.float32) / np.float32(255.0) if frames.dtype == np.uint8
-                  else frames.astype(np.float32))
+        floats = (
+            frames.astype(np.float32) / np.float32(255.0)
+            if frames.dtype == np.uint8
+            else frames.astype(np.float32)
+        )
 
         def write_npy(tmp: Path) -> None:
             with open(tmp, "wb") as fh:

@@ -11,6 +11,7 @@
 
 Imports Ray, FastAPI and the runtime; never the model, export or training code.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,10 +53,18 @@ PROGRESS_SAVE_S = 1.0
 api = FastAPI(title="svd-serve", docs_url=None, redoc_url=None, openapi_url=None)
 
 
-def error_json(status: int, code: str, message: str, field: Optional[str] = None,
-               headers: Optional[Dict[str, str]] = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "field": field}},
-                        status_code=status, headers=headers)
+def error_json(
+    status: int,
+    code: str,
+    message: str,
+    field: Optional[str] = None,
+    headers: Optional[Dict[str, str]] = None,
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "field": field}},
+        status_code=status,
+        headers=headers,
+    )
 
 
 @api.exception_handler(RequestError)
@@ -66,10 +75,15 @@ async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     codes = {404: "not_found", 405: "method_not_allowed"}
-    message = {404: f"no route {request.url.path}",
-               405: f"{request.method} is not allowed on {request.url.path}"}
-    return error_json(exc.status_code, codes.get(exc.status_code, "http_error"),
-                      message.get(exc.status_code, str(exc.detail)))
+    message = {
+        404: f"no route {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }
+    return error_json(
+        exc.status_code,
+        codes.get(exc.status_code, "http_error"),
+        message.get(exc.status_code, str(exc.detail)),
+    )
 
 
 @api.exception_handler(RequestValidationError)
@@ -81,8 +95,11 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     # the traceback goes to the server's log, never to the client
     logger.exception("svd-serve: %s %s failed", request.method, request.url.path)
-    return error_json(500, "internal_error", f"internal server error ({type(exc).__name__}); "
-                      "the server log has the details")
+    return error_json(
+        500,
+        "internal_error",
+        f"internal server error ({type(exc).__name__}); the server log has the details",
+    )
 
 
 # The helpers come before the deployments: serve.ingress serializes the routes when the class is
@@ -94,25 +111,39 @@ async def _form_values(form: Any):
     seen = set()
     for name, value in form.multi_items():
         if name in seen:
-            raise RequestError(400, "duplicate_field", f"form field {name!r} is given more than "
-                               "once", name)
+            raise RequestError(
+                400, "duplicate_field", f"form field {name!r} is given more than once", name
+            )
         seen.add(name)
         if name == "image":
             if not isinstance(value, UploadFile):
-                raise RequestError(422, "invalid_type", "image must be a file part (curl -F "
-                                   "image=@photo.png), not a text field", "image")
+                raise RequestError(
+                    422,
+                    "invalid_type",
+                    "image must be a file part (curl -F image=@photo.png), not a text field",
+                    "image",
+                )
             image = await value.read()
         elif isinstance(value, UploadFile):
-            raise RequestError(422, "invalid_type", f"{name} must be a text field, not a file",
-                               name)
+            raise RequestError(
+                422, "invalid_type", f"{name} must be a text field, not a file", name
+            )
         elif name in FIELDS:
             fields[name] = value
         else:
-            raise RequestError(400, "unknown_field", f"unknown form field {name!r}; expected "
-                               f"{', '.join(FIELDS)}", name)
+            raise RequestError(
+                400,
+                "unknown_field",
+                f"unknown form field {name!r}; expected {', '.join(FIELDS)}",
+                name,
+            )
     if image is None:
-        raise RequestError(400, "missing_field", "the image file field is missing (curl -F "
-                           "image=@photo.png)", "image")
+        raise RequestError(
+            400,
+            "missing_field",
+            "the image file field is missing (curl -F image=@photo.png)",
+            "image",
+        )
     return fields, image
 
 
@@ -127,8 +158,20 @@ def running_replicas() -> int:
 
 def job_view(record: Record) -> Dict[str, Any]:
     """What clients see of a record."""
-    view = {k: record.get(k) for k in ("id", "status", "progress", "created_at", "started_at",
-                                        "finished_at", "attempts", "error", "parameters")}
+    view = {
+        k: record.get(k)
+        for k in (
+            "id",
+            "status",
+            "progress",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "attempts",
+            "error",
+            "parameters",
+        )
+    }
     view["object"] = "video"
     run = record.get("run") or {}
     timings: Dict[str, Any] = {}
@@ -136,14 +179,22 @@ def job_view(record: Record) -> Dict[str, Any]:
         timings["queued_s"] = record["started_at"] - record["created_at"]
     if record.get("finished_at") and record.get("started_at"):
         timings["run_s"] = record["finished_at"] - record["started_at"]
-    timings.update({k: v for k, v in (run.get("timings") or {}).items()
-                    if k.endswith("_s") and isinstance(v, (int, float))})
+    timings.update(
+        {
+            k: v
+            for k, v in (run.get("timings") or {}).items()
+            if k.endswith("_s") and isinstance(v, (int, float))
+        }
+    )
     view["timings"] = timings
     view["backend"] = record.get("backend")
     if record.get("status") == "succeeded" and record.get("result"):
         view["content_url"] = f"/v1/videos/{record['id']}/content"
-        view.update(bytes=record["result"]["bytes"], sha256=record["result"]["sha256"],
-                    content_type=record["result"]["content_type"])
+        view.update(
+            bytes=record["result"]["bytes"],
+            sha256=record["result"]["sha256"],
+            content_type=record["result"]["content_type"],
+        )
     return view
 
 
@@ -155,16 +206,33 @@ def artifact_summary(manifest: Any, settings: ServeSettings) -> Dict[str, Any]:
     fmt = runnable_format(settings.backend, manifest.formats())
     graphs = [g for g in manifest.graphs if g.format == fmt]
     root = Path(settings.artifact)
-    return {"variant": manifest.variant, "height": manifest.height, "width": manifest.width,
-            "num_frames": manifest.num_frames, "latent_shape": list(manifest.latent_shape),
-            "cfg": manifest.cfg, "decode_chunk_size": manifest.decode_chunk_size,
-            "dtype": manifest.dtype, "target": manifest.target, "defaults": dict(manifest.defaults),
-            "backend": settings.backend, "format": fmt, "replicas": settings.replicas,
-            "max_queue": settings.max_queue, "max_upload_bytes": settings.max_upload,
-            "output_formats": list(CONTENT_TYPES),
-            "graphs": [{"name": g.name, "file": g.file, "dtype": g.dtype,
-                        "bytes": (root / g.file).stat().st_size if (root / g.file).is_file() else None}
-                       for g in graphs]}
+    return {
+        "variant": manifest.variant,
+        "height": manifest.height,
+        "width": manifest.width,
+        "num_frames": manifest.num_frames,
+        "latent_shape": list(manifest.latent_shape),
+        "cfg": manifest.cfg,
+        "decode_chunk_size": manifest.decode_chunk_size,
+        "dtype": manifest.dtype,
+        "target": manifest.target,
+        "defaults": dict(manifest.defaults),
+        "backend": settings.backend,
+        "format": fmt,
+        "replicas": settings.replicas,
+        "max_queue": settings.max_queue,
+        "max_upload_bytes": settings.max_upload,
+        "output_formats": list(CONTENT_TYPES),
+        "graphs": [
+            {
+                "name": g.name,
+                "file": g.file,
+                "dtype": g.dtype,
+                "bytes": (root / g.file).stat().st_size if (root / g.file).is_file() else None,
+            }
+            for g in graphs
+        ],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,8 +242,13 @@ def artifact_summary(manifest: Any, settings: ServeSettings) -> Dict[str, Any]:
 class Generator:
     def __init__(self, settings: Dict[str, Any]) -> None:
         s = ServeSettings.from_json(settings)
-        self.pipe = VideoPipeline.load(s.artifact, backend=s.backend, verify_hashes=s.verify_hashes,
-                                       precision=s.precision, lite_python=s.lite_python)
+        self.pipe = VideoPipeline.load(
+            s.artifact,
+            backend=s.backend,
+            verify_hashes=s.verify_hashes,
+            precision=s.precision,
+            lite_python=s.lite_python,
+        )
         # One thread: a cancelled job's last step finishes before the next job starts.
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="svd-job")
 
@@ -192,9 +265,12 @@ class Generator:
             put({"kind": "started", "pid": os.getpid(), "backend": self.pipe.backend})
             try:
                 data, metadata = generate_video(
-                    self.pipe, image, JobRequest(**parameters),
+                    self.pipe,
+                    image,
+                    JobRequest(**parameters),
                     on_step=lambda done, total: put({"kind": "step", "done": done, "total": total}),
-                    cancelled=cancelled)
+                    cancelled=cancelled,
+                )
                 put({"kind": "result", "data": data, "metadata": metadata})
             except JobCancelled:
                 put({"kind": "cancelled"})
@@ -202,8 +278,12 @@ class Generator:
                 put({"kind": "error", "message": str(exc)})
             except Exception as exc:  # a bug or a backend crash: the log has the traceback
                 logger.exception("svd-serve: a job failed in the replica")
-                put({"kind": "error", "message": f"the replica failed ({type(exc).__name__}: "
-                                                 f"{str(exc)[:300]})"})
+                put(
+                    {
+                        "kind": "error",
+                        "message": f"the replica failed ({type(exc).__name__}: {str(exc)[:300]})",
+                    }
+                )
 
         loop.run_in_executor(self.executor, work)
         try:
@@ -219,8 +299,11 @@ class Generator:
 # ---------------------------------------------------------------------------------------------
 # Api: HTTP, jobs, queue
 # ---------------------------------------------------------------------------------------------
-@serve.deployment(name="Api", max_ongoing_requests=256,
-                  ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}})
+@serve.deployment(
+    name="Api",
+    max_ongoing_requests=256,
+    ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}},
+)
 @serve.ingress(api)
 class Api:
     def __init__(self, generator: Any, settings: Dict[str, Any]) -> None:
@@ -247,13 +330,20 @@ class Api:
         await asyncio.to_thread(check_image, image)
         if len(self.active) >= self.settings.max_queue:
             retry = self._retry_after()
-            return error_json(429, "queue_full", f"{len(self.active)} jobs are queued or running, "
-                              f"the limit is {self.settings.max_queue} (--max-queue); retry in "
-                              f"about {retry} s", None, headers={"Retry-After": str(retry)})
+            return error_json(
+                429,
+                "queue_full",
+                f"{len(self.active)} jobs are queued or running, "
+                f"the limit is {self.settings.max_queue} (--max-queue); retry in "
+                f"about {retry} s",
+                None,
+                headers={"Retry-After": str(retry)},
+            )
         record = await asyncio.to_thread(self.store.create, job.to_json(), image)
         self._start(record)
-        return JSONResponse(job_view(record), status_code=202,
-                            headers={"Location": f"/v1/videos/{record['id']}"})
+        return JSONResponse(
+            job_view(record), status_code=202, headers={"Location": f"/v1/videos/{record['id']}"}
+        )
 
     @api.get("/v1/videos/{job_id}")
     async def get_video(self, job_id: str) -> JSONResponse:
@@ -263,12 +353,18 @@ class Api:
     async def get_content(self, job_id: str):
         record = self._record(job_id)
         if record["status"] != "succeeded":
-            return error_json(409, "not_finished" if record["status"] in ACTIVE else "no_content",
-                              f"job {job_id} is {record['status']}: its content exists only once "
-                              "it has succeeded")
+            return error_json(
+                409,
+                "not_finished" if record["status"] in ACTIVE else "no_content",
+                f"job {job_id} is {record['status']}: its content exists only once "
+                "it has succeeded",
+            )
         fmt = record["parameters"]["format"]
-        return FileResponse(self.store.result_path(record), media_type=CONTENT_TYPES[fmt],
-                            filename=f"{job_id}.{fmt}")
+        return FileResponse(
+            self.store.result_path(record),
+            media_type=CONTENT_TYPES[fmt],
+            filename=f"{job_id}.{fmt}",
+        )
 
     @api.delete("/v1/videos/{job_id}")
     async def delete_video(self, job_id: str) -> JSONResponse:
@@ -287,9 +383,12 @@ class Api:
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
         ready = await asyncio.to_thread(running_replicas)
-        body = {"status": "ok" if ready >= self.settings.replicas else "loading",
-                "replicas_ready": ready, "replicas": self.settings.replicas,
-                "jobs_active": len(self.active)}
+        body = {
+            "status": "ok" if ready >= self.settings.replicas else "loading",
+            "replicas_ready": ready,
+            "replicas": self.settings.replicas,
+            "jobs_active": len(self.active),
+        }
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
     @api.get("/v1/artifact")
@@ -299,8 +398,12 @@ class Api:
     # -- request parsing -------------------------------------------------------------------------
     async def _read_body(self, request: Request) -> bytes:
         limit = self.settings.max_upload
-        too_large = RequestError(413, "payload_too_large", f"the request is larger than the "
-                                 f"upload limit of {limit} bytes (--max-upload)", "image")
+        too_large = RequestError(
+            413,
+            "payload_too_large",
+            f"the request is larger than the upload limit of {limit} bytes (--max-upload)",
+            "image",
+        )
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise too_large
@@ -314,8 +417,12 @@ class Api:
 
     async def _parse_form(self, request: Request, body: bytes):
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise RequestError(415, "unsupported_media_type", "expected a multipart/form-data "
-                               "body with an image file field and optional text fields")
+            raise RequestError(
+                415,
+                "unsupported_media_type",
+                "expected a multipart/form-data "
+                "body with an image file field and optional text fields",
+            )
 
         async def replay() -> Dict[str, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
@@ -323,8 +430,11 @@ class Api:
         try:
             form = await Request(request.scope, replay).form(max_files=4, max_fields=32)
         except Exception as exc:  # malformed multipart: starlette raises its own errors
-            raise RequestError(400, "invalid_body", f"the multipart body cannot be parsed "
-                               f"({getattr(exc, 'detail', exc)})") from None
+            raise RequestError(
+                400,
+                "invalid_body",
+                f"the multipart body cannot be parsed ({getattr(exc, 'detail', exc)})",
+            ) from None
         try:
             return await _form_values(form)
         finally:
@@ -334,8 +444,9 @@ class Api:
     def _record(self, job_id: str) -> Record:
         record = self.active.get(job_id) or self.store.get(job_id)
         if record is None:
-            raise RequestError(404, "not_found", f"no job {job_id!r} (unknown, deleted or "
-                               "expired)", "id")
+            raise RequestError(
+                404, "not_found", f"no job {job_id!r} (unknown, deleted or expired)", "id"
+            )
         return record
 
     def _start(self, record: Record) -> None:
@@ -346,7 +457,9 @@ class Api:
         job_id = record["id"]
         try:
             image = await asyncio.to_thread(self.store.input_path(job_id).read_bytes)
-            stream = self.generator.options(stream=True).generate.remote(image, record["parameters"])
+            stream = self.generator.options(stream=True).generate.remote(
+                image, record["parameters"]
+            )
             self.streams[job_id] = stream
             async for event in stream:
                 if record["status"] == "cancelled":
@@ -361,8 +474,12 @@ class Api:
         except Exception as exc:  # the replica died, Ray failed
             logger.exception("svd-serve: job %s lost its replica", job_id)
             if record["status"] in ACTIVE:
-                self._finish(record, "failed", error=f"the replica running this job failed "
-                             f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]})")
+                self._finish(
+                    record,
+                    "failed",
+                    error=f"the replica running this job failed "
+                    f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]})",
+                )
         finally:
             for table in (self.active, self.tasks, self.streams, self.saved_at):
                 table.pop(job_id, None)
@@ -370,8 +487,12 @@ class Api:
     async def _apply(self, record: Record, event: Dict[str, Any]) -> None:
         kind = event["kind"]
         if kind == "started":
-            record.update(status="running", started_at=time.time(),
-                          attempts=record.get("attempts", 0) + 1, backend=event["backend"])
+            record.update(
+                status="running",
+                started_at=time.time(),
+                attempts=record.get("attempts", 0) + 1,
+                backend=event["backend"],
+            )
             self.store.save(record)
         elif kind == "step":
             # GET reads the in-memory record of an active job; the file gets the progress at
@@ -384,9 +505,14 @@ class Api:
             data = event["data"]
             fmt = record["parameters"]["format"]
             await asyncio.to_thread(self.store.write_result, record, data)
-            record.update(run=event["metadata"], result={
-                "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                "content_type": CONTENT_TYPES[fmt]})
+            record.update(
+                run=event["metadata"],
+                result={
+                    "bytes": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "content_type": CONTENT_TYPES[fmt],
+                },
+            )
             self._finish(record, "succeeded")
             if record["started_at"]:
                 self.durations.append(record["finished_at"] - record["started_at"])

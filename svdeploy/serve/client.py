@@ -1,5 +1,6 @@
 """A small HTTP client of the svd-serve API, standard library only (used by ``svd-bench serve``
 and the tests; handy in scripts)."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from svdeploy.errors import ServeError
 @dataclass
 class Reply:
     status: int
-    headers: Dict[str, str]     # names in lower case
+    headers: Dict[str, str]  # names in lower case
     body: bytes
 
     def json(self) -> Any:
@@ -27,19 +28,27 @@ def _lower(items: Any) -> Dict[str, str]:
     return {name.lower(): value for name, value in items}
 
 
-def encode_multipart(fields: Mapping[str, Any],
-                     files: Mapping[str, Tuple[str, bytes]]) -> Tuple[bytes, str]:
+def encode_multipart(
+    fields: Mapping[str, Any], files: Mapping[str, Tuple[str, bytes]]
+) -> Tuple[bytes, str]:
     """(body, content type) of a multipart/form-data request: text ``fields``, and ``files``
     as name → (file name, bytes)."""
     boundary = "svdeploy-" + uuid.uuid4().hex
     parts = []
     for name, value in fields.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-                     f"{value}\r\n".encode("utf-8"))
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+            f"{value}\r\n".encode("utf-8")
+        )
     for name, (filename, data) in files.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
-                     f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-                     .encode("utf-8") + data + b"\r\n")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode(
+                "utf-8"
+            )
+            + data
+            + b"\r\n"
+        )
     parts.append(f"--{boundary}--\r\n".encode("utf-8"))
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
@@ -52,10 +61,16 @@ class ServeClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
 
-    def request(self, method: str, path: str, body: Optional[bytes] = None,
-                headers: Optional[Dict[str, str]] = None) -> Reply:
-        req = urllib.request.Request(self.base_url + path, data=body, method=method,
-                                     headers=dict(headers or {}))
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Optional[bytes] = None,
+        headers: Optional[Dict[str, str]] = None,
+    ) -> Reply:
+        req = urllib.request.Request(
+            self.base_url + path, data=body, method=method, headers=dict(headers or {})
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as response:
                 return Reply(response.status, _lower(response.headers.items()), response.read())
@@ -66,7 +81,8 @@ class ServeClient:
         """POST /v1/videos with ``image`` and the given form fields (None values left out)."""
         files = {"image": (filename, image)} if image is not None else {}
         body, content_type = encode_multipart(
-            {k: v for k, v in fields.items() if v is not None}, files)
+            {k: v for k, v in fields.items() if v is not None}, files
+        )
         return self.request("POST", "/v1/videos", body, {"Content-Type": content_type})
 
     def job(self, job_id: str) -> Reply:
@@ -81,8 +97,13 @@ class ServeClient:
     def health(self) -> Reply:
         return self.request("GET", "/healthz")
 
-    def wait(self, job_id: str, timeout: float, poll: float = 0.1,
-             until: Tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> Dict[str, Any]:
+    def wait(
+        self,
+        job_id: str,
+        timeout: float,
+        poll: float = 0.1,
+        until: Tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+    ) -> Dict[str, Any]:
         """Poll the job until its status is one of ``until``; ServeError after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while True:

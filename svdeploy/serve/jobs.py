@@ -11,6 +11,7 @@ result is published before the record that names it, so a server killed at any i
 each job either as it was or as it became; ``recover`` then settles the jobs that were queued
 or running. Pure Python: no Ray, no backend.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -30,8 +31,12 @@ INPUT = "input"
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
-CONTENT_TYPES = {"mp4": "video/mp4", "gif": "image/gif", "webp": "image/webp",
-                 "npy": "application/x-npy"}
+CONTENT_TYPES = {
+    "mp4": "video/mp4",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "npy": "application/x-npy",
+}
 # A job interrupted this many times while running (the server died under it) is not tried again:
 # it may be what kills the server.
 MAX_ATTEMPTS = 2
@@ -56,7 +61,9 @@ class JobStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise InputError(f"jobs directory {str(self.root)!r} cannot be created ({exc})") from None
+            raise InputError(
+                f"jobs directory {str(self.root)!r} cannot be created ({exc})"
+            ) from None
         if not self.root.is_dir():
             raise InputError(f"jobs directory {str(self.root)!r} is not a directory")
 
@@ -80,10 +87,20 @@ class JobStore:
         folder = self.folder(job_id)
         folder.mkdir()
         atomic_write_bytes(folder / INPUT, image)
-        record: Record = {"id": job_id, "status": "queued", "progress": 0.0,
-                          "created_at": time.time(), "started_at": None, "finished_at": None,
-                          "attempts": 0, "error": None, "parameters": dict(parameters),
-                          "input_bytes": len(image), "result": None, "run": None}
+        record: Record = {
+            "id": job_id,
+            "status": "queued",
+            "progress": 0.0,
+            "created_at": time.time(),
+            "started_at": None,
+            "finished_at": None,
+            "attempts": 0,
+            "error": None,
+            "parameters": dict(parameters),
+            "input_bytes": len(image),
+            "result": None,
+            "run": None,
+        }
         self.save(record)
         return record
 
@@ -132,8 +149,11 @@ class JobStore:
                 continue
             status = record.get("status")
             if status == "running" and record.get("attempts", 0) >= MAX_ATTEMPTS:
-                self._fail(record, f"the server stopped while this job was running, "
-                                   f"{record['attempts']} times; it is not run again")
+                self._fail(
+                    record,
+                    f"the server stopped while this job was running, "
+                    f"{record['attempts']} times; it is not run again",
+                )
             elif status in ACTIVE and not self.input_path(job_id).is_file():
                 self._fail(record, "the job's input image is missing from the jobs directory")
             elif status in ACTIVE:
@@ -153,8 +173,12 @@ class JobStore:
         now = time.time() if now is None else now
         gone = []
         for job_id, record in self.records():
-            if record and record.get("status") in FINISHED and record.get("finished_at") \
-                    and now - record["finished_at"] > keep_seconds:
+            if (
+                record
+                and record.get("status") in FINISHED
+                and record.get("finished_at")
+                and now - record["finished_at"] > keep_seconds
+            ):
                 self.delete(job_id)
                 gone.append(job_id)
         return gone
@@ -169,10 +193,22 @@ def lock_jobs_dir(jobs_dir: Path):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
-        raise ServeError(f"jobs directory {str(jobs_dir)!r} is in use by another svd-serve; "
-                         "give each server its own --jobs-dir") from None
+        raise ServeError(
+            f"jobs directory {str(jobs_dir)!r} is in use by another svd-serve; "
+            "give each server its own --jobs-dir"
+        ) from None
     return handle
 
 
-__all__ = ["JobStore", "Record", "STATUSES", "ACTIVE", "FINISHED", "CONTENT_TYPES",
-           "MAX_ATTEMPTS", "new_job_id", "is_job_id", "lock_jobs_dir"]
+__all__ = [
+    "JobStore",
+    "Record",
+    "STATUSES",
+    "ACTIVE",
+    "FINISHED",
+    "CONTENT_TYPES",
+    "MAX_ATTEMPTS",
+    "new_job_id",
+    "is_job_id",
+    "lock_jobs_dir",
+]

@@ -1,6 +1,7 @@
 """``svd-serve`` as a child process: started in its own session (so it and the Ray processes it
 starts form one process group), waited for until it says ``ready URL``, stopped with SIGTERM,
 or killed whole with SIGKILL. Used by ``svd-bench serve`` and the tests."""
+
 from __future__ import annotations
 
 import os
@@ -60,18 +61,39 @@ def _alive(pid: int) -> bool:
 class ServeProcess:
     """``with ServeProcess(artifact, jobs_dir, ["--replicas", "2"]) as server: server.url``"""
 
-    def __init__(self, artifact: Path, jobs_dir: Path, args: Sequence[str] = (),
-                 log_path: Optional[Path] = None, port: Optional[int] = None,
-                 start_timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        artifact: Path,
+        jobs_dir: Path,
+        args: Sequence[str] = (),
+        log_path: Optional[Path] = None,
+        port: Optional[int] = None,
+        start_timeout: float = 300.0,
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path or Path(jobs_dir).parent / f"svd-serve-{self.port}.log")
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-        command = [sys.executable, "-m", "svdeploy.serve.cli", str(artifact), "--port",
-                   str(self.port), "--jobs-dir", str(jobs_dir), *args]
+        command = [
+            sys.executable,
+            "-m",
+            "svdeploy.serve.cli",
+            str(artifact),
+            "--port",
+            str(self.port),
+            "--jobs-dir",
+            str(jobs_dir),
+            *args,
+        ]
         self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
         self._wait_ready(start_timeout)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -81,8 +103,10 @@ class ServeProcess:
                 return
             if self.process.poll() is not None:
                 self.close()
-                raise ServeError(f"svd-serve exited with status {self.process.returncode} before "
-                                 f"it was ready:\n{self.log_tail()}")
+                raise ServeError(
+                    f"svd-serve exited with status {self.process.returncode} before "
+                    f"it was ready:\n{self.log_tail()}"
+                )
             time.sleep(0.2)
         self.kill()
         raise ServeError(f"svd-serve was not ready after {timeout} s:\n{self.log_tail()}")

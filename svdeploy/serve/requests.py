@@ -5,6 +5,7 @@ the field named, so bad input never reaches a replica.
 Ranges and defaults are the runtime's own (``resolve_sampling_params``, as ``svd-run`` uses), so
 a job and ``svd-run`` with the same values and seed give the same frames. Pure Python: no Ray.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,14 +25,17 @@ from .jobs import CONTENT_TYPES
 FORMATS = tuple(CONTENT_TYPES)
 DEFAULT_FORMAT = "mp4"
 # form field → runtime keyword (the form uses the svd-run option names)
-SAMPLING_FIELDS = {"steps": "num_inference_steps", "fps": "fps",
-                   "motion_bucket_id": "motion_bucket_id",
-                   "noise_aug_strength": "noise_aug_strength",
-                   "min_guidance_scale": "min_guidance_scale",
-                   "max_guidance_scale": "max_guidance_scale"}
+SAMPLING_FIELDS = {
+    "steps": "num_inference_steps",
+    "fps": "fps",
+    "motion_bucket_id": "motion_bucket_id",
+    "noise_aug_strength": "noise_aug_strength",
+    "min_guidance_scale": "min_guidance_scale",
+    "max_guidance_scale": "max_guidance_scale",
+}
 INTEGER_FIELDS = ("seed", "steps", "fps", "motion_bucket_id")
 FIELDS = ("image", "seed", "format") + tuple(SAMPLING_FIELDS)
-SEED_LIMIT = 2 ** 63  # numpy's default_rng takes any non-negative integer; JSON clients do not
+SEED_LIMIT = 2**63  # numpy's default_rng takes any non-negative integer; JSON clients do not
 
 
 class RequestError(InputError):
@@ -72,19 +76,22 @@ def _parse_integer(field: str, text: str) -> int:
     try:
         return int(text.strip(), 10)
     except ValueError:
-        raise RequestError(422, "invalid_type", f"{field} = {text!r}: expected an integer",
-                           field) from None
+        raise RequestError(
+            422, "invalid_type", f"{field} = {text!r}: expected an integer", field
+        ) from None
 
 
 def _parse_number(field: str, text: str) -> float:
     try:
         value = float(text.strip())
     except ValueError:
-        raise RequestError(422, "invalid_type", f"{field} = {text!r}: expected a number",
-                           field) from None
+        raise RequestError(
+            422, "invalid_type", f"{field} = {text!r}: expected a number", field
+        ) from None
     if not math.isfinite(value):
-        raise RequestError(422, "invalid_value", f"{field} = {text!r}: expected a finite number",
-                           field)
+        raise RequestError(
+            422, "invalid_value", f"{field} = {text!r}: expected a finite number", field
+        )
     return value
 
 
@@ -93,16 +100,24 @@ def _parse_seed(text: Optional[str]) -> int:
         return secrets.randbits(32)  # drawn here, so the record (and a re-run) has it
     seed = _parse_integer("seed", text)
     if not 0 <= seed < SEED_LIMIT:
-        raise RequestError(422, "invalid_value", f"seed = {seed}: expected an integer in "
-                           f"0..{SEED_LIMIT - 1}", "seed")
+        raise RequestError(
+            422,
+            "invalid_value",
+            f"seed = {seed}: expected an integer in 0..{SEED_LIMIT - 1}",
+            "seed",
+        )
     return seed
 
 
 def _parse_format(text: Optional[str]) -> str:
     fmt = DEFAULT_FORMAT if text is None else text.strip().lower()
     if fmt not in FORMATS:
-        raise RequestError(422, "invalid_value", f"format = {text!r}: expected one of "
-                           f"{', '.join(FORMATS)}", "format")
+        raise RequestError(
+            422,
+            "invalid_value",
+            f"format = {text!r}: expected one of {', '.join(FORMATS)}",
+            "format",
+        )
     return fmt
 
 
@@ -113,14 +128,19 @@ def parse_fields(manifest: Manifest, fields: Mapping[str, str]) -> JobRequest:
     together (min ≤ max guidance, guidance without CFG)."""
     unknown = sorted(set(fields) - set(FIELDS))
     if unknown:
-        raise RequestError(400, "unknown_field", f"unknown form field {unknown[0]!r}; expected "
-                           f"{', '.join(FIELDS)}", unknown[0])
+        raise RequestError(
+            400,
+            "unknown_field",
+            f"unknown form field {unknown[0]!r}; expected {', '.join(FIELDS)}",
+            unknown[0],
+        )
     given: Dict[str, Any] = {}
     for field, keyword in SAMPLING_FIELDS.items():
         if fields.get(field) is None:
             continue
-        parse: Callable[[str, str], Any] = (_parse_integer if field in INTEGER_FIELDS
-                                            else _parse_number)
+        parse: Callable[[str, str], Any] = (
+            _parse_integer if field in INTEGER_FIELDS else _parse_number
+        )
         value = parse(field, fields[field])
         try:
             resolve_sampling_params(manifest, **{keyword: value})
@@ -134,8 +154,9 @@ def parse_fields(manifest: Manifest, fields: Mapping[str, str]) -> JobRequest:
         raise RequestError(422, "invalid_value", _form_names(str(exc)), field) from None
     resolved = asdict(params)
     resolved.pop("guidance")
-    return JobRequest(seed=_parse_seed(fields.get("seed")), format=_parse_format(fields.get("format")),
-                      **resolved)
+    return JobRequest(
+        seed=_parse_seed(fields.get("seed")), format=_parse_format(fields.get("format")), **resolved
+    )
 
 
 def _form_names(message: str) -> str:
@@ -162,5 +183,13 @@ def check_image(data: bytes) -> Dict[str, Any]:
     return {"width": image.width, "height": image.height, "mode": image.mode}
 
 
-__all__ = ["RequestError", "JobRequest", "parse_fields", "check_image", "FIELDS", "FORMATS",
-           "DEFAULT_FORMAT", "SAMPLING_FIELDS"]
+__all__ = [
+    "RequestError",
+    "JobRequest",
+    "parse_fields",
+    "check_image",
+    "FIELDS",
+    "FORMATS",
+    "DEFAULT_FORMAT",
+    "SAMPLING_FIELDS",
+]

@@ -1,5 +1,6 @@
 """Starting and stopping the Ray Serve application: a local Ray (the embedded default) or a
 running cluster (``--address``). The CLI is a thin layer over ``start_server``."""
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,9 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another "
-                             "--port or --host") from None
+            raise ServeError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port or --host"
+            ) from None
 
 
 def check_local_capacity(settings: ServeSettings, cpus: int) -> None:
@@ -33,15 +35,17 @@ def check_local_capacity(settings: ServeSettings, cpus: int) -> None:
     forever."""
     needed = settings.replicas * settings.replica_cpus
     if needed > cpus:
-        raise ServeError(f"--replicas {settings.replicas} × --replica-cpus {settings.replica_cpus} "
-                         f"= {needed:g} CPUs, but this machine has {cpus}; lower them (a fraction "
-                         "such as --replica-cpus 0.5 is allowed) or join a cluster with --address")
+        raise ServeError(
+            f"--replicas {settings.replicas} × --replica-cpus {settings.replica_cpus} "
+            f"= {needed:g} CPUs, but this machine has {cpus}; lower them (a fraction "
+            "such as --replica-cpus 0.5 is allowed) or join a cluster with --address"
+        )
 
 
 @dataclass
 class Server:
     settings: ServeSettings
-    local: bool                      # True: this process started Ray and stops it
+    local: bool  # True: this process started Ray and stops it
 
     @property
     def url(self) -> str:
@@ -65,8 +69,9 @@ class Server:
             ray.shutdown()
 
 
-def start_server(settings: ServeSettings, log: Log = lambda _m: None,
-                 verbose: bool = False) -> Server:
+def start_server(
+    settings: ServeSettings, log: Log = lambda _m: None, verbose: bool = False
+) -> Server:
     """Start Ray (or join ``settings.address``), deploy the application and return once every
     replica has loaded the artifact."""
     JobStore(settings.jobs_dir)  # creates it, or says why it cannot
@@ -81,15 +86,21 @@ def start_server(settings: ServeSettings, log: Log = lambda _m: None,
     from .app import APP_NAME, build_app
 
     level = logging.INFO if verbose else logging.WARNING
-    log("starting a local Ray instance" if local else f"joining the Ray cluster at {settings.address}")
+    log(
+        "starting a local Ray instance"
+        if local
+        else f"joining the Ray cluster at {settings.address}"
+    )
     if local:
         ray.init(include_dashboard=False, logging_level=level, log_to_driver=verbose)
     else:
         ray.init(address=settings.address, logging_level=level, log_to_driver=verbose)
     server = Server(settings, local)
     try:
-        serve.start(http_options={"host": settings.host, "port": settings.port},
-                    logging_config={"log_level": "INFO" if verbose else "WARNING"})
+        serve.start(
+            http_options={"host": settings.host, "port": settings.port},
+            logging_config={"log_level": "INFO" if verbose else "WARNING"},
+        )
         log(f"loading the artifact on {settings.replicas} replica(s) (backend {settings.backend})")
         serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
     except BaseException as exc:

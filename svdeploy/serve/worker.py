@@ -1,6 +1,7 @@
 """What one replica does for one job, without Ray: the image bytes and the resolved parameters in,
 the encoded video out, through the runtime exactly as ``svd-run`` goes (image read from a file
 by ``to_rgb_float``, ``VideoPipeline.generate``, ``save_frames``)."""
+
 from __future__ import annotations
 
 import tempfile
@@ -19,9 +20,13 @@ class JobCancelled(SvdeployError):
     """Raised from the step callback when the client cancelled the job."""
 
 
-def generate_video(pipe: VideoPipeline, image: bytes, request: JobRequest,
-                   on_step: Optional[Callable[[int, int], None]] = None,
-                   cancelled: Optional[threading.Event] = None) -> Tuple[bytes, Dict[str, Any]]:
+def generate_video(
+    pipe: VideoPipeline,
+    image: bytes,
+    request: JobRequest,
+    on_step: Optional[Callable[[int, int], None]] = None,
+    cancelled: Optional[threading.Event] = None,
+) -> Tuple[bytes, Dict[str, Any]]:
     """Run one job; returns the file's bytes (``request.format``) and the run's metadata
     (parameters, seed, backend, image info, timings). ``cancelled`` is checked after every
     denoising step: once set, the run stops with JobCancelled."""
@@ -35,11 +40,17 @@ def generate_video(pipe: VideoPipeline, image: bytes, request: JobRequest,
     with tempfile.TemporaryDirectory(prefix="svd-serve-job-") as tmp:
         source = Path(tmp) / "input"
         source.write_bytes(image)
-        result = pipe.generate(to_rgb_float(source), seed=request.seed, progress=False,
-                               on_step=step, **request.sampling())
+        result = pipe.generate(
+            to_rgb_float(source),
+            seed=request.seed,
+            progress=False,
+            on_step=step,
+            **request.sampling(),
+        )
         t0 = time.perf_counter()
-        out = save_frames(result.frames, Path(tmp) / f"video.{request.format}",
-                          fps=result.params.fps)
+        out = save_frames(
+            result.frames, Path(tmp) / f"video.{request.format}", fps=result.params.fps
+        )
         data = out.read_bytes()
     metadata = result.metadata()
     metadata["timings"] = dict(metadata["timings"], write_s=time.perf_counter() - t0)

@@ -12,6 +12,7 @@ Afterwards ``vae.scale_factor`` = 1 / std(μ) over ``scale_samples`` clips, so t
 latents of unit variance (the role 0.18215 plays for Stable Diffusion's VAE), and the stage
 writes a complete checkpoint directory (every network; the VAE trained, the rest as given).
 """
+
 from __future__ import annotations
 
 import csv
@@ -51,8 +52,9 @@ def _cells():
     class AutoencoderLoss(nn.Cell):
         """Reconstruction + KL of B·F frames through the VAE; see the module docstring."""
 
-        def __init__(self, encoder: nn.Cell, decoder: nn.Cell, num_frames: int,
-                     kl_weight: float) -> None:
+        def __init__(
+            self, encoder: nn.Cell, decoder: nn.Cell, num_frames: int, kl_weight: float
+        ) -> None:
             super().__init__()
             self.encoder = encoder
             self.decoder = decoder
@@ -62,8 +64,8 @@ def _cells():
 
         def construct(self, frames: ms.Tensor, eps: ms.Tensor) -> ms.Tensor:
             moments = self.encoder.quant_conv(self.encoder.encoder(frames))
-            mean = moments[:, :self.embed_dim]
-            logvar = ops.clip_by_value(moments[:, self.embed_dim:], -30.0, 20.0)
+            mean = moments[:, : self.embed_dim]
+            logvar = ops.clip_by_value(moments[:, self.embed_dim :], -30.0, 20.0)
             z = mean + ops.exp(0.5 * logvar) * eps
             recon = self.decoder(z, self.num_frames)
             rec = ops.mean(ops.square(recon - frames))
@@ -96,8 +98,14 @@ def _clip_batches(dataset: VideoDataset, batch: int):
                 group = []
 
 
-def train_autoencoder(cfg: TrainingConfig, model_cfg: ModelConfig, source: Path,
-                      out: Path, kernels, progress: bool = True) -> Path:
+def train_autoencoder(
+    cfg: TrainingConfig,
+    model_cfg: ModelConfig,
+    source: Path,
+    out: Path,
+    kernels,
+    progress: bool = True,
+) -> Path:
     """Run the stage from the checkpoint ``source`` and write the checkpoint ``out``. A
     complete ``out`` (from an earlier run with the same options) is reused as it is."""
     if (out / DONE_FILE).is_file():
@@ -128,15 +136,27 @@ def train_autoencoder(cfg: TrainingConfig, model_cfg: ModelConfig, source: Path,
     latent = (model_cfg.vae.embed_dim, init.height // factor, init.width // factor)
     rows = _run_steps(step_cell, batches, latent, ae.steps, cfg.environment.seed, progress)
     scale = latent_scale(encoder, dataset, ae.scale_samples)
-    logger.info("autoencoder: final loss %.4g; vae.scale_factor = %.5f", rows[-1]["loss"] if rows
-                else float("nan"), scale)
-    new_cfg = dataclasses.replace(model_cfg, vae=dataclasses.replace(model_cfg.vae, scale_factor=scale))
-    return write_stage_checkpoint(out, new_cfg, weights, {"vae_encoder": encoder,
-                                                          "vae_decoder": decoder}, rows)
+    logger.info(
+        "autoencoder: final loss %.4g; vae.scale_factor = %.5f",
+        rows[-1]["loss"] if rows else float("nan"),
+        scale,
+    )
+    new_cfg = dataclasses.replace(
+        model_cfg, vae=dataclasses.replace(model_cfg.vae, scale_factor=scale)
+    )
+    return write_stage_checkpoint(
+        out, new_cfg, weights, {"vae_encoder": encoder, "vae_decoder": decoder}, rows
+    )
 
 
-def _run_steps(step_cell, batches: Iterator[np.ndarray], latent: Tuple[int, int, int],
-               steps: int, seed: int, progress: bool) -> List[Dict[str, object]]:
+def _run_steps(
+    step_cell,
+    batches: Iterator[np.ndarray],
+    latent: Tuple[int, int, int],
+    steps: int,
+    seed: int,
+    progress: bool,
+) -> List[Dict[str, object]]:
     """The optimizer steps, one log row each; the posterior noise is drawn from the seed and
     the step, so that a rerun takes the same steps."""
     from mindspore import Tensor
@@ -171,8 +191,13 @@ def latent_scale(encoder, dataset: VideoDataset, clips: int) -> float:
     return 1.0 / max(std, 1e-6)
 
 
-def write_stage_checkpoint(out: Path, model_cfg: ModelConfig, source_weights: Path,
-                           trained: Dict[str, object], rows: Sequence[Dict[str, object]]) -> Path:
+def write_stage_checkpoint(
+    out: Path,
+    model_cfg: ModelConfig,
+    source_weights: Path,
+    trained: Dict[str, object],
+    rows: Sequence[Dict[str, object]],
+) -> Path:
     """A checkpoint directory: ``source_weights`` with the ``trained`` networks' tensors
     replaced, ``model_cfg`` as its config, the loss log, and ``stage.json`` written last."""
     import json
@@ -201,10 +226,19 @@ def write_stage_checkpoint(out: Path, model_cfg: ModelConfig, source_weights: Pa
             writer = csv.DictWriter(fh, fieldnames=("step", "loss", "seconds"))
             writer.writeheader()
             writer.writerows(rows)
-        (tmp / DONE_FILE).write_text(json.dumps({
-            "stage": "autoencoder", "steps": len(rows),
-            "final_loss": rows[-1]["loss"] if rows else None,
-            "scale_factor": model_cfg.vae.scale_factor}, indent=2) + "\n", encoding="utf-8")
+        (tmp / DONE_FILE).write_text(
+            json.dumps(
+                {
+                    "stage": "autoencoder",
+                    "steps": len(rows),
+                    "final_loss": rows[-1]["loss"] if rows else None,
+                    "scale_factor": model_cfg.vae.scale_factor,
+                },
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
         apply_umask(tmp)
         os.rename(tmp, out)
     except BaseException:

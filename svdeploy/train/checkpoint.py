@@ -14,6 +14,7 @@ A checkpoint is built in a hidden ``.step-….partial`` folder and renamed into 
 file is written and synced, so a folder named ``step-N`` is always complete; partial folders
 left by a killed run are removed when training starts again.
 """
+
 from __future__ import annotations
 
 import json
@@ -113,8 +114,13 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
-def write_weights(path: Path, cfg: ModelConfig, unet_params: Iterable[Tuple[str, Any]],
-                  frozen_source: Path, trained_network: str = "unet") -> None:
+def write_weights(
+    path: Path,
+    cfg: ModelConfig,
+    unet_params: Iterable[Tuple[str, Any]],
+    frozen_source: Path,
+    trained_network: str = "unet",
+) -> None:
     """weights.safetensors with every tensor of the four networks: ``trained_network`` from
     ``unet_params`` (name relative to the network, MindSpore Parameter), the others copied from
     ``frozen_source`` (a weights.safetensors), one tensor in memory at a time."""
@@ -130,22 +136,28 @@ def write_weights(path: Path, cfg: ModelConfig, unet_params: Iterable[Tuple[str,
                 f"cannot write {path}: {len(missing)} tensor(s) "
                 f"missing from {frozen_source} and the "
                 f"trained network ({', '.join(missing[:5])}), {len(extra)} unexpected "
-                f"({', '.join(extra[:5])})")
+                f"({', '.join(extra[:5])})"
+            )
         entries = [(n, expected[n], "F32") for n in names]
-        with SafetensorsWriter(path, entries, metadata={"format": "pt", "producer": "svd-train"}) as writer:
+        with SafetensorsWriter(
+            path, entries, metadata={"format": "pt", "producer": "svd-train"}
+        ) as writer:
             for name in names:
                 if name in trained:
                     array = trained[name].asnumpy()
                 else:
                     if network_of(name) == trained_network:
-                        raise CheckpointError(f"{name} belongs to the trained network but is not "
-                                              "one of its parameters")
+                        raise CheckpointError(
+                            f"{name} belongs to the trained network but is not "
+                            "one of its parameters"
+                        )
                     array = source.read_float32(name)
                 writer.write(name, np.ascontiguousarray(array, dtype=np.float32))
 
 
-def write_optimizer_state(path: Path, names: Sequence[str], exp_avg: Sequence[Any],
-                          exp_avg_sq: Sequence[Any], step: Any) -> None:
+def write_optimizer_state(
+    path: Path, names: Sequence[str], exp_avg: Sequence[Any], exp_avg_sq: Sequence[Any], step: Any
+) -> None:
     """AdamW state under the trained tensors' full names."""
     entries: List[Tuple[str, Tuple[int, ...], str]] = [("adamw_step", (1,), "F32")]
     for name, m in zip(names, exp_avg):
@@ -160,34 +172,46 @@ def write_optimizer_state(path: Path, names: Sequence[str], exp_avg: Sequence[An
             writer.write(f"exp_avg_sq.{name}", np.ascontiguousarray(v.asnumpy(), np.float32))
 
 
-def load_optimizer_state(path: Path, names: Sequence[str], exp_avg: Sequence[Any],
-                         exp_avg_sq: Sequence[Any], step: Any) -> None:
+def load_optimizer_state(
+    path: Path, names: Sequence[str], exp_avg: Sequence[Any], exp_avg_sq: Sequence[Any], step: Any
+) -> None:
     """Fill AdamW state Parameters from :func:`write_optimizer_state`'s file, strictly."""
     import mindspore as ms
 
     with SafetensorsFile(path) as source:
-        wanted = ["adamw_step"] + [f"exp_avg.{n}" for n in names] + [f"exp_avg_sq.{n}" for n in names]
+        wanted = (
+            ["adamw_step"] + [f"exp_avg.{n}" for n in names] + [f"exp_avg_sq.{n}" for n in names]
+        )
         missing = [w for w in wanted if w not in source.infos]
         extra = sorted(set(source.infos) - set(wanted))
         if missing or extra:
             raise CheckpointError(
                 f"{path} does not match the trained parameters: {len(missing)} missing "
                 f"({', '.join(missing[:5])}), {len(extra)} unexpected ({', '.join(extra[:5])}); "
-                "was the checkpoint written with another train.temporal_only or model?")
+                "was the checkpoint written with another train.temporal_only or model?"
+            )
         for kind, params in (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
             for name, param in zip(names, params):
                 array = source.read_float32(f"{kind}.{name}")
                 if tuple(array.shape) != tuple(param.shape):
-                    raise CheckpointError(f"{path}: {kind}.{name} has shape {array.shape}, the "
-                                          f"parameter {tuple(param.shape)}")
+                    raise CheckpointError(
+                        f"{path}: {kind}.{name} has shape {array.shape}, the "
+                        f"parameter {tuple(param.shape)}"
+                    )
                 param.set_data(ms.Tensor(array))
         step.set_data(ms.Tensor(source.read_float32("adamw_step").reshape(1)))
 
 
-def write_checkpoint(output_dir: PathLike, step: int, cfg: ModelConfig,
-                     unet_params: Iterable[Tuple[str, Any]], frozen_source: Path,
-                     optimizer_names: Sequence[str], optimizer: Any,
-                     state: Mapping[str, Any]) -> Path:
+def write_checkpoint(
+    output_dir: PathLike,
+    step: int,
+    cfg: ModelConfig,
+    unet_params: Iterable[Tuple[str, Any]],
+    frozen_source: Path,
+    optimizer_names: Sequence[str],
+    optimizer: Any,
+    state: Mapping[str, Any],
+) -> Path:
     """Write checkpoint ``step`` atomically; returns its folder."""
     root = checkpoints_dir(output_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -195,8 +219,13 @@ def write_checkpoint(output_dir: PathLike, step: int, cfg: ModelConfig,
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=root))
     try:
         write_weights(tmp / WEIGHTS_FILE, cfg, unet_params, frozen_source)
-        write_optimizer_state(tmp / OPTIMIZER_FILE, optimizer_names, optimizer.exp_avg,
-                              optimizer.exp_avg_sq, optimizer.step)
+        write_optimizer_state(
+            tmp / OPTIMIZER_FILE,
+            optimizer_names,
+            optimizer.exp_avg,
+            optimizer.exp_avg_sq,
+            optimizer.step,
+        )
         save_model_config(cfg, tmp / CONFIG_FILE)
         _write_json(tmp / STATE_FILE, {"format": STATE_FORMAT, "version": STATE_VERSION, **state})
         apply_umask(tmp)
@@ -218,21 +247,30 @@ def read_state(checkpoint: PathLike) -> Dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: unreadable training state ({exc})") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path}: not an svd-train state file (format {state.get('format')!r})"
-                              if isinstance(state, dict) else f"{path}: not an svd-train state file")
+        raise CheckpointError(
+            f"{path}: not an svd-train state file (format {state.get('format')!r})"
+            if isinstance(state, dict)
+            else f"{path}: not an svd-train state file"
+        )
     if state.get("version") != STATE_VERSION:
-        raise CheckpointError(f"{path}: state version {state.get('version')!r}; this svdeploy "
-                              f"reads version {STATE_VERSION}")
+        raise CheckpointError(
+            f"{path}: state version {state.get('version')!r}; this svdeploy "
+            f"reads version {STATE_VERSION}"
+        )
     return state
 
 
-def write_float32_checkpoint(folder: Path, cfg: ModelConfig, tensors: Mapping[str, np.ndarray],
-                             producer: str) -> None:
+def write_float32_checkpoint(
+    folder: Path, cfg: ModelConfig, tensors: Mapping[str, np.ndarray], producer: str
+) -> None:
     """``folder``/weights.safetensors (every tensor float32, sorted by name) and config.yaml:
     the checkpoint-directory files the random initialisation and the autoencoder stage write."""
     names = sorted(tensors)
-    with SafetensorsWriter(folder / WEIGHTS_FILE, [(n, tensors[n].shape, "F32") for n in names],
-                           metadata={"format": "pt", "producer": producer}) as w:
+    with SafetensorsWriter(
+        folder / WEIGHTS_FILE,
+        [(n, tensors[n].shape, "F32") for n in names],
+        metadata={"format": "pt", "producer": producer},
+    ) as w:
         for name in names:
             w.write(name, tensors[name])
     save_model_config(cfg, folder / CONFIG_FILE)

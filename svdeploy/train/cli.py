@@ -1,4 +1,5 @@
 """``svd-train``: the click layer over :class:`svdeploy.train.trainer.Trainer`."""
+
 from __future__ import annotations
 
 import logging
@@ -28,7 +29,11 @@ def _epilog() -> str:
     from .config import format_options_help
 
     lines = format_options_help().splitlines()
-    return EPILOG_HEAD + "\n\b\n" + "\n".join(f"  {line}" for line in lines) + """
+    return (
+        EPILOG_HEAD
+        + "\n\b\n"
+        + "\n".join(f"  {line}" for line in lines)
+        + """
 \b
 Examples:
   svd-train --config configs/svd_train.yaml --svd-config svd --train.pretrained ckpt/svd \\
@@ -37,6 +42,7 @@ Examples:
   svd-train ... --resume              # continue from runs/cats/checkpoints/step-N
   msrun --worker_num 8 --local_worker_num 8 --master_port 8118 --log_dir msrun_log \\
       svd-train ... --environment.distributed true        # data parallel (docs/TRAINING.md)"""
+    )
 
 
 class _TrainCommand(click.Command):
@@ -47,28 +53,60 @@ class _TrainCommand(click.Command):
         super().format_epilog(ctx, formatter)
 
 
-@click.command(name="svd-train", cls=_TrainCommand,
-               context_settings={"help_option_names": ["-h", "--help"],
-                                 "ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--config", "config", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="Training config YAML (default: the packaged configs/svd_train.yaml).")
-@click.option("--svd-config", "svd_config", default=None, metavar="PRESET_OR_YAML",
-              help="Model config: a preset (svd, svd_xt, tiny, mid) or a YAML file. Default: the "
-                   "config.yaml of train.pretrained (or of the checkpoint resumed). Required with "
-                   "train.random_init. Must describe the same networks as the checkpoint.")
-@click.option("--resume", is_flag=True,
-              help="Continue from the newest complete checkpoint under train.output_dir "
-                   "(weights, optimizer state, step, data position, loss scale); starts from "
-                   "train.pretrained when there is none yet. Without it, an output_dir that "
-                   "already holds checkpoints is refused.")
-@click.option("--print-config", is_flag=True,
-              help="Print the resolved training config (file + overrides) as YAML and exit.")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Show a progress bar (loss, s/step, ETA).")
+@click.command(
+    name="svd-train",
+    cls=_TrainCommand,
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "ignore_unknown_options": True,
+        "allow_extra_args": True,
+    },
+)
+@click.option(
+    "--config",
+    "config",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Training config YAML (default: the packaged configs/svd_train.yaml).",
+)
+@click.option(
+    "--svd-config",
+    "svd_config",
+    default=None,
+    metavar="PRESET_OR_YAML",
+    help="Model config: a preset (svd, svd_xt, tiny, mid) or a YAML file. Default: the "
+    "config.yaml of train.pretrained (or of the checkpoint resumed). Required with "
+    "train.random_init. Must describe the same networks as the checkpoint.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue from the newest complete checkpoint under train.output_dir "
+    "(weights, optimizer state, step, data position, loss scale); starts from "
+    "train.pretrained when there is none yet. Without it, an output_dir that "
+    "already holds checkpoints is refused.",
+)
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print the resolved training config (file + overrides) as YAML and exit.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="Show a progress bar (loss, s/step, ETA).",
+)
 @click.pass_context
 @friendly_errors
-def main(ctx: click.Context, config: Optional[Path], svd_config: Optional[str], resume: bool,
-         print_config: bool, progress: bool) -> None:
+def main(
+    ctx: click.Context,
+    config: Optional[Path],
+    svd_config: Optional[str],
+    resume: bool,
+    print_config: bool,
+    progress: bool,
+) -> None:
     """Fine-tune Stable Video Diffusion on your videos (image-to-video, EDM loss, MindSpore).
 
     Reads the training config, applies the --section.key overrides listed below, starts from
@@ -95,9 +133,12 @@ def main(ctx: click.Context, config: Optional[Path], svd_config: Optional[str], 
         _report(result)
 
 
-def _training_config(config: Optional[Path], overrides: Sequence[Tuple[str, Any]],
-                     model_cfg: Optional["ModelConfig"],
-                     resume: bool) -> Tuple["TrainingConfig", "ModelConfig"]:
+def _training_config(
+    config: Optional[Path],
+    overrides: Sequence[Tuple[str, Any]],
+    model_cfg: Optional["ModelConfig"],
+    resume: bool,
+) -> Tuple["TrainingConfig", "ModelConfig"]:
     """(training config, model config): without --svd-config the model's config is read from
     the checkpoint training starts from, and the training config resolved again with it, as
     the clip size defaults to the model's."""
@@ -120,8 +161,13 @@ def _training_config(config: Optional[Path], overrides: Sequence[Tuple[str, Any]
     return cfg, resolved
 
 
-def _train(cfg: "TrainingConfig", model_cfg: Optional["ModelConfig"], resolved: "ModelConfig",
-           resume: bool, progress: bool) -> Tuple["TrainResult", int]:
+def _train(
+    cfg: "TrainingConfig",
+    model_cfg: Optional["ModelConfig"],
+    resolved: "ModelConfig",
+    resume: bool,
+    progress: bool,
+) -> Tuple["TrainResult", int]:
     """(result, this process's rank): logging goes through tqdm so that the bars stay whole."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -130,8 +176,9 @@ def _train(cfg: "TrainingConfig", model_cfg: Optional["ModelConfig"], resolved: 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     rank, world = setup_environment(cfg, resolved)
     with logging_redirect_tqdm():
-        trainer = Trainer(cfg, model_cfg, resume=resume, progress=progress, rank=rank,
-                          world_size=world)
+        trainer = Trainer(
+            cfg, model_cfg, resume=resume, progress=progress, rank=rank, world_size=world
+        )
         result = trainer.train()
     return result, rank
 
@@ -141,12 +188,16 @@ def _report(result: "TrainResult") -> None:
     told apart from their mean."""
     times = result.step_seconds[1:] or result.step_seconds
     mean = sum(times) / len(times) if times else float("nan")
-    click.echo(f"trained steps {result.start_step} → {result.steps} of {result.total_steps}"
-               f"{f'; last loss {result.losses[-1]:.6g}' if result.losses else ''}")
+    click.echo(
+        f"trained steps {result.start_step} → {result.steps} of {result.total_steps}"
+        f"{f'; last loss {result.losses[-1]:.6g}' if result.losses else ''}"
+    )
     if result.step_seconds:
-        click.echo(f"time: graph compile {result.compile_seconds:.1f} s, then "
-                   f"{result.step_seconds[0]:.2f} s for the first step and {mean:.3f} s/step "
-                   "after it")
+        click.echo(
+            f"time: graph compile {result.compile_seconds:.1f} s, then "
+            f"{result.step_seconds[0]:.2f} s for the first step and {mean:.3f} s/step "
+            "after it"
+        )
     if result.last_checkpoint is not None:
         click.echo(f"checkpoint: {result.last_checkpoint}")
 

@@ -17,6 +17,7 @@ on the cond images (on the demo model it was 0.75 s of a 2.2 s step). Neither ne
 their parameters have ``requires_grad`` off and they run in inference mode, outside the gradient
 graph.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,13 @@ def freeze(cell: nn.Cell) -> nn.Cell:
 class FrozenConditioner:
     """Runs the frozen encoders and assembles :class:`~svdeploy.train.step.MicroBatch`."""
 
-    def __init__(self, vae_encoder: nn.Cell, image_encoder: nn.Cell, scale_factor: float,
-                 cache_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        vae_encoder: nn.Cell,
+        image_encoder: nn.Cell,
+        scale_factor: float,
+        cache_bytes: int = 0,
+    ) -> None:
         self.vae_encoder = freeze(vae_encoder)
         self.image_encoder = freeze(image_encoder)
         self.scale_factor = float(scale_factor)
@@ -55,8 +61,9 @@ class FrozenConditioner:
 
     def clip_latents(self, clip: np.ndarray) -> np.ndarray:
         """One clip's frames (F, 3, H, W) in [−1, 1] → their VAE means × scale_factor."""
-        key = hashlib.blake2b(np.ascontiguousarray(clip, np.float32).tobytes(),
-                              digest_size=20).digest()
+        key = hashlib.blake2b(
+            np.ascontiguousarray(clip, np.float32).tobytes(), digest_size=20
+        ).digest()
         found = self._cache.get(key)
         if found is not None:
             self.hits += 1
@@ -72,8 +79,9 @@ class FrozenConditioner:
                 self._cached_bytes -= self._cache.popitem(last=False)[1].nbytes
         return latents
 
-    def encode(self, frames: np.ndarray, cond_images: np.ndarray,
-               draws: Sequence[VideoDraws]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def encode(
+        self, frames: np.ndarray, cond_images: np.ndarray, draws: Sequence[VideoDraws]
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """frames (B, F, 3, H, W), cond_images (B, 3, H, W), both in [−1, 1] →
         (x0 (B·F, C, h, w), image_latent (B, C, h, w), context (B, 1, D))."""
         b = frames.shape[0]
@@ -90,9 +98,16 @@ class FrozenConditioner:
         frames = np.stack([s.frames for s in samples])
         cond = np.stack([s.cond_image for s in samples])
         x0, image_latent, context = self.encode(frames, cond, draws)
-        ids = np.stack([time_ids(s.clip_fps, s.motion_bucket_id, d.cond_aug)
-                        for s, d in zip(samples, draws)])
+        ids = np.stack(
+            [time_ids(s.clip_fps, s.motion_bucket_id, d.cond_aug) for s, d in zip(samples, draws)]
+        )
         noise = np.concatenate([d.noise for d in draws]).astype(np.float32)
-        return MicroBatch(x0=x0, image_latent=image_latent, context=context, time_ids=ids,
-                          sigma=np.array([d.sigma for d in draws], np.float32), noise=noise,
-                          keep=np.array([d.keep for d in draws], np.float32))
+        return MicroBatch(
+            x0=x0,
+            image_latent=image_latent,
+            context=context,
+            time_ids=ids,
+            sigma=np.array([d.sigma for d in draws], np.float32),
+            noise=noise,
+            keep=np.array([d.keep for d in draws], np.float32),
+        )

@@ -7,6 +7,7 @@ The file keeps the seed's layout and names (mindone ``examples/svd/configs/svd_t
 with their own help text. ``svd-train --train.epochs 3`` sets ``train.epochs``: every dotted key
 is checked against these dataclasses, and an unknown key or a wrong type is an error naming it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,45 +49,69 @@ def _opt(default: Any, help: str) -> Any:
 
 @dataclass
 class EnvironmentConfig:
-    mode: int = _opt(0, "MindSpore execution mode: 0 = GRAPH_MODE (compiled training step), "
-                        "1 = PYNATIVE_MODE (debugging).")
-    seed: int = _opt(42, "Seed of the random initialisation and of every training draw (noise "
-                         "level, noise, noise augmentation, conditioning dropout).")
-    distributed: bool = _opt(False, "Data-parallel training over the processes started by "
-                                    "msrun (gradients averaged); see docs/TRAINING.md.")
+    mode: int = _opt(
+        0,
+        "MindSpore execution mode: 0 = GRAPH_MODE (compiled training step), "
+        "1 = PYNATIVE_MODE (debugging).",
+    )
+    seed: int = _opt(
+        42,
+        "Seed of the random initialisation and of every training draw (noise "
+        "level, noise, noise augmentation, conditioning dropout).",
+    )
+    distributed: bool = _opt(
+        False,
+        "Data-parallel training over the processes started by "
+        "msrun (gradients averaged); see docs/TRAINING.md.",
+    )
     device_target: Literal["CPU", "GPU", "Ascend"] = _opt("CPU", "MindSpore device.")
-    compile_cache: bool = _opt(False, "Keep compiled graphs under OUTPUT_DIR/compile_cache (one "
-                                      "folder per network, shape and option set), so a --resume "
-                                      "or a rerun skips the graph compilation.")
+    compile_cache: bool = _opt(
+        False,
+        "Keep compiled graphs under OUTPUT_DIR/compile_cache (one "
+        "folder per network, shape and option set), so a --resume "
+        "or a rerun skips the graph compilation.",
+    )
 
     def validate(self, path: str) -> None:
         if self.mode not in (0, 1):
-            raise ConfigError(f"{path}.mode = {self.mode}: expected 0 (GRAPH_MODE) or 1 (PYNATIVE_MODE)")
+            raise ConfigError(
+                f"{path}.mode = {self.mode}: expected 0 (GRAPH_MODE) or 1 (PYNATIVE_MODE)"
+            )
         if self.seed < 0:
             raise ConfigError(f"{path}.seed = {self.seed}: expected an integer ≥ 0")
 
 
 @dataclass
 class DatasetSection:
-    class_path: str = _opt(DATASET_CLASS_PATHS[0], "Dataset class; only svdeploy's VideoDataset "
-                                                   "(the seed's data.video_dataset.VideoDataset "
-                                                   "is read as the same).")
+    class_path: str = _opt(
+        DATASET_CLASS_PATHS[0],
+        "Dataset class; only svdeploy's VideoDataset "
+        "(the seed's data.video_dataset.VideoDataset "
+        "is read as the same).",
+    )
     init_args: VideoDatasetConfig = _opt(VideoDatasetConfig, "")
 
     def validate(self, path: str) -> None:
         if self.class_path not in DATASET_CLASS_PATHS:
-            raise ConfigError(f"{path}.class_path = {self.class_path!r}: expected one of "
-                              f"{', '.join(DATASET_CLASS_PATHS)}")
+            raise ConfigError(
+                f"{path}.class_path = {self.class_path!r}: expected one of "
+                f"{', '.join(DATASET_CLASS_PATHS)}"
+            )
         self.init_args.validate(f"{path}.init_args")
 
 
 @dataclass
 class DataloaderConfig:
     batch_size: int = _opt(1, "Videos per micro-batch (one forward/backward pass).")
-    shuffle: Optional[bool] = _opt(True, "Shuffle the videos each epoch (sets "
-                                         "train.dataset.init_args.shuffle; null: use that).")
-    drop_remainder: bool = _opt(True, "Steps per epoch = videos ÷ (batch_size × "
-                                      "gradient_accumulation_steps), rounded down (true) or up.")
+    shuffle: Optional[bool] = _opt(
+        True,
+        "Shuffle the videos each epoch (sets train.dataset.init_args.shuffle; null: use that).",
+    )
+    drop_remainder: bool = _opt(
+        True,
+        "Steps per epoch = videos ÷ (batch_size × "
+        "gradient_accumulation_steps), rounded down (true) or up.",
+    )
 
     def validate(self, path: str) -> None:
         if self.batch_size < 1:
@@ -96,13 +121,16 @@ class DataloaderConfig:
 @dataclass
 class LRSchedulerConfig:
     name: Literal["cosine_decay", "constant"] = _opt(
-        "cosine_decay", "Learning-rate schedule after the warm-up: cosine_decay (lr → end_lr "
-                        "over decay_steps) or constant.")
+        "cosine_decay",
+        "Learning-rate schedule after the warm-up: cosine_decay (lr → end_lr "
+        "over decay_steps) or constant.",
+    )
     lr: float = _opt(5.0e-6, "Peak learning rate.")
     end_lr: float = _opt(1.0e-7, "Final learning rate of cosine_decay.")
     warmup_steps: int = _opt(50, "Linear warm-up: step s (0-based) uses lr·(s+1)/warmup_steps.")
-    decay_steps: Optional[int] = _opt(None, "Length of the cosine decay in optimizer steps; "
-                                            "null: all steps after the warm-up.")
+    decay_steps: Optional[int] = _opt(
+        None, "Length of the cosine decay in optimizer steps; null: all steps after the warm-up."
+    )
 
     def validate(self, path: str) -> None:
         for name in ("lr", "end_lr"):
@@ -112,16 +140,22 @@ class LRSchedulerConfig:
         if self.warmup_steps < 0:
             raise ConfigError(f"{path}.warmup_steps = {self.warmup_steps}: expected an integer ≥ 0")
         if self.decay_steps is not None and self.decay_steps < 1:
-            raise ConfigError(f"{path}.decay_steps = {self.decay_steps}: expected an integer ≥ 1 or null")
+            raise ConfigError(
+                f"{path}.decay_steps = {self.decay_steps}: expected an integer ≥ 1 or null"
+            )
 
 
 @dataclass
 class OptimizerConfig:
-    name: Literal["adamw"] = _opt("adamw", "AdamW (decoupled weight decay, bias-corrected "
-                                           "moments, as torch.optim.AdamW).")
+    name: Literal["adamw"] = _opt(
+        "adamw", "AdamW (decoupled weight decay, bias-corrected moments, as torch.optim.AdamW)."
+    )
     betas: Tuple[float, ...] = _opt((0.9, 0.98), "Adam β1, β2.")
-    weight_decay: float = _opt(0.01, "Decoupled weight decay, applied to weight matrices and "
-                                     "kernels (ndim ≥ 2), not to biases, norms or mix factors.")
+    weight_decay: float = _opt(
+        0.01,
+        "Decoupled weight decay, applied to weight matrices and "
+        "kernels (ndim ≥ 2), not to biases, norms or mix factors.",
+    )
     eps: float = _opt(1.0e-8, "Adam ε.")
 
     def validate(self, path: str) -> None:
@@ -135,18 +169,24 @@ class OptimizerConfig:
 
 @dataclass
 class SettingsConfig:
-    drop_overflow_update: bool = _opt(True, "Skip the optimizer update of a step whose gradients "
-                                            "are not finite (false applies it anyway, as the seed "
-                                            "allows; non-finite values then reach the weights).")
-    gradient_accumulation_steps: int = _opt(5, "Micro-batches whose gradients are averaged into "
-                                               "one optimizer step.")
+    drop_overflow_update: bool = _opt(
+        True,
+        "Skip the optimizer update of a step whose gradients "
+        "are not finite (false applies it anyway, as the seed "
+        "allows; non-finite values then reach the weights).",
+    )
+    gradient_accumulation_steps: int = _opt(
+        5, "Micro-batches whose gradients are averaged into one optimizer step."
+    )
     clip_grad: bool = _opt(True, "Clip the global gradient norm.")
     clip_norm: float = _opt(1.0, "Maximum global gradient norm when clip_grad is true.")
 
     def validate(self, path: str) -> None:
         if self.gradient_accumulation_steps < 1:
-            raise ConfigError(f"{path}.gradient_accumulation_steps = "
-                              f"{self.gradient_accumulation_steps}: expected an integer ≥ 1")
+            raise ConfigError(
+                f"{path}.gradient_accumulation_steps = "
+                f"{self.gradient_accumulation_steps}: expected an integer ≥ 1"
+            )
         if not self.clip_norm > 0:
             raise ConfigError(f"{path}.clip_norm = {self.clip_norm}: expected a number > 0")
 
@@ -156,24 +196,41 @@ class DiffusionConfig:
     """EDM training of the v-prediction U-Net (sgm StandardDiffusionLoss + EDMSampling +
     VScalingWithEDMcNoise + EDMWeighting(sigma_data=1), mindone's svd.yaml values)."""
 
-    p_mean: float = _opt(1.0, "Noise levels: ln σ ~ N(p_mean, p_std²), one σ per video "
-                              "(mindone svd.yaml EDMSampling: 1.0).")
+    p_mean: float = _opt(
+        1.0,
+        "Noise levels: ln σ ~ N(p_mean, p_std²), one σ per video "
+        "(mindone svd.yaml EDMSampling: 1.0).",
+    )
     p_std: float = _opt(1.6, "Standard deviation of ln σ (mindone: 1.6); 0 gives σ = e^p_mean.")
-    cond_aug_mean: float = _opt(-3.0, "Noise augmentation of the conditioning frame: ln(cond_aug) "
-                                      "~ N(cond_aug_mean, cond_aug_std²), one per video (SVD paper "
-                                      "and mindone: mean −3.0).")
-    cond_aug_std: float = _opt(0.5, "Standard deviation of ln(cond_aug) (SVD paper: 0.5; mindone's "
-                                    "dataset passes 0.5² = 0.25 to numpy's lognormal).")
-    cond_aug: Optional[float] = _opt(None, "A fixed cond_aug for every video instead of the "
-                                           "log-normal draw (e.g. 0.02, the inference default).")
-    conditioning_dropout: float = _opt(0.1, "Probability that a video's CLIP embedding and image "
-                                            "latent are both zeroed (trains the unconditional "
-                                            "branch of classifier-free guidance).")
+    cond_aug_mean: float = _opt(
+        -3.0,
+        "Noise augmentation of the conditioning frame: ln(cond_aug) "
+        "~ N(cond_aug_mean, cond_aug_std²), one per video (SVD paper "
+        "and mindone: mean −3.0).",
+    )
+    cond_aug_std: float = _opt(
+        0.5,
+        "Standard deviation of ln(cond_aug) (SVD paper: 0.5; mindone's "
+        "dataset passes 0.5² = 0.25 to numpy's lognormal).",
+    )
+    cond_aug: Optional[float] = _opt(
+        None,
+        "A fixed cond_aug for every video instead of the "
+        "log-normal draw (e.g. 0.02, the inference default).",
+    )
+    conditioning_dropout: float = _opt(
+        0.1,
+        "Probability that a video's CLIP embedding and image "
+        "latent are both zeroed (trains the unconditional "
+        "branch of classifier-free guidance).",
+    )
 
     def validate(self, path: str) -> None:
         for name in ("p_mean", "cond_aug_mean"):
             if not math.isfinite(getattr(self, name)):
-                raise ConfigError(f"{path}.{name} = {getattr(self, name)}: expected a finite number")
+                raise ConfigError(
+                    f"{path}.{name} = {getattr(self, name)}: expected a finite number"
+                )
         for name in ("p_std", "cond_aug_std"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -181,8 +238,10 @@ class DiffusionConfig:
         if self.cond_aug is not None and not (math.isfinite(self.cond_aug) and self.cond_aug >= 0):
             raise ConfigError(f"{path}.cond_aug = {self.cond_aug}: expected a number ≥ 0 or null")
         if not 0.0 <= self.conditioning_dropout <= 1.0:
-            raise ConfigError(f"{path}.conditioning_dropout = {self.conditioning_dropout}: "
-                              "expected a probability in [0, 1]")
+            raise ConfigError(
+                f"{path}.conditioning_dropout = {self.conditioning_dropout}: "
+                "expected a probability in [0, 1]"
+            )
 
 
 @dataclass
@@ -190,18 +249,31 @@ class AutoencoderConfig:
     """The optional first stage: fit the VAE (encoder and temporal decoder) to the training
     clips before the U-Net is trained, for a model trained from scratch (the demo model)."""
 
-    steps: int = _opt(0, "Optimizer steps of the autoencoder stage; 0 skips it (fine-tuning "
-                         "keeps the pretrained VAE).")
-    batch_size: int = _opt(2, "Clips per autoencoder step (all their frames are decoded "
-                              "together, so the temporal decoder learns on whole clips).")
-    lr: float = _opt(1.0e-3, "Peak learning rate (Adam), after a linear warm-up, cosine decay "
-                             "to lr/20.")
+    steps: int = _opt(
+        0,
+        "Optimizer steps of the autoencoder stage; 0 skips it (fine-tuning "
+        "keeps the pretrained VAE).",
+    )
+    batch_size: int = _opt(
+        2,
+        "Clips per autoencoder step (all their frames are decoded "
+        "together, so the temporal decoder learns on whole clips).",
+    )
+    lr: float = _opt(
+        1.0e-3, "Peak learning rate (Adam), after a linear warm-up, cosine decay to lr/20."
+    )
     warmup_steps: int = _opt(50, "Linear warm-up steps of the autoencoder stage.")
-    kl_weight: float = _opt(1.0e-4, "Weight of the KL term (mean over latent elements) against "
-                                    "the reconstruction MSE (mean over pixels in [−1, 1]).")
-    scale_samples: int = _opt(64, "Clips encoded after training to set vae.scale_factor = "
-                                  "1 / std of the latents (as Stable Diffusion's 0.18215 was "
-                                  "chosen), written into the checkpoint's config.yaml.")
+    kl_weight: float = _opt(
+        1.0e-4,
+        "Weight of the KL term (mean over latent elements) against "
+        "the reconstruction MSE (mean over pixels in [−1, 1]).",
+    )
+    scale_samples: int = _opt(
+        64,
+        "Clips encoded after training to set vae.scale_factor = "
+        "1 / std of the latents (as Stable Diffusion's 0.18215 was "
+        "chosen), written into the checkpoint's config.yaml.",
+    )
 
     def validate(self, path: str) -> None:
         for name in ("steps", "warmup_steps"):
@@ -218,36 +290,56 @@ class AutoencoderConfig:
 
 @dataclass
 class TrainSection:
-    epochs: int = _opt(1000, "Passes over the videos; sets the number of optimizer steps (see "
-                          "dataloader.drop_remainder) unless max_steps is given.")
+    epochs: int = _opt(
+        1000,
+        "Passes over the videos; sets the number of optimizer steps (see "
+        "dataloader.drop_remainder) unless max_steps is given.",
+    )
     max_steps: Optional[int] = _opt(None, "Total optimizer steps; overrides epochs.")
-    temporal_only: bool = _opt(True, "Train only the U-Net's temporal parameters (names with "
-                                     "time_stack, time_mixer or time_pos_embed); the spatial "
-                                     "ones stay bit-identical.")
-    pretrained: Optional[str] = _opt(None, "Checkpoint directory to start from (svd-convert "
-                                           "output: config.yaml + weights.safetensors), or "
-                                           "demo (the shipped moving-shapes model).")
-    random_init: bool = _opt(False, "Start from randomly initialised networks instead of "
-                                    "train.pretrained (tests and smoke runs); the weights are "
-                                    "written to OUTPUT_DIR/random_init first.")
+    temporal_only: bool = _opt(
+        True,
+        "Train only the U-Net's temporal parameters (names with "
+        "time_stack, time_mixer or time_pos_embed); the spatial "
+        "ones stay bit-identical.",
+    )
+    pretrained: Optional[str] = _opt(
+        None,
+        "Checkpoint directory to start from (svd-convert "
+        "output: config.yaml + weights.safetensors), or "
+        "demo (the shipped moving-shapes model).",
+    )
+    random_init: bool = _opt(
+        False,
+        "Start from randomly initialised networks instead of "
+        "train.pretrained (tests and smoke runs); the weights are "
+        "written to OUTPUT_DIR/random_init first.",
+    )
     output_dir: str = _opt("output/", "Where checkpoints/, train_log.csv and train_config.yaml go.")
     compute_dtype: Literal["fp32", "fp16", "bf16"] = _opt(
-        "fp32", "Precision of the U-Net's matmuls and convolutions (weights, optimizer state, "
-                "norms and the loss stay float32). Use LossScale with fp16.")
+        "fp32",
+        "Precision of the U-Net's matmuls and convolutions (weights, optimizer state, "
+        "norms and the loss stay float32). Use LossScale with fp16.",
+    )
     conv: Literal["auto", "native", "im2col"] = _opt(
-        "im2col", "Spatial convolutions of the training graphs (U-Net, and the encoders): native "
-                  "(MindSpore's Conv2D), im2col (MindSpore's Im2Col + one GEMM, whose gradient is "
-                  "as quick; the default, so a resumed or data-parallel run computes the same "
-                  "numbers on every worker) or auto (time both once, as svd-export --conv auto).")
+        "im2col",
+        "Spatial convolutions of the training graphs (U-Net, and the encoders): native "
+        "(MindSpore's Conv2D), im2col (MindSpore's Im2Col + one GEMM, whose gradient is "
+        "as quick; the default, so a resumed or data-parallel run computes the same "
+        "numbers on every worker) or auto (time both once, as svd-export --conv auto).",
+    )
     latent_cache_mb: int = _opt(
-        1024, "Keep the frozen VAE encoder's latents of clips already seen, up to this many MB "
-              "(0 = off): a clip seen again (every epoch after the first) skips the encoder. The "
-              "encoder is frozen and deterministic, so a cached latent is the one it would "
-              "compute again; resumed runs give the same numbers.")
-    save_ckpt_interval: int = _opt(100, "Write a checkpoint every this many optimizer steps "
-                                        "(and always after the last one).")
-    ckpt_max_keep: Optional[int] = _opt(10, "Keep only the newest this many checkpoints; "
-                                              "null keeps all.")
+        1024,
+        "Keep the frozen VAE encoder's latents of clips already seen, up to this many MB "
+        "(0 = off): a clip seen again (every epoch after the first) skips the encoder. The "
+        "encoder is frozen and deterministic, so a cached latent is the one it would "
+        "compute again; resumed runs give the same numbers.",
+    )
+    save_ckpt_interval: int = _opt(
+        100, "Write a checkpoint every this many optimizer steps (and always after the last one)."
+    )
+    ckpt_max_keep: Optional[int] = _opt(
+        10, "Keep only the newest this many checkpoints; null keeps all."
+    )
     dataset: DatasetSection = _opt(DatasetSection, "")
     dataloader: DataloaderConfig = _opt(DataloaderConfig, "")
     scheduler: LRSchedulerConfig = _opt(LRSchedulerConfig, "")
@@ -260,24 +352,34 @@ class TrainSection:
         if self.epochs < 1:
             raise ConfigError(f"{path}.epochs = {self.epochs}: expected an integer ≥ 1")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"{path}.max_steps = {self.max_steps}: expected an integer ≥ 1 or null")
+            raise ConfigError(
+                f"{path}.max_steps = {self.max_steps}: expected an integer ≥ 1 or null"
+            )
         if self.random_init and self.pretrained:
-            raise ConfigError(f"{path}.random_init = true and {path}.pretrained = "
-                              f"{self.pretrained!r}: give one of them, not both")
+            raise ConfigError(
+                f"{path}.random_init = true and {path}.pretrained = "
+                f"{self.pretrained!r}: give one of them, not both"
+            )
         if not self.random_init and not self.pretrained:
-            raise ConfigError(f"{path}.pretrained is not set: expected a checkpoint directory "
-                              f"(svd-convert output), or {path}.random_init = true")
+            raise ConfigError(
+                f"{path}.pretrained is not set: expected a checkpoint directory "
+                f"(svd-convert output), or {path}.random_init = true"
+            )
         if not self.output_dir:
             raise ConfigError(f"{path}.output_dir is empty: expected a directory")
         if self.latent_cache_mb < 0:
-            raise ConfigError(f"{path}.latent_cache_mb = {self.latent_cache_mb}: expected an "
-                              "integer ≥ 0 (0 turns the cache off)")
+            raise ConfigError(
+                f"{path}.latent_cache_mb = {self.latent_cache_mb}: expected an "
+                "integer ≥ 0 (0 turns the cache off)"
+            )
         if self.save_ckpt_interval < 1:
-            raise ConfigError(f"{path}.save_ckpt_interval = {self.save_ckpt_interval}: expected "
-                              "an integer ≥ 1")
+            raise ConfigError(
+                f"{path}.save_ckpt_interval = {self.save_ckpt_interval}: expected an integer ≥ 1"
+            )
         if self.ckpt_max_keep is not None and self.ckpt_max_keep < 1:
-            raise ConfigError(f"{path}.ckpt_max_keep = {self.ckpt_max_keep}: expected an integer "
-                              "≥ 1 or null")
+            raise ConfigError(
+                f"{path}.ckpt_max_keep = {self.ckpt_max_keep}: expected an integer ≥ 1 or null"
+            )
         shuffle = self.dataloader.shuffle
         if shuffle is not None:
             self.dataset.init_args.shuffle = shuffle  # the seed's name wins; one value is used
@@ -294,17 +396,22 @@ class TrainSection:
 class LossScaleConfig:
     """Dynamic loss scaling (the seed's names, MindSpore DynamicLossScaleUpdateCell semantics)."""
 
-    loss_scale_value: float = _opt(1.0, "Initial loss scale (gradients are computed for "
-                                        "loss × scale, then divided by it).")
-    scale_factor: float = _opt(2.0, "On non-finite gradients the scale is divided by this (not "
-                                    "below 1); after scale_window finite steps it is multiplied. "
-                                    "1 keeps the scale fixed.")
+    loss_scale_value: float = _opt(
+        1.0, "Initial loss scale (gradients are computed for loss × scale, then divided by it)."
+    )
+    scale_factor: float = _opt(
+        2.0,
+        "On non-finite gradients the scale is divided by this (not "
+        "below 1); after scale_window finite steps it is multiplied. "
+        "1 keeps the scale fixed.",
+    )
     scale_window: int = _opt(1000, "Finite steps in a row before the scale grows.")
 
     def validate(self, path: str) -> None:
         if not (math.isfinite(self.loss_scale_value) and self.loss_scale_value >= 1):
-            raise ConfigError(f"{path}.loss_scale_value = {self.loss_scale_value}: expected a "
-                              "number ≥ 1")
+            raise ConfigError(
+                f"{path}.loss_scale_value = {self.loss_scale_value}: expected a number ≥ 1"
+            )
         if not (math.isfinite(self.scale_factor) and self.scale_factor >= 1):
             raise ConfigError(f"{path}.scale_factor = {self.scale_factor}: expected a number ≥ 1")
         if self.scale_window < 1:
@@ -330,7 +437,9 @@ def _hints(cls: Any) -> Dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def iter_options(cls: Any = TrainingConfig, prefix: str = "") -> Iterator[Tuple[str, Any, Any, str]]:
+def iter_options(
+    cls: Any = TrainingConfig, prefix: str = ""
+) -> Iterator[Tuple[str, Any, Any, str]]:
     """Every leaf key as (dotted name, annotation, default, help), in declaration order."""
     hints = _hints(cls)
     for f in fields(cls):
@@ -357,17 +466,22 @@ def option_annotation(key: str) -> Any:
     parts = key.split(".")
     for depth, part in enumerate(parts):
         if not is_dataclass(cls):
-            raise ConfigError(f"--{key}: unknown option ({'.'.join(parts[:depth])} is a value, "
-                              "not a section)")
+            raise ConfigError(
+                f"--{key}: unknown option ({'.'.join(parts[:depth])} is a value, not a section)"
+            )
         hints = _hints(cls)
         if part not in hints:
             section = ".".join(parts[:depth]) or "the top level"
-            raise ConfigError(f"--{key}: unknown option; {section} has keys "
-                              f"{', '.join(f.name for f in fields(cls))}")
+            raise ConfigError(
+                f"--{key}: unknown option; {section} has keys "
+                f"{', '.join(f.name for f in fields(cls))}"
+            )
         cls = hints[part]
     if is_dataclass(cls):
-        raise ConfigError(f"--{key} names a section; expected one of its keys: "
-                          f"{', '.join(key + '.' + f.name for f in fields(cls))}")
+        raise ConfigError(
+            f"--{key} names a section; expected one of its keys: "
+            f"{', '.join(key + '.' + f.name for f in fields(cls))}"
+        )
     return cls
 
 
@@ -404,8 +518,10 @@ def parse_override_args(args: Sequence[str]) -> List[Tuple[str, Any]]:
     while i < len(args):
         token = args[i]
         if not token.startswith("--") or len(token) <= 2:
-            raise ConfigError(f"unexpected argument {token!r}: overrides look like "
-                              "--section.key VALUE or --section.key=VALUE")
+            raise ConfigError(
+                f"unexpected argument {token!r}: overrides look like "
+                "--section.key VALUE or --section.key=VALUE"
+            )
         body = token[2:]
         if "=" in body:
             key, text = body.split("=", 1)
@@ -442,9 +558,11 @@ def default_config_path() -> Path:
     return preset_path("svd_train")
 
 
-def load_training_config(path: Optional[PathLike] = None,
-                         overrides: Sequence[Tuple[str, Any]] = (),
-                         model: Optional[ModelConfig] = None) -> TrainingConfig:
+def load_training_config(
+    path: Optional[PathLike] = None,
+    overrides: Sequence[Tuple[str, Any]] = (),
+    model: Optional[ModelConfig] = None,
+) -> TrainingConfig:
     """Read the YAML (default: the packaged ``svd_train.yaml``), apply dotted overrides, fill
     the clip size from ``model`` when the file does not give one, and validate.
 
@@ -477,8 +595,9 @@ def training_config_from_dict(raw: Dict[str, Any]) -> TrainingConfig:
     hints = _hints(TrainingConfig)
     unknown = sorted(set(raw) - set(hints))
     if unknown:
-        raise ConfigError(f"unknown top-level key(s) {', '.join(map(str, unknown))}; allowed: "
-                          f"{', '.join(hints)}")
+        raise ConfigError(
+            f"unknown top-level key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(hints)}"
+        )
     cfg = TrainingConfig(**{name: from_dict(tp, raw.get(name), name) for name, tp in hints.items()})
     cfg.validate()
     return cfg
@@ -513,7 +632,7 @@ MODEL_SIZE_DEFAULT = "the model's (--svd-config)"
 DATASET_HELP: Dict[str, str] = {
     "data_dir": "Folder the labels CSV's paths are relative to (required).",
     "metadata": "Labels CSV (path,length,motion_bucket_id; `svd-data motion-buckets` writes "
-                "one; required).",
+    "one; required).",
     "frames": "Frames per clip.",
     "step": "Take every step-th frame of the video.",
     "height": "Clip height in pixels (multiple of the model's size factor).",

@@ -13,6 +13,7 @@ CSV is an error naming the file and the line.
 Iteration order and clip starts depend only on ``seed``, the epoch and the row, so a run resumed
 from :meth:`VideoDataset.state_dict` sees exactly the samples it would have seen.
 """
+
 from __future__ import annotations
 
 import csv
@@ -50,15 +51,15 @@ class VideoDatasetConfig:
     """Dataset options; names follow the seed's ``train.dataset.init_args`` (mindone
     ``configs/svd_train.yaml``) plus the output size, a fallback fps and the data seed."""
 
-    data_dir: str = ""           # root the CSV paths are relative to
-    metadata: str = ""           # the labels CSV
-    frames: int = 4              # frames per clip
-    step: int = 5                # take every step-th frame
+    data_dir: str = ""  # root the CSV paths are relative to
+    metadata: str = ""  # the labels CSV
+    frames: int = 4  # frames per clip
+    step: int = 5  # take every step-th frame
     height: int = 576
     width: int = 1024
-    default_fps: float = 7.0     # when a container stores no frame rate
-    seed: int = 42               # iteration order and clip starts
-    shuffle: bool = True         # shuffle the rows each epoch (else CSV order)
+    default_fps: float = 7.0  # when a container stores no frame rate
+    seed: int = 42  # iteration order and clip starts
+    shuffle: bool = True  # shuffle the rows each epoch (else CSV order)
 
     @property
     def clip_span(self) -> int:
@@ -84,10 +85,10 @@ class VideoDatasetConfig:
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LabelRow:
-    path: str              # as written in the CSV (relative to data_dir)
+    path: str  # as written in the CSV (relative to data_dir)
     length: int
     motion_bucket_id: int
-    line: int              # line of the CSV it came from, for messages
+    line: int  # line of the CSV it came from, for messages
 
 
 def _parse_int(text: str, what: str, where: str) -> int:
@@ -119,15 +120,20 @@ def read_labels(metadata: PathLike) -> List[LabelRow]:
                         raise InputError(
                             f"{where}: header {','.join(record)!r} lacks column(s) "
                             f"{', '.join(missing)}; expected a first line naming at least "
-                            f"{','.join(REQUIRED_COLUMNS)}")
+                            f"{','.join(REQUIRED_COLUMNS)}"
+                        )
                     duplicates = sorted({c for c in header if header.count(c) > 1 and c})
                     if duplicates:
-                        raise InputError(f"{where}: header repeats column(s) {', '.join(duplicates)}")
+                        raise InputError(
+                            f"{where}: header repeats column(s) {', '.join(duplicates)}"
+                        )
                     columns = {name: header.index(name) for name in REQUIRED_COLUMNS}
                     continue
                 if len(record) != len(header):
-                    raise InputError(f"{where}: {len(record)} column(s), expected {len(header)} "
-                                     f"({','.join(header)})")
+                    raise InputError(
+                        f"{where}: {len(record)} column(s), expected {len(header)} "
+                        f"({','.join(header)})"
+                    )
                 path = record[columns["path"]].strip()
                 if not path:
                     raise InputError(f"{where}: empty path")
@@ -143,8 +149,10 @@ def read_labels(metadata: PathLike) -> List[LabelRow]:
         except UnicodeDecodeError as exc:
             raise InputError(f"{metadata}: not UTF-8 text ({exc.reason})") from None
     if header is None:
-        raise InputError(f"labels file {str(metadata)!r} is empty: expected a header "
-                         f"{','.join(REQUIRED_COLUMNS)} and one row per video")
+        raise InputError(
+            f"labels file {str(metadata)!r} is empty: expected a header "
+            f"{','.join(REQUIRED_COLUMNS)} and one row per video"
+        )
     if not rows:
         raise InputError(f"labels file {str(metadata)!r} has a header but no rows")
     return rows
@@ -168,7 +176,7 @@ def resize_cover_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
         image = np.asarray(Image.fromarray(image).resize((new_width, new_height), Image.BICUBIC))
     top = (new_height - height) // 2
     left = (new_width - width) // 2
-    return image[top:top + height, left:left + width]
+    return image[top : top + height, left : left + width]
 
 
 def to_model_range(frames: np.ndarray) -> np.ndarray:
@@ -184,16 +192,19 @@ def draw_start(length: int, frames: int, step: int, rng: np.random.Generator) ->
     """Uniform start in [0, length − (frames − 1)·step − 1]."""
     last_start = length - ((frames - 1) * step + 1)
     if last_start < 0:
-        raise VideoTooShortError(f"{length} frames: a clip of {frames} frames every {step} needs "
-                                 f"{(frames - 1) * step + 1}")
+        raise VideoTooShortError(
+            f"{length} frames: a clip of {frames} frames every {step} needs "
+            f"{(frames - 1) * step + 1}"
+        )
     return int(rng.integers(0, last_start + 1))
 
 
 # ---------------------------------------------------------------------------------------------
 # Decoding
 # ---------------------------------------------------------------------------------------------
-def _seek_indexed(container: Any, stream: Any, first_needed: int,
-                  fps: float) -> Optional[Iterator[Tuple[int, Any]]]:
+def _seek_indexed(
+    container: Any, stream: Any, first_needed: int, fps: float
+) -> Optional[Iterator[Tuple[int, Any]]]:
     """Seek near ``first_needed`` and yield ``(index, frame)``, indices from timestamps.
 
     Returns None when the timestamps do not sit on a constant-rate grid (the caller then
@@ -241,8 +252,9 @@ class _OffGrid(Exception):
     """Timestamps after a seek left the constant-rate grid."""
 
 
-def read_frames(path: PathLike, indices: Sequence[int], default_fps: float,
-                seek: bool = True) -> Tuple[np.ndarray, float]:
+def read_frames(
+    path: PathLike, indices: Sequence[int], default_fps: float, seek: bool = True
+) -> Tuple[np.ndarray, float]:
     """Decode only the frames ``indices`` (ascending) of ``path`` → ((N, h, w, 3) uint8, fps).
 
     Frames before the first index are skipped (after a seek when it lands on a constant-rate
@@ -265,8 +277,9 @@ def read_frames(path: PathLike, indices: Sequence[int], default_fps: float,
     return decoded, fps
 
 
-def _read_with_seek(path: PathLike, indices: List[int], wanted: set,
-                    default_fps: float) -> Optional[Tuple[np.ndarray, float]]:
+def _read_with_seek(
+    path: PathLike, indices: List[int], wanted: set, default_fps: float
+) -> Optional[Tuple[np.ndarray, float]]:
     with av.open(str(path)) as container:
         stream = _video_stream(container, path)
         fps, from_file = stream_fps(stream, default_fps)
@@ -289,8 +302,9 @@ def _video_stream(container: Any, path: PathLike) -> Any:
     return stream
 
 
-def _collect(indexed_frames: Iterator[Tuple[int, Any]], indices: List[int], wanted: set,
-             path: PathLike) -> np.ndarray:
+def _collect(
+    indexed_frames: Iterator[Tuple[int, Any]], indices: List[int], wanted: set, path: PathLike
+) -> np.ndarray:
     out: List[np.ndarray] = []
     last = indices[-1]
     seen = -1
@@ -312,15 +326,15 @@ def _collect(indexed_frames: Iterator[Tuple[int, Any]], indices: List[int], want
 class Sample:
     """One training example."""
 
-    frames: np.ndarray          # (F, 3, H, W) float32 in [−1, 1]
-    cond_image: np.ndarray      # (3, H, W) float32: the clip's first frame
-    fps: float                  # frame rate of the video file (or default_fps)
+    frames: np.ndarray  # (F, 3, H, W) float32 in [−1, 1]
+    cond_image: np.ndarray  # (3, H, W) float32: the clip's first frame
+    fps: float  # frame rate of the video file (or default_fps)
     motion_bucket_id: int
-    path: str                   # as in the CSV
-    start: int                  # first frame index taken
+    path: str  # as in the CSV
+    start: int  # first frame index taken
     step: int
     epoch: int
-    row: int                    # row number among the usable rows
+    row: int  # row number among the usable rows
 
     @property
     def clip_fps(self) -> float:
@@ -347,16 +361,20 @@ class VideoDataset:
         self.rows: List[LabelRow] = []
         for row in read_labels(config.metadata):
             if row.length < config.clip_span:
-                self._skip(row, "too_short", f"length {row.length} in the CSV is under the "
-                           f"{config.clip_span} frames a clip of {config.frames} every "
-                           f"{config.step} needs")
+                self._skip(
+                    row,
+                    "too_short",
+                    f"length {row.length} in the CSV is under the "
+                    f"{config.clip_span} frames a clip of {config.frames} every "
+                    f"{config.step} needs",
+                )
             elif not self._file(row).is_file():
                 self._skip(row, "missing", "no such file")
             else:
                 self.rows.append(row)
         if not self.rows:
             raise InputError(f"{config.metadata}: no usable videos ({self._counts_text()})")
-        self._bad_rows: set = set()   # rows found unreadable / too short while iterating
+        self._bad_rows: set = set()  # rows found unreadable / too short while iterating
         self._epoch = 0
         self._index = 0
 
@@ -366,8 +384,9 @@ class VideoDataset:
 
     def _skip(self, row: LabelRow, reason: str, detail: str) -> None:
         if row.path not in self._skipped[reason]:
-            logger.warning("skipping %s (%s, line %d of the labels): %s", row.path, reason,
-                           row.line, detail)
+            logger.warning(
+                "skipping %s (%s, line %d of the labels): %s", row.path, reason, row.line, detail
+            )
         self._skipped[reason][row.path] = detail
 
     @property
@@ -416,16 +435,21 @@ class VideoDataset:
             saved = (state["seed"], state["shuffle"], state["rows"], state["fingerprint"])
             skipped = state["skipped"]
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"dataset state {state!r}: missing or invalid entry ({exc})") from None
+            raise ConfigError(
+                f"dataset state {state!r}: missing or invalid entry ({exc})"
+            ) from None
         current = (self.config.seed, self.config.shuffle, len(self.rows), self._fingerprint())
         if saved != current:
             raise ConfigError(
                 "dataset state was saved for other data: (seed, shuffle, rows, fingerprint) = "
                 f"{saved[:3]} + {str(saved[3])[:12]}…, this dataset has {current[:3]} + "
-                f"{current[3][:12]}…; resume with the same labels CSV and dataset seed")
+                f"{current[3][:12]}…; resume with the same labels CSV and dataset seed"
+            )
         if epoch < 0 or not 0 <= index <= len(self.rows):
-            raise ConfigError(f"dataset state position (epoch {epoch}, index {index}): expected "
-                              f"epoch ≥ 0 and 0 ≤ index ≤ {len(self.rows)}")
+            raise ConfigError(
+                f"dataset state position (epoch {epoch}, index {index}): expected "
+                f"epoch ≥ 0 and 0 ≤ index ≤ {len(self.rows)}"
+            )
         by_path = {row.path: i for i, row in enumerate(self.rows)}
         for reason in SKIP_REASONS:
             for path, detail in dict(skipped.get(reason, {})).items():
@@ -450,12 +474,23 @@ class VideoDataset:
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, epoch, row])
         start = draw_start(label.length, cfg.frames, cfg.step, rng)
-        raw, fps = read_frames(self._file(label), clip_indices(start, cfg.frames, cfg.step),
-                               cfg.default_fps)
-        frames = to_model_range(np.stack([resize_cover_crop(f, cfg.height, cfg.width) for f in raw]))
-        return Sample(frames=frames, cond_image=frames[0].copy(), fps=fps,
-                      motion_bucket_id=label.motion_bucket_id, path=label.path, start=start,
-                      step=cfg.step, epoch=epoch, row=row)
+        raw, fps = read_frames(
+            self._file(label), clip_indices(start, cfg.frames, cfg.step), cfg.default_fps
+        )
+        frames = to_model_range(
+            np.stack([resize_cover_crop(f, cfg.height, cfg.width) for f in raw])
+        )
+        return Sample(
+            frames=frames,
+            cond_image=frames[0].copy(),
+            fps=fps,
+            motion_bucket_id=label.motion_bucket_id,
+            path=label.path,
+            start=start,
+            step=cfg.step,
+            epoch=epoch,
+            row=row,
+        )
 
     def _try_load(self, row: int, epoch: int) -> Optional[Sample]:
         label = self.rows[row]
@@ -465,8 +500,12 @@ class VideoDataset:
             try:
                 return self.load(row, epoch)
             except VideoTooShortError as exc:
-                self._skip(label, "too_short", f"{exc} (the CSV says {label.length} frames; "
-                           "`svd-data check` compares it with the file)")
+                self._skip(
+                    label,
+                    "too_short",
+                    f"{exc} (the CSV says {label.length} frames; "
+                    "`svd-data check` compares it with the file)",
+                )
             except (InputError,) + _DECODE_ERRORS as exc:
                 self._skip(label, "unreadable", f"{type(exc).__name__}: {exc}")
         self._bad_rows.add(row)
@@ -490,8 +529,9 @@ class VideoDataset:
                 continue
             yield sample
         if len(self._bad_rows) == len(self.rows):
-            raise InputError(f"{self.config.metadata}: every video was skipped "
-                             f"({self._counts_text()})")
+            raise InputError(
+                f"{self.config.metadata}: every video was skipped ({self._counts_text()})"
+            )
         self._epoch, self._index = epoch + 1, 0
 
 
@@ -522,8 +562,9 @@ def count_video_frames(path: PathLike) -> int:
         return sum(1 for _ in container.decode(stream))
 
 
-def check_labels(metadata: PathLike, data_dir: PathLike, min_frames: int = 1,
-                 progress: bool = True) -> CheckReport:
+def check_labels(
+    metadata: PathLike, data_dir: PathLike, min_frames: int = 1, progress: bool = True
+) -> CheckReport:
     """Validate the CSV (raising on malformed rows) and compare every row with its video:
     the file exists, decodes, has exactly ``length`` frames, and at least ``min_frames``."""
     rows = read_labels(metadata)
@@ -536,15 +577,22 @@ def check_labels(metadata: PathLike, data_dir: PathLike, min_frames: int = 1,
         try:
             count = count_video_frames(path)
         except (InputError,) + _DECODE_ERRORS as exc:
-            report.problems.append(LabelProblem(row.line, row.path,
-                                                f"unreadable ({type(exc).__name__}: {exc})"))
+            report.problems.append(
+                LabelProblem(row.line, row.path, f"unreadable ({type(exc).__name__}: {exc})")
+            )
             continue
         if count != row.length:
-            report.problems.append(LabelProblem(row.line, row.path,
-                                                f"length {row.length} in the CSV, {count} frames "
-                                                "in the file"))
+            report.problems.append(
+                LabelProblem(
+                    row.line,
+                    row.path,
+                    f"length {row.length} in the CSV, {count} frames in the file",
+                )
+            )
         if count < min_frames:
-            report.problems.append(LabelProblem(row.line, row.path,
-                                                f"{count} frames, under the {min_frames} a clip "
-                                                "needs"))
+            report.problems.append(
+                LabelProblem(
+                    row.line, row.path, f"{count} frames, under the {min_frames} a clip needs"
+                )
+            )
     return report

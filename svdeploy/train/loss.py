@@ -16,6 +16,7 @@ Every random number is drawn in NumPy by :func:`draw_video`, from a generator se
 ``(seed, sample index)``, so a resumed run, a different gradient-accumulation split or another
 data-parallel layout draws the same numbers for the same video.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,15 +38,20 @@ from .config import DiffusionConfig
 class VideoDraws:
     """The random numbers of one training video, in the order they are drawn."""
 
-    cond_aug: float            # noise augmentation strength of the conditioning frame
-    image_noise: np.ndarray    # (3, H, W) standard normal, scaled by cond_aug
-    sigma: float               # EDM noise level
-    noise: np.ndarray          # (F, C, h, w) standard normal
-    keep: float                # 1.0, or 0.0 when the conditioning is dropped
+    cond_aug: float  # noise augmentation strength of the conditioning frame
+    image_noise: np.ndarray  # (3, H, W) standard normal, scaled by cond_aug
+    sigma: float  # EDM noise level
+    noise: np.ndarray  # (F, C, h, w) standard normal
+    keep: float  # 1.0, or 0.0 when the conditioning is dropped
 
 
-def draw_video(seed: int, sample_index: int, diffusion: DiffusionConfig,
-               image_shape: Tuple[int, int, int], latent_shape: Tuple[int, int, int, int]) -> VideoDraws:
+def draw_video(
+    seed: int,
+    sample_index: int,
+    diffusion: DiffusionConfig,
+    image_shape: Tuple[int, int, int],
+    latent_shape: Tuple[int, int, int, int],
+) -> VideoDraws:
     """Draw, in this order: cond_aug (log-normal, or the fixed value), the image noise, ln σ ~
     N(p_mean, p_std²), the latent noise, the dropout coin. The image noise and the coin are drawn
     even when unused, so the stream of numbers does not depend on the options."""
@@ -56,7 +62,9 @@ def draw_video(seed: int, sample_index: int, diffusion: DiffusionConfig,
     sigma = float(np.exp(diffusion.p_mean + diffusion.p_std * rng.standard_normal()))
     noise = rng.standard_normal(latent_shape, dtype=np.float32)
     keep = 0.0 if rng.random() < diffusion.conditioning_dropout else 1.0
-    return VideoDraws(cond_aug=cond_aug, image_noise=image_noise, sigma=sigma, noise=noise, keep=keep)
+    return VideoDraws(
+        cond_aug=cond_aug, image_noise=image_noise, sigma=sigma, noise=noise, keep=keep
+    )
 
 
 def time_ids(fps: float, motion_bucket_id: int, cond_aug: float) -> np.ndarray:
@@ -82,8 +90,16 @@ class EDMLoss(nn.Cell):
         self.num_frames = num_frames
         self.dim_per_time_id = dim_per_time_id
 
-    def construct(self, x0: Tensor, image_latent: Tensor, context: Tensor, time_ids: Tensor,
-                  sigma: Tensor, noise: Tensor, keep: Tensor) -> Tensor:
+    def construct(
+        self,
+        x0: Tensor,
+        image_latent: Tensor,
+        context: Tensor,
+        time_ids: Tensor,
+        sigma: Tensor,
+        noise: Tensor,
+        keep: Tensor,
+    ) -> Tensor:
         f = self.num_frames
         b = sigma.shape[0]
         n, c, h, w = x0.shape
@@ -97,10 +113,13 @@ class EDMLoss(nn.Cell):
         # conditioning dropout: image latent and CLIP embedding zeroed together
         image_latent = image_latent * keep.reshape(b, 1, 1, 1)
         context = context * keep.reshape(b, 1, 1)
-        image_frames = ops.broadcast_to(image_latent.reshape(b, 1, c, h, w),
-                                        (b, f, c, h, w)).reshape(n, c, h, w)
+        image_frames = ops.broadcast_to(
+            image_latent.reshape(b, 1, c, h, w), (b, f, c, h, w)
+        ).reshape(n, c, h, w)
         d = context.shape[2]
-        context_frames = ops.broadcast_to(context.reshape(b, 1, 1, d), (b, f, 1, d)).reshape(n, 1, d)
+        context_frames = ops.broadcast_to(context.reshape(b, 1, 1, d), (b, f, 1, d)).reshape(
+            n, 1, d
+        )
         ids = ops.broadcast_to(time_ids.reshape(b, 1, 3), (b, f, 3)).reshape(n, 3)
         y = embed_time_ids(ids, self.dim_per_time_id)
         out = self.unet(ops.concat((noisy * c_in, image_frames), 1), c_noise, context_frames, y, f)

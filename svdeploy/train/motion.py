@@ -32,6 +32,7 @@ Method (module constants; ``flow_fps``, ``analysis_size`` and ``saturation`` are
   (half the short side per second, averaged over the whole frame, is already a lot of motion):
   deterministic, non-decreasing in the score, 0 for a still video, 255 from the saturation on.
 """
+
 from __future__ import annotations
 
 import csv
@@ -66,8 +67,25 @@ ITERATIONS = 3
 REGULARIZATION = 1e-6
 MIN_LEVEL_SIZE = 16
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg",
-                              ".wmv", ".flv", ".ts", ".mts", ".3gp", ".ogv", ".gif"})
+VIDEO_EXTENSIONS = frozenset(
+    {
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".mpg",
+        ".mpeg",
+        ".wmv",
+        ".flv",
+        ".ts",
+        ".mts",
+        ".3gp",
+        ".ogv",
+        ".gif",
+    }
+)
 LABEL_COLUMNS = ("path", "length", "motion_bucket_id", "motion_score", "fps")
 
 
@@ -106,9 +124,10 @@ def polynomial_expansion(image: np.ndarray, sigma: float = POLY_SIGMA) -> np.nda
         if py not in rows_cache:
             rows_cache[py] = ndimage.correlate1d(f, taps[py], axis=0, mode="reflect")
         projections[..., k] = ndimage.correlate1d(rows_cache[py], taps[px], axis=1, mode="reflect")
-    moments = [float(np.sum(g * u ** p)) for p in range(5)]
-    gram = np.array([[moments[pi[0] + pj[0]] * moments[pi[1] + pj[1]] for pj in powers]
-                     for pi in powers])
+    moments = [float(np.sum(g * u**p)) for p in range(5)]
+    gram = np.array(
+        [[moments[pi[0] + pj[0]] * moments[pi[1] + pj[1]] for pj in powers] for pi in powers]
+    )
     coeffs = projections @ np.linalg.inv(gram).T  # gram is symmetric
     out = np.empty(f.shape + (5,), dtype=np.float64)
     out[..., 0] = coeffs[..., 1]
@@ -133,36 +152,58 @@ def _pyramid(image: np.ndarray, levels: int) -> List[np.ndarray]:
 
 def _upsample_flow(flow: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
     zoom = (shape[0] / flow.shape[0], shape[1] / flow.shape[1])
-    up = np.stack([ndimage.zoom(flow[..., c], zoom, order=1, mode="nearest", grid_mode=True)
-                   for c in range(2)], axis=-1)
+    up = np.stack(
+        [
+            ndimage.zoom(flow[..., c], zoom, order=1, mode="nearest", grid_mode=True)
+            for c in range(2)
+        ],
+        axis=-1,
+    )
     # displacements are in pixels of the level, so they scale with it
     up[..., 0] *= zoom[1]
     up[..., 1] *= zoom[0]
     return up
 
 
-def _refine(expansion1: np.ndarray, expansion2: np.ndarray, prior: np.ndarray,
-            window_sigma: float, regularization: float) -> np.ndarray:
+def _refine(
+    expansion1: np.ndarray,
+    expansion2: np.ndarray,
+    prior: np.ndarray,
+    window_sigma: float,
+    regularization: float,
+) -> np.ndarray:
     """One Farnebäck displacement update (total displacement, given the prior)."""
     height, width = prior.shape[:2]
     rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
     coords = [rows + prior[..., 1], cols + prior[..., 0]]
-    warped = np.stack([ndimage.map_coordinates(expansion2[..., c], coords, order=1, mode="nearest")
-                       for c in range(5)], axis=-1)
+    warped = np.stack(
+        [
+            ndimage.map_coordinates(expansion2[..., c], coords, order=1, mode="nearest")
+            for c in range(5)
+        ],
+        axis=-1,
+    )
     a_xx = (expansion1[..., 2] + warped[..., 2]) / 2
     a_yy = (expansion1[..., 3] + warped[..., 3]) / 2
     a_xy = (expansion1[..., 4] + warped[..., 4]) / 2
     # Δb = -½ (b₂(x + d̃) − b₁(x)) + A d̃ ; the constraint is A d = Δb
-    db_x = -0.5 * (warped[..., 0] - expansion1[..., 0]) + a_xx * prior[..., 0] + a_xy * prior[..., 1]
-    db_y = -0.5 * (warped[..., 1] - expansion1[..., 1]) + a_xy * prior[..., 0] + a_yy * prior[..., 1]
+    db_x = (
+        -0.5 * (warped[..., 0] - expansion1[..., 0]) + a_xx * prior[..., 0] + a_xy * prior[..., 1]
+    )
+    db_y = (
+        -0.5 * (warped[..., 1] - expansion1[..., 1]) + a_xy * prior[..., 0] + a_yy * prior[..., 1]
+    )
     # least squares over the neighbourhood: (Σ w AᵀA + λI) d = Σ w AᵀΔb + λ d̃
-    terms = np.stack([
-        a_xx * a_xx + a_xy * a_xy,            # (AᵀA)_xx
-        a_xy * (a_xx + a_yy),                 # (AᵀA)_xy
-        a_xy * a_xy + a_yy * a_yy,            # (AᵀA)_yy
-        a_xx * db_x + a_xy * db_y,            # (AᵀΔb)_x
-        a_xy * db_x + a_yy * db_y,            # (AᵀΔb)_y
-    ], axis=-1)
+    terms = np.stack(
+        [
+            a_xx * a_xx + a_xy * a_xy,  # (AᵀA)_xx
+            a_xy * (a_xx + a_yy),  # (AᵀA)_xy
+            a_xy * a_xy + a_yy * a_yy,  # (AᵀA)_yy
+            a_xx * db_x + a_xy * db_y,  # (AᵀΔb)_x
+            a_xy * db_x + a_yy * db_y,  # (AᵀΔb)_y
+        ],
+        axis=-1,
+    )
     terms = ndimage.gaussian_filter(terms, sigma=(window_sigma, window_sigma, 0), mode="reflect")
     g_xx = terms[..., 0] + regularization
     g_xy = terms[..., 1]
@@ -176,17 +217,25 @@ def _refine(expansion1: np.ndarray, expansion2: np.ndarray, prior: np.ndarray,
     return flow
 
 
-def farneback_flow(first: np.ndarray, second: np.ndarray, *, levels: int = LEVELS,
-                   iterations: int = ITERATIONS, poly_sigma: float = POLY_SIGMA,
-                   window_sigma: float = WINDOW_SIGMA,
-                   regularization: float = REGULARIZATION) -> np.ndarray:
+def farneback_flow(
+    first: np.ndarray,
+    second: np.ndarray,
+    *,
+    levels: int = LEVELS,
+    iterations: int = ITERATIONS,
+    poly_sigma: float = POLY_SIGMA,
+    window_sigma: float = WINDOW_SIGMA,
+    regularization: float = REGULARIZATION,
+) -> np.ndarray:
     """Dense flow from ``first`` to ``second`` (2-D intensity arrays, same shape, ~[0, 1]).
 
     Returns (H, W, 2) float64 ``(dx, dy)``: the content at (row y, col x) of ``first`` is at
     (y + dy, x + dx) in ``second``.
     """
     if first.ndim != 2 or first.shape != second.shape:
-        raise ValueError(f"frame shapes {first.shape} and {second.shape}: expected two equal 2-D shapes")
+        raise ValueError(
+            f"frame shapes {first.shape} and {second.shape}: expected two equal 2-D shapes"
+        )
     if levels < 1 or iterations < 1:
         raise ValueError(f"levels = {levels}, iterations = {iterations}: expected ≥ 1")
     pyramid1 = _pyramid(np.asarray(first, dtype=np.float64), levels)
@@ -216,13 +265,15 @@ def farneback_flow(first: np.ndarray, second: np.ndarray, *, levels: int = LEVEL
     return flow
 
 
-def _match_error(image1: np.ndarray, image2: np.ndarray, flow: np.ndarray,
-                 window_sigma: float) -> np.ndarray:
+def _match_error(
+    image1: np.ndarray, image2: np.ndarray, flow: np.ndarray, window_sigma: float
+) -> np.ndarray:
     """Locally averaged squared difference between ``image1`` and ``image2`` warped by ``flow``."""
     height, width = image1.shape
     rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
-    warped = ndimage.map_coordinates(image2, [rows + flow[..., 1], cols + flow[..., 0]], order=1,
-                                     mode="nearest")
+    warped = ndimage.map_coordinates(
+        image2, [rows + flow[..., 1], cols + flow[..., 0]], order=1, mode="nearest"
+    )
     return ndimage.gaussian_filter((warped - image1) ** 2, window_sigma, mode="reflect")
 
 
@@ -255,8 +306,11 @@ def stream_fps(stream: "av.video.stream.VideoStream", default: float) -> Tuple[f
 
     Returns ``(fps, from_file)``.
     """
-    for rate in (getattr(stream, "average_rate", None), getattr(stream, "base_rate", None),
-                 getattr(stream, "guessed_rate", None)):
+    for rate in (
+        getattr(stream, "average_rate", None),
+        getattr(stream, "base_rate", None),
+        getattr(stream, "guessed_rate", None),
+    ):
         if rate is not None and float(rate) > 0 and math.isfinite(float(rate)):
             return float(rate), True
     return float(default), False
@@ -273,11 +327,11 @@ class MotionMeasurement:
     """What :func:`measure_video` found for one video."""
 
     path: str
-    length: int             # decoded frame count
+    length: int  # decoded frame count
     fps: float
     fps_from_file: bool
-    score: float            # %/s, see the module docstring
-    pairs: int              # frame pairs the flow was computed on
+    score: float  # %/s, see the module docstring
+    pairs: int  # frame pairs the flow was computed on
 
     def bucket(self, saturation: float = SATURATION) -> int:
         return score_to_bucket(self.score, saturation)
@@ -287,16 +341,23 @@ class VideoTooShortError(InputError):
     """A video has fewer frames than needed."""
 
 
-def _pair_score(first: np.ndarray, second: np.ndarray, seconds: float, levels: int,
-                iterations: int) -> float:
+def _pair_score(
+    first: np.ndarray, second: np.ndarray, seconds: float, levels: int, iterations: int
+) -> float:
     """Mean flow magnitude as percent of the short side per second."""
     flow = farneback_flow(first, second, levels=levels, iterations=iterations)
     return mean_flow_magnitude(flow) / min(first.shape) * 100.0 / seconds
 
 
-def measure_video(path: Union[str, os.PathLike], *, flow_fps: float = FLOW_FPS,
-                  analysis_size: int = ANALYSIS_SIZE, default_fps: float = DEFAULT_FPS,
-                  levels: int = LEVELS, iterations: int = ITERATIONS) -> MotionMeasurement:
+def measure_video(
+    path: Union[str, os.PathLike],
+    *,
+    flow_fps: float = FLOW_FPS,
+    analysis_size: int = ANALYSIS_SIZE,
+    default_fps: float = DEFAULT_FPS,
+    levels: int = LEVELS,
+    iterations: int = ITERATIONS,
+) -> MotionMeasurement:
     """Decode ``path`` once, counting frames and scoring motion (see the module docstring).
 
     Frames are streamed: only the previous sampled frame is kept. Raises ``av.FFmpegError`` /
@@ -312,24 +373,41 @@ def measure_video(path: Union[str, os.PathLike], *, flow_fps: float = FLOW_FPS,
         stream.thread_type = "AUTO"
         fps, from_file = stream_fps(stream, default_fps)
         stride = max(1.0, fps / flow_fps)
-        count, total, pairs = _score_frames(path, container.decode(stream), fps, stride,
-                                            analysis_size, levels, iterations)
-    return MotionMeasurement(path=str(path), length=count, fps=fps, fps_from_file=from_file,
-                             score=total / pairs, pairs=pairs)
+        count, total, pairs = _score_frames(
+            path, container.decode(stream), fps, stride, analysis_size, levels, iterations
+        )
+    return MotionMeasurement(
+        path=str(path),
+        length=count,
+        fps=fps,
+        fps_from_file=from_file,
+        score=total / pairs,
+        pairs=pairs,
+    )
 
 
-def _score_frames(path: Union[str, os.PathLike], frames: Iterable["av.VideoFrame"], fps: float,
-                  stride: float, analysis_size: int, levels: int,
-                  iterations: int) -> Tuple[int, float, int]:
+def _score_frames(
+    path: Union[str, os.PathLike],
+    frames: Iterable["av.VideoFrame"],
+    fps: float,
+    stride: float,
+    analysis_size: int,
+    levels: int,
+    iterations: int,
+) -> Tuple[int, float, int]:
     """(frames, summed pair scores, pairs) over the frames sampled every ``stride`` frames;
     only the previous sample is kept, so a long video streams through."""
     shape: Optional[Tuple[int, int]] = None
 
     def luma(frame: "av.VideoFrame") -> np.ndarray:
-        return frame.to_ndarray(format="gray", width=shape[1], height=shape[0],
-                                interpolation="AREA").astype(np.float64) / 255.0
+        return (
+            frame.to_ndarray(
+                format="gray", width=shape[1], height=shape[0], interpolation="AREA"
+            ).astype(np.float64)
+            / 255.0
+        )
 
-    next_sample = 0   # k of the next sample, taken at frame round(k · stride)
+    next_sample = 0  # k of the next sample, taken at frame round(k · stride)
     previous: Optional[Tuple[int, np.ndarray]] = None
     last_frame = None
     total = 0.0
@@ -346,16 +424,14 @@ def _score_frames(path: Union[str, os.PathLike], frames: Iterable["av.VideoFrame
             shape = analysis_shape(frame.height, frame.width, analysis_size)
         gray = luma(frame)
         if previous is not None:
-            total += _pair_score(previous[1], gray, (index - previous[0]) / fps, levels,
-                                 iterations)
+            total += _pair_score(previous[1], gray, (index - previous[0]) / fps, levels, iterations)
             pairs += 1
         previous = (index, gray)
     if count < 2:
         raise VideoTooShortError(f"{path}: {count} frame(s); a motion score needs at least 2")
     if pairs == 0:
         # shorter than one sampling interval: compare the first and the last frame
-        total = _pair_score(previous[1], luma(last_frame), (count - 1) / fps, levels,
-                            iterations)
+        total = _pair_score(previous[1], luma(last_frame), (count - 1) / fps, levels, iterations)
         pairs = 1
     return count, total, pairs
 
@@ -385,28 +461,36 @@ class LabelReport:
 
     out: Path
     labels: List[Tuple[str, MotionMeasurement, int]] = field(default_factory=list)
-    unreadable: Dict[str, str] = field(default_factory=dict)   # path → why
+    unreadable: Dict[str, str] = field(default_factory=dict)  # path → why
     too_short: Dict[str, str] = field(default_factory=dict)
     non_video: List[str] = field(default_factory=list)
 
 
-def write_labels_csv(out: Union[str, os.PathLike],
-                     labels: List[Tuple[str, MotionMeasurement, int]]) -> None:
+def write_labels_csv(
+    out: Union[str, os.PathLike], labels: List[Tuple[str, MotionMeasurement, int]]
+) -> None:
     """Write ``path,length,motion_bucket_id,motion_score,fps`` atomically (temporary file in the
     same folder, then ``os.replace``: svdeploy.fsutil)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(LABEL_COLUMNS)
     for path, measured, bucket in labels:
-        writer.writerow((path, measured.length, bucket, f"{measured.score:.4f}",
-                         f"{measured.fps:g}"))
+        writer.writerow(
+            (path, measured.length, bucket, f"{measured.score:.4f}", f"{measured.fps:g}")
+        )
     atomic_write_text(out, buffer.getvalue())
 
 
-def label_videos(video_dir: Union[str, os.PathLike], out: Union[str, os.PathLike], *,
-                 flow_fps: float = FLOW_FPS, analysis_size: int = ANALYSIS_SIZE,
-                 saturation: float = SATURATION, default_fps: float = DEFAULT_FPS,
-                 progress: bool = True) -> LabelReport:
+def label_videos(
+    video_dir: Union[str, os.PathLike],
+    out: Union[str, os.PathLike],
+    *,
+    flow_fps: float = FLOW_FPS,
+    analysis_size: int = ANALYSIS_SIZE,
+    saturation: float = SATURATION,
+    default_fps: float = DEFAULT_FPS,
+    progress: bool = True,
+) -> LabelReport:
     """Score every video under ``video_dir`` and write the labels CSV ``out``.
 
     Unreadable and too-short (< 2 frames) videos are skipped with a warning; files without a
@@ -425,13 +509,16 @@ def label_videos(video_dir: Union[str, os.PathLike], out: Union[str, os.PathLike
     videos, others = find_videos(video_dir)
     report = LabelReport(out=out, non_video=[p.relative_to(video_dir).as_posix() for p in others])
     if not videos:
-        raise InputError(f"no videos under {str(video_dir)!r} ({len(others)} other file(s); "
-                         f"extensions read: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+        raise InputError(
+            f"no videos under {str(video_dir)!r} ({len(others)} other file(s); "
+            f"extensions read: {', '.join(sorted(VIDEO_EXTENSIONS))})"
+        )
     for path in tqdm(videos, desc="motion buckets", unit="video", disable=not progress):
         relative = path.relative_to(video_dir).as_posix()
         try:
-            measured = measure_video(path, flow_fps=flow_fps, analysis_size=analysis_size,
-                                     default_fps=default_fps)
+            measured = measure_video(
+                path, flow_fps=flow_fps, analysis_size=analysis_size, default_fps=default_fps
+            )
         except VideoTooShortError as exc:
             logger.warning("skipping %s: %s", relative, exc)
             report.too_short[relative] = str(exc)
@@ -442,7 +529,9 @@ def label_videos(video_dir: Union[str, os.PathLike], out: Union[str, os.PathLike
             continue
         report.labels.append((relative, measured, score_to_bucket(measured.score, saturation)))
     if not report.labels:
-        raise InputError(f"none of the {len(videos)} video(s) under {str(video_dir)!r} could be "
-                         "scored; nothing written")
+        raise InputError(
+            f"none of the {len(videos)} video(s) under {str(video_dir)!r} could be "
+            "scored; nothing written"
+        )
     write_labels_csv(out, report.labels)
     return report

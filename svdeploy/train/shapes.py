@@ -13,6 +13,7 @@ The world (exact, so anyone can render it independently):
 Pure NumPy; every draw comes from ``numpy.random.default_rng([seed, index])``, so clip ``index``
 of a seed is the same whatever else is rendered.
 """
+
 from __future__ import annotations
 
 import csv
@@ -73,8 +74,15 @@ def max_speed(radius: float, frames: int, size: int = SIZE) -> float:
     return (size - 2 * radius) / max(frames - 1, 1)
 
 
-def draw_clip(seed: int, index: int, frames: int, *, speed: float | None = None,
-              colour: str | None = None, size: int = SIZE) -> ShapeClip:
+def draw_clip(
+    seed: int,
+    index: int,
+    frames: int,
+    *,
+    speed: float | None = None,
+    colour: str | None = None,
+    size: int = SIZE,
+) -> ShapeClip:
     """Clip ``index`` of ``seed``: shape, colour, radius, speed, start and background drawn
     uniformly (speed capped so the object stays inside; ``speed``/``colour`` fix those)."""
     rng = np.random.default_rng([int(seed), int(index)])
@@ -88,9 +96,11 @@ def draw_clip(seed: int, index: int, frames: int, *, speed: float | None = None,
     name = colour if colour is not None else name
     v = speed if speed is not None else v
     if v > max_speed(radius, frames, size) + 1e-9:
-        raise ValueError(f"speed {v} px/frame: an object of radius {radius:.2f} leaves the "
-                         f"{size}px frame within {frames} frames (at most "
-                         f"{max_speed(radius, frames, size):.3f})")
+        raise ValueError(
+            f"speed {v} px/frame: an object of radius {radius:.2f} leaves the "
+            f"{size}px frame within {frames} frames (at most "
+            f"{max_speed(radius, frames, size):.3f})"
+        )
     # start along the motion axis so the whole path fits; anywhere inside across it
     travel = v * (frames - 1)
     dx, dy = COLOURS[name][1]
@@ -138,8 +148,9 @@ def read_world(path: PathLike) -> Dict[str, ShapeClip]:
         rows = list(csv.DictReader(fh))
     casts = {"int": int, "float": float, "str": str}
     types = {f.name: casts[str(f.type)] for f in fields(ShapeClip)}
-    return {row["path"]: ShapeClip(**{k: cast(row[k]) for k, cast in types.items()})
-            for row in rows}
+    return {
+        row["path"]: ShapeClip(**{k: cast(row[k]) for k, cast in types.items()}) for row in rows
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,9 +160,9 @@ def read_world(path: PathLike) -> Dict[str, ShapeClip]:
 class ObjectTrack:
     """Where the object is in each frame of a video (pixel coordinates, y down)."""
 
-    centroids: np.ndarray   # (F, 2) x, y
-    areas: np.ndarray       # (F,) pixels covered
-    colour: str             # nearest world colour of the object in frame 0
+    centroids: np.ndarray  # (F, 2) x, y
+    areas: np.ndarray  # (F,) pixels covered
+    colour: str  # nearest world colour of the object in frame 0
 
     def velocity(self) -> np.ndarray:
         """Least-squares centroid velocity over the frames, px/frame, (vx, vy)."""
@@ -190,8 +201,12 @@ def track_object(frames: np.ndarray) -> ObjectTrack:
         weight = _object_weight(frame, background, rgb)
         total = float(weight.sum())
         areas.append(total)
-        centroids.append((float((weight * xs).sum()) / max(total, 1e-6),
-                          float((weight * ys).sum()) / max(total, 1e-6)))
+        centroids.append(
+            (
+                float((weight * xs).sum()) / max(total, 1e-6),
+                float((weight * ys).sum()) / max(total, 1e-6),
+            )
+        )
     return ObjectTrack(np.array(centroids), np.array(areas), colour)
 
 
@@ -218,8 +233,9 @@ def write_world_csv(path: PathLike, rows: Sequence[Dict[str, object]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=WORLD_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{row[k]:.6f}" if isinstance(row[k], float) else row[k])
-                         for k in WORLD_COLUMNS})
+        writer.writerow(
+            {k: (f"{row[k]:.6f}" if isinstance(row[k], float) else row[k]) for k in WORLD_COLUMNS}
+        )
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -248,8 +264,9 @@ def write_mp4(path: PathLike, frames: np.ndarray, fps: int = FPS) -> None:
         container.mux(stream.encode())
 
 
-def synthesize(out: PathLike, clips: int, frames: int = 8, seed: int = 0, *,
-               progress: bool = True) -> Path:
+def synthesize(
+    out: PathLike, clips: int, frames: int = 8, seed: int = 0, *, progress: bool = True
+) -> Path:
     """Render ``clips`` clips of the world into ``out``: ``clips/NNNNNN.mp4``, ``shapes.csv``
     (the ground truth) and ``labels.csv`` (svd-data motion-buckets with its default options,
     the same code path as for a user's videos). Built in a hidden folder beside ``out`` and
@@ -266,11 +283,14 @@ def synthesize(out: PathLike, clips: int, frames: int = 8, seed: int = 0, *,
 
     out = Path(out)
     if clips < 1 or frames < 2:
-        raise InputError(f"--clips {clips} --frames {frames}: expected at least 1 clip of at "
-                         "least 2 frames")
+        raise InputError(
+            f"--clips {clips} --frames {frames}: expected at least 1 clip of at least 2 frames"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{str(out)!r} already exists and is not an empty folder; choose "
-                         "another OUT or remove it")
+        raise InputError(
+            f"{str(out)!r} already exists and is not an empty folder; choose "
+            "another OUT or remove it"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:

@@ -13,6 +13,7 @@ code that compiles once per input shape in GRAPH_MODE.
 * :class:`ApplyGradients` — optional clipping by a coefficient computed from that norm, AdamW,
   accumulators zeroed. :class:`ZeroGradients` drops a skipped step's gradients.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,7 +65,9 @@ def learning_rate(step: int, cfg: LRSchedulerConfig, total_steps: int) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.name == "constant":
         return cfg.lr
-    decay = cfg.decay_steps if cfg.decay_steps is not None else max(total_steps - cfg.warmup_steps, 1)
+    decay = (
+        cfg.decay_steps if cfg.decay_steps is not None else max(total_steps - cfg.warmup_steps, 1)
+    )
     progress = min(step - cfg.warmup_steps, decay) / decay
     return cfg.end_lr + 0.5 * (cfg.lr - cfg.end_lr) * (1.0 + math.cos(math.pi * progress))
 
@@ -80,8 +83,11 @@ class LossScaler:
 
     @classmethod
     def from_config(cls, cfg: LossScaleConfig) -> "LossScaler":
-        return cls(scale=float(cfg.loss_scale_value), factor=float(cfg.scale_factor),
-                   window=int(cfg.scale_window))
+        return cls(
+            scale=float(cfg.loss_scale_value),
+            factor=float(cfg.scale_factor),
+            window=int(cfg.scale_window),
+        )
 
     def update(self, finite: bool) -> None:
         if not finite:
@@ -145,11 +151,32 @@ def _square_sum_tensor(grad: Tensor) -> Tensor:
     return ops.reduce_sum(ops.square(grad)).reshape(1)
 
 
-@_adamw.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Number",
-                 "Tensor", "Tensor", "Tensor", "Tensor")
-def _adamw_update(fused: Any, lr: Tensor, beta1: Tensor, beta2: Tensor, eps: Tensor,
-                  decay_ratio: Tensor, weight_decay: float, param: Tensor, m: Tensor, v: Tensor,
-                  grad: Tensor) -> Tensor:
+@_adamw.register(
+    "Function",
+    "Tensor",
+    "Tensor",
+    "Tensor",
+    "Tensor",
+    "Tensor",
+    "Number",
+    "Tensor",
+    "Tensor",
+    "Tensor",
+    "Tensor",
+)
+def _adamw_update(
+    fused: Any,
+    lr: Tensor,
+    beta1: Tensor,
+    beta2: Tensor,
+    eps: Tensor,
+    decay_ratio: Tensor,
+    weight_decay: float,
+    param: Tensor,
+    m: Tensor,
+    v: Tensor,
+    grad: Tensor,
+) -> Tensor:
     return fused(param, m, v, lr, beta1, beta2, eps, decay_ratio * weight_decay, grad)
 
 
@@ -160,8 +187,17 @@ class ScaledLoss(nn.Cell):
         super().__init__()
         self.loss_net = loss_net
 
-    def construct(self, x0: Tensor, image_latent: Tensor, context: Tensor, time_ids: Tensor,
-                  sigma: Tensor, noise: Tensor, keep: Tensor, scale: Tensor) -> Tensor:
+    def construct(
+        self,
+        x0: Tensor,
+        image_latent: Tensor,
+        context: Tensor,
+        time_ids: Tensor,
+        sigma: Tensor,
+        noise: Tensor,
+        keep: Tensor,
+        scale: Tensor,
+    ) -> Tensor:
         return self.loss_net(x0, image_latent, context, time_ids, sigma, noise, keep) * scale
 
 
@@ -176,11 +212,21 @@ class AccumulateGradients(nn.Cell):
         self.grad = ops.GradOperation(get_by_list=True)
         self.hyper_map = ops.HyperMap()
 
-    def construct(self, x0: Tensor, image_latent: Tensor, context: Tensor, time_ids: Tensor,
-                  sigma: Tensor, noise: Tensor, keep: Tensor, scale: Tensor) -> Tensor:
+    def construct(
+        self,
+        x0: Tensor,
+        image_latent: Tensor,
+        context: Tensor,
+        time_ids: Tensor,
+        sigma: Tensor,
+        noise: Tensor,
+        keep: Tensor,
+        scale: Tensor,
+    ) -> Tensor:
         value = self.scaled(x0, image_latent, context, time_ids, sigma, noise, keep, scale)
-        grads = self.grad(self.scaled, self.params)(x0, image_latent, context, time_ids, sigma,
-                                                    noise, keep, scale)
+        grads = self.grad(self.scaled, self.params)(
+            x0, image_latent, context, time_ids, sigma, noise, keep, scale
+        )
         done = self.hyper_map(_assign_add, self.accum, grads)
         return ops.depend(value / scale, done)
 
@@ -188,8 +234,9 @@ class AccumulateGradients(nn.Cell):
 class FinishGradients(nn.Cell):
     """accum ← mean over workers of accum / denominator; returns (global norm, mean loss)."""
 
-    def __init__(self, accum: ParameterTuple, reducer: Optional[nn.Cell] = None,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self, accum: ParameterTuple, reducer: Optional[nn.Cell] = None, world_size: int = 1
+    ) -> None:
         super().__init__()
         self.accum = accum
         self.reducer = reducer
@@ -220,16 +267,23 @@ class AdamW(nn.Cell):
     State: exp_avg (m), exp_avg_sq (v), step (t).
     """
 
-    def __init__(self, params: ParameterTuple, decay: Sequence[bool], betas: Tuple[float, float],
-                 eps: float, weight_decay: float) -> None:
+    def __init__(
+        self,
+        params: ParameterTuple,
+        decay: Sequence[bool],
+        betas: Tuple[float, float],
+        eps: float,
+        weight_decay: float,
+    ) -> None:
         super().__init__()
         self.params = params
         self.exp_avg = params.clone(prefix="exp_avg", init="zeros")
         self.exp_avg_sq = params.clone(prefix="exp_avg_sq", init="zeros")
         for p in list(self.exp_avg) + list(self.exp_avg_sq):
             p.requires_grad = False
-        self.step = Parameter(Tensor(np.zeros((1,), np.float32)), name="adamw_step",
-                              requires_grad=False)
+        self.step = Parameter(
+            Tensor(np.zeros((1,), np.float32)), name="adamw_step", requires_grad=False
+        )
         self.beta1 = Tensor(np.float32(betas[0]))
         self.beta2 = Tensor(np.float32(betas[1]))
         self.eps = Tensor(np.float32(eps))
@@ -250,9 +304,16 @@ class AdamW(nn.Cell):
         lr_fused = lr * root_bias2 / bias1
         eps_fused = self.eps * root_bias2
         decay_ratio = bias1 / root_bias2
-        done = self.hyper_map(ops.partial(_adamw, self.fused, lr_fused, self.beta1, self.beta2,
-                                          eps_fused, decay_ratio),
-                              self.weight_decays, self.params, self.exp_avg, self.exp_avg_sq, grads)
+        done = self.hyper_map(
+            ops.partial(
+                _adamw, self.fused, lr_fused, self.beta1, self.beta2, eps_fused, decay_ratio
+            ),
+            self.weight_decays,
+            self.params,
+            self.exp_avg,
+            self.exp_avg_sq,
+            grads,
+        )
         return ops.depend(t, done)
 
 
@@ -290,37 +351,52 @@ class ZeroGradients(nn.Cell):
 class MicroBatch:
     """Inputs of :class:`~svdeploy.train.loss.EDMLoss` as float32 arrays."""
 
-    x0: np.ndarray            # (B·F, C, h, w)
+    x0: np.ndarray  # (B·F, C, h, w)
     image_latent: np.ndarray  # (B, C, h, w)
-    context: np.ndarray       # (B, 1, D)
-    time_ids: np.ndarray      # (B, 3)
-    sigma: np.ndarray         # (B,)
-    noise: np.ndarray         # (B·F, C, h, w)
-    keep: np.ndarray          # (B,)
+    context: np.ndarray  # (B, 1, D)
+    time_ids: np.ndarray  # (B, 3)
+    sigma: np.ndarray  # (B,)
+    noise: np.ndarray  # (B·F, C, h, w)
+    keep: np.ndarray  # (B,)
 
     def tensors(self) -> Tuple[Tensor, ...]:
-        return tuple(Tensor(np.ascontiguousarray(a, dtype=np.float32)) for a in (
-            self.x0, self.image_latent, self.context, self.time_ids, self.sigma, self.noise,
-            self.keep))
+        return tuple(
+            Tensor(np.ascontiguousarray(a, dtype=np.float32))
+            for a in (
+                self.x0,
+                self.image_latent,
+                self.context,
+                self.time_ids,
+                self.sigma,
+                self.noise,
+                self.keep,
+            )
+        )
 
 
 @dataclass
 class StepResult:
-    loss: float           # mean micro-batch loss (over workers too)
-    grad_norm: float      # global norm of the mean gradient, before clipping
+    loss: float  # mean micro-batch loss (over workers too)
+    grad_norm: float  # global norm of the mean gradient, before clipping
     finite: bool
-    applied: bool         # whether the optimizer ran
+    applied: bool  # whether the optimizer ran
     lr: float
-    loss_scale: float     # the scale the step used
+    loss_scale: float  # the scale the step used
 
 
 class StepRunner:
     """Accumulate micro-batches, then finish and apply one optimizer step."""
 
-    def __init__(self, loss_net: nn.Cell, params: ParameterTuple, optimizer_cfg: OptimizerConfig,
-                 clip_norm: Optional[float], drop_overflow_update: bool,
-                 reducer_factory: Optional[Callable[[ParameterTuple], nn.Cell]] = None,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self,
+        loss_net: nn.Cell,
+        params: ParameterTuple,
+        optimizer_cfg: OptimizerConfig,
+        clip_norm: Optional[float],
+        drop_overflow_update: bool,
+        reducer_factory: Optional[Callable[[ParameterTuple], nn.Cell]] = None,
+        world_size: int = 1,
+    ) -> None:
         self.params = params
         self.accum = params.clone(prefix="accum", init="zeros")
         for p in self.accum:
@@ -346,8 +422,9 @@ class StepRunner:
         if not self._losses:
             raise RuntimeError("step() before any micro_step()")
         count = len(self._losses)
-        norm_t, loss_t = self.finish(Tensor(np.float32(scale * count)),
-                                     Tensor(np.float32(sum(self._losses) / count)))
+        norm_t, loss_t = self.finish(
+            Tensor(np.float32(scale * count)), Tensor(np.float32(sum(self._losses) / count))
+        )
         norm = float(norm_t.asnumpy())
         loss = float(loss_t.asnumpy())
         self._losses = []
@@ -358,5 +435,6 @@ class StepRunner:
             self.apply(Tensor(np.float32(lr)), Tensor(np.float32(coefficient)))
         else:
             self.zero()
-        return StepResult(loss=loss, grad_norm=norm, finite=finite, applied=applied, lr=lr,
-                          loss_scale=scale)
+        return StepResult(
+            loss=loss, grad_norm=norm, finite=finite, applied=applied, lr=lr, loss_scale=scale
+        )

@@ -6,6 +6,7 @@ every worker walks the same stream and keeps its own share of each micro-batch (
 position is the same on every worker). Every random draw is seeded by the clip's index in the
 stream (:func:`svdeploy.train.loss.draw_video`), so a resumed run continues exactly.
 """
+
 from __future__ import annotations
 
 import csv
@@ -47,8 +48,18 @@ logger = logging.getLogger(__name__)
 LOG_FILE = "train_log.csv"
 CONFIG_COPY = "train_config.yaml"
 RANDOM_INIT_DIR = "random_init"
-LOG_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "loss_scale", "applied", "seconds",
-               "samples_seen", "clips")
+LOG_COLUMNS = (
+    "step",
+    "epoch",
+    "loss",
+    "lr",
+    "grad_norm",
+    "loss_scale",
+    "applied",
+    "seconds",
+    "samples_seen",
+    "clips",
+)
 
 
 def training_kernels(conv: str = "auto", compute_dtype: str = "fp32") -> KernelConfig:
@@ -72,7 +83,7 @@ class ParameterCounts:
     trainable: int
     trainable_tensors: int
     frozen_unet: int
-    frozen_other: int       # VAE encoder, VAE decoder, image encoder
+    frozen_other: int  # VAE encoder, VAE decoder, image encoder
 
     @property
     def frozen(self) -> int:
@@ -83,9 +94,11 @@ class ParameterCounts:
         return self.trainable + self.frozen
 
     def summary(self) -> str:
-        return (f"trainable parameters: {self.trainable:,} in {self.trainable_tensors} tensors; "
-                f"frozen: {self.frozen:,} (U-Net {self.frozen_unet:,}, VAE encoder + decoder + "
-                f"image encoder {self.frozen_other:,}); total {self.total:,}")
+        return (
+            f"trainable parameters: {self.trainable:,} in {self.trainable_tensors} tensors; "
+            f"frozen: {self.frozen:,} (U-Net {self.frozen_unet:,}, VAE encoder + decoder + "
+            f"image encoder {self.frozen_other:,}); total {self.total:,}"
+        )
 
 
 def count_parameters(cfg: ModelConfig, temporal_only: bool) -> ParameterCounts:
@@ -95,14 +108,20 @@ def count_parameters(cfg: ModelConfig, temporal_only: bool) -> ParameterCounts:
     total_unet = sum(numel(s) for s in unet.values())
     total_all = sum(numel(s) for s in sgm_parameter_shapes(cfg).values())
     n_trained = sum(numel(s) for s in trained.values())
-    return ParameterCounts(trainable=n_trained, trainable_tensors=len(trained),
-                           frozen_unet=total_unet - n_trained, frozen_other=total_all - total_unet)
+    return ParameterCounts(
+        trainable=n_trained,
+        trainable_tensors=len(trained),
+        frozen_unet=total_unet - n_trained,
+        frozen_other=total_all - total_unet,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Environment (called by the CLI; library code takes the MindSpore context as it finds it)
 # ---------------------------------------------------------------------------------------------
-def setup_environment(cfg: TrainingConfig, model_cfg: Optional[ModelConfig] = None) -> Tuple[int, int]:
+def setup_environment(
+    cfg: TrainingConfig, model_cfg: Optional[ModelConfig] = None
+) -> Tuple[int, int]:
     """Set mode and device; with ``environment.distributed`` initialise MindSpore's collective
     communication (the processes are started by ``msrun``) in DATA_PARALLEL mode with mean
     gradients; with ``environment.compile_cache`` point MindSpore's graph cache at
@@ -120,12 +139,15 @@ def setup_environment(cfg: TrainingConfig, model_cfg: Optional[ModelConfig] = No
             init()
         except RuntimeError as exc:
             first = next((line for line in str(exc).splitlines() if line.strip()), str(exc))
-            raise ConfigError(f"environment.distributed = true, but MindSpore's communication did "
-                              f"not start ({first.strip()[:300]}); start the workers with msrun "
-                              "(docs/TRAINING.md)") from None
+            raise ConfigError(
+                f"environment.distributed = true, but MindSpore's communication did "
+                f"not start ({first.strip()[:300]}); start the workers with msrun "
+                "(docs/TRAINING.md)"
+            ) from None
         rank, world = get_rank(), get_group_size()
-        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL,
-                                     gradients_mean=True, device_num=world)
+        ms.set_auto_parallel_context(
+            parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True, device_num=world
+        )
     if env.compile_cache and env.mode == 0:
         if model_cfg is None:
             raise ConfigError("environment.compile_cache needs the model config")
@@ -157,9 +179,13 @@ def compile_cache_dir(cfg: TrainingConfig, model_cfg: ModelConfig, world: int) -
     init = t.dataset.init_args
     key = {
         "networks": {s: to_dict(getattr(model_cfg, s)) for s in NETWORK_SECTIONS},
-        "clip": [init.frames, init.height, init.width], "batch": t.dataloader.batch_size,
-        "temporal_only": t.temporal_only, "compute_dtype": t.compute_dtype,
-        "optimizer": to_dict(t.optimizer), "world": world, "device": cfg.environment.device_target,
+        "clip": [init.frames, init.height, init.width],
+        "batch": t.dataloader.batch_size,
+        "temporal_only": t.temporal_only,
+        "compute_dtype": t.compute_dtype,
+        "optimizer": to_dict(t.optimizer),
+        "world": world,
+        "device": cfg.environment.device_target,
         "mindspore": ms.__version__,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8"))
@@ -203,7 +229,8 @@ def check_same_networks(given: ModelConfig, found: ModelConfig, where: str) -> N
             raise ConfigError(
                 f"--svd-config describes other networks than {where}: {section}."
                 f"{', '.join(keys)} differ "
-                f"({', '.join(f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in keys[:3])})")
+                f"({', '.join(f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in keys[:3])})"
+            )
 
 
 def write_random_checkpoint(cfg: ModelConfig, directory: Path, seed: int) -> Path:
@@ -215,7 +242,9 @@ def write_random_checkpoint(cfg: ModelConfig, directory: Path, seed: int) -> Pat
 
     ms.set_seed(seed)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".partial", dir=directory.parent))
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".partial", dir=directory.parent)
+    )
     try:
         tensors: Dict[str, np.ndarray] = {}
         for network in NETWORK_NAMES:
@@ -224,8 +253,10 @@ def write_random_checkpoint(cfg: ModelConfig, directory: Path, seed: int) -> Pat
                 tensors[NETWORK_PREFIXES[network] + name] = param.asnumpy().astype(np.float32)
         expected = sgm_parameter_shapes(cfg)
         if set(tensors) != set(expected):
-            raise CheckpointError("random networks do not match the analytic parameter table: "
-                                  f"{sorted(set(tensors) ^ set(expected))[:5]}")
+            raise CheckpointError(
+                "random networks do not match the analytic parameter table: "
+                f"{sorted(set(tensors) ^ set(expected))[:5]}"
+            )
         ckpt.write_float32_checkpoint(tmp, cfg, tensors, "svd-train random_init")
         apply_umask(tmp)
         os.rename(tmp, directory)
@@ -268,13 +299,13 @@ def _write_log_atomic(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
 @dataclass
 class TrainResult:
     output_dir: Path
-    start_step: int                  # optimizer steps already done when this run started
-    steps: int                       # optimizer steps done when it ended
+    start_step: int  # optimizer steps already done when this run started
+    steps: int  # optimizer steps done when it ended
     total_steps: int
     last_checkpoint: Optional[Path]
-    losses: List[float] = field(default_factory=list)        # this run's per-step losses
+    losses: List[float] = field(default_factory=list)  # this run's per-step losses
     step_seconds: List[float] = field(default_factory=list)  # this run's per-step times
-    compile_seconds: float = 0.0     # compiling every graph before the first step
+    compile_seconds: float = 0.0  # compiling every graph before the first step
     counts: Optional[ParameterCounts] = None
 
 
@@ -282,9 +313,15 @@ class Trainer:
     """Build everything for ``cfg`` and train. ``model_cfg`` (``--svd-config``) may be None
     when starting from a checkpoint directory: its config.yaml is used."""
 
-    def __init__(self, cfg: TrainingConfig, model_cfg: Optional[ModelConfig] = None,
-                 resume: bool = False, progress: bool = True,
-                 rank: Optional[int] = None, world_size: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        cfg: TrainingConfig,
+        model_cfg: Optional[ModelConfig] = None,
+        resume: bool = False,
+        progress: bool = True,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+    ) -> None:
         self.cfg = cfg
         self.progress = progress
         if rank is None or world_size is None:
@@ -299,9 +336,11 @@ class Trainer:
                 logger.info("removed the incomplete checkpoint %s of an interrupted run", partial)
         existing = ckpt.latest_checkpoint(self.out)
         if existing is not None and not resume:
-            raise ConfigError(f"train.output_dir {str(self.out)!r} already holds checkpoints (latest "
-                              f"{existing.name}); pass --resume to continue that run, or choose "
-                              "another --train.output_dir")
+            raise ConfigError(
+                f"train.output_dir {str(self.out)!r} already holds checkpoints (latest "
+                f"{existing.name}); pass --resume to continue that run, or choose "
+                "another --train.output_dir"
+            )
         if resume and existing is not None:
             self.resume_from = existing
             self.state = ckpt.read_state(existing)
@@ -316,8 +355,11 @@ class Trainer:
         else:
             source = resolve_checkpoint_dir(str(cfg.train.pretrained))
         if resume and existing is None:
-            logger.info("--resume: no checkpoint under %s yet; starting from %s",
-                        ckpt.checkpoints_dir(self.out), source)
+            logger.info(
+                "--resume: no checkpoint under %s yet; starting from %s",
+                ckpt.checkpoints_dir(self.out),
+                source,
+            )
         found_cfg, self.source_weights = read_checkpoint_dir(source)
         if model_cfg is not None:
             check_same_networks(model_cfg, found_cfg, str(source))
@@ -356,28 +398,42 @@ class Trainer:
         init = cfg.train.dataset.init_args
         if cfg.train.compute_dtype == "bf16" and ms.get_context("device_target") == "CPU":
             # measured with MindSpore 2.10: the CPU MatMul kernel has no BFloat16 variant
-            raise ConfigError("train.compute_dtype = 'bf16': MindSpore's CPU kernels have no "
-                              "bfloat16 matmul; use fp32 or fp16 (with LossScale) on CPU, bf16 "
-                              "on Ascend")
+            raise ConfigError(
+                "train.compute_dtype = 'bf16': MindSpore's CPU kernels have no "
+                "bfloat16 matmul; use fp32 or fp16 (with LossScale) on CPU, bf16 "
+                "on Ascend"
+            )
         self.unet = build_network("unet", mcfg, self.kernels)
         vae_encoder = build_network("vae_encoder", mcfg, self.kernels.frozen_encoder())
         image_encoder = build_network("image_encoder", mcfg)
-        for name, net in (("unet", self.unet), ("vae_encoder", vae_encoder),
-                          ("image_encoder", image_encoder)):
+        for name, net in (
+            ("unet", self.unet),
+            ("vae_encoder", vae_encoder),
+            ("image_encoder", image_encoder),
+        ):
             load_into_cell(net, self.source_weights, NETWORK_PREFIXES[name], strict=True)
-        self.trainable_names, self.frozen_names = select_trainable(self.unet, cfg.train.temporal_only)
+        self.trainable_names, self.frozen_names = select_trainable(
+            self.unet, cfg.train.temporal_only
+        )
         self.counts = count_parameters(mcfg, cfg.train.temporal_only)
         params = dict(self.unet.parameters_and_names())
         self.trainable_params = ParameterTuple([params[n] for n in self.trainable_names])
         self.unet.set_train(True)
-        self.conditioner = FrozenConditioner(vae_encoder, image_encoder, mcfg.vae.scale_factor,
-                                             cfg.train.latent_cache_mb * 2**20)
+        self.conditioner = FrozenConditioner(
+            vae_encoder, image_encoder, mcfg.vae.scale_factor, cfg.train.latent_cache_mb * 2**20
+        )
         self.loss_net = EDMLoss(self.unet, init.frames, mcfg.unet.addition_time_embed_dim)
         reducer_factory = self._reducer_factory()
         settings = cfg.train.settings
-        self.runner = StepRunner(self.loss_net, self.trainable_params, cfg.train.optimizer,
-                                 settings.clip_norm if settings.clip_grad else None,
-                                 settings.drop_overflow_update, reducer_factory, self.world)
+        self.runner = StepRunner(
+            self.loss_net,
+            self.trainable_params,
+            cfg.train.optimizer,
+            settings.clip_norm if settings.clip_grad else None,
+            settings.drop_overflow_update,
+            reducer_factory,
+            self.world,
+        )
         self.dataset = VideoDataset(init)
 
     def _reducer_factory(self) -> Optional[Callable[[Any], Any]]:
@@ -391,8 +447,9 @@ class Trainer:
         world = self.world
 
         def make_reducer(accum: Any) -> nn.Cell:
-            return nn.DistributedGradReducer(accum, mean=True, degree=world,
-                                             group=GlobalComm.WORLD_COMM_GROUP)
+            return nn.DistributedGradReducer(
+                accum, mean=True, degree=world, group=GlobalComm.WORLD_COMM_GROUP
+            )
 
         return make_reducer
 
@@ -405,25 +462,36 @@ class Trainer:
         videos = len(self.dataset)
         per_epoch = videos // per_step if t.dataloader.drop_remainder else -(-videos // per_step)
         if per_epoch < 1:
-            logger.warning("%d usable videos are fewer than one step needs (%d = batch_size × "
-                           "gradient_accumulation_steps × workers); counting one step per epoch",
-                           videos, per_step)
+            logger.warning(
+                "%d usable videos are fewer than one step needs (%d = batch_size × "
+                "gradient_accumulation_steps × workers); counting one step per epoch",
+                videos,
+                per_step,
+            )
             per_epoch = 1
         return t.epochs * per_epoch
 
     def _full_names(self) -> List[str]:
         return [NETWORK_PREFIXES["unet"] + n for n in self.trainable_names]
 
-    def _state(self, step: int, total: int, samples_seen: int, scaler: Any, loss: float) -> Dict[str, Any]:
+    def _state(
+        self, step: int, total: int, samples_seen: int, scaler: Any, loss: float
+    ) -> Dict[str, Any]:
         t = self.cfg.train
         return {
-            "step": step, "total_steps": total, "samples_seen": samples_seen,
-            "dataset": self.dataset.state_dict(), "loss_scale": scaler.state_dict(),
-            "seed": self.cfg.environment.seed, "world_size": self.world,
+            "step": step,
+            "total_steps": total,
+            "samples_seen": samples_seen,
+            "dataset": self.dataset.state_dict(),
+            "loss_scale": scaler.state_dict(),
+            "seed": self.cfg.environment.seed,
+            "world_size": self.world,
             "batch_size": t.dataloader.batch_size,
             "gradient_accumulation_steps": t.settings.gradient_accumulation_steps,
-            "temporal_only": t.temporal_only, "trainable_tensors": len(self.trainable_names),
-            "loss": loss, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "temporal_only": t.temporal_only,
+            "trainable_tensors": len(self.trainable_names),
+            "loss": loss,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "train_config": to_dict(self.cfg),
         }
 
@@ -439,8 +507,10 @@ class Trainer:
         before, now = flat(saved), flat(to_dict(self.cfg))
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         if changed:
-            logger.warning("resuming with changed options: %s", ", ".join(
-                f"{k} {before.get(k)!r} → {now.get(k)!r}" for k in changed))
+            logger.warning(
+                "resuming with changed options: %s",
+                ", ".join(f"{k} {before.get(k)!r} → {now.get(k)!r}" for k in changed),
+            )
 
     def compile_graphs(self) -> float:
         """Compile every graph before the first step, always in the same order (MindSpore's
@@ -456,6 +526,7 @@ class Trainer:
         factor = self.model_cfg.vae.downsample_factor
         c, h, w = self.model_cfg.latent_channels, init.height // factor, init.width // factor
         size = self.model_cfg.image_encoder.image_size
+
         def zeros(*shape: int) -> np.ndarray:
             return np.zeros(shape, np.float32)
 
@@ -463,10 +534,15 @@ class Trainer:
         for n in sorted({f, b}):  # one clip's frames; the batch's cond images
             self.conditioner.vae_encoder.compile(Tensor(zeros(n, 3, init.height, init.width)))
         self.conditioner.image_encoder.compile(Tensor(zeros(b, 3, size, size)))
-        batch = MicroBatch(x0=zeros(b * f, c, h, w), image_latent=zeros(b, c, h, w),
-                           context=zeros(b, 1, self.model_cfg.unet.context_dim),
-                           time_ids=zeros(b, 3), sigma=np.ones(b, np.float32),
-                           noise=zeros(b * f, c, h, w), keep=np.ones(b, np.float32))
+        batch = MicroBatch(
+            x0=zeros(b * f, c, h, w),
+            image_latent=zeros(b, c, h, w),
+            context=zeros(b, 1, self.model_cfg.unet.context_dim),
+            time_ids=zeros(b, 3),
+            sigma=np.ones(b, np.float32),
+            noise=zeros(b * f, c, h, w),
+            keep=np.ones(b, np.float32),
+        )
         self.runner.accumulate.compile(*batch.tensors(), one)
         self.runner.finish.compile(one, one)
         self.runner.apply.compile(one, one)
@@ -491,8 +567,14 @@ class Trainer:
         scaler = LossScaler.from_config(self.cfg.LossScale)
         step, samples_seen = self._resume(scaler)
         total = self.total_steps()
-        result = TrainResult(output_dir=self.out, start_step=step, steps=step, total_steps=total,
-                             last_checkpoint=self.resume_from, counts=self.counts)
+        result = TrainResult(
+            output_dir=self.out,
+            start_step=step,
+            steps=step,
+            total_steps=total,
+            last_checkpoint=self.resume_from,
+            counts=self.counts,
+        )
         self._log_plan(total)
         log_path = self.out / LOG_FILE
         if self.rank == 0:
@@ -504,31 +586,50 @@ class Trainer:
         stream = self._sample_stream()
         if ms.get_context("mode") == ms.GRAPH_MODE:
             result.compile_seconds = self.compile_graphs()
-        bar = tqdm(total=total, initial=step, unit="step", desc="svd-train", dynamic_ncols=True,
-                   disable=not self.progress or self.rank != 0)
+        bar = tqdm(
+            total=total,
+            initial=step,
+            unit="step",
+            desc="svd-train",
+            dynamic_ncols=True,
+            disable=not self.progress or self.rank != 0,
+        )
         try:
             self._run_steps(result, stream, bar, step, samples_seen, scaler, log_path)
         finally:
             bar.close()
         return result
 
-    def _run_steps(self, result: TrainResult, stream: Iterator[Sample], bar: Any, step: int,
-                   samples_seen: int, scaler: Any, log_path: Path) -> None:
+    def _run_steps(
+        self,
+        result: TrainResult,
+        stream: Iterator[Sample],
+        bar: Any,
+        step: int,
+        samples_seen: int,
+        scaler: Any,
+        log_path: Path,
+    ) -> None:
         """The optimizer steps from ``step`` to the last, into ``result``, with a checkpoint
         every save_ckpt_interval steps and after the last, so that a stopped run can resume."""
         total = result.total_steps
         while step < total:
             started = time.perf_counter()
-            out, lr, clips, samples_seen = self._optimizer_step(stream, step, total,
-                                                                samples_seen, scaler)
+            out, lr, clips, samples_seen = self._optimizer_step(
+                stream, step, total, samples_seen, scaler
+            )
             step += 1
             seconds = time.perf_counter() - started
             result.losses.append(out.loss)
             result.step_seconds.append(seconds)
             result.steps = step
             if not out.finite:
-                logger.warning("step %d: non-finite gradients (loss scale %g); update %s", step,
-                               out.loss_scale, "applied" if out.applied else "skipped")
+                logger.warning(
+                    "step %d: non-finite gradients (loss scale %g); update %s",
+                    step,
+                    out.loss_scale,
+                    "applied" if out.applied else "skipped",
+                )
             if self.rank == 0:
                 self._append_log_row(log_path, step, out, lr, seconds, samples_seen, clips)
             bar.set_postfix(loss=f"{out.loss:.4g}", s_per_step=f"{seconds:.2f}", lr=f"{lr:.3g}")
@@ -546,24 +647,43 @@ class Trainer:
             step, samples_seen = int(st["step"]), int(st["samples_seen"])
             dataset_state, scale_state = st["dataset"], st["loss_scale"]
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{self.resume_from}: incomplete training state ({exc})") from None
-        ckpt.load_optimizer_state(self.resume_from / ckpt.OPTIMIZER_FILE, self._full_names(),
-                                  self.runner.optimizer.exp_avg, self.runner.optimizer.exp_avg_sq,
-                                  self.runner.optimizer.step)
+            raise CheckpointError(
+                f"{self.resume_from}: incomplete training state ({exc})"
+            ) from None
+        ckpt.load_optimizer_state(
+            self.resume_from / ckpt.OPTIMIZER_FILE,
+            self._full_names(),
+            self.runner.optimizer.exp_avg,
+            self.runner.optimizer.exp_avg_sq,
+            self.runner.optimizer.step,
+        )
         self.dataset.load_state_dict(dataset_state)
         scaler.load_state_dict(scale_state)
         self._warn_config_changes(st.get("train_config", {}))
-        logger.info("resuming from %s: step %d, %d clips seen, dataset epoch %d index %d",
-                    self.resume_from, step, samples_seen, *self.dataset.position)
+        logger.info(
+            "resuming from %s: step %d, %d clips seen, dataset epoch %d index %d",
+            self.resume_from,
+            step,
+            samples_seen,
+            *self.dataset.position,
+        )
         return step, samples_seen
 
     def _log_plan(self, total: int) -> None:
         t = self.cfg.train
         logger.info("%s", self.counts.summary())
-        logger.info("%d usable videos; %d optimizer steps of %d micro-batch(es) × %d clip(s) × %d "
-                    "worker(s); clips of %d frames at %d×%d", len(self.dataset), total,
-                    t.settings.gradient_accumulation_steps, t.dataloader.batch_size, self.world,
-                    t.dataset.init_args.frames, t.dataset.init_args.height, t.dataset.init_args.width)
+        logger.info(
+            "%d usable videos; %d optimizer steps of %d micro-batch(es) × %d clip(s) × %d "
+            "worker(s); clips of %d frames at %d×%d",
+            len(self.dataset),
+            total,
+            t.settings.gradient_accumulation_steps,
+            t.dataloader.batch_size,
+            self.world,
+            t.dataset.init_args.frames,
+            t.dataset.init_args.height,
+            t.dataset.init_args.width,
+        )
 
     def _start_log(self, log_path: Path, step: int) -> None:
         """The config copy, and the training log cut back to the step the run starts from."""
@@ -572,8 +692,9 @@ class Trainer:
         kept = [r for r in read_log(log_path) if self.state is not None and int(r["step"]) <= step]
         _write_log_atomic(log_path, kept)
 
-    def _optimizer_step(self, stream: Iterator[Sample], step: int, total: int,
-                        samples_seen: int, scaler: Any) -> Tuple[Any, float, List[str], int]:
+    def _optimizer_step(
+        self, stream: Iterator[Sample], step: int, total: int, samples_seen: int, scaler: Any
+    ) -> Tuple[Any, float, List[str], int]:
         """One optimizer step: gradient accumulation over the micro-batches, then the update.
         Returns (the step's output, its learning rate, the clips it read, clips seen after)."""
         from .step import learning_rate
@@ -583,14 +704,26 @@ class Trainer:
         init = t.dataset.init_args
         image_shape = (3, init.height, init.width)
         factor = self.model_cfg.vae.downsample_factor
-        latent_shape = (init.frames, self.model_cfg.latent_channels, init.height // factor,
-                        init.width // factor)
+        latent_shape = (
+            init.frames,
+            self.model_cfg.latent_channels,
+            init.height // factor,
+            init.width // factor,
+        )
         clips: List[str] = []
         for _ in range(k):
             group = [next(stream) for _ in range(b * self.world)]
-            mine = group[self.rank * b:(self.rank + 1) * b]
-            draws = [draw_video(self.cfg.environment.seed, samples_seen + self.rank * b + j,
-                                t.diffusion, image_shape, latent_shape) for j in range(b)]
+            mine = group[self.rank * b : (self.rank + 1) * b]
+            draws = [
+                draw_video(
+                    self.cfg.environment.seed,
+                    samples_seen + self.rank * b + j,
+                    t.diffusion,
+                    image_shape,
+                    latent_shape,
+                )
+                for j in range(b)
+            ]
             batch = self.conditioner.micro_batch(mine, draws)
             self.runner.micro_step(batch, scaler.scale)
             clips.extend(f"{s.path}@{s.start}" for s in mine)
@@ -600,24 +733,48 @@ class Trainer:
         scaler.update(out.finite)
         return out, lr, clips, samples_seen
 
-    def _append_log_row(self, log_path: Path, step: int, out: Any, lr: float, seconds: float,
-                        samples_seen: int, clips: List[str]) -> None:
+    def _append_log_row(
+        self,
+        log_path: Path,
+        step: int,
+        out: Any,
+        lr: float,
+        seconds: float,
+        samples_seen: int,
+        clips: List[str],
+    ) -> None:
         with open(log_path, "a", encoding="utf-8", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=LOG_COLUMNS).writerow({
-                "step": step, "epoch": self.dataset.position[0], "loss": repr(out.loss),
-                "lr": repr(lr), "grad_norm": repr(out.grad_norm),
-                "loss_scale": repr(out.loss_scale), "applied": int(out.applied),
-                "seconds": f"{seconds:.4f}", "samples_seen": samples_seen,
-                "clips": ";".join(clips)})
+            csv.DictWriter(fh, fieldnames=LOG_COLUMNS).writerow(
+                {
+                    "step": step,
+                    "epoch": self.dataset.position[0],
+                    "loss": repr(out.loss),
+                    "lr": repr(lr),
+                    "grad_norm": repr(out.grad_norm),
+                    "loss_scale": repr(out.loss_scale),
+                    "applied": int(out.applied),
+                    "seconds": f"{seconds:.4f}",
+                    "samples_seen": samples_seen,
+                    "clips": ";".join(clips),
+                }
+            )
 
-    def _save(self, step: int, total: int, samples_seen: int, scaler: Any, loss: float) -> Optional[Path]:
+    def _save(
+        self, step: int, total: int, samples_seen: int, scaler: Any, loss: float
+    ) -> Optional[Path]:
         if self.rank != 0:
             return None
         started = time.perf_counter()
         path = ckpt.write_checkpoint(
-            self.out, step, self.model_cfg, self.unet.parameters_and_names(), self.source_weights,
-            self._full_names(), self.runner.optimizer,
-            self._state(step, total, samples_seen, scaler, loss))
+            self.out,
+            step,
+            self.model_cfg,
+            self.unet.parameters_and_names(),
+            self.source_weights,
+            self._full_names(),
+            self.runner.optimizer,
+            self._state(step, total, samples_seen, scaler, loss),
+        )
         # frozen weights are copied from the newest checkpoint from now on, so pruning old
         # ones never removes the file they are read from
         self.source_weights = path / WEIGHTS_FILE

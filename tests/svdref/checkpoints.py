@@ -12,6 +12,7 @@ can reuse them::
     folder = save_diffusers_folder(components, tmp_path / "diffusers")
     sgm_file = write_sgm_safetensors(components, tmp_path / "svd.safetensors")
 """
+
 from __future__ import annotations
 
 import re
@@ -48,10 +49,20 @@ EXTRA_MINDONE_TENSORS: Dict[str, Tuple[int, ...]] = {
 # ---------------------------------------------------------------------------------------------
 # diffusers → Stability names (reference implementation)
 # ---------------------------------------------------------------------------------------------
-_RES_SPATIAL = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
-                "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
-_DEC_TEMPORAL = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0",
-                 "conv2": "out_layers.3"}
+_RES_SPATIAL = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
+_DEC_TEMPORAL = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+}
 _ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 
@@ -73,21 +84,31 @@ def _unet_attn(rest: str) -> str:
 def unet_to_sgm(name: str, unet_config: Mapping[str, Any]) -> str:
     per_level = unet_config["layers_per_block"] + 1
     up_has_attention = [t.startswith("CrossAttn") for t in unet_config["up_block_types"]]
-    simple = {"conv_in.": "input_blocks.0.0.", "time_embedding.linear_1.": "time_embed.0.",
-              "time_embedding.linear_2.": "time_embed.2.", "add_embedding.linear_1.": "label_emb.0.0.",
-              "add_embedding.linear_2.": "label_emb.0.2.", "conv_norm_out.": "out.0.",
-              "conv_out.": "out.2."}
+    simple = {
+        "conv_in.": "input_blocks.0.0.",
+        "time_embedding.linear_1.": "time_embed.0.",
+        "time_embedding.linear_2.": "time_embed.2.",
+        "add_embedding.linear_1.": "label_emb.0.0.",
+        "add_embedding.linear_2.": "label_emb.0.2.",
+        "conv_norm_out.": "out.0.",
+        "conv_out.": "out.2.",
+    }
     for old, new in simple.items():
         if name.startswith(old):
-            return new + name[len(old):]
+            return new + name[len(old) :]
     m = re.match(r"down_blocks\.(\d+)\.(resnets|attentions|downsamplers)\.(\d+)\.(.*)", name)
     if m:
         level, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
         if kind == "downsamplers":
-            return f"input_blocks.{1 + level * per_level + per_level - 1}.0.op.{rest[len('conv.'):]}"
+            return (
+                f"input_blocks.{1 + level * per_level + per_level - 1}.0.op.{rest[len('conv.') :]}"
+            )
         index = 1 + level * per_level + j
-        return (f"input_blocks.{index}.0.{_unet_res(rest)}" if kind == "resnets"
-                else f"input_blocks.{index}.1.{_unet_attn(rest)}")
+        return (
+            f"input_blocks.{index}.0.{_unet_res(rest)}"
+            if kind == "resnets"
+            else f"input_blocks.{index}.1.{_unet_attn(rest)}"
+        )
     m = re.match(r"mid_block\.(resnets|attentions)\.(\d+)\.(.*)", name)
     if m:
         if m[1] == "attentions":
@@ -100,8 +121,11 @@ def unet_to_sgm(name: str, unet_config: Mapping[str, Any]) -> str:
             layer = 2 if up_has_attention[level] else 1
             return f"output_blocks.{level * per_level + per_level - 1}.{layer}.{rest}"
         index = level * per_level + j
-        return (f"output_blocks.{index}.0.{_unet_res(rest)}" if kind == "resnets"
-                else f"output_blocks.{index}.1.{_unet_attn(rest)}")
+        return (
+            f"output_blocks.{index}.0.{_unet_res(rest)}"
+            if kind == "resnets"
+            else f"output_blocks.{index}.1.{_unet_attn(rest)}"
+        )
     raise KeyError(f"unknown diffusers U-Net name {name}")
 
 
@@ -126,11 +150,17 @@ def vae_to_sgm(name: str, levels: int) -> Tuple[str, bool]:
     temporal = side == "decoder"
     prefix = DECODER_PREFIX if temporal else ENCODER_PREFIX + "encoder."
     if rest.startswith("time_conv_out."):
-        return prefix + "conv_out.time_mix_conv." + rest[len("time_conv_out."):], False
-    for old, new in (("conv_in.", "conv_in."), ("conv_norm_out.", "norm_out."), ("conv_out.", "conv_out.")):
+        return prefix + "conv_out.time_mix_conv." + rest[len("time_conv_out.") :], False
+    for old, new in (
+        ("conv_in.", "conv_in."),
+        ("conv_norm_out.", "norm_out."),
+        ("conv_out.", "conv_out."),
+    ):
         if rest.startswith(old):
-            return prefix + new + rest[len(old):], False
-    m = re.match(r"mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0)\.(weight|bias)$", rest)
+            return prefix + new + rest[len(old) :], False
+    m = re.match(
+        r"mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0)\.(weight|bias)$", rest
+    )
     if m:
         reshape = m[1] != "group_norm" and m[2] == "weight"
         return f"{prefix}mid.attn_1.{_ATTN[m[1]]}.{m[2]}", reshape
@@ -158,14 +188,22 @@ def clip_to_sgm(state: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
     for side, ln in (("pre_layrnorm", "ln_pre"), ("post_layernorm", "ln_post")):
         for p in ("weight", "bias"):
             out[f"{ln}.{p}"] = state[f"vision_model.{side}.{p}"]
-    layers = sorted({int(k.split(".")[3]) for k in state if k.startswith("vision_model.encoder.layers.")})
+    layers = sorted(
+        {int(k.split(".")[3]) for k in state if k.startswith("vision_model.encoder.layers.")}
+    )
     for i in layers:
         src, dst = f"vision_model.encoder.layers.{i}.", f"transformer.resblocks.{i}."
         for p in ("weight", "bias"):
             out[f"{dst}attn.in_proj_{p}"] = np.concatenate(
-                [state[f"{src}self_attn.{x}_proj.{p}"] for x in ("q", "k", "v")], axis=0)
-            for a, b in (("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"), ("self_attn.out_proj", "attn.out_proj"),
-                         ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")):
+                [state[f"{src}self_attn.{x}_proj.{p}"] for x in ("q", "k", "v")], axis=0
+            )
+            for a, b in (
+                ("layer_norm1", "ln_1"),
+                ("layer_norm2", "ln_2"),
+                ("self_attn.out_proj", "attn.out_proj"),
+                ("mlp.fc1", "mlp.c_fc"),
+                ("mlp.fc2", "mlp.c_proj"),
+            ):
                 out[f"{dst}{b}.{p}"] = state[f"{src}{a}.{p}"]
     return {CLIP_PREFIX + k: v for k, v in out.items()}
 
@@ -208,7 +246,9 @@ def norm_parameter_names(components: Mapping[str, Any]) -> set:
                 names.add(vae_to_sgm(f"{module_name}.{p}", levels)[0])
     clip_norms = {"ln_pre", "ln_post"}
     layers = components["image_encoder"].config.num_hidden_layers
-    clip_norms |= {f"transformer.resblocks.{i}.{ln}" for i in range(layers) for ln in ("ln_1", "ln_2")}
+    clip_norms |= {
+        f"transformer.resblocks.{i}.{ln}" for i in range(layers) for ln in ("ln_1", "ln_2")
+    }
     names |= {f"{CLIP_PREFIX}{n}.{p}" for n in clip_norms for p in ("weight", "bias")}
     return names
 
@@ -229,8 +269,9 @@ def save_diffusers_folder(components: Mapping[str, Any], directory: Path) -> Pat
     return directory
 
 
-def write_sgm_safetensors(components: Mapping[str, Any], path: Path, dtype: Any = np.float32,
-                          extras: bool = True) -> Path:
+def write_sgm_safetensors(
+    components: Mapping[str, Any], path: Path, dtype: Any = np.float32, extras: bool = True
+) -> Path:
     """A Stability single file (the safetensors library writes it), plus ignored extra tensors."""
     from safetensors.numpy import save_file
 
@@ -246,7 +287,9 @@ def write_sgm_bf16_safetensors(components: Mapping[str, Any], path: Path) -> Pat
     import torch
     from safetensors.torch import save_file
 
-    tensors = {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in sgm_state_dict(components).items()}
+    tensors = {
+        k: torch.from_numpy(v).to(torch.bfloat16) for k, v in sgm_state_dict(components).items()
+    }
     save_file(tensors, str(path))
     return Path(path)
 
@@ -257,21 +300,30 @@ def mindone_state_dict(components: Mapping[str, Any]) -> Dict[str, np.ndarray]:
     out: Dict[str, np.ndarray] = {}
     for name, value in sgm_state_dict(components).items():
         if name in norms:
-            name = name[: -len("weight")] + "gamma" if name.endswith(".weight") else name[: -len("bias")] + "beta"
-        name = name.replace(DECODER_PREFIX + "conv_out.time_mix_conv.", DECODER_PREFIX + "conv_out.conv3d.")
+            name = (
+                name[: -len("weight")] + "gamma"
+                if name.endswith(".weight")
+                else name[: -len("bias")] + "beta"
+            )
+        name = name.replace(
+            DECODER_PREFIX + "conv_out.time_mix_conv.", DECODER_PREFIX + "conv_out.conv3d."
+        )
         out[name] = value
     return out
 
 
-def write_mindone_ckpt(components: Mapping[str, Any], path: Path, dtype: Any = np.float32,
-                       extras: bool = True) -> Path:
+def write_mindone_ckpt(
+    components: Mapping[str, Any], path: Path, dtype: Any = np.float32, extras: bool = True
+) -> Path:
     """A mindone-style MindSpore checkpoint (mindspore.save_checkpoint), plus ignored extras."""
     import mindspore as ms
 
     tensors = mindone_state_dict(components)
     if extras:
         tensors.update(_extras(EXTRA_MINDONE_TENSORS, 2))
-    ms.save_checkpoint([{"name": k, "data": ms.Tensor(v.astype(dtype))} for k, v in tensors.items()], str(path))
+    ms.save_checkpoint(
+        [{"name": k, "data": ms.Tensor(v.astype(dtype))} for k, v in tensors.items()], str(path)
+    )
     return Path(path)
 
 
@@ -293,4 +345,3 @@ def diffusers_parameter_counts(components: Mapping[str, Any]) -> Dict[str, Tuple
         state.pop("vision_model.embeddings.position_ids", None)
         out[name] = (len(state), int(sum(v.numel() for v in state.values())))
     return out
-

@@ -7,6 +7,7 @@
 * :func:`make_dataset` lays out a whole training folder: those videos, a too-short one, a corrupt
   ``.mp4`` (random bytes), a non-video file, and a labels CSV that also names a missing file.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,8 +25,9 @@ INDEX_STEP = 6  # gray levels between consecutive frame indices; codec error sta
 MAX_INDEX_FRAMES = (255 - INDEX_BASE) // INDEX_STEP + 1
 
 
-def write_video(path: os.PathLike, frames: np.ndarray, fps: int, gop: int = 4,
-                crf: int = 4) -> None:
+def write_video(
+    path: os.PathLike, frames: np.ndarray, fps: int, gop: int = 4, crf: int = 4
+) -> None:
     """(N, H, W, 3) uint8 RGB → H.264 mp4 (yuv420p, near-lossless ``crf``, keyframe every
     ``gop`` frames so that seeking has work to do)."""
     frames = np.asarray(frames)
@@ -68,8 +70,9 @@ def _texture(rng: np.random.Generator, height: int, width: int, sigma: float) ->
     return noise
 
 
-def moving_square_frames(count: int, height: int, width: int, speed: float, square: int = 20,
-                         seed: int = 0) -> np.ndarray:
+def moving_square_frames(
+    count: int, height: int, width: int, speed: float, square: int = 20, seed: int = 0
+) -> np.ndarray:
     """A textured ``square`` moving horizontally at ``speed`` px/frame, bouncing at the sides,
     over a still, darker textured background. (N, H, W, 3) uint8."""
     rng = np.random.default_rng(seed)
@@ -84,7 +87,7 @@ def moving_square_frames(count: int, height: int, width: int, speed: float, squa
         phase = distance % (2 * travel) if travel > 0 else 0.0
         left = int(round(phase if phase <= travel else 2 * travel - phase))
         image = background.copy()
-        image[top:top + square, left:left + square] = patch
+        image[top : top + square, left : left + square] = patch
         frames[i] = np.clip(image, 0, 255).astype(np.uint8)[..., None]
     return frames
 
@@ -95,7 +98,7 @@ class SyntheticDataset:
 
     root: Path
     csv_path: Path
-    frame_counts: Dict[str, int] = field(default_factory=dict)   # relative path → frames
+    frame_counts: Dict[str, int] = field(default_factory=dict)  # relative path → frames
     fps: Dict[str, int] = field(default_factory=dict)
     corrupt: str = "corrupt.mp4"
     missing: str = "missing.mp4"
@@ -107,9 +110,15 @@ INDEX_VIDEOS = {"index_a.mp4": 40, "index_b.mp4": 30, "nested/index_c.mp4": 36}
 MOTION_SPEEDS = {"still.mp4": 0.0, "nested/slow.mp4": 1.0, "fast.mp4": 3.0}
 
 
-def make_dataset(root: os.PathLike, height: int = 48, width: int = 64, fps: int = 12,
-                 motion_fps: int = 8, motion_frames: int = 24,
-                 motion_bucket_ids: Optional[Dict[str, int]] = None) -> SyntheticDataset:
+def make_dataset(
+    root: os.PathLike,
+    height: int = 48,
+    width: int = 64,
+    fps: int = 12,
+    motion_fps: int = 8,
+    motion_frames: int = 24,
+    motion_bucket_ids: Optional[Dict[str, int]] = None,
+) -> SyntheticDataset:
     """Write the synthetic training folder and ``labels.csv`` (path,length,motion_bucket_id and
     an extra ``caption`` column) under ``root``."""
     root = Path(root)
@@ -141,8 +150,11 @@ def make_dataset(root: os.PathLike, height: int = 48, width: int = 64, fps: int 
     return data
 
 
-def write_labels(path: os.PathLike, rows: Sequence[Sequence[object]],
-                 header: Optional[Sequence[str]] = ("path", "length", "motion_bucket_id")) -> None:
+def write_labels(
+    path: os.PathLike,
+    rows: Sequence[Sequence[object]],
+    header: Optional[Sequence[str]] = ("path", "length", "motion_bucket_id"),
+) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         if header is not None:
