@@ -260,11 +260,13 @@ def test_an_output_dir_with_checkpoints_is_not_reused_without_resume(videos, tmp
     out = tmp_path / "run"
     (out / "checkpoints" / "step-00000002").mkdir(parents=True)
     (out / "checkpoints" / "step-00000002" / ckpt.STATE_FILE).write_text("{}")
-    (out / "checkpoints" / ".step-00000004.abc.partial").mkdir()
+    (out / "checkpoints" / ".step-00000004.abc.partial").mkdir()  # an earlier version's name
+    (out / "checkpoints" / ".step-00000006.partial-999999-xyz").mkdir()  # fsutil's
     cfg = make_config(videos, out, "one.csv", **{"train.max_steps": 1})
     with pytest.raises(ConfigError, match="already holds checkpoints.*--resume"):
         Trainer(cfg, micro_config(), progress=False)
     assert not (out / "checkpoints" / ".step-00000004.abc.partial").exists()  # cleaned up
+    assert not (out / "checkpoints" / ".step-00000006.partial-999999-xyz").exists()
     assert (out / "checkpoints" / "step-00000002").is_dir()  # kept
 
 

@@ -19,9 +19,7 @@ import csv
 import dataclasses
 import logging
 import math
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Sequence, Tuple
@@ -29,7 +27,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import numpy as np
 
 from svdeploy.config import ModelConfig
-from svdeploy.fsutil import apply_umask
+from svdeploy.fsutil import apply_umask, make_temp_dir, remove_quietly, replace_dir
 from svdeploy.models.keys import NETWORK_PREFIXES
 from svdeploy.models.loading import WEIGHTS_FILE
 
@@ -219,7 +217,7 @@ def write_stage_checkpoint(
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         shutil.rmtree(out)  # an incomplete stage folder (no stage.json) of an interrupted run
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp = make_temp_dir(out)
     try:
         write_float32_checkpoint(tmp, model_cfg, tensors, "svd-train autoencoder")
         with open(tmp / LOG_FILE, "w", encoding="utf-8", newline="") as fh:
@@ -240,8 +238,8 @@ def write_stage_checkpoint(
             encoding="utf-8",
         )
         apply_umask(tmp)
-        os.rename(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_quietly(tmp)
         raise
     return out

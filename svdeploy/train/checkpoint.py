@@ -10,7 +10,7 @@
                            and adamw_step
     trainer_state.json     step, samples seen, dataset position, loss scale, the training config
 
-A checkpoint is built in a hidden ``.step-….partial`` folder and renamed into place when every
+A checkpoint is built in a hidden ``.step-N.partial-PID-…`` folder and renamed into place when every
 file is written and synced, so a folder named ``step-N`` is always complete; partial folders
 left by a killed run are removed when training starts again.
 """
@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -29,7 +28,7 @@ import numpy as np
 
 from svdeploy.config import ModelConfig, save_model_config
 from svdeploy.errors import CheckpointError
-from svdeploy.fsutil import apply_umask, replace_dir
+from svdeploy.fsutil import apply_umask, make_temp_dir, remove_quietly, replace_dir
 from svdeploy.models.keys import NETWORK_PREFIXES, network_of, sgm_parameter_shapes
 from svdeploy.models.loading import CONFIG_FILE, WEIGHTS_FILE
 from svdeploy.models.weights_io import SafetensorsFile, SafetensorsWriter
@@ -71,12 +70,14 @@ def latest_checkpoint(output_dir: PathLike) -> Optional[Path]:
 
 
 def remove_partial(output_dir: PathLike) -> List[Path]:
-    """Delete ``.step-….partial`` folders a killed run left behind; returns what was removed."""
+    """Delete the ``.step-N.partial-PID-…`` folders (fsutil's temporary names; ``.step-….partial``
+    from earlier versions) a killed run left behind; returns what was removed."""
     root = checkpoints_dir(output_dir)
     removed = []
     if root.is_dir():
         for entry in root.iterdir():
-            if entry.name.startswith(".step-") and entry.name.endswith(".partial"):
+            name = entry.name
+            if name.startswith(".step-") and (name.endswith(".partial") or ".partial-" in name):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
     return removed
@@ -216,7 +217,7 @@ def write_checkpoint(
     root = checkpoints_dir(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=root))
+    tmp = make_temp_dir(final)
     try:
         write_weights(tmp / WEIGHTS_FILE, cfg, unet_params, frozen_source)
         write_optimizer_state(
@@ -234,7 +235,7 @@ def write_checkpoint(
         replace_dir(tmp, final)
         _fsync_dir(root)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_quietly(tmp)
         raise
     return final
 

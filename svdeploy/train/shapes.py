@@ -271,13 +271,11 @@ def synthesize(
     (the ground truth) and ``labels.csv`` (svd-data motion-buckets with its default options,
     the same code path as for a user's videos). Built in a hidden folder beside ``out`` and
     renamed into place, so an interrupted run leaves no partial data set."""
-    import shutil
-    import tempfile
 
     from tqdm import tqdm
 
     from svdeploy.errors import InputError
-    from svdeploy.fsutil import apply_umask, replace_dir
+    from svdeploy.fsutil import apply_umask, make_temp_dir, remove_quietly, replace_dir
 
     from .motion import label_videos
 
@@ -292,7 +290,7 @@ def synthesize(
             "another OUT or remove it"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp = make_temp_dir(out)
     try:
         (tmp / "clips").mkdir()
         rows = []
@@ -307,7 +305,7 @@ def synthesize(
         apply_umask(tmp)
         replace_dir(tmp, out)  # an empty folder there is replaced
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_quietly(tmp)
         raise
     return out
 

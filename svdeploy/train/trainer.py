@@ -13,8 +13,6 @@ import csv
 import io
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +23,13 @@ import numpy as np
 
 from svdeploy.config import ModelConfig, to_dict, write_yaml_atomic
 from svdeploy.errors import CheckpointError, ConfigError
-from svdeploy.fsutil import apply_umask, atomic_write_text
+from svdeploy.fsutil import (
+    apply_umask,
+    atomic_write_text,
+    make_temp_dir,
+    remove_quietly,
+    replace_dir,
+)
 from svdeploy.models.keys import (
     NETWORK_PREFIXES,
     network_parameter_shapes,
@@ -242,9 +246,7 @@ def write_random_checkpoint(cfg: ModelConfig, directory: Path, seed: int) -> Pat
 
     ms.set_seed(seed)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(
-        tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".partial", dir=directory.parent)
-    )
+    tmp = make_temp_dir(directory)
     try:
         tensors: Dict[str, np.ndarray] = {}
         for network in NETWORK_NAMES:
@@ -259,9 +261,9 @@ def write_random_checkpoint(cfg: ModelConfig, directory: Path, seed: int) -> Pat
             )
         ckpt.write_float32_checkpoint(tmp, cfg, tensors, "svd-train random_init")
         apply_umask(tmp)
-        os.rename(tmp, directory)
+        replace_dir(tmp, directory)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_quietly(tmp)
         raise
     return directory
 
