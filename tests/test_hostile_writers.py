@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import os
 import signal
 import subprocess
@@ -403,3 +404,34 @@ def test_export_with_a_swallowed_interrupt_publishes_nothing(
     assert result.exit_code == 130, result.output
     assert result.stderr.strip().splitlines()[-1] == "interrupted"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_training_steps_stop_after_a_swallowed_interrupt():
+    """An interrupt that MindSpore swallows inside an autoencoder step ends the stage before the
+    next step (the U-Net's step loop calls the same check)."""
+    from svdeploy.cliutil import termination_as_interrupt
+    from svdeploy.train.autoencoder import _run_steps
+    from svdeploy.train.config import AutoencoderConfig
+
+    calls = []
+
+    class StepCell:
+        def __call__(self, frames, eps, weight):
+            calls.append(frames.shape)
+            if len(calls) == 2:
+                _swallowed_interrupt()
+            return _Loss()
+
+    class _Loss:
+        def asnumpy(self):
+            return np.float32(0.5)
+
+    frames = itertools.repeat(np.zeros((8, 3, 16, 16), np.float32))
+    cfg = AutoencoderConfig(steps=10)
+    with pytest.raises(KeyboardInterrupt):
+        with termination_as_interrupt():
+            _run_steps(StepCell(), frames, (4, 4, 4), cfg, seed=0, progress=False)
+    assert len(calls) == 2
+    calls.clear()
+    rows = _run_steps(StepCell(), frames, (4, 4, 4), cfg, seed=0, progress=False)
+    assert len(rows) == 10  # no latch installed (library use): Python's own handling, no stop

@@ -423,3 +423,21 @@ def test_step_runner_unscales_averages_and_skips_overflow(execution_mode):
     np.testing.assert_array_equal(toy.w.asnumpy(), before)
     np.testing.assert_array_equal(runner.accum[0].asnumpy(), [0.0, 0.0])
     assert float(runner.optimizer.step.asnumpy()[0]) == 1.0
+
+
+def test_autoencoder_pixel_weights_single_out_the_object():
+    """The autoencoder stage's reconstruction weights: 1 on the background (whatever its
+    level), 1 + object_weight on the object, and all ones at object_weight 0 (plain MSE)."""
+    from svdeploy.train.autoencoder import pixel_weights
+    from svdeploy.train.shapes import coverage, draw_clip, render_clip
+
+    clip = draw_clip(3, 5, 4)
+    video = render_clip(clip)  # (F, H, W, 3) in [0, 1]
+    frames = (video.transpose(0, 3, 1, 2) * 2 - 1).astype(np.float32)
+    weights = pixel_weights(frames, 20.0)
+    assert weights.shape == (4, 1, 64, 64)
+    inside = coverage(clip.shape, clip.radius, clip.x0, clip.y0) >= 1.0  # fully covered, frame 0
+    outside = coverage(clip.shape, clip.radius + 2, clip.x0, clip.y0) == 0.0
+    np.testing.assert_allclose(weights[0, 0][inside], 21.0)
+    np.testing.assert_allclose(weights[0, 0][outside], 1.0)
+    assert np.all(pixel_weights(frames, 0.0) == 1.0)

@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional, Tuple
 import click
 
 from svdeploy.cliutil import friendly_errors
+from svdeploy.export.specs import CONVS, DTYPES
 
 from .harness import GRAPHS, SUITES
 from .peers import PEERS
@@ -150,7 +151,7 @@ def _command_line(ctx: click.Context) -> str:
 )
 @click.option(
     "--dtype",
-    type=click.Choice(["fp32", "fp16", "bf16"]),
+    type=click.Choice(DTYPES),
     default="fp32",
     show_default=True,
     help="Compute precision of svdeploy's graphs (svd-export --dtype); bf16 is MindIR "
@@ -159,7 +160,7 @@ def _command_line(ctx: click.Context) -> str:
 )
 @click.option(
     "--conv",
-    type=click.Choice(["auto", "native", "im2col"]),
+    type=click.Choice(CONVS),
     default="auto",
     show_default=True,
     help="Convolution kernel of svdeploy's MindIR graphs and of the ms-pynative peer "

@@ -9,6 +9,8 @@ import click
 from svdeploy.cliutil import friendly_errors, mindspore_dumps_elsewhere, setup_mindspore
 from svdeploy.contract import NETWORK_NAMES
 
+from .specs import CONVS, DTYPES, TARGETS
+
 if TYPE_CHECKING:  # pragma: no cover
     from .api import ExportResult
 
@@ -89,7 +91,7 @@ if TYPE_CHECKING:  # pragma: no cover
 )
 @click.option(
     "--dtype",
-    type=click.Choice(["fp32", "fp16", "bf16"]),
+    type=click.Choice(DTYPES),
     default="fp32",
     show_default=True,
     help="Precision of matmul / convolution work inside the graphs (norms and softmax "
@@ -97,7 +99,7 @@ if TYPE_CHECKING:  # pragma: no cover
 )
 @click.option(
     "--target",
-    type=click.Choice(["cpu", "ascend"]),
+    type=click.Choice(TARGETS),
     default="cpu",
     show_default=True,
     help="cpu: op variants fastest for MindSpore / ONNX Runtime on CPU. ascend: "
@@ -106,7 +108,7 @@ if TYPE_CHECKING:  # pragma: no cover
 )
 @click.option(
     "--conv",
-    type=click.Choice(["auto", "native", "im2col"]),
+    type=click.Choice(CONVS),
     default="auto",
     show_default=True,
     help="Convolution kernel of MindIR graphs for --target cpu: native (MindSpore's "

@@ -20,11 +20,10 @@ from svdeploy.errors import InputError
 from svdeploy.fsutil import output_error, remove_quietly
 
 from .preprocess import ImageSource
+from .video import OUTPUT_SUFFIX
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import GenerationResult, VideoPipeline
-
-OUTPUT_SUFFIX = {"mp4": ".mp4", "gif": ".gif", "webp": ".webp", "npy": ".npy", "png": ""}
 
 
 def batch_seeds(seed: Optional[int], count: int) -> List[int]:

@@ -11,6 +11,7 @@ from svdeploy.cliutil import friendly_errors, mindspore_dumps_elsewhere
 
 from .backends import BACKENDS, PRECISIONS
 from .run import run_to_file
+from .video import OUTPUT_KINDS
 
 
 @click.command(name="svd-run", context_settings={"help_option_names": ["-h", "--help"]})
@@ -132,7 +133,7 @@ from .run import run_to_file
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["mp4", "gif", "webp", "npy", "png"]),
+    type=click.Choice(OUTPUT_KINDS),
     default=None,
     help="Kind of each video when --out is a folder (several --image, or one image "
     "written into a folder): mp4, gif, webp, npy, or png (a folder of frames per "

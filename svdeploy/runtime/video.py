@@ -27,7 +27,9 @@ from svdeploy.fsutil import (
 if TYPE_CHECKING:
     from PIL import Image
 
-OUTPUT_KINDS = ("mp4", "gif", "webp", "npy", "png")
+# Each kind and the suffix its file gets (png: a folder of frames, no suffix).
+OUTPUT_SUFFIX = {"mp4": ".mp4", "gif": ".gif", "webp": ".webp", "npy": ".npy", "png": ""}
+OUTPUT_KINDS = tuple(OUTPUT_SUFFIX)
 _EXTENSIONS = {".mp4": "mp4", ".gif": "gif", ".webp": "webp", ".npy": "npy"}
 PNG_PATTERN = "frame_{:04d}.png"
 MP4_CRF = "18"  # visually lossless for H.264

@@ -6,7 +6,7 @@ For a batch of B clips of F frames x ∈ [−1, 1]:
     (μ, log σ²) = quant_conv(encoder(x))                       per frame
     z           = μ + σ·ε,  ε ~ N(0, 1)                        (drawn in NumPy, seeded per step)
     x̂           = decoder(z, F)                                 the temporal decoder, per clip
-    w           = 1 + object_weight · min(max_c |x − b| / 0.1, 1)  per pixel; b: the frame's border median
+    w           = 1 + object_weight · min(max_c |x − b| / 0.1, 1)   per pixel; b: border median
     loss        = Σ w(x̂ − x)² / Σ w  + kl_weight · mean(½(μ² + σ² − 1 − log σ²))
 
 The weight w is there because plain MSE spends itself on the background: in the moving-shapes
@@ -33,7 +33,13 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import numpy as np
 
 from svdeploy.config import ModelConfig
-from svdeploy.fsutil import apply_umask, make_temp_dir, remove_quietly, replace_dir
+from svdeploy.fsutil import (
+    apply_umask,
+    make_temp_dir,
+    raise_if_interrupted,
+    remove_quietly,
+    replace_dir,
+)
 from svdeploy.models.keys import NETWORK_PREFIXES
 from svdeploy.models.loading import WEIGHTS_FILE
 
@@ -181,6 +187,7 @@ def _run_steps(
     rows: List[Dict[str, object]] = []
     bar = tqdm(total=ae.steps, desc="svd-train autoencoder", unit="step", disable=not progress)
     for step in range(ae.steps):
+        raise_if_interrupted()  # MindSpore may have swallowed a Ctrl-C inside the last step
         started = time.perf_counter()
         frames = next(batches)
         rng = np.random.default_rng([seed, 7, step])

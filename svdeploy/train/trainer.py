@@ -27,6 +27,7 @@ from svdeploy.fsutil import (
     apply_umask,
     atomic_write_text,
     make_temp_dir,
+    raise_if_interrupted,
     remove_quietly,
     replace_dir,
 )
@@ -616,6 +617,7 @@ class Trainer:
         every save_ckpt_interval steps and after the last, so that a stopped run can resume."""
         total = result.total_steps
         while step < total:
+            raise_if_interrupted()  # MindSpore may have swallowed a Ctrl-C inside the last step
             started = time.perf_counter()
             out, lr, clips, samples_seen = self._optimizer_step(
                 stream, step, total, samples_seen, scaler
