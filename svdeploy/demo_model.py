@@ -122,14 +122,22 @@ def read_column(path: Path, column: str) -> List[float]:
 
 
 def stage_losses(run: Path) -> Dict[str, List[float]]:
+    """Each stage's loss per step: the autoencoder's joint and decoder-only phases, the U-Net."""
     from svdeploy.train.autoencoder import LOG_FILE as AE_LOG
     from svdeploy.train.autoencoder import STAGE_DIR
     from svdeploy.train.trainer import LOG_FILE
 
-    return {
-        "autoencoder": read_column(run / STAGE_DIR / AE_LOG, "loss"),
+    path = run / STAGE_DIR / AE_LOG
+    rows: List[Dict[str, str]] = []
+    if path.is_file():
+        with open(path, "r", encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    losses = {
+        "autoencoder": [float(r["loss"]) for r in rows if r.get("phase", "joint") == "joint"],
+        "autoencoder (decoder)": [float(r["loss"]) for r in rows if r.get("phase") == "decoder"],
         "unet": read_column(run / LOG_FILE, "loss"),
     }
+    return {stage: values for stage, values in losses.items() if values or stage == "unet"}
 
 
 def tail_mean(values: Sequence[float], n: int = 50) -> float:
@@ -232,7 +240,14 @@ def model_card(
 ) -> str:
     from svdeploy.benchmarks.quality import markdown
 
-    ae, unet = losses["autoencoder"], losses["unet"]
+    ae, unet = losses.get("autoencoder", []), losses["unet"]
+    decoder = losses.get("autoencoder (decoder)", [])
+    decoder_row = (
+        f"| autoencoder, decoder alone (encoder frozen) | {len(decoder)} "
+        f"| {tail_mean(decoder):.4g} |\n"
+        if decoder
+        else ""
+    )
     evaluation = (
         markdown(figures)
         if figures
@@ -260,8 +275,8 @@ parameter with SVD's EDM objective), then this folder. Deterministic for its see
 
 | stage | steps | loss, mean of the last 50 steps |
 |---|---|---|
-| autoencoder (MSE + 1e-4·KL) | {len(ae)} | {tail_mean(ae):.4g} |
-| U-Net (EDM, weighted MSE) | {len(unet)} | {tail_mean(unet):.4g} |
+| autoencoder (object-weighted MSE + 1e-4·KL) | {len(ae)} | {tail_mean(ae):.4g} |
+{decoder_row}| U-Net (EDM, weighted MSE) | {len(unet)} | {tail_mean(unet):.4g} |
 
 Built in {seconds / 60:.0f} min on this machine (2-core CPU); weights stored as float16
 ({size / 2**20:.1f} MB; loading upcasts to float32); source checkpoint `{checkpoint.name}`.

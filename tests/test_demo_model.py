@@ -213,10 +213,12 @@ TINY_BUDGET = [
     "1",
     "--train.autoencoder.warmup_steps",
     "1",
+    "--train.autoencoder.decoder_steps",
+    "1",
 ]
 
 
-def _recipe(work: Path) -> subprocess.CompletedProcess:
+def _recipe(work: Path, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONHASHSEED="0")
     return subprocess.run(
         [
@@ -228,6 +230,7 @@ def _recipe(work: Path) -> subprocess.CompletedProcess:
             "--out",
             str(work / "model"),
             *TINY_BUDGET,
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -240,12 +243,14 @@ def _recipe(work: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_recipe_on_a_tiny_budget_runs_every_stage_and_repeats_exactly(tmp_path):
     runs = [_recipe(tmp_path / name) for name in ("one", "two")]
+    runs.append(_recipe(tmp_path / "joint-only", "--train.autoencoder.decoder_steps", "0"))
     for run in runs:
         assert run.returncode == 0, run.stderr[-3000:]
         assert "[3/3] demo model" in run.stdout and "autoencoder loss (2 steps" in run.stdout
+    assert "autoencoder (decoder) loss (1 steps" in runs[0].stdout
     one, two = (tmp_path / name for name in ("one", "two"))
     stage = json.loads((one / "run" / "autoencoder" / "stage.json").read_text())
-    assert stage["steps"] == 2 and stage["scale_factor"] != 1.0  # the VAE stage set the scale
+    assert stage["steps"] == 3 and stage["scale_factor"] != 1.0  # the VAE stage set the scale
     for part in ("weights.safetensors", "config.yaml", "world.json"):
         assert (one / "model" / part).read_bytes() == (two / "model" / part).read_bytes(), part
     from svdeploy.models.weights_io import SafetensorsFile
@@ -265,3 +270,16 @@ def test_recipe_on_a_tiny_budget_runs_every_stage_and_repeats_exactly(tmp_path):
         ]
     assert any(n.startswith("model.") for n in moved)  # the whole U-Net trains
     assert any(n.startswith("first_stage_model.decoder") for n in moved)  # and the VAE
+
+    # the decoder-only phase changes the decoder and nothing else: not the encoder, not the
+    # latent scale, not a single U-Net weight (the U-Net stage reads only the encoder)
+    with (
+        SafetensorsFile(one / "model" / "weights.safetensors") as refined,
+        SafetensorsFile(tmp_path / "joint-only" / "model" / "weights.safetensors") as joint,
+    ):
+        changed = {n for n in refined.infos if not np.array_equal(refined.read(n), joint.read(n))}
+    assert changed and all(n.startswith("first_stage_model.decoder.") for n in changed), changed
+    for name in ("config.yaml", "world.json"):
+        assert (one / "model" / name).read_bytes() == (
+            tmp_path / "joint-only" / "model" / name
+        ).read_bytes()

@@ -14,6 +14,12 @@ world the object covers 2–5 % of a frame, and a VAE fitted with uniform weight
 steps returns a flat background around a faded, shrunken object (its colour, which tells the
 direction, is what gets lost). ``object_weight`` 0 is the plain mean squared error.
 
+An optional second phase (``decoder_steps``) trains the decoder alone, the encoder frozen (its
+moments pass through stop_gradient; no KL), with its own ``decoder_object_weight``: the object
+weight that brings the colour back leaves the background level off by up to 0.2, and the decoder
+can fix that without moving the latent space. The U-Net stage reads only the encoder, so this
+phase changes nothing the U-Net learns.
+
 Afterwards ``vae.scale_factor`` = 1 / std(μ) over ``scale_samples`` clips, so the U-Net sees
 latents of unit variance (the role 0.18215 plays for Stable Diffusion's VAE), and the stage
 writes a complete checkpoint directory (every network; the VAE trained, the rest as given).
@@ -63,9 +69,15 @@ def _cells():
         """Reconstruction + KL of B·F frames through the VAE; see the module docstring."""
 
         def __init__(
-            self, encoder: nn.Cell, decoder: nn.Cell, num_frames: int, kl_weight: float
+            self,
+            encoder: nn.Cell,
+            decoder: nn.Cell,
+            num_frames: int,
+            kl_weight: float,
+            freeze_encoder: bool = False,
         ) -> None:
             super().__init__()
+            self.freeze_encoder = freeze_encoder
             self.encoder = encoder
             self.decoder = decoder
             self.num_frames = num_frames
@@ -74,6 +86,8 @@ def _cells():
 
         def construct(self, frames: ms.Tensor, eps: ms.Tensor, weight: ms.Tensor) -> ms.Tensor:
             moments = self.encoder.quant_conv(self.encoder.encoder(frames))
+            if self.freeze_encoder:
+                moments = ops.stop_gradient(moments)
             mean = moments[:, : self.embed_dim]
             logvar = ops.clip_by_value(moments[:, self.embed_dim :], -30.0, 20.0)
             z = mean + ops.exp(0.5 * logvar) * eps
@@ -85,14 +99,33 @@ def _cells():
     return AutoencoderLoss
 
 
-def learning_rates(cfg: AutoencoderConfig) -> List[float]:
-    """Per-step learning rate: linear warm-up to ``lr``, then a cosine to ``lr``/20."""
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One phase of the stage: which networks learn, for how many steps, with which weights."""
+
+    name: str  # "joint" (encoder + decoder) or "decoder" (encoder frozen)
+    steps: int
+    object_weight: float
+    stream: int  # the posterior-noise stream of the phase's seed
+
+
+def phases(cfg: AutoencoderConfig) -> List[Phase]:
+    found = [Phase("joint", cfg.steps, cfg.object_weight, 7)]
+    if cfg.decoder_steps:
+        found.append(Phase("decoder", cfg.decoder_steps, cfg.decoder_object_weight, 8))
+    return found
+
+
+def learning_rates(cfg: AutoencoderConfig, steps: int) -> List[float]:
+    """Per-step learning rate of a phase of ``steps``: linear warm-up to ``lr``, then a cosine
+    to ``lr``/20."""
+    warmup = min(cfg.warmup_steps, steps)
     rates = []
-    for step in range(cfg.steps):
-        if step < cfg.warmup_steps:
-            rates.append(cfg.lr * (step + 1) / cfg.warmup_steps)
+    for step in range(steps):
+        if step < warmup:
+            rates.append(cfg.lr * (step + 1) / warmup)
             continue
-        progress = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+        progress = (step - warmup) / max(steps - warmup, 1)
         low = cfg.lr / 20
         rates.append(low + 0.5 * (cfg.lr - low) * (1 + math.cos(math.pi * progress)))
     return rates
@@ -147,17 +180,23 @@ def train_autoencoder(
     weights = source / WEIGHTS_FILE
     for name, net in (("vae_encoder", encoder), ("vae_decoder", decoder)):
         load_into_cell(net, weights, NETWORK_PREFIXES[name], strict=True)
-    loss_net = _cells()(encoder, decoder, init.frames, ae.kl_weight)
-    params = loss_net.trainable_params()
-    optimizer = nn.Adam(params, learning_rate=learning_rates(ae), beta1=0.9, beta2=0.99)
-    step_cell = nn.TrainOneStepCell(loss_net, optimizer)
-    step_cell.set_train(True)
     dataset = VideoDataset(dataclasses.replace(init, seed=init.seed + 1))
     batches = _clip_batches(dataset, ae.batch_size)
     factor = model_cfg.vae.downsample_factor
     latent = (model_cfg.vae.embed_dim, init.height // factor, init.width // factor)
-    rows = _run_steps(step_cell, batches, latent, ae, cfg.environment.seed, progress)
-    scale = latent_scale(encoder, dataset, ae.scale_samples)
+    rows: List[Dict[str, object]] = []
+    scale = model_cfg.vae.scale_factor
+    for phase in phases(ae):
+        frozen = phase.name == "decoder"
+        loss_net = _cells()(encoder, decoder, init.frames, 0.0 if frozen else ae.kl_weight, frozen)
+        params = decoder.trainable_params() if frozen else loss_net.trainable_params()
+        rates = learning_rates(ae, phase.steps)
+        optimizer = nn.Adam(params, learning_rate=rates, beta1=0.9, beta2=0.99)
+        step_cell = nn.TrainOneStepCell(loss_net, optimizer)
+        step_cell.set_train(True)
+        rows += _run_steps(step_cell, batches, latent, phase, cfg.environment.seed, progress)
+        if phase.name == "joint":  # the encoder is final: measure its latents' spread now
+            scale = latent_scale(encoder, dataset, ae.scale_samples)
     logger.info(
         "autoencoder: final loss %.4g; vae.scale_factor = %.5f",
         rows[-1]["loss"] if rows else float("nan"),
@@ -175,26 +214,28 @@ def _run_steps(
     step_cell,
     batches: Iterator[np.ndarray],
     latent: Tuple[int, int, int],
-    ae: AutoencoderConfig,
+    phase: Phase,
     seed: int,
     progress: bool,
 ) -> List[Dict[str, object]]:
-    """The optimizer steps, one log row each; the posterior noise is drawn from the seed and
-    the step, so that a rerun takes the same steps."""
+    """The phase's optimizer steps, one log row each; the posterior noise is drawn from the
+    seed, the phase and the step, so that a rerun takes the same steps."""
     from mindspore import Tensor
     from tqdm import tqdm
 
     rows: List[Dict[str, object]] = []
-    bar = tqdm(total=ae.steps, desc="svd-train autoencoder", unit="step", disable=not progress)
-    for step in range(ae.steps):
+    desc = "svd-train autoencoder" + (" (decoder)" if phase.name == "decoder" else "")
+    bar = tqdm(total=phase.steps, desc=desc, unit="step", disable=not progress)
+    for step in range(phase.steps):
         raise_if_interrupted()  # MindSpore may have swallowed a Ctrl-C inside the last step
         started = time.perf_counter()
         frames = next(batches)
-        rng = np.random.default_rng([seed, 7, step])
+        rng = np.random.default_rng([seed, phase.stream, step])
         eps = rng.standard_normal((frames.shape[0],) + latent, dtype=np.float32)
-        weight = pixel_weights(frames, ae.object_weight)
+        weight = pixel_weights(frames, phase.object_weight)
         loss = float(step_cell(Tensor(frames), Tensor(eps), Tensor(weight)).asnumpy())
-        rows.append({"step": step + 1, "loss": loss, "seconds": time.perf_counter() - started})
+        seconds = time.perf_counter() - started
+        rows.append({"phase": phase.name, "step": step + 1, "loss": loss, "seconds": seconds})
         bar.set_postfix(loss=f"{loss:.4g}")
         bar.update(1)
     bar.close()
@@ -202,8 +243,11 @@ def _run_steps(
 
 
 def latent_scale(encoder, dataset: VideoDataset, clips: int) -> float:
-    """1 / standard deviation of the encoder's posterior means over the first ``clips``."""
+    """1 / standard deviation of the encoder's posterior means over the next ``clips`` of
+    ``dataset``, which it leaves where it was (the decoder phase reads on from there)."""
     from mindspore import Tensor
+
+    position = dataset.state_dict()
 
     encoder.set_train(False)
     values = []
@@ -212,6 +256,7 @@ def latent_scale(encoder, dataset: VideoDataset, clips: int) -> float:
             break
         values.append(encoder(Tensor(sample.frames.astype(np.float32))).asnumpy().ravel())
     std = float(np.concatenate(values).std())
+    dataset.load_state_dict(position)
     return 1.0 / max(std, 1e-6)
 
 
@@ -247,7 +292,7 @@ def write_stage_checkpoint(
     try:
         write_float32_checkpoint(tmp, model_cfg, tensors, "svd-train autoencoder")
         with open(tmp / LOG_FILE, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=("step", "loss", "seconds"))
+            writer = csv.DictWriter(fh, fieldnames=("phase", "step", "loss", "seconds"))
             writer.writeheader()
             writer.writerows(rows)
         (tmp / DONE_FILE).write_text(

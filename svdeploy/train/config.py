@@ -275,6 +275,14 @@ class AutoencoderConfig:
         "by 0.05 or more on the [0, 1] scale, 1 on the background; 0 is plain MSE. "
         "For worlds whose objects cover a few % of the frame (the demo model: 20).",
     )
+    decoder_steps: int = _opt(
+        0,
+        "Steps after the joint ones that train the decoder alone (the encoder "
+        "frozen, so the latents the U-Net learns on do not move); 0: none.",
+    )
+    decoder_object_weight: float = _opt(
+        0.0, "object_weight of the decoder-only steps (see object_weight)."
+    )
     scale_samples: int = _opt(
         64,
         "Clips encoded after training to set vae.scale_factor = "
@@ -283,13 +291,13 @@ class AutoencoderConfig:
     )
 
     def validate(self, path: str) -> None:
-        for name in ("steps", "warmup_steps"):
+        for name in ("steps", "warmup_steps", "decoder_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{path}.{name} = {getattr(self, name)}: expected an integer ≥ 0")
         for name in ("batch_size", "scale_samples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{path}.{name} = {getattr(self, name)}: expected an integer ≥ 1")
-        for name in ("lr", "kl_weight", "object_weight"):
+        for name in ("lr", "kl_weight", "object_weight", "decoder_object_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{path}.{name} = {value}: expected a number ≥ 0")
