@@ -410,8 +410,7 @@ def test_training_steps_stop_after_a_swallowed_interrupt():
     """An interrupt that MindSpore swallows inside an autoencoder step ends the stage before the
     next step (the U-Net's step loop calls the same check)."""
     from svdeploy.cliutil import termination_as_interrupt
-    from svdeploy.train.autoencoder import _run_steps
-    from svdeploy.train.config import AutoencoderConfig
+    from svdeploy.train.autoencoder import Phase, _run_steps
 
     calls = []
 
@@ -427,7 +426,7 @@ def test_training_steps_stop_after_a_swallowed_interrupt():
             return np.float32(0.5)
 
     frames = itertools.repeat(np.zeros((8, 3, 16, 16), np.float32))
-    cfg = AutoencoderConfig(steps=10)
+    cfg = Phase("joint", steps=10, object_weight=0.0, stream=7)
     with pytest.raises(KeyboardInterrupt):
         with termination_as_interrupt():
             _run_steps(StepCell(), frames, (4, 4, 4), cfg, seed=0, progress=False)
