@@ -132,6 +132,18 @@ def test_overrides_are_typed_by_the_key():
             "train.diffusion.conditioning_dropout = 1.5",
         ),
         (["--train.pretrained", "ckpt"], "train.random_init = true and train.pretrained = 'ckpt'"),
+        (
+            ["--train.autoencoder.object_weight", "-1"],
+            "train.autoencoder.object_weight = -1.0: expected a number ≥ 0",
+        ),
+        (
+            ["--train.autoencoder.decoder_object_weight", "nan"],
+            "train.autoencoder.decoder_object_weight = nan: expected a number ≥ 0",
+        ),
+        (
+            ["--train.autoencoder.decoder_steps", "-2"],
+            "train.autoencoder.decoder_steps = -2: expected an integer ≥ 0",
+        ),
         (["--train.epochs"], "--train.epochs: missing value"),
         (["epochs"], "unexpected argument 'epochs'"),
     ],

@@ -356,3 +356,32 @@ def test_default_fps_is_used_when_the_container_has_none(dataset_dir, monkeypatc
     monkeypatch.setattr(data, "stream_fps", lambda stream, default: original(None, default))
     frames, fps = read_frames(dataset_dir.root / "index_b.mp4", [0, 1], default_fps=6.5)
     assert fps == 6.5 and frames.shape[0] == 2
+
+
+def test_latent_scale_reads_the_next_clips_and_leaves_the_dataset_where_it_was(dataset_dir):
+    """The autoencoder stage measures vae.scale_factor between its joint and decoder-only
+    phases; the decoder phase must read on from where the joint phase stopped."""
+    from svdeploy.train.autoencoder import latent_scale
+
+    class MeanOfFrames:  # stands in for the VAE encoder: one "latent" per frame
+        def set_train(self, mode):
+            pass
+
+        def __call__(self, frames):
+            return _Array(frames.asnumpy().mean(axis=(1, 2, 3)))
+
+    class _Array:
+        def __init__(self, value):
+            self.value = value
+
+        def asnumpy(self):
+            return self.value
+
+    dataset = VideoDataset(_config(dataset_dir, shuffle=False))
+    next(iter(dataset))  # the joint phase has read one clip
+    before = dataset.state_dict()
+    scale = latent_scale(MeanOfFrames(), dataset, clips=3)
+    assert dataset.state_dict() == before
+    rest = _epoch(dataset)
+    expected = np.concatenate([s.frames.mean(axis=(1, 2, 3)) for s in rest[:3]])
+    assert scale == pytest.approx(1.0 / expected.std())  # the 3 clips after the one read
