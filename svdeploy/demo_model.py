@@ -24,7 +24,7 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -114,27 +114,30 @@ def loss_curve(
     return "\n".join(lines)
 
 
-def read_column(path: Path, column: str) -> List[float]:
+def read_column(
+    path: Path, column: str, where: Optional[Callable[[Dict[str, str]], bool]] = None
+) -> List[float]:
+    """``column`` of a CSV log as floats, of the rows ``where`` accepts (all by default)."""
     if not path.is_file():
         return []
     with open(path, "r", encoding="utf-8", newline="") as fh:
-        return [float(row[column]) for row in csv.DictReader(fh)]
+        return [float(row[column]) for row in csv.DictReader(fh) if where is None or where(row)]
 
 
 def stage_losses(run: Path) -> Dict[str, List[float]]:
     """Each stage's loss per step: the autoencoder's joint and decoder-only phases, the U-Net."""
+    from svdeploy.train.autoencoder import DECODER_ONLY, JOINT, STAGE_DIR
     from svdeploy.train.autoencoder import LOG_FILE as AE_LOG
-    from svdeploy.train.autoencoder import STAGE_DIR
     from svdeploy.train.trainer import LOG_FILE
 
-    path = run / STAGE_DIR / AE_LOG
-    rows: List[Dict[str, str]] = []
-    if path.is_file():
-        with open(path, "r", encoding="utf-8", newline="") as fh:
-            rows = list(csv.DictReader(fh))
+    def phase(name: str) -> List[float]:  # logs from before the phase column are all joint
+        return read_column(
+            run / STAGE_DIR / AE_LOG, "loss", lambda r: r.get("phase", JOINT) == name
+        )
+
     losses = {
-        "autoencoder": [float(r["loss"]) for r in rows if r.get("phase", "joint") == "joint"],
-        "autoencoder (decoder)": [float(r["loss"]) for r in rows if r.get("phase") == "decoder"],
+        "autoencoder": phase(JOINT),
+        "autoencoder (decoder)": phase(DECODER_ONLY),
         "unet": read_column(run / LOG_FILE, "loss"),
     }
     return {stage: values for stage, values in losses.items() if values or stage == "unet"}

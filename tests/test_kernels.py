@@ -12,7 +12,7 @@ import pytest
 from mindspore import Tensor, nn
 
 from svdeploy.kernels.activation import erf_poly, gelu, gelu_reference
-from svdeploy.kernels.attention import attention, attention_reference
+from svdeploy.kernels.attention import Attention, attention, attention_reference
 from svdeploy.kernels.config import KernelConfig
 from svdeploy.kernels.linear import (
     Conv2d,
@@ -144,6 +144,54 @@ def test_attention_matches_reference(mode, heads, nq, nk):
     assert rel(out, attention_reference(q, k, v, heads)) < 1e-6
 
 
+def _attention_grads_reference(q, k, v, w, heads):
+    """d(Σ w ⊙ attention(q, k, v)) / d(q, k, v) in float64, through the softmax Jacobian
+    (dS = P ⊙ (dP − rowsum(dP ⊙ P))), per head."""
+    b, nq, inner = q.shape
+    d = inner // heads
+
+    def split(x):
+        return x.astype(np.float64).reshape(b, x.shape[1], heads, d).transpose(0, 2, 1, 3)
+
+    def merge(x):
+        return x.transpose(0, 2, 1, 3).reshape(b, x.shape[2], inner)
+
+    qh, kh, vh, do = split(q), split(k), split(v), split(w)
+    s = qh @ kh.transpose(0, 1, 3, 2) / np.sqrt(d)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    dp = do @ vh.transpose(0, 1, 3, 2)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True)) / np.sqrt(d)
+    return merge(ds @ kh), merge(ds.transpose(0, 1, 3, 2) @ qh), merge(p.transpose(0, 1, 3, 2) @ do)
+
+
+class AttentionProbe(nn.Cell):
+    def __init__(self, att, probe):
+        super().__init__()
+        self.att = att
+        self.probe = probe
+
+    def construct(self, q, k, v):
+        return (self.att(q, k, v) * self.probe).sum()
+
+
+@pytest.mark.parametrize("heads,nq,nk", [(2, 24, 24), (1, 9, 5)])
+def test_attention_kinds_forward_and_gradients_match_reference(mode, heads, nq, nk):
+    """svd-train's ``bmm_grad`` attention has a hand-written backward: its outputs and its
+    gradients for q, k and v must be the reference's, as the ``bmm`` kind's automatic ones are."""
+    rng = np.random.default_rng(8)
+    q, k, v = (rng.standard_normal((2, n, 8 * heads)).astype(np.float32) for n in (nq, nk, nk))
+    w = rng.standard_normal((2, nq, 8 * heads)).astype(np.float32)
+    want = _attention_grads_reference(q, k, v, w, heads)
+    for kind in ("bmm", "bmm_grad"):
+        att = Attention(heads, 8, kind, ms.float32)
+        out = att(Tensor(q), Tensor(k), Tensor(v)).asnumpy()
+        assert rel(out, attention_reference(q, k, v, heads)) < 1e-6, kind
+        got = ms.grad(AttentionProbe(att, Tensor(w)), (0, 1, 2))(Tensor(q), Tensor(k), Tensor(v))
+        for name, g, ref in zip("qkv", got, want):
+            assert rel(g.asnumpy(), ref) < 1e-5, (kind, name)
+
+
 def test_single_token_cross_attention_is_exact(mode):
     """With one context token, the shortcut to_out(to_v(ctx)) equals full cross-attention."""
     from svdeploy.models.layers import BasicTransformerBlock
@@ -271,12 +319,13 @@ def test_kernel_policy_constructors():
     assert KernelConfig.for_validation() == KernelConfig(temporal_conv="matmul")
     train = KernelConfig.for_training("native", "fp16")
     assert (
+        train.attention,
         train.temporal_conv,
         train.pad,
         train.conv,
         train.compute_dtype,
         train.single_token_cross_attention,
-    ) == ("unfold", "concat", "native", "fp16", True)
+    ) == ("bmm_grad", "unfold", "concat", "native", "fp16", True)
     enc = train.frozen_encoder()
     assert (enc.compute_dtype, enc.group_norm, enc.pad) == ("fp32", "layernorm", "concat")
 

@@ -19,7 +19,7 @@ from typing import Literal
 
 GroupNormKind = Literal["native", "decomposed", "layernorm"]
 GeluKind = Literal["erf", "poly", "onnx_erf"]
-AttentionKind = Literal["bmm", "ascend_fa"]
+AttentionKind = Literal["bmm", "bmm_grad", "ascend_fa"]
 TemporalConvKind = Literal["conv3d", "conv2d", "matmul", "unfold", "im2col"]
 PadKind = Literal["pad", "concat"]
 ConvKind = Literal["native", "im2col"]
@@ -27,7 +27,7 @@ ComputeDtype = Literal["fp32", "fp16", "bf16"]
 
 GROUP_NORM_KINDS = ("native", "decomposed", "layernorm")
 GELU_KINDS = ("erf", "poly", "onnx_erf")
-ATTENTION_KINDS = ("bmm", "ascend_fa")
+ATTENTION_KINDS = ("bmm", "bmm_grad", "ascend_fa")
 TEMPORAL_CONV_KINDS = ("conv3d", "conv2d", "matmul", "unfold", "im2col")
 PAD_KINDS = ("pad", "concat")
 CONV_KINDS = ("native", "im2col")
@@ -49,6 +49,9 @@ class KernelConfig:
                              the ONNX post-pass renames every Acos node to Erf. The in-memory
                              cell is NOT numerically GELU; use only for tracing an ONNX graph.
     attention:   bmm         batched matmul → softmax (float32) → batched matmul
+                 bmm_grad    the same forward with a hand-written backward (kernels.attention.
+                             Attention): no transposes of the score gradient, and the softmax
+                             backward reduces over the head dim, not the keys. svd-train uses it.
                  ascend_fa   MindSpore's FlashAttentionScore (Ascend only; cannot run on CPU)
     single_token_cross_attention:
                  SVD's cross-attention context is one token; softmax over one key is exactly
@@ -174,6 +177,7 @@ class KernelConfig:
         (ops.pad) spun forever inside its constant-mode loop at the 34th training step of the
         autoencoder stage, every run (batch 1 or 2, any data)."""
         return cls(
+            attention="bmm_grad",
             single_token_cross_attention=True,
             temporal_conv="unfold",
             pad="concat",

@@ -16,7 +16,7 @@ from mindspore.ops import operations as P
 
 from svdeploy.config import ImageEncoderConfig
 from svdeploy.kernels.activation import Activation
-from svdeploy.kernels.attention import attention
+from svdeploy.kernels.attention import Attention
 from svdeploy.kernels.config import KernelConfig
 from svdeploy.kernels.linear import Conv2d, Linear, ms_dtype
 from svdeploy.kernels.norm import LayerNorm
@@ -37,8 +37,8 @@ class MultiheadSelfAttention(nn.Cell):
             initializer("zeros", (3 * width,), ms.float32), name="in_proj_bias"
         )
         self.out_proj = Linear(width, width, compute_dtype=kernels.compute_dtype)
-        self.kind = kernels.attention
         self.dtype = ms_dtype(kernels.compute_dtype)
+        self.attend = Attention(heads, width // heads, kernels.attention, self.dtype)
         self.matmul = P.MatMul(transpose_b=True)
 
     def construct(self, x: Tensor) -> Tensor:
@@ -50,7 +50,7 @@ class MultiheadSelfAttention(nn.Cell):
         q = qkv[:, :, :width]
         k = qkv[:, :, width : 2 * width]
         v = qkv[:, :, 2 * width :]
-        return self.out_proj(attention(q, k, v, self.heads, self.kind, self.dtype))
+        return self.out_proj(self.attend(q, k, v))
 
 
 class Mlp(nn.Cell):

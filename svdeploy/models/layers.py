@@ -11,7 +11,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import operations as P
 
 from svdeploy.kernels.activation import gelu
-from svdeploy.kernels.attention import attention
+from svdeploy.kernels.attention import Attention
 from svdeploy.kernels.config import KernelConfig
 from svdeploy.kernels.linear import Linear, ms_dtype
 from svdeploy.kernels.norm import LayerNorm
@@ -120,14 +120,13 @@ class CrossAttention(nn.Cell):
         self.to_k = Linear(context_dim, inner, bias=False, compute_dtype=cd)
         self.to_v = Linear(context_dim, inner, bias=False, compute_dtype=cd)
         self.to_out = nn.CellList([Linear(inner, query_dim, compute_dtype=cd), nn.Dropout(p=0.0)])
-        self.kind = kernels.attention
-        self.dtype = ms_dtype(cd)
+        self.attend = Attention(heads, dim_head, kernels.attention, ms_dtype(cd))
 
     def construct(self, x: Tensor, context: Tensor) -> Tensor:
         q = self.to_q(x)
         k = self.to_k(context)
         v = self.to_v(context)
-        return self.to_out[0](attention(q, k, v, self.heads, self.kind, self.dtype))
+        return self.to_out[0](self.attend(q, k, v))
 
     def single_token(self, context: Tensor) -> Tensor:
         """Output for a one-token context, (N, 1, D) → (N, 1, query_dim); broadcast by caller."""

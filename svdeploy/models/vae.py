@@ -13,7 +13,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from svdeploy.config import GROUPS, VAEConfig
-from svdeploy.kernels.attention import attention
+from svdeploy.kernels.attention import Attention
 from svdeploy.kernels.config import KernelConfig
 from svdeploy.kernels.linear import Conv2d, TemporalConv, pad_bottom_right, upsample_nearest2x
 from svdeploy.kernels.norm import GroupNorm
@@ -107,20 +107,12 @@ class AttnBlock(nn.Cell):
         self.k = _conv(channels, channels, 1, kernels=kernels)
         self.v = _conv(channels, channels, 1, kernels=kernels)
         self.proj_out = _conv(channels, channels, 1, kernels=kernels)
-        self.attention_kind = kernels.attention
-        self.dtype = self.q.dtype
+        self.attend = Attention(1, channels, kernels.attention, self.q.dtype)
 
     def construct(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
         hn = self.norm(x)
-        out = attention(
-            _tokens(self.q(hn)),
-            _tokens(self.k(hn)),
-            _tokens(self.v(hn)),
-            1,
-            self.attention_kind,
-            self.dtype,
-        )
+        out = self.attend(_tokens(self.q(hn)), _tokens(self.k(hn)), _tokens(self.v(hn)))
         out = out.transpose(0, 2, 1).reshape(n, c, h, w)
         return x + self.proj_out(out)
 

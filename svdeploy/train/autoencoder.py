@@ -99,20 +99,27 @@ def _cells():
     return AutoencoderLoss
 
 
+JOINT, DECODER_ONLY = "joint", "decoder"  # phase names, as the stage log writes them
+
+
 @dataclasses.dataclass(frozen=True)
 class Phase:
     """One phase of the stage: which networks learn, for how many steps, with which weights."""
 
-    name: str  # "joint" (encoder + decoder) or "decoder" (encoder frozen)
+    name: str  # JOINT (encoder + decoder) or DECODER_ONLY (encoder frozen); the log's phase
     steps: int
     object_weight: float
     stream: int  # the posterior-noise stream of the phase's seed
 
+    @property
+    def encoder_frozen(self) -> bool:
+        return self.name == DECODER_ONLY
+
 
 def phases(cfg: AutoencoderConfig) -> List[Phase]:
-    found = [Phase("joint", cfg.steps, cfg.object_weight, 7)]
+    found = [Phase(JOINT, cfg.steps, cfg.object_weight, 7)]
     if cfg.decoder_steps:
-        found.append(Phase("decoder", cfg.decoder_steps, cfg.decoder_object_weight, 8))
+        found.append(Phase(DECODER_ONLY, cfg.decoder_steps, cfg.decoder_object_weight, 8))
     return found
 
 
@@ -187,7 +194,7 @@ def train_autoencoder(
     rows: List[Dict[str, object]] = []
     scale = model_cfg.vae.scale_factor
     for phase in phases(ae):
-        frozen = phase.name == "decoder"
+        frozen = phase.encoder_frozen
         loss_net = _cells()(encoder, decoder, init.frames, 0.0 if frozen else ae.kl_weight, frozen)
         params = decoder.trainable_params() if frozen else loss_net.trainable_params()
         rates = learning_rates(ae, phase.steps)
@@ -195,7 +202,7 @@ def train_autoencoder(
         step_cell = nn.TrainOneStepCell(loss_net, optimizer)
         step_cell.set_train(True)
         rows += _run_steps(step_cell, batches, latent, phase, cfg.environment.seed, progress)
-        if phase.name == "joint":  # the encoder is final: measure its latents' spread now
+        if not frozen:  # the encoder is final: measure its latents' spread now
             scale = latent_scale(encoder, dataset, ae.scale_samples)
     logger.info(
         "autoencoder: final loss %.4g; vae.scale_factor = %.5f",
@@ -224,7 +231,7 @@ def _run_steps(
     from tqdm import tqdm
 
     rows: List[Dict[str, object]] = []
-    desc = "svd-train autoencoder" + (" (decoder)" if phase.name == "decoder" else "")
+    desc = "svd-train autoencoder" + (" (decoder)" if phase.encoder_frozen else "")
     bar = tqdm(total=phase.steps, desc=desc, unit="step", disable=not progress)
     for step in range(phase.steps):
         raise_if_interrupted()  # MindSpore may have swallowed a Ctrl-C inside the last step
