@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import importlib
 
+from .cliutil import run_program
+
 
 def _dispatch(module: str) -> None:
-    importlib.import_module(module).main()
+    run_program(importlib.import_module(module).main)
 
 
 def convert_main() -> None:

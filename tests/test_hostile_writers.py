@@ -375,6 +375,39 @@ def test_a_swallowed_interrupt_still_stops_publishing(tmp_path):
     assert (out / "graph.onnx").exists()
 
 
+_LATE_SIGINT_PROGRAM = """
+import atexit, os, signal, sys
+import click
+from svdeploy.cliutil import friendly_errors, run_program
+
+@click.command()
+@friendly_errors
+def main():
+    raise KeyboardInterrupt("signal 15")
+
+def late_sigint():  # arrives while the interpreter shuts down, SIGINT at its default action
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+
+atexit.register(late_sigint)
+{call}
+"""
+
+
+@pytest.mark.parametrize("entry", ["run_program(main)", "main()"])
+def test_an_interrupted_program_exits_130_even_if_sigint_arrives_at_shutdown(entry):
+    """svd-export once printed "interrupted" after a SIGTERM and still died by SIGINT (−2)
+    while the interpreter shut down. run_program, which the console scripts and ``python -m``
+    use, ends an interrupted command at once; a bare click call shows the failure."""
+    program = _LATE_SIGINT_PROGRAM.format(call=entry)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=60)
+    assert done.stderr.decode().strip().endswith("interrupted")
+    if entry.startswith("run_program"):
+        assert done.returncode == 130
+    else:  # what the CLIs did before run_program: the late signal decides the status
+        assert done.returncode == -signal.SIGINT
+
+
 @pytest.mark.parametrize("library", ["carries on", "raises its own error"])
 def test_export_with_a_swallowed_interrupt_publishes_nothing(
     checkpoint, tmp_path, monkeypatch, library

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import click
 
-from svdeploy.cliutil import friendly_errors
+from svdeploy.cliutil import friendly_errors, run_program
 from svdeploy.export.specs import CONVS, DTYPES
 
 from .harness import GRAPHS, SUITES
@@ -450,4 +450,4 @@ def _quality(
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run_program(main)

@@ -6,7 +6,12 @@ from typing import TYPE_CHECKING, Optional, Tuple
 
 import click
 
-from svdeploy.cliutil import friendly_errors, mindspore_dumps_elsewhere, setup_mindspore
+from svdeploy.cliutil import (
+    friendly_errors,
+    mindspore_dumps_elsewhere,
+    run_program,
+    setup_mindspore,
+)
 from svdeploy.contract import NETWORK_NAMES
 
 from .specs import CONVS, DTYPES, TARGETS
@@ -215,4 +220,4 @@ def _report(result: "ExportResult") -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run_program(main)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from svdeploy.cliutil import friendly_errors
+from svdeploy.cliutil import friendly_errors, run_program
 
 
 @click.command(name="svd-convert", context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,4 +81,4 @@ def main(
 
 
 if __name__ == "__main__":
-    main()
+    run_program(main)

@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import click
 
-from svdeploy.cliutil import friendly_errors, mindspore_dumps_elsewhere
+from svdeploy.cliutil import friendly_errors, mindspore_dumps_elsewhere, run_program
 
 from .backends import BACKENDS, PRECISIONS
 from .run import run_to_file
@@ -327,4 +327,4 @@ def _run_batch(
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run_program(main)

@@ -9,7 +9,7 @@ from typing import Optional
 
 import click
 
-from svdeploy.cliutil import friendly_errors
+from svdeploy.cliutil import friendly_errors, run_program
 from svdeploy.errors import InputError
 from svdeploy.runtime import BACKENDS
 
@@ -211,4 +211,4 @@ def _serve_until_stopped(settings: ServeSettings, verbose: bool) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run_program(main)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple
 
 import click
 
-from svdeploy.cliutil import friendly_errors
+from svdeploy.cliutil import friendly_errors, run_program
 
 if TYPE_CHECKING:  # pragma: no cover
     from svdeploy.config import ModelConfig
@@ -203,4 +203,4 @@ def _report(result: "TrainResult") -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_program(main)
