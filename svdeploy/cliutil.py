@@ -50,6 +50,9 @@ def termination_as_interrupt() -> Iterator[None]:
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
+INTERRUPTED_STATUS = 130  # the shell's status for a command ended by SIGINT
+
+
 def friendly_errors(func: F) -> F:
     """Print svdeploy errors (and OS errors) as one line and exit with status 2; SIGINT and
     SIGTERM end with status 130 after the writers cleaned up."""
@@ -71,9 +74,6 @@ def friendly_errors(func: F) -> F:
             sys.exit(INTERRUPTED_STATUS)
 
     return wrapper  # type: ignore[return-value]
-
-
-INTERRUPTED_STATUS = 130  # the shell's status for a command ended by SIGINT
 
 
 def run_program(command: Callable[[], Any]) -> None:

@@ -17,6 +17,11 @@ def _split_heads(x: Tensor, heads: int) -> Tensor:
     return x.reshape(b, n, heads, inner // heads).transpose(0, 2, 1, 3)  # (B, heads, N, d)
 
 
+def _merge_heads(x: Tensor) -> Tensor:
+    b, heads, n, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(b, n, heads * d)  # (B, N, heads·d)
+
+
 def attention(
     q: Tensor,
     k: Tensor,
@@ -30,9 +35,7 @@ def attention(
     Scores and softmax are float32 whatever the compute dtype of the two matmuls. ``bmm_grad``
     computes as ``bmm`` here; its hand-written backward lives in :class:`Attention`.
     """
-    b, nq, inner = q.shape
-    d = inner // heads
-    scale = float(d) ** -0.5
+    scale = float(q.shape[-1] // heads) ** -0.5
     if kind == "ascend_fa":
         # Ascend-only fused kernel (BSH layout). MindSpore has no CPU/GPU implementation, so
         # this path cannot run or be checked on this machine.
@@ -51,7 +54,7 @@ def attention(
     scores = ops.matmul(qh, kh.transpose(0, 1, 3, 2)).astype(ms.float32) * scale  # (B,h,Nq,Nk)
     probs = ops.softmax(scores, -1)
     out = ops.matmul(probs.astype(compute_dtype), vh).astype(ms.float32)  # (B, h, Nq, d)
-    return out.transpose(0, 2, 1, 3).reshape(b, nq, inner)
+    return _merge_heads(out)
 
 
 class _HeadsAttention(nn.Cell):
@@ -107,12 +110,11 @@ class Attention(nn.Cell):
     def construct(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if self.kind != "bmm_grad":
             return attention(q, k, v, self.heads, self.kind, self.dtype)
-        b, nq, inner = q.shape
         qh = _split_heads(q, self.heads).astype(self.dtype)
         kh = _split_heads(k, self.heads).astype(self.dtype)
         vh = _split_heads(v, self.heads).astype(self.dtype)
         out = self.core(qh, kh, vh)[0]  # (B, h, Nq, d)
-        return out.transpose(0, 2, 1, 3).reshape(b, nq, inner)
+        return _merge_heads(out)
 
 
 def attention_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int) -> np.ndarray:
