@@ -374,7 +374,7 @@ def test_onnx_variants_export_and_match(tmp_path: Path):
     path = tmp_path / "block"
     ms.export(traced, Tensor(x), file_name=str(path), file_format="ONNX")
     stats = rewrite_onnx(path.with_suffix(".onnx"), ["x"], ["y"])
-    assert stats.erf == 1 and stats.layer_norm == 1
+    assert stats.erf == 1 and stats.layer_norm == 1 and stats.frame_padding == 1
     session = ort.InferenceSession(
         str(path.with_suffix(".onnx")), providers=["CPUExecutionProvider"]
     )
@@ -385,6 +385,49 @@ def test_onnx_variants_export_and_match(tmp_path: Path):
     stand_in = traced(Tensor(x)).asnumpy()
     assert not np.all(np.isfinite(stand_in)) or rel(stand_in, want) > 1e-2
     ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def _frame_padded_conv_model(side_value: float, k: int = 3):
+    """Concat(side, x, side) on the frame axis → VALID (k, 1) Conv, as MindSpore traces the
+    ONNX temporal convolution; ``side`` holds k//2 frames of ``side_value``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    b, c, t, p = 2, 5, 6, 7
+    side = np.full((b, c, k // 2, p), side_value, np.float32)
+    weight = rng.standard_normal((4, c, k, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("Concat", ["side", "x", "side"], ["padded"], axis=2),
+        helper.make_node("Conv", ["padded", "w"], ["y"], kernel_shape=[k, 1], auto_pad="VALID"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "frames",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [b, c, t, p])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [b, 4, t, p])],
+        [numpy_helper.from_array(side, "side"), numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return model, rng.standard_normal((b, c, t, p)).astype(np.float32)
+
+
+@pytest.mark.parametrize("side_value,folds", [(0.0, True), (1.0, False)])
+def test_frame_padding_folds_into_the_conv_only_when_it_is_zeros(tmp_path, side_value, folds):
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+
+    from svdeploy.export.onnx_passes import rewrite_onnx
+
+    model, x = _frame_padded_conv_model(side_value, k=5)
+    path = tmp_path / "frames.onnx"
+    onnx.save(model, str(path))
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    stats = rewrite_onnx(path, ["x"], ["y"])
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert stats.frame_padding == int(folds)
+    assert ops == (["Conv"] if folds else ["Concat", "Conv"])
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert rel(got[0], want[0]) < 1e-6
 
 
 def test_conv_probe_times_both_kernels_and_picks_the_faster():

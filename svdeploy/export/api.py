@@ -593,8 +593,12 @@ def _validation_error(file: str, backend: str, exc: Exception) -> ExportError:
     return ExportError(f"validating {file} with {_BACKEND_LABELS[backend]} failed: {exc}")
 
 
-def _trace(stem: Path, spec: GraphSpec, fmt: str, net, contrib_ops: bool = True) -> None:
-    """ms.export ``net`` to ``stem``.onnx / .mindir (ONNX then rewritten by onnx_passes)."""
+def _trace(stem: Path, spec: GraphSpec, fmt: str, net, for_lite: bool = False) -> None:
+    """ms.export ``net`` to ``stem``.onnx / .mindir (ONNX then rewritten by onnx_passes).
+    ``for_lite``: plain ONNX that MindSpore Lite 2.0's converter takes: no com.microsoft
+    attention (refused) and the temporal convolutions' frame padding left as a Concat (with
+    the padding folded into the Conv, Lite 2.0.0 converted the tiny VAE decoder but could not
+    build the result for the CPU: "build_from_file failed")."""
     import mindspore as ms
 
     cell = _wrap(spec, net)
@@ -613,7 +617,8 @@ def _trace(stem: Path, spec: GraphSpec, fmt: str, net, contrib_ops: bool = True)
             stem.with_name(stem.name + ".onnx"),
             [t.name for t in spec.inputs],
             [t.name for t in spec.outputs],
-            contrib_ops=contrib_ops,
+            contrib_ops=not for_lite,
+            fold_frame_padding=not for_lite,
         )
 
 
@@ -625,7 +630,7 @@ def _write_lite_graph(tmp: Path, spec: GraphSpec, net, lite) -> None:
     source = tmp / ".lite-source"
     source.mkdir(exist_ok=True)
     try:
-        _trace(source / spec.file_stem, spec, "onnx", net, contrib_ops=False)
+        _trace(source / spec.file_stem, spec, "onnx", net, for_lite=True)
         lite.convert(source / f"{spec.file_stem}.onnx", tmp / f"{spec.file_stem}_lite")
     except BackendError as exc:
         raise ExportError(f"converting {spec.name} with MindSpore Lite failed: {exc}") from None
