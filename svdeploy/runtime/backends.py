@@ -478,10 +478,12 @@ class OpenVINOBackend:
     @classmethod
     def resolve(cls, precision: str) -> str:
         """``auto`` → fp32. Measured (benchmarks/README.md): bf16 runs the U-Net 1.3–2.7×
-        faster, but its error against diffusers fp32 depends on the model: rel. L2 1.4e-2 on the
-        mid U-Net (diffusers' own bf16 autocast: 1.2e-2), 0.21 on the tiny one (diffusers bf16:
-        1.8e-2). Until that is understood bf16 is a choice the user makes, not a default. An
-        explicit bf16 is checked against the CPU here."""
+        faster (1.9× on a quiet Zen 4), and on the mid U-Net and whole video its error against
+        diffusers fp32 equals diffusers' own bf16 autocast (1.2e-2 / 7e-3 rel. L2). But on one
+        CPU (an EPYC of family 26) the tiny U-Net came out at 0.21 (diffusers bf16: 1.8e-2),
+        where a family-25 EPYC gives 1.9e-2 on the same file. A default must not depend on
+        which CPU a user has, so bf16 is a choice the user makes. An explicit bf16 is checked
+        against the CPU here."""
         if precision in ("fp32", "auto"):
             return "fp32"
         core = import_backend("openvino").Core()
