@@ -617,8 +617,7 @@ def _trace(stem: Path, spec: GraphSpec, fmt: str, net, for_lite: bool = False) -
             stem.with_name(stem.name + ".onnx"),
             [t.name for t in spec.inputs],
             [t.name for t in spec.outputs],
-            contrib_ops=not for_lite,
-            fold_frame_padding=not for_lite,
+            for_lite=for_lite,
         )
 
 

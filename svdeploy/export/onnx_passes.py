@@ -10,15 +10,15 @@
   ``Gemm(A, B, bias)``.
 - Attention: the traced multi-head attention (Reshape → Transpose → MatMul → Mul(scale) →
   Softmax → MatMul → Transpose) becomes ONNX Runtime's ``com.microsoft.MultiHeadAttention``,
-  which skips the head transposes. This makes the file ONNX Runtime-specific; pass
-  ``contrib_ops=False`` for a plain-ONNX file.
+  which skips the head transposes. This makes the file ONNX Runtime-specific (OpenVINO reads
+  it too); ``for_lite=True`` leaves it out.
 - Frame padding: the temporal convolution (kernel (k, 1) over (B, C, T, H·W)) is traced as a
   ``Concat`` of k//2 zero frames on each side of its input followed by a VALID ``Conv``, because
   MindSpore's exporter writes wrong pads for non-uniform padding. The Concat (a copy of the whole
   activation, plus a zero tensor kept as a weight) becomes the Conv's own ``pads`` (k//2, 0,
   k//2, 0), which ONNX Runtime and OpenVINO apply without a copy (OpenVINO bf16, mid U-Net:
-  2 % faster; ONNX Runtime unchanged). Not for MindSpore Lite 2.0, which cannot build the folded
-  temporal convolutions (``fold_frame_padding=False``).
+  2 % faster; ONNX Runtime unchanged). Not with ``for_lite=True``: MindSpore Lite 2.0 cannot
+  build the folded temporal convolutions.
 - Resize mode: MindSpore writes its nearest-neighbour upsampling as ``Resize`` without a
   ``mode`` attribute (ONNX's default is ``nearest``). MindSpore Lite 2.0's ONNX parser reads a
   missing ``mode`` as ``linear`` and silently converts the ×2 upsampling of the U-Net and the VAE
@@ -431,11 +431,10 @@ def rewrite_onnx(
     input_names: Sequence[str],
     output_names: Sequence[str],
     fuse: bool = True,
-    contrib_ops: bool = True,
-    fold_frame_padding: bool = True,
+    for_lite: bool = False,
 ) -> PassStats:
-    """Rewrite ``path`` in place (temporary file, then rename). ``contrib_ops`` and
-    ``fold_frame_padding`` switch those rewrites off for engines that cannot take them."""
+    """Rewrite ``path`` in place (temporary file, then rename). ``for_lite``: the plain ONNX
+    that MindSpore Lite 2.0's converter builds (no contrib attention, frame padding kept)."""
     import onnx
 
     model = onnx.load(str(path))
@@ -459,9 +458,8 @@ def rewrite_onnx(
         graph = model.graph
         stats.layer_norm = _fuse_layer_norm(graph)
         stats.gemm_bias = _fuse_gemm_bias(graph)
-        if fold_frame_padding:
+        if not for_lite:
             stats.frame_padding = _fold_frame_padding(graph)
-        if contrib_ops:
             stats.attention = _fuse_attention(graph)
             if stats.attention and not any(o.domain == "com.microsoft" for o in model.opset_import):
                 model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))

@@ -22,6 +22,11 @@ def _merge_heads(x: Tensor) -> Tensor:
     return x.transpose(0, 2, 1, 3).reshape(b, n, heads * d)  # (B, N, heads·d)
 
 
+def softmax_scale(dim_head: int) -> float:
+    """1/√d, the scale of the attention scores (d: the head width)."""
+    return float(dim_head) ** -0.5
+
+
 def attention(
     q: Tensor,
     k: Tensor,
@@ -35,7 +40,7 @@ def attention(
     Scores and softmax are float32 whatever the compute dtype of the two matmuls. ``bmm_grad``
     computes as ``bmm`` here; its hand-written backward lives in :class:`Attention`.
     """
-    scale = float(q.shape[-1] // heads) ** -0.5
+    scale = softmax_scale(q.shape[-1] // heads)
     if kind == "ascend_fa":
         # Ascend-only fused kernel (BSH layout). MindSpore has no CPU/GPU implementation, so
         # this path cannot run or be checked on this machine.
@@ -105,7 +110,10 @@ class Attention(nn.Cell):
         self.heads = heads
         self.kind = kind
         self.dtype = compute_dtype
-        self.core = _HeadsAttention(float(dim_head) ** -0.5, compute_dtype)
+        # only the bmm_grad kind runs the child cell (its branch is resolved when compiling)
+        self.core = (
+            _HeadsAttention(softmax_scale(dim_head), compute_dtype) if kind == "bmm_grad" else None
+        )
 
     def construct(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if self.kind != "bmm_grad":

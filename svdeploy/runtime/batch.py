@@ -14,32 +14,30 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from svdeploy.errors import InputError
 from svdeploy.fsutil import output_error, remove_quietly
 
-from .preprocess import ImageSource
-from .video import OUTPUT_SUFFIX
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import GenerationResult, VideoPipeline
+from .draws import resolve_seed
+from .pipeline import GenerationResult, VideoPipeline
+from .preprocess import ImageSource, to_rgb_float
+from .run import check_run_options, check_run_outputs, publish_video, run_record
+from .video import OUTPUT_SUFFIX, render_frames
 
 
 def batch_seeds(seed: Optional[int], count: int) -> List[int]:
-    from .pipeline import _resolve_seed
-
-    first = _resolve_seed(seed)
+    first = resolve_seed(seed)
     return [first + i for i in range(count)]
 
 
 def generate_batch(
-    pipe: "VideoPipeline",
+    pipe: VideoPipeline,
     images: Sequence[ImageSource],
     *,
     seed: Optional[int] = None,
     **options: Any,
-) -> List["GenerationResult"]:
+) -> List[GenerationResult]:
     """One GenerationResult per image, image i with seed ``seed + i`` (module doc)."""
     if len(images) == 0:
         raise InputError("the batch of images is empty: expected at least one image")
@@ -91,8 +89,6 @@ def check_batch_outputs(
     """``run.check_run_outputs`` for every video of the batch (never onto any input image or
     into the artifact, never over an existing video or sidecar without ``overwrite``), with
     ``out_dir`` created for the check; a folder created here is removed again if one fails."""
-    from .run import check_run_outputs
-
     folder = Path(out_dir)
     created = not folder.exists()
     try:
@@ -112,7 +108,7 @@ def check_batch_outputs(
 
 
 def run_batch_to_dir(
-    pipe: "VideoPipeline",
+    pipe: VideoPipeline,
     images: Sequence[Union[str, os.PathLike]],
     out_dir: Union[str, os.PathLike],
     fmt: str,
@@ -125,10 +121,6 @@ def run_batch_to_dir(
     """Generate one video per image into ``out_dir`` (created if missing); returns the
     sidecar records. Each video and its sidecar are published together as soon as they are
     done (``run.publish_video``), so an interrupted batch keeps its finished videos."""
-    from .preprocess import to_rgb_float
-    from .run import publish_video, run_record
-    from .video import render_frames
-
     if pipe.artifact_dir is None:
         raise InputError(
             "a batch writes the artifact's path into each sidecar: expected a "
@@ -181,10 +173,6 @@ def run_batch_cli(
     """``svd-run`` with several images (or --format): every input and output is checked
     before the artifact is loaded, then ``run_batch_to_dir``."""
     from svdeploy.manifest import read_manifest, require_complete
-
-    from .pipeline import VideoPipeline
-    from .preprocess import to_rgb_float
-    from .run import check_run_options
 
     if noise_file is not None:
         raise InputError(

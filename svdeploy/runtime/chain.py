@@ -28,26 +28,24 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
-from svdeploy.errors import InputError
-
 from .decode import Window
+from .draws import check_clips, noise_array, resolve_seed
+from .pipeline import (
+    GenerationResult,
+    StepCallback,
+    VideoPipeline,
+    decoded_to_frames,
+    prepared_image_info,
+    resolve_sampling_params,
+)
 from .preprocess import ImageSource, PreparedImage, prepare_image
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import GenerationResult, StepCallback, VideoPipeline
-
 CLIP_EMBEDDING = "the original input image's (every clip)"
-
-
-def check_clips(clips: Any) -> int:
-    if isinstance(clips, bool) or not isinstance(clips, (int, np.integer)) or clips < 1:
-        raise InputError(f"clips = {clips!r}: expected an integer ≥ 1")
-    return int(clips)
 
 
 def chained_frame_count(clips: int, frames: int) -> int:
@@ -59,7 +57,7 @@ def clip_rng(seed: int, clip: int) -> np.random.Generator:
     return np.random.default_rng(seed if clip == 0 else [seed, clip])
 
 
-def clip_draws(pipe: "VideoPipeline", seed: int, clip: int) -> Tuple[np.ndarray, np.ndarray]:
+def clip_draws(pipe: VideoPipeline, seed: int, clip: int) -> Tuple[np.ndarray, np.ndarray]:
     rng = clip_rng(seed, clip)
     image_noise = rng.standard_normal(pipe.image_shape, dtype=np.float32)
     return image_noise, rng.standard_normal(pipe.latent_shape, dtype=np.float32)
@@ -77,7 +75,7 @@ def join_clips(finals: List[np.ndarray]) -> np.ndarray:
 
 
 def generate_chain(
-    pipe: "VideoPipeline",
+    pipe: VideoPipeline,
     image: ImageSource,
     *,
     clips: int,
@@ -86,18 +84,11 @@ def generate_chain(
     latents: Optional[np.ndarray] = None,
     decode_overlap: int = 0,
     progress: bool = True,
-    on_step: Optional["StepCallback"] = None,
+    on_step: Optional[StepCallback] = None,
     **sampling: Any,
-) -> "GenerationResult":
+) -> GenerationResult:
     """``clips`` chained clips from ``image`` as one GenerationResult (module doc).
     ``on_step(done, total)`` counts the denoising steps of all clips together."""
-    from .pipeline import (
-        GenerationResult,
-        decoded_to_frames,
-        prepared_image_info,
-        resolve_sampling_params,
-    )
-
     start = time.perf_counter()
     clips = check_clips(clips)
     params = resolve_sampling_params(pipe.manifest, **sampling)
@@ -134,7 +125,7 @@ def generate_chain(
 
 
 def _run_chain_stages(
-    pipe: "VideoPipeline",
+    pipe: VideoPipeline,
     image: ImageSource,
     clips: int,
     seed: int,
@@ -144,7 +135,7 @@ def _run_chain_stages(
     windows: List[Window],
     decode_overlap: int,
     progress: bool,
-    on_step: Optional["StepCallback"],
+    on_step: Optional[StepCallback],
     timings: Dict[str, Any],
 ) -> Tuple[PreparedImage, np.ndarray]:
     """The timed stages as a single clip runs them, the seconds of each into ``timings``, with
@@ -176,7 +167,7 @@ def _run_chain_stages(
 
 
 def _chain_details(
-    pipe: "VideoPipeline", clips: int, decode_overlap: int, decode_calls: int
+    pipe: VideoPipeline, clips: int, decode_overlap: int, decode_calls: int
 ) -> Dict[str, Any]:
     """How the chain was made, for the sidecar: a reader can redo the draws and the handover."""
     return {
@@ -191,25 +182,23 @@ def _chain_details(
 
 
 def _first_clip_draws(
-    pipe: "VideoPipeline",
+    pipe: VideoPipeline,
     seed: Optional[int],
     image_noise: Optional[np.ndarray],
     latents: Optional[np.ndarray],
 ) -> Tuple[int, np.ndarray, np.ndarray]:
     """Clip 0's draws as a single run makes them; given arrays replace them (clip 0 only)."""
-    from .pipeline import _noise_array, _resolve_seed
-
-    used_seed = _resolve_seed(seed)
+    used_seed = resolve_seed(seed)
     first_noise, first_latents = clip_draws(pipe, used_seed, 0)
     if image_noise is not None:
-        first_noise = _noise_array("image_noise", image_noise, pipe.image_shape)
+        first_noise = noise_array("image_noise", image_noise, pipe.image_shape)
     if latents is not None:
-        first_latents = _noise_array("latents", latents, pipe.latent_shape)
+        first_latents = noise_array("latents", latents, pipe.latent_shape)
     return used_seed, first_noise, first_latents
 
 
 def _denoise_clips(
-    pipe: "VideoPipeline",
+    pipe: VideoPipeline,
     clips: int,
     seed: int,
     first_latents: np.ndarray,
@@ -217,7 +206,7 @@ def _denoise_clips(
     image_latent: np.ndarray,
     params: Any,
     bar: tqdm,
-    on_step: Optional["StepCallback"],
+    on_step: Optional[StepCallback],
 ) -> Tuple[List[np.ndarray], List[float]]:
     """Denoise clip after clip, each conditioned on the previous one's last latent; returns
     the clips' final latents and the seconds of every step."""
@@ -240,7 +229,6 @@ def _denoise_clips(
 
 
 __all__ = [
-    "check_clips",
     "chained_frame_count",
     "clip_rng",
     "clip_draws",

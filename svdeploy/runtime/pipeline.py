@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 import sys
 import time
 import zipfile
@@ -27,8 +26,8 @@ from svdeploy.errors import BackendError, InputError, ManifestError
 from svdeploy.manifest import Manifest
 
 from .backends import CheckedGraph, GraphFn, load_artifact, required_graph_names
-from .chain import check_clips
 from .decode import Window, decode_blended, decode_windows
+from .draws import check_clips, noise_array, resolve_seed
 from .guidance import apply_guidance, guidance_scales, split_guidance_batch
 from .preprocess import (
     CLIP_SIZE,
@@ -57,9 +56,6 @@ SAMPLING_KEYS = (
 MAX_FPS = 120
 MAX_GUIDANCE_SCALE = 100.0
 MAX_NOISE_AUG_STRENGTH = 100.0
-# The noise draws are standard normal: |x| > 100 has probability ~0, so larger values are
-# a wrong file (e.g. unnormalised data), not noise.
-MAX_NOISE_MAGNITUDE = 100.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,30 +196,6 @@ def _guidance_scales(
                 )
         g_min = g_max = 1.0  # defaults of a CFG preset do not apply here
     return g_min, g_max
-
-
-def _noise_array(name: str, value: Any, shape: Tuple[int, ...]) -> np.ndarray:
-    array = np.asarray(value)
-    if tuple(array.shape) != tuple(shape):
-        raise InputError(f"{name} has shape {tuple(array.shape)}: expected {tuple(shape)}")
-    if not np.issubdtype(array.dtype, np.floating):
-        raise InputError(f"{name} has dtype {array.dtype}: expected float32 standard-normal values")
-    if not np.all(np.isfinite(array)):
-        raise InputError(f"{name} contains NaN or Inf: expected finite standard-normal values")
-    if array.size and float(np.max(np.abs(array))) > MAX_NOISE_MAGNITUDE:
-        raise InputError(
-            f"{name} holds values up to {float(np.max(np.abs(array))):.4g} in "
-            f"magnitude: expected standard-normal noise (|x| ≤ {MAX_NOISE_MAGNITUDE:g})"
-        )
-    return np.ascontiguousarray(array, dtype=np.float32)
-
-
-def _resolve_seed(seed: Any) -> int:
-    if seed is None:
-        return secrets.randbits(32)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed = {seed!r}: expected a non-negative integer or None")
-    return int(seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -606,14 +578,14 @@ class VideoPipeline:
         given_image_noise = (
             None
             if image_noise is None
-            else _noise_array("image_noise", image_noise, self.image_shape)
+            else noise_array("image_noise", image_noise, self.image_shape)
         )
         given_latents = (
-            None if latents is None else _noise_array("latents", latents, self.latent_shape)
+            None if latents is None else noise_array("latents", latents, self.latent_shape)
         )
         if given_image_noise is not None and given_latents is not None:
             return None, given_image_noise, given_latents
-        used_seed = _resolve_seed(seed)
+        used_seed = resolve_seed(seed)
         rng = np.random.default_rng(used_seed)
         drawn_image_noise = rng.standard_normal(self.image_shape, dtype=np.float32)
         drawn_latents = rng.standard_normal(self.latent_shape, dtype=np.float32)
@@ -830,6 +802,6 @@ def load_noise_file(
         raise InputError(f"noise file {str(path)!r} is not a readable .npz file ({exc})") from None
     where = f"noise file {str(path)!r}: "
     return (
-        _noise_array(where + "image_noise", image_noise, image_shape),
-        _noise_array(where + "latents", latents, latent_shape),
+        noise_array(where + "image_noise", image_noise, image_shape),
+        noise_array(where + "latents", latents, latent_shape),
     )

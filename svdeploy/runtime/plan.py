@@ -46,8 +46,9 @@ from svdeploy.errors import InputError, MemoryLimitError
 from svdeploy.manifest import Manifest, read_manifest
 
 from .backends import BACKEND_FORMATS, choose_backend, required_graph_names, runnable_format
-from .chain import chained_frame_count, check_clips
+from .chain import chained_frame_count
 from .decode import check_overlap, decode_windows
+from .draws import check_clips
 
 STAGES = ("load", "encode", "denoise", "decode")
 MiB = 1 << 20

@@ -22,8 +22,8 @@ from svdeploy.fsutil import (
 )
 from svdeploy.manifest import Manifest, read_manifest, require_complete
 
-from .chain import check_clips
 from .decode import check_overlap
+from .draws import check_clips
 from .pipeline import GenerationResult, VideoPipeline, load_noise_file, resolve_sampling_params
 from .preprocess import ImageSource, to_rgb_float
 from .video import check_fps_for_output, check_output_path, output_path, render_frames, sidecar_path
