@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import List
+from typing import List, Sequence
 
 import numpy as np
 import pytest
@@ -358,30 +358,60 @@ def test_default_fps_is_used_when_the_container_has_none(dataset_dir, monkeypatc
     assert fps == 6.5 and frames.shape[0] == 2
 
 
+class _Array:
+    def __init__(self, value):
+        self.value = value
+
+    def asnumpy(self):
+        return self.value
+
+
+class _MeanOfFrames:
+    """Stands in for the VAE encoder in latent_scale: one "latent" per frame."""
+
+    def set_train(self, mode):
+        pass
+
+    def __call__(self, frames):
+        return _Array(frames.asnumpy().mean(axis=(1, 2, 3)))
+
+
+def _frame_means(samples: Sequence[Sample]) -> np.ndarray:
+    return np.concatenate([s.frames.mean(axis=(1, 2, 3)) for s in samples])
+
+
 def test_latent_scale_reads_the_next_clips_and_leaves_the_dataset_where_it_was(dataset_dir):
     """The autoencoder stage measures vae.scale_factor between its joint and decoder-only
     phases; the decoder phase must read on from where the joint phase stopped."""
     from svdeploy.train.autoencoder import latent_scale
 
-    class MeanOfFrames:  # stands in for the VAE encoder: one "latent" per frame
-        def set_train(self, mode):
-            pass
-
-        def __call__(self, frames):
-            return _Array(frames.asnumpy().mean(axis=(1, 2, 3)))
-
-    class _Array:
-        def __init__(self, value):
-            self.value = value
-
-        def asnumpy(self):
-            return self.value
-
     dataset = VideoDataset(_config(dataset_dir, shuffle=False))
     next(iter(dataset))  # the joint phase has read one clip
     before = dataset.state_dict()
-    scale = latent_scale(MeanOfFrames(), dataset, clips=3)
+    scale = latent_scale(_MeanOfFrames(), dataset, clips=3)
     assert dataset.state_dict() == before
-    rest = _epoch(dataset)
-    expected = np.concatenate([s.frames.mean(axis=(1, 2, 3)) for s in rest[:3]])
+    expected = _frame_means(_epoch(dataset)[:3])
     assert scale == pytest.approx(1.0 / expected.std())  # the 3 clips after the one read
+
+
+def test_latent_scale_goes_on_into_the_next_epochs_when_the_phase_ended_one(dataset_dir):
+    """A joint phase whose steps × clips per step equal the dataset's size stops exactly at
+    the epoch's end (the demo recipe at 600 steps of 2 clips over 1,200 clips did, and the
+    measure then had no clip at all): it reads the next epochs' clips, and more clips than
+    one epoch holds."""
+    from svdeploy.train.autoencoder import latent_scale
+
+    good = len(_epoch(VideoDataset(_config(dataset_dir, shuffle=False))))
+    dataset = VideoDataset(_config(dataset_dir, shuffle=False))
+    reader = iter(dataset)
+    for _ in range(good):  # the phase's reader stops after the epoch's last clip
+        next(reader)
+    before = dataset.state_dict()
+    assert before["epoch"] == 0
+    clips = good + 2
+    scale = latent_scale(_MeanOfFrames(), dataset, clips=clips)
+    assert dataset.position == (before["epoch"], before["index"])
+    later = VideoDataset(_config(dataset_dir, shuffle=False))
+    later.load_state_dict({**before, "epoch": 1, "index": 0})
+    expected = _frame_means((_epoch(later) + _epoch(later))[:clips])
+    assert scale == pytest.approx(1.0 / expected.std())

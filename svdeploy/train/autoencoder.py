@@ -150,9 +150,16 @@ def pixel_weights(frames: np.ndarray, object_weight: float) -> np.ndarray:
     return (1.0 + object_weight * np.minimum(distance / 0.1, 1.0)).astype(np.float32)
 
 
+def _samples(dataset: VideoDataset) -> Iterator:
+    """The dataset's samples from where it stands, epoch after epoch, without end: a phase
+    may stop exactly at an epoch's end, and what reads next must go on into the next epoch."""
+    while True:
+        yield from dataset
+
+
 def _clip_batches(dataset: VideoDataset, batch: int):
     while True:
-        group = []
+        group = []  # an epoch's last clips that do not fill a batch are left out
         for sample in dataset:
             group.append(sample.frames)
             if len(group) == batch:
@@ -251,14 +258,15 @@ def _run_steps(
 
 def latent_scale(encoder, dataset: VideoDataset, clips: int) -> float:
     """1 / standard deviation of the encoder's posterior means over the next ``clips`` of
-    ``dataset``, which it leaves where it was (the decoder phase reads on from there)."""
+    ``dataset`` (into its next epoch where this one ends), which it leaves where it was (the
+    decoder phase reads on from there)."""
     from mindspore import Tensor
 
     position = dataset.state_dict()
 
     encoder.set_train(False)
     values = []
-    for index, sample in enumerate(dataset):
+    for index, sample in enumerate(_samples(dataset)):
         if index >= clips:
             break
         values.append(encoder(Tensor(sample.frames.astype(np.float32))).asnumpy().ravel())
