@@ -23,6 +23,11 @@ phase changes nothing the U-Net learns.
 Afterwards ``vae.scale_factor`` = 1 / std(μ) over ``scale_samples`` clips, so the U-Net sees
 latents of unit variance (the role 0.18215 plays for Stable Diffusion's VAE), and the stage
 writes a complete checkpoint directory (every network; the VAE trained, the rest as given).
+
+Every ``train.save_ckpt_interval`` steps the stage saves where it stands in ``OUT.progress``
+(networks, Adam moments, data position, log): an interrupted stage run again with the same
+options goes on from there and ends with the same weights; the folder goes once ``OUT`` is
+written.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ import logging
 import math
 import shutil
 import time
+from functools import partial
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from svdeploy.config import ModelConfig
+from svdeploy.errors import CheckpointError
 from svdeploy.fsutil import (
     apply_umask,
     make_temp_dir,
@@ -57,6 +64,8 @@ logger = logging.getLogger(__name__)
 STAGE_DIR = "autoencoder"
 LOG_FILE = "autoencoder_log.csv"
 DONE_FILE = "stage.json"
+PROGRESS_SUFFIX = ".progress"  # OUT.progress: the last snapshot of a stage under way
+PROGRESS_STATE, PROGRESS_CELL = "progress.json", "train_cell.ckpt"
 VAE_NETWORKS = ("vae_encoder", "vae_decoder")
 
 
@@ -176,12 +185,12 @@ def train_autoencoder(
     progress: bool = True,
 ) -> Path:
     """Run the stage from the checkpoint ``source`` and write the checkpoint ``out``. A
-    complete ``out`` (from an earlier run with the same options) is reused as it is."""
+    complete ``out`` (from an earlier run with the same options) is reused as it is; an
+    interrupted one goes on from its last snapshot (``OUT.progress``)."""
     if (out / DONE_FILE).is_file():
         logger.info("autoencoder stage already done: %s", out)
         return out
     import mindspore as ms
-    from mindspore import nn
 
     from svdeploy.models import build_network
     from svdeploy.models.loading import load_into_cell
@@ -195,21 +204,29 @@ def train_autoencoder(
     for name, net in (("vae_encoder", encoder), ("vae_decoder", decoder)):
         load_into_cell(net, weights, NETWORK_PREFIXES[name], strict=True)
     dataset = VideoDataset(dataclasses.replace(init, seed=init.seed + 1))
+    snapshots = Snapshots(
+        progress_dir(out), stage_options(cfg, source), cfg.train.save_ckpt_interval
+    )
+    done = snapshots.load() or StageProgress(scale=model_cfg.vae.scale_factor)
+    if done.dataset is not None:
+        dataset.load_state_dict(done.dataset)
     batches = _clip_batches(dataset, ae.batch_size)
     factor = model_cfg.vae.downsample_factor
     latent = (model_cfg.vae.embed_dim, init.height // factor, init.width // factor)
-    rows: List[Dict[str, object]] = []
-    scale = model_cfg.vae.scale_factor
-    for phase in phases(ae):
-        frozen = phase.encoder_frozen
-        loss_net = _cells()(encoder, decoder, init.frames, 0.0 if frozen else ae.kl_weight, frozen)
-        params = decoder.trainable_params() if frozen else loss_net.trainable_params()
-        rates = learning_rates(ae, phase.steps)
-        optimizer = nn.Adam(params, learning_rate=rates, beta1=0.9, beta2=0.99)
-        step_cell = nn.TrainOneStepCell(loss_net, optimizer)
-        step_cell.set_train(True)
-        rows += _run_steps(step_cell, batches, latent, phase, cfg.environment.seed, progress)
-        if not frozen:  # the encoder is final: measure its latents' spread now
+    rows, scale = list(done.rows), done.scale
+    for index, phase in enumerate(phases(ae)):
+        if index < done.phase:
+            continue  # finished before the interruption: its weights are in the snapshot
+        step_cell = _train_cell(encoder, decoder, phase, ae, init.frames)
+        start = done.step if index == done.phase else 0
+        if start:
+            snapshots.restore(step_cell)
+        before = StageProgress(index, 0, list(rows), scale)
+        save = partial(snapshots.save, step_cell, phase, before, dataset)
+        rows += _run_steps(
+            step_cell, batches, latent, phase, cfg.environment.seed, progress, start, save
+        )
+        if not phase.encoder_frozen:  # the encoder is final: measure its latents' spread now
             scale = latent_scale(encoder, dataset, ae.scale_samples)
     logger.info(
         "autoencoder: final loss %.4g; vae.scale_factor = %.5f",
@@ -219,9 +236,134 @@ def train_autoencoder(
     new_cfg = dataclasses.replace(
         model_cfg, vae=dataclasses.replace(model_cfg.vae, scale_factor=scale)
     )
-    return write_stage_checkpoint(
+    written = write_stage_checkpoint(
         out, new_cfg, weights, {"vae_encoder": encoder, "vae_decoder": decoder}, rows
     )
+    remove_quietly(snapshots.folder)
+    return written
+
+
+def _train_cell(encoder, decoder, phase: Phase, ae: AutoencoderConfig, frames: int):
+    """The phase's train cell: its loss over the VAE, Adam over what learns in the phase."""
+    from mindspore import nn
+
+    frozen = phase.encoder_frozen
+    loss_net = _cells()(encoder, decoder, frames, 0.0 if frozen else ae.kl_weight, frozen)
+    params = decoder.trainable_params() if frozen else loss_net.trainable_params()
+    rates = learning_rates(ae, phase.steps)
+    optimizer = nn.Adam(params, learning_rate=rates, beta1=0.9, beta2=0.99)
+    step_cell = nn.TrainOneStepCell(loss_net, optimizer)
+    step_cell.set_train(True)
+    return step_cell
+
+
+def progress_dir(out: Path) -> Path:
+    """Where the stage writing ``out`` keeps its snapshot."""
+    return out.parent / (out.name + PROGRESS_SUFFIX)
+
+
+def stage_options(cfg: TrainingConfig, source: Path) -> Dict[str, Any]:
+    """What a snapshot is valid for: the stage's options, the data, the seed and the source."""
+    import json
+
+    options = {
+        "autoencoder": dataclasses.asdict(cfg.train.autoencoder),
+        "dataset": dataclasses.asdict(cfg.train.dataset.init_args),
+        "seed": cfg.environment.seed,
+        "source": str(Path(source).resolve()),
+    }
+    return json.loads(json.dumps(options, default=str))  # as the JSON file will hold it
+
+
+@dataclasses.dataclass
+class StageProgress:
+    """Where the stage stands: the phase under way and the steps it has taken, the log of
+    every step so far, the latent scale (once the joint phase has measured it) and the
+    data position."""
+
+    phase: int = 0
+    step: int = 0
+    rows: List[Dict[str, object]] = dataclasses.field(default_factory=list)
+    scale: float = 1.0
+    dataset: Optional[Dict[str, Any]] = None
+
+
+@dataclasses.dataclass
+class Snapshots:
+    """The stage's snapshots in ``folder``: the train cell (networks and Adam state) as a
+    MindSpore checkpoint and a StageProgress, replaced every ``every`` steps of a phase."""
+
+    folder: Path
+    options: Dict[str, Any]
+    every: int
+
+    def save(
+        self,
+        step_cell,
+        phase: Phase,
+        before: StageProgress,
+        dataset: VideoDataset,
+        step: int,
+        phase_rows: List[Dict[str, object]],
+    ) -> None:
+        """After ``step`` steps of ``phase`` (whose own log is ``phase_rows``)."""
+        import json
+
+        import mindspore as ms
+
+        if step % self.every or step >= phase.steps:
+            return  # a finished phase goes on to the next (or to OUT) without a snapshot
+        state = dataclasses.replace(
+            before, step=step, rows=before.rows + phase_rows, dataset=dataset.state_dict()
+        )
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = make_temp_dir(self.folder)
+        try:
+            ms.save_checkpoint(step_cell, str(tmp / PROGRESS_CELL))
+            data = {"options": self.options, **dataclasses.asdict(state)}
+            (tmp / PROGRESS_STATE).write_text(json.dumps(data, indent=1) + "\n", "utf-8")
+            replace_dir(tmp, self.folder)
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+
+    def load(self) -> Optional[StageProgress]:
+        """The saved progress, or None where there is none or it was made with other options
+        (then the folder is removed and the stage starts over)."""
+        import json
+
+        path = self.folder / PROGRESS_STATE
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text("utf-8"))
+        if data.pop("options", None) != self.options:
+            logger.warning(
+                "%s was made with other options (autoencoder, data, seed or source); the "
+                "autoencoder stage starts over",
+                self.folder,
+            )
+            remove_quietly(self.folder)
+            return None
+        state = StageProgress(**data)
+        logger.info(
+            "autoencoder stage: going on from %s (phase %d, step %d)",
+            self.folder,
+            state.phase + 1,
+            state.step,
+        )
+        return state
+
+    def restore(self, step_cell) -> None:
+        """Fill the train cell (networks and optimizer) from the snapshot, strictly."""
+        import mindspore as ms
+
+        path = self.folder / PROGRESS_CELL
+        left = ms.load_param_into_net(step_cell, ms.load_checkpoint(str(path)), strict_load=True)
+        if any(left):
+            raise CheckpointError(
+                f"{path} does not match the autoencoder stage's train cell: not loaded "
+                f"{', '.join(left[0][:5]) or 'none'}; unused {', '.join(left[1][:5]) or 'none'}"
+            )
 
 
 def _run_steps(
@@ -231,16 +373,19 @@ def _run_steps(
     phase: Phase,
     seed: int,
     progress: bool,
+    start: int = 0,
+    after_step: Optional[Callable[[int, List[Dict[str, object]]], None]] = None,
 ) -> List[Dict[str, object]]:
-    """The phase's optimizer steps, one log row each; the posterior noise is drawn from the
-    seed, the phase and the step, so that a rerun takes the same steps."""
+    """The phase's optimizer steps from ``start``, one log row each; ``after_step(steps
+    taken, rows)`` follows each. The posterior noise is drawn from the seed, the phase and the
+    step, so that a rerun (or a resumed run) takes the same steps."""
     from mindspore import Tensor
     from tqdm import tqdm
 
     rows: List[Dict[str, object]] = []
     desc = "svd-train autoencoder" + (" (decoder)" if phase.encoder_frozen else "")
-    bar = tqdm(total=phase.steps, desc=desc, unit="step", disable=not progress)
-    for step in range(phase.steps):
+    bar = tqdm(total=phase.steps, initial=start, desc=desc, unit="step", disable=not progress)
+    for step in range(start, phase.steps):
         raise_if_interrupted()  # MindSpore may have swallowed a Ctrl-C inside the last step
         started = time.perf_counter()
         frames = next(batches)
@@ -252,6 +397,8 @@ def _run_steps(
         rows.append({"phase": phase.name, "step": step + 1, "loss": loss, "seconds": seconds})
         bar.set_postfix(loss=f"{loss:.4g}")
         bar.update(1)
+        if after_step is not None:
+            after_step(step + 1, rows)
     bar.close()
     return rows
 

@@ -350,7 +350,10 @@ class TrainSection:
         "compute again; resumed runs give the same numbers.",
     )
     save_ckpt_interval: int = _opt(
-        100, "Write a checkpoint every this many optimizer steps (and always after the last one)."
+        100,
+        "Write a checkpoint every this many optimizer steps (and always after the last one); "
+        "the autoencoder stage saves where it stands as often (OUTPUT_DIR/autoencoder.progress), "
+        "so that an interrupted stage resumes.",
     )
     ckpt_max_keep: Optional[int] = _opt(
         10, "Keep only the newest this many checkpoints; null keeps all."
