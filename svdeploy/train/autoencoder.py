@@ -192,17 +192,11 @@ def train_autoencoder(
         return out
     import mindspore as ms
 
-    from svdeploy.models import build_network
-    from svdeploy.models.loading import load_into_cell
-
     ae = cfg.train.autoencoder
     init = cfg.train.dataset.init_args
     ms.set_seed(cfg.environment.seed)
-    encoder = build_network("vae_encoder", model_cfg, kernels)
-    decoder = build_network("vae_decoder", model_cfg, kernels)
     weights = source / WEIGHTS_FILE
-    for name, net in (("vae_encoder", encoder), ("vae_decoder", decoder)):
-        load_into_cell(net, weights, NETWORK_PREFIXES[name], strict=True)
+    encoder, decoder = _vae(model_cfg, kernels, weights)
     dataset = VideoDataset(dataclasses.replace(init, seed=init.seed + 1))
     snapshots = Snapshots(
         progress_dir(out), stage_options(cfg, source), cfg.train.save_ckpt_interval
@@ -241,6 +235,17 @@ def train_autoencoder(
     )
     remove_quietly(snapshots.folder)
     return written
+
+
+def _vae(model_cfg: ModelConfig, kernels, weights: Path) -> List[Any]:
+    """The VAE encoder and temporal decoder, filled from ``weights`` (strictly)."""
+    from svdeploy.models import build_network
+    from svdeploy.models.loading import load_into_cell
+
+    nets = [build_network(name, model_cfg, kernels) for name in VAE_NETWORKS]
+    for name, net in zip(VAE_NETWORKS, nets):
+        load_into_cell(net, weights, NETWORK_PREFIXES[name], strict=True)
+    return nets
 
 
 def _train_cell(encoder, decoder, phase: Phase, ae: AutoencoderConfig, frames: int):
