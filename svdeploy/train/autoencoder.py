@@ -48,6 +48,7 @@ from svdeploy.config import ModelConfig
 from svdeploy.errors import CheckpointError
 from svdeploy.fsutil import (
     apply_umask,
+    json_text,
     make_temp_dir,
     raise_if_interrupted,
     remove_quietly,
@@ -312,8 +313,6 @@ class Snapshots:
         phase_rows: List[Dict[str, object]],
     ) -> None:
         """After ``step`` steps of ``phase`` (whose own log is ``phase_rows``)."""
-        import json
-
         import mindspore as ms
 
         if step % self.every or step >= phase.steps:
@@ -326,7 +325,7 @@ class Snapshots:
         try:
             ms.save_checkpoint(step_cell, str(tmp / PROGRESS_CELL))
             data = {"options": self.options, **dataclasses.asdict(state)}
-            (tmp / PROGRESS_STATE).write_text(json.dumps(data, indent=1) + "\n", "utf-8")
+            (tmp / PROGRESS_STATE).write_text(json_text(data, 1, allow_nan=True), "utf-8")
             replace_dir(tmp, self.folder)
         except BaseException:
             remove_quietly(tmp)
@@ -341,7 +340,8 @@ class Snapshots:
         if not path.is_file():
             return None
         data = json.loads(path.read_text("utf-8"))
-        if data.pop("options", None) != self.options:
+        saved = data.pop("options", None)
+        if saved != self.options:
             logger.warning(
                 "%s was made with other options (autoencoder, data, seed or source); the "
                 "autoencoder stage starts over",
