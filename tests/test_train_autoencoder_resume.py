@@ -13,8 +13,16 @@ import pytest
 
 from svdeploy.config import load_model_config
 from svdeploy.demo_model import recipe_path
+from svdeploy.errors import CheckpointError
 from svdeploy.train import autoencoder
-from svdeploy.train.autoencoder import DONE_FILE, LOG_FILE, progress_dir, train_autoencoder
+from svdeploy.train.autoencoder import (
+    DONE_FILE,
+    LOG_FILE,
+    PROGRESS_STATE,
+    Snapshots,
+    progress_dir,
+    train_autoencoder,
+)
 from svdeploy.train.config import load_training_config, parse_override_args
 from svdeploy.train.shapes import synthesize
 from svdeploy.train.trainer import training_kernels, write_random_checkpoint
@@ -130,3 +138,22 @@ def test_a_snapshot_made_with_other_options_is_not_used(
         (phase, str(step)) for phase in ("joint", "decoder") for step in (1, 2, 3)
     ]
     assert not progress.exists()
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("{not json", "unreadable autoencoder progress"),
+        ("[1, 2]", "unreadable autoencoder progress"),
+        ('{"options": {"seed": 0}, "phase": 0, "bogus": 1}', "not an autoencoder progress file"),
+    ],
+)
+def test_a_damaged_snapshot_is_refused_with_the_file_and_the_way_out(tmp_path, text, says):
+    folder = tmp_path / "autoencoder.progress"
+    folder.mkdir()
+    (folder / PROGRESS_STATE).write_text(text, "utf-8")
+    with pytest.raises(CheckpointError) as err:
+        Snapshots(folder, {"seed": 0}, every=2).load()
+    message = str(err.value)
+    assert says in message and str(folder / PROGRESS_STATE) in message
+    assert f"delete {folder}" in message and folder.is_dir()  # nothing removed behind the user

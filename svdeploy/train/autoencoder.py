@@ -339,8 +339,14 @@ class Snapshots:
         path = self.folder / PROGRESS_STATE
         if not path.is_file():
             return None
-        data = json.loads(path.read_text("utf-8"))
-        saved = data.pop("options", None)
+        try:
+            data = json.loads(path.read_text("utf-8"))
+            saved = data.pop("options", None)
+        except (OSError, ValueError, TypeError) as exc:
+            raise CheckpointError(
+                f"{path}: unreadable autoencoder progress ({exc}); delete {self.folder} to "
+                "start the stage over"
+            ) from None
         if saved != self.options:
             logger.warning(
                 "%s was made with other options (autoencoder, data, seed or source); the "
@@ -349,7 +355,13 @@ class Snapshots:
             )
             remove_quietly(self.folder)
             return None
-        state = StageProgress(**data)
+        try:
+            state = StageProgress(**data)
+        except TypeError as exc:
+            raise CheckpointError(
+                f"{path}: not an autoencoder progress file ({exc}); delete {self.folder} to "
+                "start the stage over"
+            ) from None
         logger.info(
             "autoencoder stage: going on from %s (phase %d, step %d)",
             self.folder,
