@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import subprocess
 from pathlib import Path
 
 import mindspore as ms
@@ -18,6 +19,7 @@ from svdeploy.train import autoencoder
 from svdeploy.train.autoencoder import (
     DONE_FILE,
     LOG_FILE,
+    PROGRESS_CELL,
     PROGRESS_STATE,
     Snapshots,
     progress_dir,
@@ -157,3 +159,32 @@ def test_a_damaged_snapshot_is_refused_with_the_file_and_the_way_out(tmp_path, t
     message = str(err.value)
     assert says in message and str(folder / PROGRESS_STATE) in message
     assert f"delete {folder}" in message and folder.is_dir()  # nothing removed behind the user
+
+
+class _Position:
+    def state_dict(self):
+        return {"position": 1}
+
+
+def test_a_half_written_snapshot_of_a_killed_run_is_removed_at_the_next_save(tmp_path):
+    """A stage killed while saving leaves a hidden partial folder; the next save removes it
+    (the project's staged_dir) and writes the new snapshot whole."""
+    folder = tmp_path / "autoencoder.progress"
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process that no longer exists wrote this one
+    stale = tmp_path / f".{folder.name}.partial-{gone.pid}-x1"
+    stale.mkdir()
+    (stale / PROGRESS_STATE).write_text("{", "utf-8")
+    snapshots = Snapshots(folder, {"seed": 0}, every=1)
+    phase = autoencoder.Phase(autoencoder.JOINT, 3, 3.0, 7)
+    before = autoencoder.StageProgress(scale=0.5)
+    snapshots.save(ms.nn.Dense(2, 2), phase, before, _Position(), 1, [{"step": 1}])
+    assert not stale.exists()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([PROGRESS_STATE, PROGRESS_CELL])
+    state = snapshots.load()
+    assert state is not None and (state.step, state.dataset, state.scale) == (
+        1,
+        {"position": 1},
+        0.5,
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]

@@ -53,6 +53,7 @@ from svdeploy.fsutil import (
     raise_if_interrupted,
     remove_quietly,
     replace_dir,
+    staged_dir,
 )
 from svdeploy.models.keys import NETWORK_PREFIXES
 from svdeploy.models.loading import WEIGHTS_FILE
@@ -320,16 +321,14 @@ class Snapshots:
         state = dataclasses.replace(
             before, step=step, rows=before.rows + phase_rows, dataset=dataset.state_dict()
         )
-        self.folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = make_temp_dir(self.folder)
-        try:
+        shown = str(self.folder)
+        with staged_dir(
+            self.folder, CheckpointError, "snapshot", "saving a snapshot to", shown, logger.info
+        ) as tmp:
             ms.save_checkpoint(step_cell, str(tmp / PROGRESS_CELL))
             data = {"options": self.options, **dataclasses.asdict(state)}
             (tmp / PROGRESS_STATE).write_text(json_text(data, 1, allow_nan=True), "utf-8")
             replace_dir(tmp, self.folder)
-        except BaseException:
-            remove_quietly(tmp)
-            raise
 
     def load(self) -> Optional[StageProgress]:
         """The saved progress, or None where there is none or it was made with other options
